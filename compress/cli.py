@@ -1,0 +1,218 @@
+"""The `compress` command: a thin typer layer over the Python API.
+
+Exit codes: 0 ok, 1 a target gate failed, 2 bad usage or input.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from compress.errors import CompressError
+
+app = typer.Typer(help="Compress face-video teacher networks into mobile models and prove they run in real time.", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+bundle_app = typer.Typer(help="Verify, publish and pull model bundles.", no_args_is_help=True)
+teacher_app = typer.Typer(help="Train the demo teacher.", no_args_is_help=True)
+app.add_typer(bundle_app, name="bundle")
+app.add_typer(teacher_app, name="teacher")
+out = Console()
+
+
+def _print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+
+
+def _table(title: str, rows: list[dict[str, Any]], columns: list[str] | None = None) -> Table:
+    columns = columns or (list(rows[0]) if rows else [])
+    table = Table(title=title, title_justify="left")
+    for c in columns:
+        table.add_column(c, justify="right" if rows and isinstance(rows[0].get(c), (int, float)) else "left")
+    for r in rows:
+        table.add_row(*("" if r.get(c) is None else f"{r[c]:.4g}" if isinstance(r.get(c), float) else str(r[c]) for c in columns))
+    return table
+
+
+@app.command()
+def run(
+    recipe: Path = typer.Argument(..., help="Recipe YAML (see `compress recipes`)."),
+    checkpoint: Optional[Path] = typer.Option(None, help="Teacher checkpoint; overrides the recipe's teacher.checkpoint."),
+    data: Optional[str] = typer.Option(None, help="Video folder or file for every data split; overrides data.train/eval/calibration."),
+    out_dir: Optional[Path] = typer.Option(None, "--out", help="Folder for run folders (default exported/runs)."),
+    set_: list[str] = typer.Option([], "--set", help="Override a recipe field, e.g. --set stages.distill.steps=200 (repeatable)."),
+    resume: bool = typer.Option(False, help="Keep stages whose config and inputs are unchanged; rerun from the first that changed."),
+    until: Optional[str] = typer.Option(None, help="Stop after this stage."),
+    nproc: int = typer.Option(1, help="Distillation processes on this machine (torchrun/DDP)."),
+    trust_checkpoint: bool = typer.Option(False, help="Allow checkpoints that need pickled code (only for files you trust)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the run summary as JSON."),
+) -> None:
+    """Run a recipe's stages: lint, distill, prune, export, quantize, profile, bundle."""
+    from compress.recipe import load_recipe
+    from compress.run import check_gates, run_recipe
+
+    overrides = list(set_)
+    if data:
+        overrides += [f"data.{k}={data}" for k in ("train", "eval", "calibration")]
+    r = load_recipe(recipe, overrides)
+    summary = run_recipe(r, checkpoint=checkpoint, out=out_dir, resume=resume, until=until, trust_checkpoint=trust_checkpoint, nproc=nproc, quiet=as_json)
+    if as_json:
+        _print_json(summary.to_json())
+    else:
+        out.print(_table(f"run {summary.run_dir}", summary.stages, ["stage", "status", "wall_s", "summary"]))
+        if summary.gates:
+            out.print(_table("targets", [g.to_json() for g in summary.gates], ["name", "target", "value", "margin", "passed"]))
+        if "bundle" in summary.artifacts:
+            out.print(f"bundle: {summary.artifacts['bundle']}")
+    check_gates(summary)
+
+
+@app.command()
+def recipes(folder: Path = typer.Option(Path("recipes"), help="Folder of recipe YAML files.")) -> None:
+    """List the recipes in a folder, one line each."""
+    from compress.recipe import list_recipes
+
+    for path, desc in list_recipes(folder):
+        out.print(f"{path}  [dim]{desc}[/dim]", highlight=False)
+
+
+@app.command()
+def inspect(
+    target: Path = typer.Argument(..., help="A checkpoint, one of our model files, or a recipe."),
+    family: Optional[str] = typer.Option(None, help="Model family of an official checkpoint (e.g. fomm)."),
+    config: Optional[str] = typer.Option(None, help="Named config of an official checkpoint (e.g. vox-256)."),
+    trust_checkpoint: bool = typer.Option(False, help="Allow checkpoints that need pickled code."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Parameters, fp32/int8 MB and GFLOPs per network, per deployable part and per module."""
+    from compress.inspect import inspect_model, load_for_inspect
+
+    fam, model, kind = load_for_inspect(target, family, config, trust_checkpoint)
+    report = {"target": str(target), "kind": kind, **inspect_model(fam, model)}
+    if as_json:
+        _print_json(report)
+        return
+    out.print(f"{target}: {fam.name} {kind}, {report['params']:,} params, {report['fp32_mb']} MB fp32, {report['int8_mb']} MB int8")
+    out.print(_table("networks", report["networks"]))
+    out.print(_table("deployable parts", report["parts"]))
+    out.print(_table("heaviest modules", report["top_modules"]))
+
+
+@app.command()
+def lint(
+    target: Path = typer.Argument(..., help="A recipe or a checkpoint."),
+    family: Optional[str] = typer.Option(None, help="Model family of a checkpoint."),
+    config: Optional[str] = typer.Option(None, help="Named config of an official checkpoint."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """List ops that won't export to ONNX or Core ML, stay float under int8, or run CPU-only in Core ML."""
+    from compress.lint import lint_target
+
+    findings = lint_target(target, family=family, config=config)
+    rows = [f.to_json() if hasattr(f, "to_json") else dict(f.__dict__) for f in findings]
+    if as_json:
+        _print_json(rows)
+    elif rows:
+        out.print(_table(f"lint {target}", rows))
+    else:
+        out.print(f"{target}: no findings")
+    if any(r.get("severity") == "error" for r in rows):
+        raise typer.Exit(2)
+
+
+@app.command()
+def profile(
+    target: Path = typer.Argument(..., help="An ONNX file, a Core ML package, a run folder or a bundle."),
+    device: str = typer.Option("host", help="host | ssh://user@host[:port] | adb[:SERIAL] | coreml | profile:NAME"),
+    threads: int = typer.Option(1, help="Threads."),
+    warmup: int = typer.Option(5, help="Warm-up runs."),
+    runs: int = typer.Option(30, help="Measured runs."),
+    top: int = typer.Option(10, help="Rows of the per-op table."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON rows."),
+) -> None:
+    """Latency p50/p90/p99 and fps, measured or predicted, with the heaviest ops."""
+    from compress.bench.profile import profile_command
+
+    profile_command(target, device, threads, warmup, runs, top, as_json)
+
+
+@app.command("eval")
+def evaluate(
+    model: Path = typer.Argument(..., help="A checkpoint, a run folder or a bundle."),
+    data: str = typer.Option("synthetic", help="'synthetic' or a video folder/file."),
+    family: Optional[str] = typer.Option(None, help="Model family of an official checkpoint."),
+    config: Optional[str] = typer.Option(None, help="Named config of an official checkpoint."),
+    videos: int = typer.Option(8, help="Held-out videos to evaluate."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Reconstruction quality (L1/PSNR/SSIM) vs ground truth, next to the 'output = source' baseline."""
+    from compress.evaluate import evaluate_command
+
+    evaluate_command(model, data, family, config, videos, as_json)
+
+
+@bundle_app.command("verify")
+def bundle_verify(path: Path = typer.Argument(..., help="Bundle folder.")) -> None:
+    """Check the manifest schema, that every file is present and every checksum matches."""
+    from compress.bundle.verify import verify_command
+
+    verify_command(path)
+
+
+@bundle_app.command("publish")
+def bundle_publish(path: Path = typer.Argument(..., help="Bundle folder."), to: Path = typer.Option(..., help="Registry folder.")) -> None:
+    """Add a bundle to a registry (a folder servable by any static web server)."""
+    from compress.bundle.registry import publish_command
+
+    publish_command(path, to)
+
+
+@bundle_app.command("pull")
+def bundle_pull(
+    source: str = typer.Argument(..., help="Registry folder or http(s) URL."),
+    spec: str = typer.Argument(..., help="NAME or NAME@VERSION."),
+    to: Path = typer.Option(Path("."), help="Folder to extract into."),
+) -> None:
+    """Download a bundle, verify its checksum and extract it safely."""
+    from compress.bundle.registry import pull_command
+
+    pull_command(source, spec, to)
+
+
+@teacher_app.command("train")
+def teacher_train(
+    recipe: Path = typer.Argument(..., help="Teacher-training recipe (e.g. recipes/teachers/fomm-demo-teacher.yaml)."),
+    out_path: Path = typer.Option(..., "--out", help="Where to write the trained teacher (.safetensors)."),
+    steps: Optional[int] = typer.Option(None, help="Override the number of training steps."),
+) -> None:
+    """Train a FOMM-architecture teacher on synthetic clips with FOMM's unsupervised objective."""
+    from compress.teacher_train import train_command
+
+    train_command(recipe, out_path, steps)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point: errors become messages and exit codes, never tracebacks."""
+    try:
+        app(args=argv, standalone_mode=False)
+    except CompressError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        print("interrupted: completed stages are kept; rerun with --resume", file=sys.stderr)
+        sys.exit(130)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except Exception as exc:  # click's usage errors
+        import click
+
+        if isinstance(exc, click.exceptions.ClickException):
+            exc.show()
+            sys.exit(2)
+        if isinstance(exc, click.exceptions.Abort):
+            sys.exit(130)
+        raise

@@ -1,0 +1,157 @@
+"""A small generic family: an image-to-image conv net (frame restoration).
+
+It gives the runner, the stages and the tests something real and fast to run; it is not
+a face model. The task: restore a frame from a noisy, blurred copy.
+"""
+from __future__ import annotations
+
+from typing import Any, Iterable, Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import Dataset
+
+from compress.errors import CompressError
+from compress.families.base import Family, Part, Prunable, TensorSpec
+from compress.families.registry import register_family
+
+CONFIGS: dict[str, dict[str, Any]] = {
+    "teacher-32": {"width": 32, "depth": 4, "size": 32},
+    "student-32": {"width": 8, "depth": 2, "size": 32},
+    "teacher-64": {"width": 48, "depth": 6, "size": 64},
+    "student-64": {"width": 16, "depth": 3, "size": 64},
+}
+DEFAULTS = {"teacher": "teacher-32", "student": "student-32"}
+
+
+class ConvBlock(nn.Sequential):
+    def __init__(self, cin: int, cout: int):
+        super().__init__(nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU())
+
+
+class RestorationNet(nn.Module):
+    """Encoder (stride 2) -> residual body -> decoder; predicts a residual added to the input."""
+
+    def __init__(self, width: int, depth: int, size: int):
+        super().__init__()
+        self.size = size
+        self.stem = ConvBlock(3, width)
+        self.down = nn.Sequential(nn.Conv2d(width, width * 2, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(width * 2), nn.ReLU())
+        self.body = nn.ModuleList(ConvBlock(width * 2, width * 2) for _ in range(depth))
+        self.up = ConvBlock(width * 2, width)
+        self.head = nn.Conv2d(width, 3, 3, padding=1)
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        x = self.stem(image)
+        y = self.down(x)
+        for block in self.body:
+            y = y + block(y)
+        y = F.interpolate(y, scale_factor=2.0, mode="nearest")
+        return (image + self.head(self.up(y) + x)).clamp(0, 1)
+
+
+class _Tupled(nn.Module):
+    """Flat-tensor forward returning a tuple, as deployable parts must."""
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net = net
+
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor]:
+        return (self.net(image),)
+
+
+class NoisyFrames(Dataset):
+    """Smooth random frames (upsampled low-res noise) and their degraded copies; deterministic by seed."""
+
+    def __init__(self, size: int, seed: int, samples: int):
+        self.size, self.seed, self.samples = size, seed, samples
+
+    def __len__(self) -> int:
+        return self.samples
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + i)
+        low = torch.rand(1, 3, 4, 4, generator=g)
+        clean = F.interpolate(low, size=(self.size, self.size), mode="bicubic", align_corners=False).clamp(0, 1)[0]
+        noisy = (F.avg_pool2d(clean[None], 3, 1, 1)[0] + 0.05 * torch.randn(clean.shape, generator=g)).clamp(0, 1)
+        return {"input": noisy, "target": clean}
+
+
+@register_family
+class GenericFamily(Family):
+    name = "generic"
+    description = "small image-to-image conv net (frame restoration) for tests and the smallest demo"
+    default_input_size = (32, 32)
+
+    def configs(self) -> dict[str, dict[str, Any]]:
+        return CONFIGS
+
+    def resolve_config(self, config: str | dict[str, Any] | None, role: str) -> dict[str, Any]:
+        if config is None:
+            config = DEFAULTS[role]
+        if isinstance(config, str):
+            if config not in CONFIGS:
+                raise CompressError(f"generic family: unknown config {config!r}; known: {', '.join(CONFIGS)}")
+            return dict(CONFIGS[config])
+        missing = {"width", "depth", "size"} - set(config)
+        if missing:
+            raise CompressError(f"generic family config lacks {sorted(missing)}")
+        return dict(config)
+
+    def build_teacher(self, config: dict[str, Any]) -> nn.Module:
+        return RestorationNet(**config)
+
+    build_student = build_teacher
+
+    def _size(self, model: nn.Module) -> int:
+        return model.size  # type: ignore[return-value]
+
+    def input_size(self, config: dict[str, Any]) -> tuple[int, int]:
+        return (config["size"], config["size"])
+
+    def parts(self, model: nn.Module) -> list[Part]:
+        s = self._size(model)
+        return [
+            Part(
+                name="net",
+                role="receiver",
+                cadence="per_frame",
+                module=_Tupled(model),
+                inputs=[TensorSpec("image", (1, 3, s, s), description="degraded frame")],
+                outputs=[TensorSpec("output", (1, 3, s, s), description="restored frame")],
+            )
+        ]
+
+    def prunables(self, model: nn.Module) -> list[Prunable]:
+        s = self._size(model)
+        return [Prunable("net", model, (torch.rand(1, 3, s, s),), protected=[model.head])]
+
+    def forward(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {"prediction": model(batch["input"])}
+
+    def distill_loss(self, teacher_out, student_out, batch, weights):  # type: ignore[override]
+        terms = {"output_l1": F.l1_loss(student_out["prediction"], teacher_out["prediction"])}
+        if weights.get("ground_truth", 0):
+            terms["ground_truth"] = F.l1_loss(student_out["prediction"], batch["target"])
+        loss = sum(weights.get(k, 1.0) * v for k, v in terms.items())
+        return loss, {k: float(v) for k, v in terms.items()}
+
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module, batches: Iterable[dict[str, torch.Tensor]]) -> dict[str, float]:
+        from compress.metrics import frame_metrics
+
+        rows = [frame_metrics(model(b["input"]), b["target"]) for b in batches]
+        return {k: sum(r[k] for r in rows) / len(rows) for k in rows[0]}
+
+    def dataset(self, source: str, split: str, size: tuple[int, int], seed: int, samples: int) -> Dataset:
+        if source != "synthetic":
+            raise CompressError(f"generic family: data {source!r}: only 'synthetic' is supported")
+        offset = {"train": 0, "eval": 1, "test": 1, "calibration": 2}[split]
+        return NoisyFrames(size[0], seed * 10 + offset, samples)
+
+    def calibration_inputs(self, model: nn.Module, batches: Iterable[dict[str, torch.Tensor]]) -> Iterator[dict[str, tuple[torch.Tensor, ...]]]:
+        for b in batches:
+            for i in range(b["input"].shape[0]):
+                yield {"net": (b["input"][i : i + 1],)}

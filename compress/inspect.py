@@ -1,0 +1,63 @@
+"""`compress inspect`: parameters, fp32/int8 size and GFLOPs per network, part and module."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from compress.checkpoints import load_model, read_model_meta
+from compress.errors import CompressError
+from compress.families.base import Family
+from compress.families.loading import load_teacher_model
+from compress.families.registry import get_family
+from compress.stats import PartStats, count_macs, count_params, size_mb
+
+
+def load_for_inspect(target: str | Path, family: str | None = None, config: str | None = None, trust: bool = False) -> tuple[Family, nn.Module, str]:
+    """A recipe (its teacher and student), one of our model files, or an official checkpoint (needs --family)."""
+    target = Path(target)
+    if target.suffix in (".yaml", ".yml"):
+        from compress.recipe import load_recipe
+
+        recipe = load_recipe(target)
+        fam = get_family(recipe.family)
+        teacher = load_teacher_model(fam, recipe.resolve(recipe.teacher.checkpoint), fam.resolve_config(recipe.teacher.config, "teacher"), trust)
+        return fam, teacher, "teacher"
+    meta = read_model_meta(target)
+    if meta is not None:
+        fam = get_family(family or meta["family"])
+        model, meta = load_model(target, fam)
+        return fam, model, meta["kind"]
+    if family is None:
+        raise CompressError(f"{target}: not a mobile-compress model file; pass --family (e.g. --family fomm) to read an official checkpoint")
+    fam = get_family(family)
+    return fam, load_teacher_model(fam, target, fam.resolve_config(config, "teacher"), trust), "teacher"
+
+
+def inspect_model(family: Family, model: nn.Module, per_module: bool = True) -> dict[str, Any]:
+    """Counts per network (prunable) and per deployable part, and the heaviest modules."""
+    networks = [
+        PartStats(p.name, count_params(p.module), 2 * count_macs(p.module, p.example_inputs) / 1e9).to_json()  # type: ignore[operator]
+        for p in family.prunables(model)
+    ]
+    parts, modules = [], []
+    for part in family.parts(model):
+        inputs = part.example_inputs()
+        macs = count_macs(part.module, inputs, per_module=True)
+        assert isinstance(macs, dict)
+        parts.append({**PartStats(part.name, count_params(part.module), 2 * sum(macs.values()) / 1e9).to_json(), "role": part.role, "cadence": part.cadence})
+        if per_module:
+            named = dict(part.module.named_modules())
+            for name, m in sorted(macs.items(), key=lambda kv: -kv[1])[:15]:
+                modules.append({"part": part.name, "module": name, "type": type(named[name]).__name__, "params": count_params(named[name]), "gflops": round(2 * m / 1e9, 4)})
+    total = count_params(model)
+    return {
+        "family": family.name,
+        "params": total,
+        "fp32_mb": round(size_mb(total), 3),
+        "int8_mb": round(size_mb(total, "int8"), 3),
+        "networks": networks,
+        "parts": parts,
+        "top_modules": modules,
+    }

@@ -1,0 +1,365 @@
+"""The recipe schema: one pydantic model, defaults in one place, unknown keys are errors.
+
+A recipe is YAML. Errors name the file, the key path and the YAML line. `--set a.b=c`
+overrides any field (stages are addressed by name: `stages.distill.steps=200`).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from compress.errors import CompressError
+
+SEMVER = re.compile(r"^\d+\.\d+\.\d+(?:-[0-9A-Za-z.-]+)?(?:\+[0-9A-Za-z.-]+)?$")
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+# -- stage configs -------------------------------------------------------------------------
+class LintConfig(Strict):
+    fail_on: list[Literal["onnx", "coreml"]] = ["onnx", "coreml"]
+
+
+class LossWeights(Strict):
+    """Weights of the distillation loss terms; 0 switches a term off."""
+
+    output_l1: float = 1.0
+    output_ssim: float = 0.5
+    scales: list[float] = [1.0, 0.5, 0.25]
+    keypoints: float = 10.0
+    jacobians: float = 1.0
+    features: float = 0.1
+    occlusion: float = 1.0
+    ground_truth: float = 0.0
+
+
+class DistillConfig(Strict):
+    steps: int = Field(500, ge=1)
+    batch_size: int = Field(8, ge=1)
+    lr: float = Field(2e-3, gt=0)
+    optimizer: Literal["adam", "adamw", "sgd"] = "adam"
+    schedule: Literal["constant", "cosine", "step"] = "cosine"
+    warmup_steps: int = Field(0, ge=0)
+    weight_decay: float = 0.0
+    seed: int = 0
+    loss: LossWeights = LossWeights()
+    feature_layers: dict[str, str] = Field(
+        default_factory=dict, description="student module path -> teacher module path, matched through 1x1 adapters"
+    )
+    cache_teacher: bool = True
+    checkpoint_every: int = Field(100, ge=1)
+    eval_batches: int = Field(4, ge=1)
+    device: Literal["cpu", "cuda"] = "cpu"
+    train_samples: int = Field(512, ge=1, description="clip pairs drawn per epoch from the train split")
+
+
+class PruneConfig(Strict):
+    model: Literal["auto", "teacher", "model"] = "auto"
+    importance: Literal["magnitude", "taylor", "bn_scale"] = "magnitude"
+    scope: Literal["global", "uniform"] = "uniform"
+    round_to: int = Field(8, ge=1)
+    # Budget: at least one of these.
+    size_mb: float | None = Field(None, gt=0)
+    precision: Literal["fp32", "fp16", "int8"] = "int8"
+    gflops: dict[str, float] = Field(default_factory=dict, description="part name -> GFLOPs budget")
+    gflops_ratio: float | None = Field(None, gt=0, le=1, description="keep this fraction of each network's GFLOPs")
+    latency_ms: dict[str, float] = Field(default_factory=dict, description="part name -> predicted ms")
+    device: str = "profile:iphone8"
+    iterations: int = Field(1, ge=1, description="prune -> fine-tune cycles")
+    finetune: DistillConfig | None = None
+    protect: list[str] = Field(default_factory=list, description="extra module paths pruning must not touch")
+
+
+class ExportConfig(Strict):
+    formats: list[Literal["onnx", "coreml"]] = ["onnx", "coreml"]
+    opset: int = Field(17, ge=17)
+    simplify: bool = True
+    minimum_deployment_target: Literal["iOS16", "iOS17", "iOS18"] = "iOS16"
+    compute_precision: Literal["fp16", "fp32"] = "fp16"
+    rtol: float = Field(1e-3, gt=0)
+    atol: float = Field(1e-4, ge=0)
+    random_inputs: int = Field(3, ge=0)
+    real_inputs: int = Field(3, ge=0)
+
+
+class QuantizeConfig(Strict):
+    formats: list[Literal["onnx", "coreml"]] = ["onnx", "coreml"]
+    onnx_engine: Literal["ort", "nncf"] = "ort"
+    target: Literal["auto", "x86", "x86-vnni", "arm"] = "auto"
+    per_channel: bool = True
+    calibration_samples: int = Field(32, ge=1)
+    eval_batches: int = Field(4, ge=1)
+    max_psnr_drop_db: float = Field(0.3, ge=0)
+    ship_when_slower: Literal["int8", "fp32"] = "int8"
+    coreml_mode: Literal["auto", "weights", "w8a8"] = "auto"
+    qat: DistillConfig | None = None
+
+
+class ProfileConfig(Strict):
+    devices: list[str] = ["host", "profile:iphone8"]
+    threads: list[int] = [1]
+    warmup: int = Field(5, ge=0)
+    runs: int = Field(30, ge=1)
+    precision: Literal["fp32", "int8", "shipped"] = "shipped"
+
+
+class BundleConfig(Strict):
+    out: str | None = Field(None, description="bundle folder; default exported/<name>-<version>")
+    formats: list[Literal["onnx", "coreml"]] = ["onnx", "coreml"]
+    snippets: list[Literal["swift", "kotlin", "python"]] = ["swift", "kotlin", "python"]
+
+
+STAGE_CONFIGS: dict[str, type[Strict]] = {
+    "lint": LintConfig,
+    "distill": DistillConfig,
+    "prune": PruneConfig,
+    "export": ExportConfig,
+    "quantize": QuantizeConfig,
+    "profile": ProfileConfig,
+    "bundle": BundleConfig,
+}
+StageName = Literal["lint", "distill", "prune", "export", "quantize", "profile", "bundle"]
+
+
+# -- recipe ---------------------------------------------------------------------------------
+class TeacherSpec(Strict):
+    checkpoint: str | None = Field(None, description="path (relative to the recipe) or None for random init")
+    config: str | dict[str, Any] | None = None
+
+
+class StudentSpec(Strict):
+    config: str | dict[str, Any] | None = None
+
+
+class DataSpec(Strict):
+    train: str = "synthetic"
+    eval: str = "synthetic"
+    calibration: str = "synthetic"
+    size: tuple[int, int] | None = Field(None, description="(H, W); default: the family's input size")
+    seed: int = 0
+
+
+class FpsTarget(Strict):
+    device: str
+    part: str
+    fps: float = Field(gt=0)
+
+
+class Targets(Strict):
+    size_mb: float | None = Field(None, gt=0)
+    fps: list[FpsTarget] = Field(default_factory=list)
+
+
+class Stage(Strict):
+    name: StageName
+    config: Strict
+
+
+class Recipe(Strict):
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]*$")
+    version: str = "0.1.0"
+    description: str = ""
+    family: str
+    teacher: TeacherSpec = TeacherSpec()
+    student: StudentSpec = StudentSpec()
+    data: DataSpec = DataSpec()
+    stages: list[Stage]
+    targets: Targets = Targets()
+    # Where the recipe came from; relative paths resolve against it.
+    source: Path | None = Field(None, exclude=True)
+
+    @field_validator("version")
+    @classmethod
+    def _semver(cls, v: str) -> str:
+        if not SEMVER.match(v):
+            raise ValueError(f"version {v!r} is not semver (MAJOR.MINOR.PATCH)")
+        return v
+
+    @field_validator("stages", mode="before")
+    @classmethod
+    def _stages(cls, items: Any) -> list[Stage]:
+        if not isinstance(items, list):
+            raise ValueError("stages must be a list such as [{distill: {steps: 200}}, {export: {}}]")
+        stages, seen = [], set()
+        for i, item in enumerate(items):
+            if isinstance(item, Stage):
+                stages.append(item)
+                continue
+            name, body = _stage_item(item, i)
+            if name in seen:
+                raise ValueError(f"stage {name!r} appears twice")
+            seen.add(name)
+            stages.append(Stage.model_construct(name=name, config=STAGE_CONFIGS[name].model_validate(body or {})))
+        return stages
+
+    def stage(self, name: str) -> Stage | None:
+        return next((s for s in self.stages if s.name == name), None)
+
+    def resolve(self, path: str | None) -> Path | None:
+        if path is None or path == "synthetic":
+            return None
+        p = Path(path).expanduser()
+        if not p.is_absolute() and self.source is not None:
+            p = self.source.parent / p
+        return p
+
+    def to_json(self) -> dict[str, Any]:
+        data = self.model_dump(mode="json", exclude={"stages", "source"})
+        data["stages"] = [{s.name: s.config.model_dump(mode="json")} for s in self.stages]
+        return data
+
+    def sha256(self) -> str:
+        return hashlib.sha256(json.dumps(self.to_json(), sort_keys=True).encode()).hexdigest()
+
+
+def _stage_item(item: Any, index: int) -> tuple[str, Any]:
+    if isinstance(item, str):
+        item = {item: {}}
+    if not isinstance(item, dict) or len(item) != 1:
+        raise ValueError(f"stages[{index}] must be a one-key mapping like {{export: {{}}}}")
+    (name, body), = item.items()
+    if name not in STAGE_CONFIGS:
+        raise ValueError(f"stages[{index}]: unknown stage {name!r}; known: {', '.join(STAGE_CONFIGS)}")
+    return name, body
+
+
+# -- loading --------------------------------------------------------------------------------
+def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
+    """Read, override and validate a recipe; every error names file, key path and line."""
+    path = Path(path)
+    if not path.is_file():
+        raise CompressError(f"{path}: recipe not found (see `compress recipes` for the shipped ones)")
+    text = path.read_text()
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise CompressError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise CompressError(f"{path}: a recipe is a YAML mapping with name, family and stages")
+    lines = _line_numbers(text)
+    for item in overrides or []:
+        _apply_override(data, item, path)
+    errors = []
+    if isinstance(data.get("stages"), list):
+        data["stages"], errors = _validate_stages(path, data["stages"], lines)
+    try:
+        recipe = Recipe.model_validate({**data, "source": path.resolve()})
+    except ValidationError as exc:
+        errors += _format_errors(path, exc, lines)
+    if errors:
+        raise CompressError("invalid recipe\n  " + "\n  ".join(errors))
+    for label, value in (("teacher.checkpoint", recipe.teacher.checkpoint),) + tuple(
+        (f"data.{k}", getattr(recipe.data, k)) for k in ("train", "eval", "calibration")
+    ):
+        p = recipe.resolve(value)
+        if p is not None and not p.exists():
+            where = f":{lines[label]}" if label in lines else ""
+            raise CompressError(f"{path}{where}: {label}: file not found: {p}")
+    return recipe
+
+
+def _apply_override(data: dict[str, Any], item: str, path: Path) -> None:
+    if "=" not in item:
+        raise CompressError(f"--set {item!r}: expected KEY=VALUE, e.g. stages.distill.steps=200")
+    key, raw = item.split("=", 1)
+    value = yaml.safe_load(raw) if raw else ""
+    keys = key.split(".")
+    node: Any = data
+    for i, k in enumerate(keys[:-1]):
+        if isinstance(node, list):  # stages are addressed by name
+            match = [s for s in node if isinstance(s, dict) and k in s]
+            if not match:
+                raise CompressError(f"--set {key}: {path} has no stage {k!r}")
+            if match[0][k] is None:
+                match[0][k] = {}
+            node = match[0][k]
+            continue
+        if not isinstance(node, dict):
+            raise CompressError(f"--set {key}: {'.'.join(keys[:i])} is not a mapping")
+        node = node.setdefault(k, {})
+    if not isinstance(node, dict):
+        raise CompressError(f"--set {key}: {'.'.join(keys[:-1])} is not a mapping")
+    node[keys[-1]] = value
+
+
+def _line_numbers(text: str) -> dict[str, int]:
+    """Key path (stages addressed by name) -> 1-based YAML line."""
+    out: dict[str, int] = {}
+
+    def walk(node: yaml.Node, prefix: str) -> None:
+        if isinstance(node, yaml.MappingNode):
+            for k, v in node.value:
+                path = f"{prefix}.{k.value}" if prefix else str(k.value)
+                out[path] = k.start_mark.line + 1
+                walk(v, path)
+        elif isinstance(node, yaml.SequenceNode):
+            for i, v in enumerate(node.value):
+                out[f"{prefix}[{i}]"] = v.start_mark.line + 1
+                walk(v, f"{prefix}[{i}]")
+
+    try:
+        root = yaml.compose(text)
+    except yaml.YAMLError:
+        return out
+    if root is not None:
+        walk(root, "")
+    return out
+
+
+def _validate_stages(path: Path, items: list[Any], lines: dict[str, int]) -> tuple[list[Any], list[str]]:
+    """Validate each stage with its own config class, so errors carry `stages[i].name.field` and its line."""
+    stages, errors = [], []
+    for i, item in enumerate(items):
+        try:
+            name, body = _stage_item(item, i)
+        except ValueError as exc:
+            errors.append(f"{path}:{lines.get(f'stages[{i}]', '?')}: {exc}")
+            continue
+        try:
+            stages.append(Stage.model_construct(name=name, config=STAGE_CONFIGS[name].model_validate(body or {})))
+        except ValidationError as exc:
+            errors += _format_errors(path, exc, lines, prefix=f"stages[{i}].{name}")
+    return stages, errors
+
+
+def _format_errors(path: Path, exc: ValidationError, lines: dict[str, int], prefix: str = "") -> list[str]:
+    msgs = []
+    for err in exc.errors():
+        loc = ([prefix] if prefix else []) + [str(x) for x in err["loc"]]
+        key = ".".join(loc) if loc else "(top level)"
+        line = lines.get(key) or _closest_line(key, lines)
+        where = f"{path}:{line}" if line else str(path)
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key (check the spelling; `compress run --help` and docs/recipes.md list the fields)"
+        msgs.append(f"{where}: {key}: {msg}")
+    return msgs
+
+
+def _closest_line(key: str, lines: dict[str, int]) -> int | None:
+    while key:
+        if key in lines:
+            return lines[key]
+        key = key.rsplit(".", 1)[0] if "." in key else ""
+    return None
+
+
+def list_recipes(folder: str | Path = "recipes") -> list[tuple[Path, str]]:
+    """(path, one-line description) for each recipe in `folder`."""
+    rows = []
+    for p in sorted(Path(folder).glob("*.yaml")):
+        try:
+            data = yaml.safe_load(p.read_text()) or {}
+            desc = f"{data.get('family', '?')}: {data.get('description', '').strip().splitlines()[0] if data.get('description') else ''}"
+        except yaml.YAMLError:
+            desc = "(not valid YAML)"
+        rows.append((p, desc))
+    return rows

@@ -1,0 +1,68 @@
+"""Parameter, size and compute counts of networks, shared by `inspect`, pruning budgets and docs.
+
+Convention: GFLOPs = 2 x multiply-accumulates of convolutions, transposed convolutions and
+linear layers (elementwise ops, norms and grid_sample are not counted), per forward pass.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+BYTES_PER_PARAM = {"fp32": 4, "fp16": 2, "int8": 1}
+
+
+def count_params(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def size_mb(params: int, precision: str = "fp32") -> float:
+    return params * BYTES_PER_PARAM[precision] / 1e6
+
+
+def _conv_macs(m: nn.Module, out: torch.Tensor) -> int:
+    if isinstance(m, nn.Conv2d):
+        return out.numel() * (m.in_channels // m.groups) * m.kernel_size[0] * m.kernel_size[1]
+    if isinstance(m, nn.ConvTranspose2d):
+        inp = out.numel() // m.out_channels * m.out_channels  # each input pixel scatters a kernel
+        return inp * (m.in_channels // m.groups) * m.kernel_size[0] * m.kernel_size[1] // (m.stride[0] * m.stride[1])
+    if isinstance(m, nn.Linear):
+        return out.numel() * m.in_features
+    return 0
+
+
+@torch.no_grad()
+def count_macs(module: nn.Module, inputs: tuple[torch.Tensor, ...], per_module: bool = False) -> int | dict[str, int]:
+    """MACs of one forward pass on `inputs`, total or per named leaf module."""
+    counts: dict[str, int] = {}
+    hooks = []
+    for name, m in module.named_modules():
+        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
+            def hook(mod: nn.Module, _inp: Any, out: torch.Tensor, name: str = name) -> None:
+                counts[name] = counts.get(name, 0) + _conv_macs(mod, out)
+            hooks.append(m.register_forward_hook(hook))
+    try:
+        was_training = module.training
+        module.eval()
+        module(*inputs)
+        module.train(was_training)
+    finally:
+        for h in hooks:
+            h.remove()
+    return counts if per_module else sum(counts.values())
+
+
+def gflops(module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> float:
+    return 2 * count_macs(module, inputs) / 1e9  # type: ignore[operator]
+
+
+@dataclass
+class PartStats:
+    name: str
+    params: int
+    gflops: float
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "params": self.params, "fp32_mb": round(size_mb(self.params), 4), "int8_mb": round(size_mb(self.params, "int8"), 4), "gflops": round(self.gflops, 4)}
