@@ -77,7 +77,7 @@ def recipes(folder: Path = typer.Option(Path("recipes"), help="Folder of recipe 
     from compress.recipe import list_recipes
 
     for path, desc in list_recipes(folder):
-        out.print(f"{path}  [dim]{desc}[/dim]", highlight=False)
+        print(f"{path}  {desc}")
 
 
 @app.command()
@@ -207,12 +207,9 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(130)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
-    except Exception as exc:  # click's usage errors
-        import click
-
-        if isinstance(exc, click.exceptions.ClickException):
-            exc.show()
-            sys.exit(2)
-        if isinstance(exc, click.exceptions.Abort):
-            sys.exit(130)
-        raise
+    except typer.Abort:
+        sys.exit(130)
+    except typer.TyperException as exc:  # usage errors: unknown option, missing argument
+        show = getattr(exc, "show", None)
+        show() if show else print(f"error: {exc}", file=sys.stderr)
+        sys.exit(exc.exit_code)

@@ -275,6 +275,7 @@ def _apply_override(data: dict[str, Any], item: str, path: Path) -> None:
     node: Any = data
     for i, k in enumerate(keys[:-1]):
         if isinstance(node, list):  # stages are addressed by name
+            node[:] = [{s: {}} if isinstance(s, str) else s for s in node]
             match = [s for s in node if isinstance(s, dict) and k in s]
             if not match:
                 raise CompressError(f"--set {key}: {path} has no stage {k!r}")

@@ -134,9 +134,31 @@ class Family:
     ) -> tuple[torch.Tensor, dict[str, float]]:
         raise NotImplementedError
 
-    def evaluate(self, model: nn.Module, batches: Iterable[dict[str, torch.Tensor]]) -> dict[str, float]:
-        """Quality metrics vs ground truth (names like l1, psnr, ssim)."""
+    def ground_truth(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The frame that `forward(model, batch)["prediction"]` should reproduce."""
         raise NotImplementedError
+
+    @torch.no_grad()
+    def quality(self, model: nn.Module, batches: Iterable[dict[str, torch.Tensor]], teacher: nn.Module | None = None) -> dict[str, dict[str, float]]:
+        """L1/PSNR/SSIM of the model's prediction vs ground truth and (given a teacher) vs the teacher's,
+        plus the keypoint distance to the teacher's when the family predicts keypoints."""
+        from compress.metrics import frame_metrics, keypoint_distance
+
+        rows: dict[str, list[dict[str, float]]] = {"vs_ground_truth": [], "vs_teacher": []}
+        for batch in batches:
+            out = self.forward(model.eval(), batch)
+            rows["vs_ground_truth"].append(frame_metrics(out["prediction"], self.ground_truth(batch)))
+            if teacher is not None:
+                ref = self.forward(teacher.eval(), batch)
+                row = frame_metrics(out["prediction"], ref["prediction"])
+                if "kp_driving_value" in out and "kp_driving_value" in ref:
+                    row["keypoint_distance"] = float(keypoint_distance(out["kp_driving_value"], ref["kp_driving_value"]))
+                rows["vs_teacher"].append(row)
+        return {k: {m: sum(r[m] for r in v) / len(v) for m in v[0]} for k, v in rows.items() if v}
+
+    def evaluate(self, model: nn.Module, batches: Iterable[dict[str, torch.Tensor]]) -> dict[str, float]:
+        """Quality vs ground truth (l1, psnr, ssim)."""
+        return self.quality(model, batches)["vs_ground_truth"]
 
     def input_size(self, config: dict[str, Any]) -> tuple[int, int]:
         """(H, W) of the frames a model built from `config` takes."""

@@ -136,14 +136,10 @@ class GenericFamily(Family):
         if weights.get("ground_truth", 0):
             terms["ground_truth"] = F.l1_loss(student_out["prediction"], batch["target"])
         loss = sum(weights.get(k, 1.0) * v for k, v in terms.items())
-        return loss, {k: float(v) for k, v in terms.items()}
+        return loss, {k: float(v.detach()) for k, v in terms.items()}
 
-    @torch.no_grad()
-    def evaluate(self, model: nn.Module, batches: Iterable[dict[str, torch.Tensor]]) -> dict[str, float]:
-        from compress.metrics import frame_metrics
-
-        rows = [frame_metrics(model(b["input"]), b["target"]) for b in batches]
-        return {k: sum(r[k] for r in rows) / len(rows) for k in rows[0]}
+    def ground_truth(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return batch["target"]
 
     def dataset(self, source: str, split: str, size: tuple[int, int], seed: int, samples: int) -> Dataset:
         if source != "synthetic":

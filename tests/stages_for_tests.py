@@ -1,0 +1,15 @@
+"""Stage functions that exercise the runner itself (crashes, artifacts); not shipped stages."""
+from __future__ import annotations
+
+from compress.run import Gate, StageResult
+
+
+def writes_then_crashes(cfg, ctx):
+    (ctx.stage_dir / "half.bin").write_bytes(b"half-written")
+    raise KeyboardInterrupt
+
+
+def writes_artifact(cfg, ctx):
+    out = ctx.stage_dir / "artifact.txt"
+    out.write_text("payload")
+    return StageResult(artifacts={"exported": {"net": {"onnx": ctx.rel(out)}}}, metrics={"n": 1}, gates=[Gate("size_mb", 3.0, 2.5, True)], summary="wrote")

@@ -1,0 +1,112 @@
+"""Safe checkpoint loading: weights_only pickles, safetensors, refusals with clear messages."""
+from __future__ import annotations
+
+import collections
+
+import pytest
+import torch
+
+from compress.checkpoints import atomic_path, load_model, load_raw, load_state_dict_checked, save_model
+from compress.errors import CompressError
+from compress.families.registry import get_family
+
+
+class NeedsCode:  # a pickle of this needs code to load
+    def __init__(self):
+        self.x = torch.zeros(2)
+
+
+def test_plain_state_dict_loads(tmp_path):
+    path = tmp_path / "w.pth.tar"
+    torch.save({"net": {"w": torch.ones(2)}}, path)
+    assert torch.equal(load_raw(path)["net"]["w"], torch.ones(2))
+
+
+def test_pickle_needing_code_is_refused_naming_file_and_flag(tmp_path):
+    path = tmp_path / "evil.pt"
+    torch.save({"obj": NeedsCode()}, path)
+    with pytest.raises(CompressError) as exc:
+        load_raw(path)
+    assert str(path) in str(exc.value) and "--trust-checkpoint" in str(exc.value)
+
+
+def test_pickle_needing_code_loads_with_trust(tmp_path):
+    path = tmp_path / "trusted.pt"
+    torch.save({"obj": NeedsCode()}, path)
+    assert isinstance(load_raw(path, trust=True)["obj"], NeedsCode)
+
+
+def test_truncated_checkpoint_is_reported(tmp_path):
+    path = tmp_path / "cut.pth"
+    torch.save({"w": torch.ones(1000)}, path)
+    path.write_bytes(path.read_bytes()[:300])
+    with pytest.raises(CompressError, match="corrupt or truncated"):
+        load_raw(path)
+
+
+def test_corrupt_safetensors_is_reported(tmp_path):
+    path = tmp_path / "bad.safetensors"
+    path.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json")
+    with pytest.raises(CompressError, match="corrupt or truncated"):
+        load_raw(path)
+
+
+def test_missing_file_is_reported(tmp_path):
+    with pytest.raises(CompressError, match="not found"):
+        load_raw(tmp_path / "none.pth")
+
+
+def test_architecture_mismatch_lists_missing_unexpected_and_shapes():
+    model = torch.nn.Sequential(torch.nn.Linear(2, 3), torch.nn.Linear(3, 1))
+    state = collections.OrderedDict(model.state_dict())
+    state.pop("1.bias")
+    state["extra.w"] = torch.zeros(1)
+    state["0.weight"] = torch.zeros(5, 2)
+    with pytest.raises(CompressError) as exc:
+        load_state_dict_checked(model, state, "ckpt.pth")
+    msg = str(exc.value)
+    assert "missing keys (1): 1.bias" in msg and "unexpected keys (1): extra.w" in msg
+    assert "0.weight: checkpoint (5, 2) vs model (3, 2)" in msg
+
+
+def test_key_lists_are_cut_at_ten():
+    model = torch.nn.Sequential(*[torch.nn.Linear(1, 1) for _ in range(12)])
+    with pytest.raises(CompressError, match=r"missing keys \(24\): .*\(and 14 more\)"):
+        load_state_dict_checked(model, {}, "x.pth")
+
+
+def test_pruned_model_round_trips_through_structure_spec(tmp_path):
+    import torch_pruning as tp
+
+    family = get_family("generic")
+    config = family.resolve_config("student-32", "student")
+    model = family.build_student(config).eval()
+    x = torch.rand(1, 3, 32, 32)
+    graph = tp.DependencyGraph().build_dependency(model, example_inputs=x)
+    graph.get_pruning_group(model.down[0], tp.prune_conv_out_channels, idxs=[0, 1, 2, 3]).prune()
+    assert model.down[0].out_channels == 12
+    path = save_model(tmp_path / "m.safetensors", model, family="generic", kind="student", config=config)
+    loaded, meta = load_model(path)
+    assert meta["kind"] == "student" and loaded.down[0].out_channels == 12
+    assert torch.allclose(loaded(x), model(x))
+
+
+def test_atomic_path_leaves_target_untouched_on_failure(tmp_path):
+    target = tmp_path / "out.bin"
+    target.write_bytes(b"good")
+    with pytest.raises(RuntimeError):
+        with atomic_path(target) as tmp:
+            tmp.write_bytes(b"half")
+            raise RuntimeError("crash")
+    assert target.read_bytes() == b"good"
+    assert [p.name for p in tmp_path.iterdir()] == ["out.bin"]
+
+
+def test_atomic_path_replaces_a_folder(tmp_path):
+    target = tmp_path / "bundle"
+    target.mkdir()
+    (target / "old").write_text("x")
+    with atomic_path(target) as tmp:
+        tmp.mkdir()
+        (tmp / "new").write_text("y")
+    assert [p.name for p in target.iterdir()] == ["new"]
