@@ -38,6 +38,7 @@ class LossWeights(Strict):
     jacobians: float = 1.0
     features: float = 0.1
     occlusion: float = 1.0
+    masks: float = 0.1
     ground_truth: float = 0.0
 
 

@@ -223,7 +223,12 @@ def run_recipe(
     stages_out: list[dict[str, Any]] = []
     gates: list[Gate] = []
     changed = not resume
-    for stage in recipe.stages:
+    stages = list(recipe.stages)
+    if not stages or stages[0].name != "lint":  # lint always runs first, so no training starts on an unexportable model
+        from compress.recipe import LintConfig, Stage
+
+        stages.insert(0, Stage.model_construct(name="lint", config=LintConfig()))
+    for stage in stages:
         key = hashlib.sha256(
             json.dumps(
                 {"stage": stage.name, "config": stage.config.model_dump(mode="json"), "base": base_key, "inputs": artifact_hashes(artifacts, run_dir)},

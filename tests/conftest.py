@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-os.environ.setdefault("OMP_NUM_THREADS", "2")
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
 @pytest.fixture

@@ -13,11 +13,12 @@ from tests.conftest import FAST_DISTILL
 
 @pytest.fixture
 def test_stages(monkeypatch):
+    monkeypatch.setitem(runner.STAGES, "lint", "tests.stages_for_tests:passes")
     monkeypatch.setitem(runner.STAGES, "export", "tests.stages_for_tests:writes_artifact")
     monkeypatch.setitem(runner.STAGES, "bundle", "tests.stages_for_tests:writes_then_crashes")
 
 
-def test_run_writes_a_folder_and_record_per_stage(write_recipe, tmp_path):
+def test_run_writes_a_folder_and_record_per_stage(write_recipe, tmp_path, test_stages):
     recipe = load_recipe(write_recipe([{"distill": FAST_DISTILL}]))
     summary = run_recipe(recipe, out=tmp_path / "runs", quiet=True)
     record = json.loads((summary.run_dir / "distill" / "record.json").read_text())
@@ -33,7 +34,7 @@ def test_resume_skips_unchanged_stages(write_recipe, tmp_path, test_stages):
     path = write_recipe([{"distill": FAST_DISTILL}, "export"])
     run_recipe(load_recipe(path), out=tmp_path, quiet=True)
     again = run_recipe(load_recipe(path), out=tmp_path, quiet=True, resume=True)
-    assert [s["status"] for s in again.stages] == ["resumed", "resumed"]
+    assert [s["status"] for s in again.stages] == ["resumed", "resumed", "resumed"]
     assert again.artifacts["exported"]["net"]["onnx"] == "export/artifact.txt"
 
 
@@ -42,7 +43,7 @@ def test_resume_reruns_from_the_first_changed_stage(write_recipe, tmp_path, test
     first = run_recipe(load_recipe(path), out=tmp_path, quiet=True)
     changed = load_recipe(path, ["stages.export.opset=18"])
     again = run_recipe(changed, quiet=True, resume=True, run_dir=first.run_dir)
-    assert [s["status"] for s in again.stages] == ["resumed", "ran"]
+    assert [s["status"] for s in again.stages] == ["resumed", "resumed", "ran"]
 
 
 def test_tampered_output_is_rebuilt_on_resume(write_recipe, tmp_path, test_stages):
@@ -50,7 +51,7 @@ def test_tampered_output_is_rebuilt_on_resume(write_recipe, tmp_path, test_stage
     first = run_recipe(load_recipe(path), out=tmp_path, quiet=True)
     (first.run_dir / "export" / "artifact.txt").write_text("tampered")
     again = run_recipe(load_recipe(path), out=tmp_path, quiet=True, resume=True)
-    assert again.stages[0]["status"] == "ran"
+    assert [s["status"] for s in again.stages] == ["resumed", "ran"]
 
 
 def test_interrupted_stage_keeps_completed_stages_and_leaves_no_half_artifact(write_recipe, tmp_path, test_stages):
@@ -65,9 +66,14 @@ def test_interrupted_stage_keeps_completed_stages_and_leaves_no_half_artifact(wr
 
 def test_until_stops_after_the_named_stage(write_recipe, tmp_path, test_stages):
     summary = run_recipe(load_recipe(write_recipe(["export", "bundle"])), out=tmp_path, quiet=True, until="export")
-    assert [s["stage"] for s in summary.stages] == ["export"]
+    assert [s["stage"] for s in summary.stages] == ["lint", "export"]
 
 
 def test_gates_are_collected_in_the_summary(write_recipe, tmp_path, test_stages):
     summary = run_recipe(load_recipe(write_recipe(["export"])), out=tmp_path, quiet=True)
     assert summary.passed and summary.to_json()["gates"][0]["margin"] == pytest.approx(-0.5)
+
+
+def test_lint_runs_first_even_when_the_recipe_omits_it(write_recipe, tmp_path, test_stages):
+    summary = run_recipe(load_recipe(write_recipe(["export"])), out=tmp_path, quiet=True)
+    assert [s["stage"] for s in summary.stages] == ["lint", "export"]

@@ -156,6 +156,25 @@ class Family:
                 rows["vs_teacher"].append(row)
         return {k: {m: sum(r[m] for r in v) / len(v) for m in v[0]} for k, v in rows.items() if v}
 
+    def baseline(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The trivial prediction a model must beat (FOMM: output = source frame)."""
+        raise NotImplementedError
+
+    def eval_batches(self, source: str, size: tuple[int, int], seed: int, videos: int) -> Iterable[dict[str, torch.Tensor]]:
+        """Held-out batches for `compress eval` under the family's evaluation protocol."""
+        from compress.batches import iterate_batches
+
+        return iterate_batches(self.dataset(source, "test", size, seed, videos * 8), 8)
+
+    def onnx_model(self, parts: dict[str, Callable[..., tuple[torch.Tensor, ...]]]) -> Any:
+        """An object that `forward` accepts in place of a torch model, backed by exported parts
+        (callables taking and returning tensors in the parts' I/O order)."""
+        raise NotImplementedError
+
+    def model_input_size(self, model: Any) -> tuple[int, int]:
+        """(H, W) a torch model or an `onnx_model` takes."""
+        return getattr(model, "input_size", None) or tuple(self.parts(model)[0].inputs[0].shape[-2:])  # type: ignore[return-value]
+
     def evaluate(self, model: nn.Module, batches: Iterable[dict[str, torch.Tensor]]) -> dict[str, float]:
         """Quality vs ground truth (l1, psnr, ssim)."""
         return self.quality(model, batches)["vs_ground_truth"]

@@ -141,6 +141,23 @@ class GenericFamily(Family):
     def ground_truth(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return batch["target"]
 
+    def baseline(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return batch["input"]
+
+    def onnx_model(self, parts):  # type: ignore[override]
+        net = parts["net"]
+
+        class OnnxNet:
+            input_size = tuple(net.shapes["image"][-2:])  # type: ignore[attr-defined]
+
+            def eval(self) -> "OnnxNet":
+                return self
+
+            def __call__(self, image: torch.Tensor) -> torch.Tensor:
+                return torch.cat([net(x)[0] for x in image.split(1)])
+
+        return OnnxNet()
+
     def dataset(self, source: str, split: str, size: tuple[int, int], seed: int, samples: int) -> Dataset:
         if source != "synthetic":
             raise CompressError(f"generic family: data {source!r}: only 'synthetic' is supported")

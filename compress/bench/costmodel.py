@@ -1,0 +1,295 @@
+"""Per-layer latency cost model: walk an ONNX graph, count work per node, price it per device.
+
+Every node gets an op class and two work counts from its inferred shapes:
+  conv / conv_int8   dense Conv, ConvTranspose, Gemm, MatMul (int8 when fed by DequantizeLinear
+                     or when the whole graph is priced as int8)
+  depthwise          Conv with one input channel per group
+  memory             everything else that moves data (elementwise, pooling, concat, resize, ...)
+  grid_sample        GridSample (gathers: its own throughput)
+  free               shape-only ops, Q/DQ pairs, and activations / BatchNorm fused into the
+                     conv before them (as onnxruntime and TFLite fuse them)
+  macs  multiply-accumulates; bytes: input + weight + output tensor bytes.
+
+A device profile prices a node as
+    ms = sum_k coef[k] * feature[k]
+with features <class>.gmac (MACs / 1e9), <class>.mb (bytes / 1e6), <class>.mtap (conv output
+positions x kernel taps / 1e6), memory.mseg (broadcast inner-loop runs / 1e6) and layer (1 per
+priced node); a profile may also price an op type's bytes on their own ("op:Softmax.mb"), where
+one memory-bound rate would not fit them all. A network costs the sum over its nodes. Coefficients come from `calibrate` (YAML under
+compress/bench/devices/), one set per thread count.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import reduce
+from pathlib import Path
+from typing import Any, Iterable
+
+import onnx
+import yaml
+from onnx import numpy_helper, shape_inference
+
+from compress.errors import CompressError
+
+DEVICES_DIR = Path(__file__).with_name("devices")
+CLASSES = ("conv", "conv_int8", "depthwise", "memory", "grid_sample")
+FEATURES = tuple(f"{c}.{unit}" for c in CLASSES for unit in ("gmac", "mb", "mtap", "mseg")) + ("layer",)
+ELEMENTWISE = {"Add", "Sub", "Mul", "Div", "Pow", "Where", "Max", "Min", "Equal", "Greater", "Less", "And", "Or", "PRelu", "Sum", "Mean"}
+SHAPE_ONLY = {"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Shape", "Constant", "ConstantOfShape", "Identity", "Dropout", "Size"}
+QUANT = {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear"}
+FUSED_INTO_CONV = {"Relu", "Clip", "LeakyRelu", "Sigmoid", "Tanh", "HardSigmoid", "BatchNormalization"}
+DENSE = {"Conv", "ConvTranspose", "Gemm", "MatMul", "QLinearConv", "ConvInteger", "QLinearMatMul", "MatMulInteger"}
+ELEM_SIZE = {1: 4, 10: 2, 11: 8, 6: 4, 7: 8, 2: 1, 3: 1, 9: 1, 16: 2}  # ONNX TensorProto dtype -> bytes
+
+
+@dataclass
+class NodeCost:
+    """The work of one ONNX node."""
+
+    name: str
+    op_type: str
+    op_class: str  # one of CLASSES or "free"
+    macs: int = 0
+    bytes: int = 0
+    taps: int = 0  # output positions x kernel taps of a conv: the work that does not shrink with fewer channels
+    segments: int = 0  # inner-loop runs of a broadcasting elementwise op (output elements / contiguous span)
+
+    def features(self, op_specific: frozenset[str] = frozenset()) -> dict[str, float]:
+        """Work as cost features; the bytes of an op type in `op_specific` go to its own "op:TYPE.mb"."""
+        if self.op_class == "free":
+            return {}
+        mb = f"op:{self.op_type}.mb" if self.op_type in op_specific else f"{self.op_class}.mb"
+        return {f"{self.op_class}.gmac": self.macs / 1e9, mb: self.bytes / 1e6,
+                f"{self.op_class}.mtap": self.taps / 1e6, f"{self.op_class}.mseg": self.segments / 1e6, "layer": 1.0}
+
+
+def _prod(dims: Iterable[int]) -> int:
+    return reduce(lambda a, b: a * b, dims, 1)
+
+
+class _Shapes:
+    """Static shapes and element sizes of every tensor of a shape-inferred model."""
+
+    def __init__(self, model: onnx.ModelProto, int8: bool):
+        self.int8 = int8
+        self.info: dict[str, tuple[list[int], int]] = {}
+        g = model.graph
+        for vi in list(g.input) + list(g.value_info) + list(g.output):
+            t = vi.type.tensor_type
+            if t.HasField("shape"):
+                self.info[vi.name] = ([d.dim_value if d.dim_value > 0 else 1 for d in t.shape.dim], t.elem_type)
+        for init in g.initializer:
+            self.info[init.name] = (list(init.dims), init.data_type)
+
+    def shape(self, name: str) -> list[int] | None:
+        return self.info[name][0] if name in self.info else None
+
+    def nbytes(self, name: str) -> int:
+        if name not in self.info:
+            return 0
+        dims, dtype = self.info[name]
+        return _prod(dims) * (1 if self.int8 else ELEM_SIZE.get(dtype, 4))
+
+
+def load_model(model: str | Path | onnx.ModelProto) -> onnx.ModelProto:
+    if isinstance(model, onnx.ModelProto):
+        return model
+    path = Path(model)
+    if not path.is_file():
+        raise CompressError(f"{path}: ONNX model not found")
+    try:
+        return onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # onnx raises DecodeError and others for a bad file
+        raise CompressError(f"{path}: not a readable ONNX model ({exc})") from None
+
+
+def is_quantized(model: onnx.ModelProto) -> bool:
+    return any(n.op_type in QUANT or n.op_type.startswith("QLinear") or n.op_type.endswith("Integer") for n in model.graph.node)
+
+
+def analyse(model: str | Path | onnx.ModelProto, precision: str = "auto", channel_block: int = 1) -> list[NodeCost]:
+    """Per-node work of a model; `precision` "int8" prices a float graph as fully quantized.
+
+    `channel_block` is the device's SIMD channel blocking (8 for onnxruntime's NCHWc kernels on
+    AVX2): conv channel counts round up to it, as the kernels compute the padded channels.
+    """
+    proto = load_model(model)
+    int8_graph = precision == "int8"
+    inferred = shape_inference.infer_shapes(proto, data_prop=True)
+    shapes = _Shapes(inferred, int8_graph)
+    graph = inferred.graph
+    producer = {o: n for n in graph.node for o in n.output}
+    consumers: dict[str, int] = {}
+    for n in graph.node:
+        for i in n.input:
+            consumers[i] = consumers.get(i, 0) + 1
+    fused_outputs: set[str] = set()
+    costs = []
+    for n in graph.node:
+        cost = _node_cost(n, shapes, producer, consumers, fused_outputs, int8_graph, channel_block)
+        if cost.op_class in {"conv", "conv_int8", "depthwise"} or (cost.op_class == "free" and n.op_type in FUSED_INTO_CONV):
+            fused_outputs.update(n.output)  # an activation after this node fuses into it
+        costs.append(cost)
+    return costs
+
+
+def _node_cost(n: onnx.NodeProto, shapes: _Shapes, producer: dict, consumers: dict, fused_outputs: set[str], int8_graph: bool,
+               channel_block: int) -> NodeCost:
+    name, op = n.name or n.output[0], n.op_type
+    if op in SHAPE_ONLY or op in QUANT:
+        return NodeCost(name, op, "free")
+    if op in FUSED_INTO_CONV and n.input and n.input[0] in fused_outputs and consumers.get(n.input[0], 0) == 1:
+        return NodeCost(name, op, "free")
+    moved = sum(shapes.nbytes(i) for i in n.input if i) + sum(shapes.nbytes(o) for o in n.output)
+    out = shapes.shape(n.output[0]) or []
+    if op in DENSE:
+        macs, depthwise = _dense_macs(n, shapes, out, channel_block)
+        w = shapes.shape(n.input[1]) if len(n.input) > 1 and n.op_type in {"Conv", "ConvInteger"} else None
+        taps = _prod(out[2:]) * _prod(w[2:]) if w and len(out) > 2 else 0
+        fed_by_dq = any(producer.get(i) is not None and producer[i].op_type == "DequantizeLinear" for i in n.input[:1])
+        quantized = int8_graph or fed_by_dq or op.startswith("QLinear") or op.endswith("Integer")
+        op_class = "depthwise" if depthwise else ("conv_int8" if quantized else "conv")
+        return NodeCost(name, op, op_class, macs, moved, taps)
+    if op == "GridSample":
+        return NodeCost(name, op, "grid_sample", 0, moved)
+    segments = _broadcast_segments(n, shapes, out) if op in ELEMENTWISE else 0
+    return NodeCost(name, op, "memory", 0, moved, 0, segments)
+
+
+def _broadcast_segments(n: onnx.NodeProto, shapes: _Shapes, out: list[int]) -> int:
+    """How many separate inner loops an elementwise op runs when an input broadcasts.
+
+    An input is walked in runs as long as its trailing block of dimensions that all match the
+    output, or all broadcast: 1xCx1x1 against 1xCxHxW runs H*W long, but 1xKx1x1x2 against
+    1xKxHxWx2 (FOMM's keypoint offsets) only 2 long, and short runs make per-run overhead
+    dominate. Scalars and same-shape inputs stream in one run.
+    """
+    worst = 0
+    for name in n.input:
+        shape = shapes.shape(name) if name else None
+        if shape is None or _prod(shape) == 1:
+            continue
+        shape = [1] * (len(out) - len(shape)) + shape
+        if shape == out:
+            continue
+        span, mode = 1, None
+        for d_out, d_in in zip(reversed(out), reversed(shape)):
+            if d_out == 1:
+                continue
+            kind = "same" if d_in == d_out else "broadcast"  # along a broadcast block the input value is constant
+            if mode is not None and kind != mode:
+                break
+            mode, span = kind, span * d_out
+        worst = max(worst, _prod(out) // span)
+    return worst
+
+
+def _attr(n: onnx.NodeProto, key: str, default: Any) -> Any:
+    for a in n.attribute:
+        if a.name == key:
+            return onnx.helper.get_attribute_value(a)
+    return default
+
+
+def _round_up(c: int, block: int) -> int:
+    return -(-c // block) * block
+
+
+def _dense_macs(n: onnx.NodeProto, shapes: _Shapes, out: list[int], block: int) -> tuple[int, bool]:
+    """(MACs, is depthwise) of a conv or matrix product from its weight and output shapes."""
+    op = n.op_type
+    weight_index = 3 if op == "QLinearConv" else (3 if op == "QLinearMatMul" else 1)
+    w = shapes.shape(n.input[weight_index]) if len(n.input) > weight_index else None
+    if w is None or not out:
+        return 0, False
+    if op in {"Conv", "QLinearConv", "ConvInteger"}:
+        group = _attr(n, "group", 1)
+        depthwise = group > 1 and w[1] == 1
+        if depthwise:
+            return _round_up(out[1], block) * _prod(out[2:]) * _prod(w[2:]), True
+        cin = w[1] if w[1] * group < block else _round_up(w[1], block)  # a 3-channel image input is not padded
+        return out[0] * _round_up(out[1], block) * _prod(out[2:]) * cin * _prod(w[2:]), False
+    if op == "ConvTranspose":
+        x = shapes.shape(n.input[0]) or out
+        return _prod(x) * _prod(w[1:]), False
+    k = w[0] if op in {"MatMul", "QLinearMatMul", "MatMulInteger"} or not _attr(n, "transB", 0) else w[1]
+    if op in {"MatMul", "QLinearMatMul", "MatMulInteger"} and len(w) >= 2:
+        k = w[-2]
+    return _prod(out) * k, False
+
+
+def totals(costs: list[NodeCost], op_specific: frozenset[str] = frozenset()) -> dict[str, float]:
+    """Sum of every feature over the nodes."""
+    out = dict.fromkeys(FEATURES, 0.0)
+    for c in costs:
+        for k, v in c.features(op_specific).items():
+            out[k] = out.get(k, 0.0) + v
+    return out
+
+
+def is_feature(key: str) -> bool:
+    return key in FEATURES or (key.startswith("op:") and key.endswith(".mb"))
+
+
+# -- device profiles -------------------------------------------------------------------------
+@dataclass
+class DeviceProfile:
+    """Calibrated coefficients of one device, per thread count (from a YAML file)."""
+
+    name: str
+    path: Path
+    coefficients: dict[int, dict[str, float]]
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def coef(self, threads: int) -> dict[str, float]:
+        if threads not in self.coefficients:
+            have = ", ".join(str(t) for t in sorted(self.coefficients))
+            raise CompressError(f"{self.path}: device profile {self.name!r} is calibrated for threads {have}, not {threads}; "
+                                f"use one of those or calibrate it (python -m compress.bench.calibrate)")
+        return self.coefficients[threads]
+
+    @property
+    def channel_block(self) -> int:
+        return int(self.meta.get("channel_block", 1))
+
+    def op_specific(self, threads: int) -> frozenset[str]:
+        """Op types this profile prices on their own."""
+        return frozenset(k[3:-3] for k in self.coef(threads) if k.startswith("op:"))
+
+    def node_ms(self, node: NodeCost, threads: int) -> float:
+        coef = self.coef(threads)
+        return sum(coef.get(k, 0.0) * v for k, v in node.features(self.op_specific(threads)).items())
+
+    def predict_ms(self, costs: list[NodeCost], threads: int) -> float:
+        return sum(self.node_ms(c, threads) for c in costs)
+
+
+def profile_path(name: str) -> Path:
+    return DEVICES_DIR / f"{name}.yaml"
+
+
+def load_profile(name: str, path: Path | None = None) -> DeviceProfile:
+    """A device profile by name (compress/bench/devices/NAME.yaml) or from an explicit file."""
+    path = path or profile_path(name)
+    if not path.is_file():
+        known = ", ".join(sorted(p.stem for p in DEVICES_DIR.glob("*.yaml"))) or "none"
+        raise CompressError(f"profile:{name}: no device profile {path} (known: {known}); "
+                            f"create one with python -m compress.bench.calibrate")
+    data = yaml.safe_load(path.read_text()) or {}
+    try:
+        coefficients = {int(t): {k: float(v) for k, v in c["coefficients"].items()} for t, c in data["calibrations"].items()}
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise CompressError(f"{path}: expected calibrations: {{THREADS: {{coefficients: {{feature: ms per unit}}}}}} ({exc})") from None
+    unknown = {k for c in coefficients.values() for k in c if not is_feature(k)}
+    if unknown:
+        raise CompressError(f"{path}: unknown cost features {sorted(unknown)}; known: {', '.join(FEATURES)}")
+    return DeviceProfile(data.get("device", name), path, coefficients, data)
+
+
+def predict(model: str | Path | onnx.ModelProto, device: str | DeviceProfile, threads: int = 1, precision: str = "auto") -> dict[str, Any]:
+    """Predicted latency of a model on a device profile, with the per-node breakdown."""
+    profile = device if isinstance(device, DeviceProfile) else load_profile(device.removeprefix("profile:"))
+    costs = analyse(model, precision, profile.channel_block)
+    per_node = [(c, profile.node_ms(c, threads)) for c in costs if c.op_class != "free"]
+    total = sum(ms for _, ms in per_node)
+    return {"device": f"profile:{profile.name}", "threads": threads, "ms": total, "nodes": per_node, "totals": totals(costs, profile.op_specific(threads))}

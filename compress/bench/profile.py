@@ -1,0 +1,210 @@
+"""`compress profile`: latency of ONNX / Core ML files, run folders and bundles on a device.
+
+Devices:
+  host[?cores=0,1&priority=normal|high|realtime]    onnxruntime on this CPU (measured)
+  ssh://user@host[:port][?identity=..&known_hosts=..&python=..&cores=..]   a Linux device (measured)
+  adb[:SERIAL]?perf_test=PATH[&taskset=f0]           an Android phone (measured)
+  coreml                                             Core ML on this Mac's CPU (measured)
+  profile:NAME                                       the cost model of compress/bench/devices/NAME.yaml (predicted)
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs
+
+from compress.bench import costmodel
+from compress.errors import CompressError
+
+ROW_KEYS = ("file", "part", "device", "source", "threads", "p50_ms", "p90_ms", "p99_ms", "fps")
+
+
+@dataclass(frozen=True)
+class ModelFile:
+    part: str
+    format: str  # "onnx" | "coreml"
+    path: Path
+
+
+def format_of(path: Path) -> str | None:
+    if path.suffix == ".onnx":
+        return "onnx"
+    if path.suffix in (".mlpackage", ".mlmodel"):
+        return "coreml"
+    return None
+
+
+def resolve_target(target: str | Path) -> list[ModelFile]:
+    """Every model file a target names: a model file, a run folder (summary.json) or a bundle (manifest.json)."""
+    path = Path(target)
+    if not path.exists():
+        raise CompressError(f"{path}: no such file or folder (expected an .onnx file, an .mlpackage, a run folder or a bundle)")
+    fmt = format_of(path)
+    if fmt:
+        return [ModelFile(path.stem, fmt, path)]
+    if (path / "manifest.json").is_file():
+        return _bundle_files(path)
+    if (path / "summary.json").is_file():
+        return _run_files(path)
+    raise CompressError(f"{path}: not an .onnx file, .mlpackage, run folder (summary.json) or bundle (manifest.json)")
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise CompressError(f"{path}: not readable JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise CompressError(f"{path}: expected a JSON object")
+    return data
+
+
+def _bundle_files(folder: Path) -> list[ModelFile]:
+    manifest = _read_json(folder / "manifest.json")
+    try:
+        files = [ModelFile(p["name"], fmt, folder / entry["path"]) for p in manifest["parts"] for fmt, entry in p["files"].items()]
+    except (KeyError, TypeError) as exc:
+        raise CompressError(f"{folder / 'manifest.json'}: expected parts[i].name and parts[i].files[format].path ({exc})") from None
+    return _existing(files, folder / "manifest.json")
+
+
+def _run_files(folder: Path) -> list[ModelFile]:
+    artifacts = _read_json(folder / "summary.json").get("artifacts") or {}
+    files = shipped_files(artifacts, folder) if (artifacts.get("shipped") or artifacts.get("exported")) else []
+    if not files:
+        raise CompressError(f"{folder / 'summary.json'}: the run has no shipped or exported models yet; run its export stage first")
+    return _existing(files, folder / "summary.json")
+
+
+def shipped_files(artifacts: dict[str, Any], run_dir: Path) -> list[ModelFile]:
+    """The run's `shipped` models ({part: {format: {path, precision}}}), else its `exported` ones ({part: {format: path}})."""
+    if artifacts.get("shipped"):
+        return [ModelFile(part, fmt, run_dir / entry["path"]) for part, by_fmt in artifacts["shipped"].items() for fmt, entry in by_fmt.items()]
+    return [ModelFile(part, fmt, run_dir / rel) for part, by_fmt in (artifacts.get("exported") or {}).items() for fmt, rel in by_fmt.items()]
+
+
+def _existing(files: list[ModelFile], source: Path) -> list[ModelFile]:
+    missing = [str(f.path) for f in files if not f.path.exists()]
+    if missing:
+        raise CompressError(f"{source}: lists model files that are missing: {', '.join(missing)}")
+    return files
+
+
+# -- devices ---------------------------------------------------------------------------------
+def device_kind(device: str) -> str:
+    for prefix, kind in (("ssh://", "ssh"), ("profile:", "profile"), ("adb", "adb"), ("coreml", "coreml"), ("host", "host")):
+        if device.startswith(prefix):
+            if kind in ("host", "coreml") and device.split("?")[0] != kind:
+                break
+            return kind
+    raise CompressError(f"--device {device}: unknown device; use host, ssh://user@host[:port], adb[:SERIAL], coreml or profile:NAME "
+                        f"(profiles: {', '.join(sorted(p.stem for p in costmodel.DEVICES_DIR.glob('*.yaml')))})")
+
+
+def device_format(device: str) -> str:
+    """The model format a device runs."""
+    return "coreml" if device_kind(device) == "coreml" else "onnx"
+
+
+def _host_options(device: str) -> dict[str, Any]:
+    from compress.bench.host import parse_cores
+
+    query = {k: v[-1] for k, v in parse_qs(device.partition("?")[2]).items()}
+    unknown = set(query) - {"cores", "priority"}
+    if unknown:
+        raise CompressError(f"--device {device}: unknown option(s) {', '.join(sorted(unknown))}; known: cores, priority")
+    if query.get("priority", "normal") not in ("normal", "high", "realtime"):
+        raise CompressError(f"--device {device}: priority must be normal, high or realtime")
+    return {"cores": parse_cores(query["cores"]) if "cores" in query else None, "priority": query.get("priority", "normal")}
+
+
+def measure_files(paths: list[Path], device: str, threads: int, warmup: int, runs: int, top: int) -> list[dict[str, Any]]:
+    """Raw per-file results of one device, in the order of `paths`."""
+    kind = device_kind(device)
+    if kind == "host":
+        from compress.bench import host
+
+        return host.measure(paths, threads, warmup, runs, top, **_host_options(device))
+    if kind == "ssh":
+        from compress.bench import ssh
+
+        return ssh.measure(paths, device, threads, warmup, runs, top)
+    if kind == "adb":
+        from compress.bench import adb
+
+        return adb.measure(paths, device, threads, warmup, runs, top)
+    if kind == "coreml":
+        from compress.bench import coreml
+
+        return coreml.measure(paths, threads, warmup, runs, top)
+    return [predicted(p, device, threads, top) for p in paths]
+
+
+def predicted(path: Path, device: str, threads: int, top: int) -> dict[str, Any]:
+    pred = costmodel.predict(path, device, threads)
+    ops = sorted(pred["nodes"], key=lambda item: item[1], reverse=True)[:top]
+    total = pred["ms"] or 1.0
+    return {"model": str(path), "threads": threads, "p50_ms": pred["ms"], "p90_ms": pred["ms"], "p99_ms": pred["ms"], "fps": 1e3 / pred["ms"] if pred["ms"] else None,
+            "ops": [{"node": c.name, "op_type": c.op_type, "ms": ms, "share": ms / total} for c, ms in ops]}
+
+
+def profile(target: str | Path, device: str = "host", threads: int = 1, warmup: int = 5, runs: int = 30, top_ops: int = 10) -> list[dict[str, Any]]:
+    """Latency rows of every model file in `target` that `device` runs.
+
+    Each row: file, part, device, source ("measured" | "predicted"), threads, p50_ms, p90_ms,
+    p99_ms, fps, ops (the `top_ops` slowest nodes: node, op_type, ms, share).
+    """
+    if threads < 1:
+        raise CompressError(f"--threads {threads}: must be at least 1")
+    fmt = device_format(device)
+    files = [f for f in resolve_target(target) if f.format == fmt]
+    if not files:
+        raise CompressError(f"{target}: holds no {fmt} model, which --device {device} runs")
+    raw = measure_files([f.path for f in files], device, threads, warmup, runs, top_ops)
+    source = "predicted" if device_kind(device) == "profile" else "measured"
+    return [to_row(f.path, f.part, device, source, r) for f, r in zip(files, raw)]
+
+
+def to_row(file: Path | str, part: str, device: str, source: str, raw: dict[str, Any]) -> dict[str, Any]:
+    values = {"file": str(file), "part": part, "device": device, "source": source, **{k: raw.get(k) for k in ROW_KEYS[4:]}}
+    return {**values, "ops": raw.get("ops", [])}
+
+
+# -- the CLI command -------------------------------------------------------------------------
+def profile_command(target: str, device: str = "host", threads: int = 1, warmup: int = 5, runs: int = 30, top: int = 10, as_json: bool = False) -> list[dict[str, Any]]:
+    """`compress profile TARGET --device D ...`: print a table per file (or JSON) and return the rows."""
+    rows = profile(target, device, threads, warmup, runs, top)
+    if as_json:
+        print(json.dumps([{k: r[k] for k in ROW_KEYS} | {"ops": r["ops"]} for r in rows], indent=2))
+    else:
+        print_rows(rows)
+    return rows
+
+
+def _ms(v: float | None) -> str:
+    return "-" if v is None else f"{v:.2f}"
+
+
+def print_rows(rows: list[dict[str, Any]]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    summary = Table(title="latency")
+    for col in ("part", "device", "source", "threads", "p50 ms", "p90 ms", "p99 ms", "fps"):
+        summary.add_column(col, justify="left" if col in ("part", "device", "source") else "right")
+    for r in rows:
+        summary.add_row(r["part"], r["device"], r["source"], str(r["threads"] or "-"), _ms(r["p50_ms"]), _ms(r["p90_ms"]), _ms(r["p99_ms"]),
+                        "-" if r["fps"] is None else f"{r['fps']:.1f}")
+    console.print(summary)
+    for r in rows:
+        if not r["ops"]:
+            continue
+        ops = Table(title=f"{r['part']} on {r['device']}: slowest ops ({r['source']})", title_justify="left")
+        for col in ("node", "op", "ms", "share"):
+            ops.add_column(col, justify="left" if col in ("node", "op") else "right")
+        for op in r["ops"]:
+            ops.add_row(op["node"], op["op_type"], f"{op['ms']:.3f}", f"{op['share'] * 100:.1f}%")
+        console.print(ops)

@@ -1,0 +1,85 @@
+"""The `profile` stage: latency of the run's models on each device, and the real-time gate.
+
+Profiles the shipped models (or the fp32 exports / int8 models, per `precision`) on every device
+of the stage config and of the recipe's fps targets, at every thread count. Each fps target
+becomes a Gate ("fps PART @ DEVICE"): passed when the best measured or predicted fps of that
+part on that device reaches the target; the runner then exits 1 on any missed target.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from compress.bench.profile import device_format, device_kind, measure_files, to_row
+from compress.errors import CompressError
+from compress.recipe import FpsTarget, ProfileConfig
+from compress.run import Gate, RunContext, StageResult
+
+TOP_OPS = 5
+
+
+@dataclass(frozen=True)
+class RunModel:
+    part: str
+    format: str
+    rel: str  # run-relative path
+    precision: str
+
+
+def run_models(ctx: RunContext, precision: str) -> list[RunModel]:
+    """The run's models to profile: shipped (default), fp32 exports, or int8 models."""
+    a = ctx.artifacts
+    if precision == "shipped" and a.get("shipped"):
+        return [RunModel(part, fmt, e["path"], e.get("precision", "fp32")) for part, by_fmt in a["shipped"].items() for fmt, e in by_fmt.items()]
+    key = "quantized" if precision == "int8" else "exported"
+    if not a.get(key):
+        stage = "quantize" if key == "quantized" else "export"
+        raise CompressError(f"profile (precision: {precision}): the run has no {key} models; add a {stage} stage before profile in the recipe")
+    label = "int8" if key == "quantized" else "fp32"
+    return [RunModel(part, fmt, rel, label) for part, by_fmt in a[key].items() for fmt, rel in by_fmt.items()]
+
+
+def fps_gate(target: FpsTarget, rows: list[dict[str, Any]]) -> Gate:
+    matching = [r for r in rows if r["device"] == target.device and r["part"] == target.part and r["fps"] is not None]
+    name = f"fps {target.part} @ {target.device}"
+    if not matching:
+        return Gate(name, target.fps, None, False, "not profiled")
+    best = max(matching, key=lambda r: r["fps"])
+    detail = f"{best['source']} p50 {best['p50_ms']:.2f} ms at {best['threads']} thread(s), {best['precision']} {best['format']}"
+    return Gate(name, target.fps, round(best["fps"], 3), best["fps"] >= target.fps, detail)
+
+
+def profile_stage(cfg: ProfileConfig, ctx: RunContext) -> StageResult:
+    models = run_models(ctx, cfg.precision)
+    parts = {m.part for m in models}
+    targets = ctx.recipe.targets.fps
+    for i, t in enumerate(targets):
+        if t.part not in parts:
+            raise CompressError(f"targets.fps[{i}].part: {t.part!r} is not a part of this run (parts: {', '.join(sorted(parts))})")
+    devices = list(dict.fromkeys([*cfg.devices, *(t.device for t in targets)]))
+    rows: list[dict[str, Any]] = []
+    for device in devices:
+        fmt = device_format(device)
+        chosen = [m for m in models if m.format == fmt]
+        if not chosen:
+            raise CompressError(f"profile: device {device} runs {fmt} models and the run has none; add {fmt} to the export formats")
+        source = "predicted" if device_kind(device) == "profile" else "measured"
+        for threads in cfg.threads:
+            ctx.log(f"{device}: {len(chosen)} {fmt} model(s), {threads} thread(s)")
+            raw = measure_files([ctx.path(m.rel) for m in chosen], device, threads, cfg.warmup, cfg.runs, TOP_OPS)
+            rows += [to_row(m.rel, m.part, device, source, r) | {"format": m.format, "precision": m.precision} for m, r in zip(chosen, raw)]
+    gates = [fps_gate(t, rows) for t in targets]
+    out = ctx.stage_dir / "latency.json"
+    out.write_text(json.dumps(rows, indent=2))
+    metrics = {
+        f"{r['part']} @ {r['device']} x{r['threads']}": {"p50_ms": _round(r["p50_ms"]), "p90_ms": _round(r["p90_ms"]), "fps": _round(r["fps"]), "source": r["source"]}
+        for r in rows
+    }
+    passed = sum(g.passed for g in gates)
+    summary = f"{len(rows)} latency rows on {len(devices)} device(s)" + (f"; fps targets {passed}/{len(gates)} met" if gates else "")
+    return StageResult(artifacts={"latency": rows}, metrics=metrics, gates=gates, summary=summary)
+
+
+def _round(v: float | None) -> float | None:
+    return None if v is None else round(v, 3)

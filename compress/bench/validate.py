@@ -1,0 +1,192 @@
+"""Validate the latency cost model where the truth can be measured: on this host.
+
+    python -m compress.bench.validate [--rounds 3] [--out exported/bench/latency-validate.json]
+                                      [--update-docs docs/latency.md]
+
+Calibrates the host profile on one set of conv nets, predicts a held-out set (other varied conv
+nets, the zoo reference networks, FOMM teacher and student parts and narrower students) and
+reports the share of held-out networks predicted within +-10 % and +-20 % of the measurement.
+A benchmark, not a test: it prints a table and writes JSON; docs/latency.md's figures come
+only from that JSON (--update-docs).
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import platform
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from rich.console import Console
+from rich.table import Table
+
+from compress.bench import calibrate, costmodel, zoo
+from compress.checkpoints import atomic_path
+
+HELD_OUT_SEEDS = range(100, 140)
+ZOO_HELD_OUT = ("mobilenet_v1_1.0_224", "squeezenet_1.0", "nasnet_mobile")  # Inception-ResNet-V2 takes seconds a run here
+DOC_BEGIN, DOC_END = "<!-- validate:begin -->", "<!-- validate:end -->"
+
+
+def zoo_nets(workdir: Path) -> list[tuple[str, Path, dict[str, Any]]]:
+    out = []
+    for name in ZOO_HELD_OUT:
+        ref = zoo.REFERENCES[name]
+        path = workdir / f"{name}.onnx"
+        if not path.exists():
+            zoo.export_onnx(ref.build(), (torch.zeros(1, 3, ref.resolution, ref.resolution),), path)
+        out.append((name, path, {"kind": "zoo"}))
+    return out
+
+
+def fomm_nets(workdir: Path) -> list[tuple[str, Path, dict[str, Any]]]:
+    """Every deployable part of a small FOMM teacher, two students and a half-width student."""
+    from compress.export import export_onnx
+    from compress.families.registry import get_family
+
+    family = get_family("fomm")
+    narrow = copy.deepcopy(family.resolve_config("mobile-256", "student"))
+    narrow["width_multiplier"] = 0.5
+    models = {
+        "teacher-demo-64": family.build_teacher(family.resolve_config("demo-64", "teacher")),
+        "student-mobile-64": family.build_student(family.resolve_config("mobile-64", "student")),
+        "student-mobile-256": family.build_student(family.resolve_config("mobile-256", "student")),
+        "student-mobile-256-w0.5": family.build_student(narrow),
+    }
+    out = []
+    for label, model in models.items():
+        for part in family.parts(model.eval()):
+            path = workdir / f"fomm-{label}-{part.name}.onnx"
+            if not path.exists():
+                export_onnx(part, path)
+            out.append((f"fomm {label} {part.name}", path, {"kind": "fomm"}))
+    return out
+
+
+def validate(workdir: Path, rounds: int = 3, with_fomm: bool = True) -> dict[str, Any]:
+    start = time.perf_counter()
+    micro = calibrate.memory_microbenchmarks(workdir)
+    calib = calibrate.convnet_set(calibrate.HOST_CALIBRATION_SEEDS, workdir)
+    held = calibrate.convnet_set(HELD_OUT_SEEDS, workdir) + zoo_nets(workdir) + (fomm_nets(workdir) if with_fomm else [])
+    nets = calib + held
+    exported_s = time.perf_counter() - start
+    paths = [p for _, p in micro] + [p for _, p, _ in nets]
+    measured_all, spread_all = calibrate.host_latencies(paths, threads=1, rounds=rounds)
+    block = calibrate.HOST_CHANNEL_BLOCK
+    feats_all = calibrate.host_features(paths)
+    m, n = len(micro), len(calib)
+    feats, measured, spread = feats_all[m:], measured_all[m:], spread_all[m:]
+    result = calibrate.fit_host(feats_all[:m], measured_all[:m], feats[:n], measured[:n])
+    predicted = calibrate.price(feats, result.coefficients)
+    micro_pred = calibrate.price(feats_all[:m], result.coefficients)
+    micro_err = micro_pred / np.array(measured_all[:m]) - 1
+    rows = [
+        {"network": name, "set": "calibration" if i < n else "held-out", "kind": info.get("kind", "convnet"), "spec": info,
+         "measured_ms": measured[i], "predicted_ms": float(predicted[i]), "error": float(predicted[i] / measured[i] - 1),
+         "measurement_spread": spread[i]}
+        for i, (name, _, info) in enumerate(nets)
+    ]
+    errors = np.array([r["error"] for r in rows if r["set"] == "held-out"])
+    return {
+        "machine": f"{platform.processor() or platform.machine()}, {len(__import__('os').sched_getaffinity(0))} CPUs",
+        "method": "1 thread, runner thread CPU time, p50 of 20 runs per round, median of rounds, real-time priority where allowed",
+        "rounds": rounds,
+        "channel_block": block,
+        "coefficients": result.coefficients,
+        "calibration": {"networks": n, "rms_relative_error": result.rms, "single_op_graphs": m,
+                        "single_op_rms_relative_error": float(np.sqrt(np.mean(micro_err**2)))},
+        "held_out": {
+            "networks": len(errors),
+            "within_10pct": float(np.mean(np.abs(errors) <= 0.10)),
+            "within_20pct": float(np.mean(np.abs(errors) <= 0.20)),
+            "median_abs_error": float(np.median(np.abs(errors))),
+            "max_abs_error": float(np.max(np.abs(errors))),
+        },
+        "measurement_spread_median": float(np.median(spread)),
+        "wall_s": round(time.perf_counter() - start, 1),
+        "export_s": round(exported_s, 1),
+        "rows": rows,
+    }
+
+
+def print_report(report: dict[str, Any], console: Console) -> None:
+    table = Table(title="latency cost model vs host measurements (1 thread)")
+    for col in ("network", "set", "measured ms", "predicted ms", "error"):
+        table.add_column(col, justify="left" if col in ("network", "set") else "right")
+    for r in report["rows"]:
+        style = "" if abs(r["error"]) <= 0.10 else ("yellow" if abs(r["error"]) <= 0.20 else "red")
+        table.add_row(r["network"], r["set"], f"{r['measured_ms']:.2f}", f"{r['predicted_ms']:.2f}", f"[{style}]{r['error'] * 100:+.1f}%[/{style}]" if style else f"{r['error'] * 100:+.1f}%")
+    console.print(table)
+    console.print(summary_line(report))
+
+
+def summary_line(report: dict[str, Any]) -> str:
+    h = report["held_out"]
+    return (f"held-out: {h['networks']} networks, {h['within_10pct'] * 100:.0f}% within +-10%, {h['within_20pct'] * 100:.0f}% within +-20% "
+            f"(median |error| {h['median_abs_error'] * 100:.1f}%, max {h['max_abs_error'] * 100:.1f}%); "
+            f"calibration: {report['calibration']['networks']} networks, rms {report['calibration']['rms_relative_error'] * 100:.1f}%; "
+            f"measurement spread over rounds (median) {report['measurement_spread_median'] * 100:.1f}%")
+
+
+def docs_section(report: dict[str, Any], json_path: Path) -> str:
+    """The generated part of docs/latency.md: figures copied from the validation JSON."""
+    h = report["held_out"]
+    kinds: dict[str, list[float]] = {}
+    for r in report["rows"]:
+        if r["set"] == "held-out":
+            kinds.setdefault(r["kind"], []).append(abs(r["error"]))
+    lines = [
+        DOC_BEGIN,
+        f"Generated by `python -m compress.bench.validate --update-docs docs/latency.md` from `{json_path}` "
+        f"({report['machine']}; {report['method']}; {report['wall_s']:.0f} s).",
+        "",
+        "| held-out set | networks | within ±10 % | within ±20 % | median abs error |",
+        "| --- | ---: | ---: | ---: | ---: |",
+    ]
+    for kind, errs in sorted(kinds.items()):
+        e = np.array(errs)
+        lines.append(f"| {kind} | {len(e)} | {np.mean(e <= 0.1) * 100:.0f} % | {np.mean(e <= 0.2) * 100:.0f} % | {np.median(e) * 100:.1f} % |")
+    lines.append(f"| **all** | **{h['networks']}** | **{h['within_10pct'] * 100:.0f} %** | **{h['within_20pct'] * 100:.0f} %** | **{h['median_abs_error'] * 100:.1f} %** |")
+    lines += [
+        "",
+        f"Calibration: {report['calibration']['networks']} conv nets, in-sample rms error {report['calibration']['rms_relative_error'] * 100:.1f} %. "
+        f"Median spread of one network's measurement across rounds: {report['measurement_spread_median'] * 100:.1f} %.",
+        DOC_END,
+    ]
+    return "\n".join(lines)
+
+
+def update_docs(doc: Path, section: str) -> None:
+    text = doc.read_text() if doc.exists() else ""
+    pattern = re.compile(re.escape(DOC_BEGIN) + ".*?" + re.escape(DOC_END), re.S)
+    text = pattern.sub(lambda _: section, text) if pattern.search(text) else text.rstrip() + "\n\n" + section + "\n"
+    with atomic_path(doc) as tmp:
+        tmp.write_text(text)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="validate the latency cost model on this host")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--workdir", type=Path, default=Path("exported/bench/nets"), help="exported nets are kept here and reused")
+    parser.add_argument("--out", type=Path, default=Path("exported/bench/latency-validate.json"))
+    parser.add_argument("--no-fomm", action="store_true", help="leave out the FOMM parts")
+    parser.add_argument("--update-docs", type=Path, help="rewrite the generated section of this markdown file")
+    args = parser.parse_args(argv)
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    report = validate(args.workdir, args.rounds, not args.no_fomm)
+    with atomic_path(args.out) as tmp:
+        tmp.write_text(json.dumps(report, indent=2))
+    print_report(report, Console())
+    print(f"wrote {args.out}")
+    if args.update_docs:
+        update_docs(args.update_docs, docs_section(report, args.out))
+        print(f"updated {args.update_docs}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,146 @@
+"""MODEL_CARD.md: what the bundle is for, how good and fast it is, and how it was made.
+
+Written from the manifest alone, so the card can never disagree with it.
+"""
+from __future__ import annotations
+
+from compress.bundle.manifest import InputTensor, Manifest, RowGate, Tensor
+
+NOT_MEASURED = "not measured"
+
+
+def render_card(manifest: Manifest) -> str:
+    m = manifest
+    sections = [
+        f"# {m.name} {m.version}\n\n{m.description or f'A {m.family} model compressed for phones.'}",
+        _intended_use(m),
+        _parts(m),
+        _tensors(m),
+        _quality(m),
+        _latency(m),
+        _size(m),
+        _limitations(m),
+        _provenance(m),
+    ]
+    return "\n\n".join(s.rstrip() for s in sections) + "\n"
+
+
+def _table(header: list[str], rows: list[list[object]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(_cell(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _cell(value: object) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value).replace("|", "\\|")
+
+
+def _intended_use(m: Manifest) -> str:
+    senders = [p.name for p in m.parts if p.role == "sender"]
+    receivers = [p.name for p in m.parts if p.role == "receiver"]
+    flow = []
+    if senders:
+        flow.append(f"the sending phone runs {', '.join(senders)} on its camera frames and sends the (small) outputs instead of video")
+    if receivers:
+        flow.append(f"the receiving phone runs {', '.join(receivers)} to render the frames")
+    return (
+        "## Intended use\n\n"
+        f"Real-time face video on phones with the {m.family} family: {'; '.join(flow)}. "
+        "Per-call parts run once on the reference frame at the start of a call, per-frame parts on every frame. "
+        "`snippets/` shows the flow in Swift (Core ML), Kotlin (onnxruntime-android) and Python (onnxruntime).\n\n"
+        "Not intended for identity verification, or for animating a person's face without their consent."
+    )
+
+
+def _parts(m: Manifest) -> str:
+    rows = [
+        [p.name, p.role, p.cadence.replace("_", " "), fmt, f.precision, f"`{f.path}`", f"{f.bytes / 1e6:.3f}", f"`{f.sha256[:12]}`"]
+        for p in m.parts
+        for fmt, f in p.files.items()
+    ]
+    return "## Parts\n\n" + _table(["part", "role", "runs", "format", "precision", "file", "MB", "sha256"], rows)
+
+
+def _tensors(m: Manifest) -> str:
+    out = ["## Inputs and outputs"]
+    for p in m.parts:
+        tensors = [("in", t) for t in p.inputs] + [("out", t) for t in p.outputs]
+        rows = [[way, t.name, "x".join(map(str, t.shape)), t.dtype, t.layout, _range(t), t.normalization, _feed(t)] for way, t in tensors]
+        out.append(f"### {p.name}\n\n" + _table(["", "name", "shape", "dtype", "layout", "range", "normalization", "comes from"], rows))
+    return "\n\n".join(out)
+
+
+def _range(t: Tensor) -> str:
+    return f"[{t.value_range[0]:g}, {t.value_range[1]:g}]" if t.value_range else "-"
+
+
+def _feed(t: Tensor) -> str:
+    if not isinstance(t, InputTensor):
+        return "-"
+    f = t.feed
+    if f.source == "part_output":
+        return f"{f.part}.{f.output} on the {f.frame.replace('_', ' ') if f.frame else ''}"
+    return f"the {f.source.replace('_', ' ')}"
+
+
+def _quality(m: Manifest) -> str:
+    q = m.metrics.quality
+    text = ["## Quality"]
+    for label, values in (("vs ground truth", q.vs_ground_truth), ("vs teacher", q.vs_teacher)):
+        if values:
+            text.append(f"{label.capitalize()}:\n\n" + _table(["metric", "value"], [[k, v] for k, v in values.items()]))
+        else:
+            text.append(f"{label.capitalize()}: {NOT_MEASURED} (no stage of the run reported it; the manifest holds null).")
+    return "\n\n".join(text)
+
+
+def _latency(m: Manifest) -> str:
+    rows = [
+        [r.part, r.format, r.precision, r.device, r.source, r.threads, r.p50_ms, r.p90_ms, r.p99_ms, r.fps, _row_gate(r.gate)]
+        for r in m.metrics.latency
+    ]
+    body = _table(["part", "format", "precision", "device", "source", "threads", "p50 ms", "p90 ms", "p99 ms", "fps", "gate"], rows) if rows else f"{NOT_MEASURED} (the recipe has no profile stage)."
+    gates = [[g.name, g.target, g.value, "pass" if g.passed else "FAIL", g.detail] for g in m.metrics.gates]
+    gate_table = "\n\n### Gates\n\n" + _table(["gate", "target", "value", "verdict", "detail"], gates) if gates else ""
+    return (
+        "## Latency\n\n"
+        "`measured`: timed on the device; `predicted`: a cost-model estimate from a device profile, not a measurement.\n\n" + body + gate_table
+    )
+
+
+def _row_gate(gate: RowGate | None) -> str:
+    if gate is None:
+        return "-"
+    return f"{'pass' if gate.passed else 'FAIL'} (>= {gate.target_fps:g} fps)"
+
+
+def _size(m: Manifest) -> str:
+    per_format = ", ".join(f"{fmt} {n / 1e6:.3f} MB" for fmt, n in m.size.per_format.items())
+    target = f"; target {m.size.target_mb:g} MB per app (one format)" if m.size.target_mb else ""
+    return f"## Size\n\nModel files: {m.size.total_bytes / 1e6:.3f} MB in all ({per_format}){target}."
+
+
+def _limitations(m: Manifest) -> str:
+    items = [
+        "Input shapes are fixed (see the tables above); resize and crop frames to them.",
+        "Quality numbers come from the recipe's evaluation data; faces, lighting and cameras unlike it may do worse.",
+        "Predicted latencies are estimates; only `measured` rows were timed on hardware.",
+        "Quality is from the last stage that measured it (quantize, when it ran, measures the int8 model); check it on your own data.",
+    ]
+    if not (m.metrics.quality.vs_ground_truth or m.metrics.quality.vs_teacher):
+        items.append("This run reported no quality metrics: evaluate the bundle before shipping it.")
+    return "## Limitations\n\n" + "\n".join(f"- {i}" for i in items)
+
+
+def _provenance(m: Manifest) -> str:
+    return (
+        "## How it was made\n\n"
+        f"- Tool: {m.tool.name} {m.tool.version}, created {m.created_utc}\n"
+        f"- Recipe: {m.recipe.name} (sha256 `{m.recipe.sha256}`), stages: {', '.join(m.recipe.stages)}\n"
+        f"- Teacher: sha256 `{m.teacher.sha256}`, {m.teacher.bytes / 1e6:.2f} MB, from {m.teacher.source or 'an unrecorded source'}\n"
+        "- Check the files with `compress bundle verify <bundle folder>`; manifest.json lists every file's sha256."
+    )

@@ -1,0 +1,311 @@
+"""The bundle manifest: one pydantic schema (`schema_version` "1.0"), built from run outputs.
+
+The manifest is the contract with app developers: every shipped file with its checksum,
+every tensor with its shape, layout and normalization, where each input comes from in a
+video call (`feed`), and the run's quality, latency and gate verdicts. docs/bundle.md
+documents it field by field; bump SCHEMA_VERSION on any incompatible change.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path, PurePosixPath
+from typing import Iterator, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from compress.errors import CompressError
+from compress.families.base import Part, TensorSpec
+from compress.recipe import SEMVER
+
+SCHEMA_VERSION = "1.0"
+MANIFEST = "manifest.json"
+Precision = Literal["fp32", "fp16", "int8", "int8-weights"]
+Frame = Literal["camera_frame", "reference_frame"]
+# Input-name tokens that say which frame a value was computed on (FOMM style: kp_source, kp_driving).
+REFERENCE_TOKENS = ("source", "src", "reference", "ref")
+CAMERA_TOKENS = ("driving", "drv", "current", "target")
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class FileEntry(Strict):
+    path: str = Field(description="bundle-relative POSIX path")
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    bytes: int = Field(ge=0)
+
+    @field_validator("path")
+    @classmethod
+    def _inside_bundle(cls, v: str) -> str:
+        p = PurePosixPath(v)
+        if not v or p.is_absolute() or "\\" in v or any(part in ("", ".", "..") for part in v.split("/")):
+            raise ValueError(f"{v!r} is not a plain relative path inside the bundle")
+        if v == MANIFEST:
+            raise ValueError("the manifest cannot list itself")
+        return v
+
+
+class ModelFile(FileEntry):
+    precision: Precision
+
+
+class Feed(Strict):
+    """Where an input's value comes from during a call."""
+
+    source: Literal["camera_frame", "reference_frame", "part_output"]
+    part: str | None = None
+    output: str | None = None
+    frame: Frame | None = Field(None, description="for part_output: the frame the producing part ran on")
+
+    @model_validator(mode="after")
+    def _complete(self) -> "Feed":
+        if (self.source == "part_output") != (self.part is not None and self.output is not None and self.frame is not None):
+            raise ValueError("part, output and frame are set exactly when source is part_output")
+        return self
+
+
+class Tensor(Strict):
+    name: str
+    shape: list[int]
+    dtype: str
+    layout: str
+    value_range: tuple[float, float] | None
+    normalization: str
+    description: str = ""
+
+
+class InputTensor(Tensor):
+    feed: Feed
+
+
+class PartEntry(Strict):
+    name: str
+    role: Literal["sender", "receiver"]
+    cadence: Literal["per_call", "per_frame"]
+    description: str = ""
+    files: dict[Literal["onnx", "coreml"], ModelFile] = Field(min_length=1)
+    inputs: list[InputTensor]
+    outputs: list[Tensor]
+
+
+class Tool(Strict):
+    name: str = "mobile-compress"
+    version: str
+
+
+class RecipeRef(Strict):
+    name: str
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    stages: list[str]
+
+
+class Teacher(Strict):
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    bytes: int = Field(ge=0)
+    source: str | None = Field(None, description="checkpoint the teacher was loaded from, or random-init")
+
+
+class Quality(Strict):
+    vs_ground_truth: dict[str, float | None] | None = None
+    vs_teacher: dict[str, float | None] | None = None
+
+
+class RowGate(Strict):
+    target_fps: float
+    passed: bool
+
+
+class LatencyRow(Strict):
+    part: str
+    format: str | None
+    precision: str | None
+    shipped: bool = Field(description="the measured file is the one in this bundle")
+    device: str
+    source: Literal["measured", "predicted"]
+    threads: int | None = None
+    p50_ms: float | None
+    p90_ms: float | None = None
+    p99_ms: float | None = None
+    fps: float | None
+    gate: RowGate | None = None
+
+
+class GateEntry(Strict):
+    name: str
+    target: float
+    value: float | None
+    passed: bool
+    margin: float | None = None
+    detail: str = ""
+
+
+class Metrics(Strict):
+    quality: Quality
+    latency: list[LatencyRow]
+    gates: list[GateEntry]
+
+
+class Size(Strict):
+    total_bytes: int = Field(ge=0, description="all model files")
+    per_format: dict[str, int] = Field(description="what one app ships: the model files of one format")
+    target_mb: float | None = None
+
+
+class Manifest(Strict):
+    schema_version: Literal["1.0"] = SCHEMA_VERSION
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]*$")
+    version: str
+    family: str
+    description: str = ""
+    created_utc: str = Field(pattern=r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
+    tool: Tool
+    recipe: RecipeRef
+    teacher: Teacher
+    parts: list[PartEntry] = Field(min_length=1)
+    metrics: Metrics
+    size: Size
+    documents: list[FileEntry] = Field(default_factory=list, description="MODEL_CARD.md and snippets")
+
+    @field_validator("version")
+    @classmethod
+    def _semver(cls, v: str) -> str:
+        if not SEMVER.match(v):
+            raise ValueError(f"version {v!r} is not semver (MAJOR.MINOR.PATCH)")
+        return v
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "Manifest":
+        paths = [f.path for f in self.files()]
+        dupes = sorted({p for p in paths if paths.count(p) > 1})
+        if dupes:
+            raise ValueError(f"files listed twice: {', '.join(dupes)}")
+        outputs = {p.name: {o.name for o in p.outputs} for p in self.parts}
+        for part in self.parts:
+            for tensor in part.inputs:
+                feed = tensor.feed
+                if feed.part is not None and feed.output not in outputs.get(feed.part, set()):
+                    raise ValueError(f"part {part.name!r} input {tensor.name!r} is fed by {feed.part}.{feed.output}, which the bundle does not have")
+        return self
+
+    def files(self) -> Iterator[FileEntry]:
+        """Every file the bundle holds besides manifest.json."""
+        for part in self.parts:
+            yield from part.files.values()
+        yield from self.documents
+
+    def part(self, name: str) -> PartEntry:
+        return next(p for p in self.parts if p.name == name)
+
+    @property
+    def folder_name(self) -> str:
+        return f"{self.name}-{self.version}"
+
+
+# -- reading ---------------------------------------------------------------------------------
+def load_manifest(bundle: str | Path) -> Manifest:
+    """Read and validate `bundle/manifest.json`; every schema problem is listed."""
+    path = Path(bundle) / MANIFEST
+    if not path.is_file():
+        raise CompressError(f"{path}: not found; is {bundle} a bundle folder (written by the bundle stage)?")
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CompressError(f"{path}: not valid JSON ({exc})") from None
+    found = data.get("schema_version") if isinstance(data, dict) else None
+    if found != SCHEMA_VERSION:
+        raise CompressError(
+            f"{path}: schema_version {found!r} is not supported (this mobile-compress reads {SCHEMA_VERSION}); "
+            "use the mobile-compress version that wrote the bundle"
+        )
+    try:
+        return Manifest.model_validate(data)
+    except ValidationError as exc:
+        lines = [f"{'.'.join(str(x) for x in e['loc']) or '(top level)'}: {e['msg']}" for e in exc.errors()]
+        raise CompressError(f"{path}: does not match the manifest schema {SCHEMA_VERSION}:\n  " + "\n  ".join(lines)) from None
+
+
+def write_manifest(manifest: Manifest, folder: Path) -> Path:
+    path = folder / MANIFEST
+    path.write_text(manifest.model_dump_json(indent=2) + "\n")
+    return path
+
+
+# -- building --------------------------------------------------------------------------------
+def tensor_entry(spec: TensorSpec, feed: Feed | None = None) -> Tensor:
+    if feed is None:
+        return Tensor.model_validate(spec.to_json())
+    return InputTensor.model_validate({**spec.to_json(), "feed": feed})
+
+
+def part_entries(parts: list[Part], files: dict[str, dict[str, ModelFile]]) -> list[PartEntry]:
+    """Manifest entries of the shipped parts, in the family's order, with every input wired."""
+    shipped = [p for p in parts if p.name in files]
+    unknown = sorted(set(files) - {p.name for p in parts})
+    if unknown:
+        raise CompressError(f"shipped parts {unknown} are not parts of the model (it has {[p.name for p in parts]}); re-run export")
+    _check_unique_outputs(shipped)
+    return [
+        PartEntry(
+            name=p.name,
+            role=p.role,
+            cadence=p.cadence,
+            description=p.description,
+            files=files[p.name],
+            inputs=[tensor_entry(spec, wire_input(p, spec, shipped)) for spec in p.inputs],
+            outputs=[tensor_entry(spec) for spec in p.outputs],
+        )
+        for p in shipped
+    ]
+
+
+def _check_unique_outputs(parts: list[Part]) -> None:
+    seen: dict[str, str] = {}
+    for p in parts:
+        for spec in p.outputs:
+            if spec.name in seen:
+                raise CompressError(f"parts {seen[spec.name]!r} and {p.name!r} both output {spec.name!r}; output names must be unique")
+            seen[spec.name] = p.name
+
+
+def wire_input(consumer: Part, spec: TensorSpec, parts: list[Part]) -> Feed:
+    """Where `consumer`'s input `spec` comes from in a call, found by name.
+
+    An input named like a part's output takes that output; `kp_source_value` /
+    `kp_driving_value` take `kp_value` computed on the reference / the camera frame.
+    Other image inputs take a frame: the reference frame for per-call parts and for
+    names with a reference token, the camera frame otherwise.
+    """
+    producers = {out.name: p for p in parts if p is not consumer for out in p.outputs}
+    tokens = spec.name.split("_")
+    if spec.name in producers:
+        return _output_feed(consumer, spec, producers[spec.name], spec.name, None)
+    for frame, marks in (("reference_frame", REFERENCE_TOKENS), ("camera_frame", CAMERA_TOKENS)):
+        for mark in marks:
+            if mark in tokens:
+                base = "_".join(t for t in tokens if t != mark)
+                if base in producers:
+                    return _output_feed(consumer, spec, producers[base], base, frame)
+    if _is_image(spec):
+        wants_reference = consumer.cadence == "per_call" or any(t in tokens for t in REFERENCE_TOKENS)
+        return Feed(source="reference_frame" if wants_reference else "camera_frame")
+    raise CompressError(
+        f"part {consumer.name!r} input {spec.name!r}: no part outputs a tensor of that name and it is not an image; "
+        "name it after the output it takes (e.g. 'kp_source_value' for 'kp_value' computed on the reference frame)"
+    )
+
+
+def _output_feed(consumer: Part, spec: TensorSpec, producer: Part, output: str, frame: str | None) -> Feed:
+    if consumer.role == "sender" and producer.role == "receiver":
+        raise CompressError(f"sender part {consumer.name!r} input {spec.name!r} takes {producer.name!r}'s output, which only the receiver has")
+    ran_on = frame or ("reference_frame" if producer.cadence == "per_call" or consumer.cadence == "per_call" else "camera_frame")
+    if consumer.cadence == "per_call" and ran_on == "camera_frame":
+        raise CompressError(f"part {consumer.name!r} runs once per call but its input {spec.name!r} changes every frame")
+    if producer.cadence == "per_call" and ran_on == "camera_frame":
+        raise CompressError(f"part {consumer.name!r} input {spec.name!r} asks for {producer.name!r} on the camera frame, but that part runs once per call")
+    return Feed(source="part_output", part=producer.name, output=output, frame=ran_on)
+
+
+def _is_image(spec: TensorSpec) -> bool:
+    channels = {"NCHW": 1, "NHWC": 3}.get(spec.layout)
+    return channels is not None and len(spec.shape) == 4 and spec.shape[channels] in (1, 3, 4)

@@ -1,0 +1,281 @@
+"""Static int8 quantization of ONNX models into QDQ form: onnxruntime or NNCF, one gate, one report.
+
+    report = quantize_onnx("net.onnx", "net.int8.onnx", calibration, OnnxQuantConfig(), evaluation)
+
+Calibration is a list of feeds ({input name: array}); onnxruntime calibrates once and caches
+the tensor ranges, so the rebuilds of the sensitivity fallback cost only the graph rewrite.
+"""
+from __future__ import annotations
+
+import tempfile
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Collection, Iterable, Literal
+
+import onnx
+
+from compress.checkpoints import atomic_path
+from compress.errors import CompressError
+from compress.quantize.gate import EvalSet, Fallback, Feeds, QualityGate, sensitivity_fallback
+from compress.quantize.targets import Int8Types, host_has_int8_dot_product, host_target, int8_types
+
+Builder = Callable[[Collection[str]], onnx.ModelProto]
+QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
+# Activations that int8 kernels fuse into the node before them (Conv+Relu -> QLinearConv).
+FUSED_ACTIVATIONS = ("Relu", "Clip", "LeakyRelu")
+# Nodes that compute nothing worth listing as "left in float".
+NOT_COMPUTE = ("Constant", "Identity", "Shape", "Cast")
+# How many leading inputs an int8 kernel needs quantized (weights included); None: all of them.
+QUANTIZED_INPUTS = {"Conv": 2, "ConvTranspose": 2, "Gemm": 2, "MatMul": 2, "Add": None, "Mul": None, "Sub": None, "Concat": None}
+
+
+@dataclass
+class OnnxQuantConfig:
+    engine: Literal["ort", "nncf"] = "ort"
+    target: str = "auto"  # auto, x86, x86-vnni, arm
+    per_channel: bool = True
+    max_psnr_drop_db: float = 0.3
+    min_sqnr_db: float = 30.0  # gate of intermediate outputs, which have no ground truth
+    fallback: bool = True
+    latency_runs: int = 30  # 0: do not measure
+    latency_warmup: int = 5
+
+
+@dataclass
+class Latency:
+    """Host latency (1 thread, sequential, median of `runs` after `warmup`) of fp32 and int8."""
+
+    fp32_ms: float
+    int8_ms: float
+    runs: int
+    warmup: int
+    host_int8_dot_product: bool
+
+    @property
+    def ratio(self) -> float:
+        return self.int8_ms / self.fp32_ms
+
+    def to_json(self) -> dict[str, Any]:
+        return {"fp32_ms": self.fp32_ms, "int8_ms": self.int8_ms, "int8_over_fp32": self.ratio, "threads": 1, "runs": self.runs,
+                "warmup": self.warmup, "host_int8_dot_product": self.host_int8_dot_product}
+
+
+@dataclass
+class QuantReport:
+    path: Path
+    engine: str
+    types: Int8Types
+    fp32_bytes: int
+    int8_bytes: int
+    int8_nodes: list[str]
+    float_ops: dict[str, int]  # op type -> nodes left in float
+    constants: dict[str, Any] = field(default_factory=dict)  # what the int8 file's bytes are
+    gate: dict[str, Any] | None = None
+    fallback: Fallback | None = None
+    latency: Latency | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def size_ratio(self) -> float:
+        """fp32 bytes / int8 bytes."""
+        return self.fp32_bytes / self.int8_bytes
+
+    @property
+    def passed(self) -> bool:
+        return self.gate is None or self.gate["passed"]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "engine": self.engine,
+            "types": self.types.to_json(),
+            "fp32_bytes": self.fp32_bytes,
+            "int8_bytes": self.int8_bytes,
+            "fp32_over_int8_size": self.size_ratio,
+            "int8_nodes": len(self.int8_nodes),
+            "float_ops": self.float_ops,
+            "int8_file": self.constants,
+            "gate": self.gate,
+            "fallback": self.fallback.to_json() if self.fallback else None,
+            "latency": self.latency.to_json() if self.latency else None,
+            "notes": self.notes,
+        }
+
+
+# -- what a QDQ graph runs in int8 -----------------------------------------------------------
+def _int8_op_types() -> set[str]:
+    from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
+
+    return set(QDQRegistry) | set(QLinearOpsRegistry)
+
+
+def int8_nodes(model: onnx.ModelProto) -> tuple[list[str], list[onnx.NodeProto]]:
+    """(names of the nodes that run in int8, the compute nodes left in float) of a QDQ model.
+
+    A node runs in int8 when runtimes have int8 kernels for its op type and its data inputs
+    (weights included) come from DequantizeLinear nodes, or when it is an activation fused
+    into such a node. Anything else, GridSample for instance, computes in float between a
+    DequantizeLinear and a QuantizeLinear even when its neighbours are quantized.
+    """
+    producer = {out: node for node in model.graph.node for out in node.output}
+    constant = {init.name for init in model.graph.initializer} | {o for n in model.graph.node if n.op_type == "Constant" for o in n.output}
+    kernels = _int8_op_types()
+    int8: list[str] = []
+    floats: list[onnx.NodeProto] = []
+    for node in model.graph.node:
+        if node.op_type in QDQ_OPS or node.op_type in NOT_COMPUTE or all(i in constant or not i for i in node.input):
+            continue
+        data = [i for i in node.input[: QUANTIZED_INPUTS.get(node.op_type, 1)] if i]
+        from_dq = all(i in producer and producer[i].op_type == "DequantizeLinear" for i in data)
+        source = producer.get(node.input[0]) if node.input else None
+        fused = node.op_type in FUSED_ACTIVATIONS and source is not None and source.name in int8
+        if node.op_type in kernels and (from_dq or fused):
+            if not fused:
+                int8.append(node.name)
+        else:
+            floats.append(node)
+    return int8, floats
+
+
+def float_op_counts(model: onnx.ModelProto) -> dict[str, int]:
+    return dict(sorted(Counter(n.op_type for n in int8_nodes(model)[1]).items()))
+
+
+def constant_bytes(model: onnx.ModelProto, largest: int = 3) -> dict[str, Any]:
+    """Bytes of the file's constants by element type, and its largest float constants.
+
+    Weights shrink 4x; float constants that are not weights (coordinate grids, say) do not,
+    so they explain a file that is less than 4x smaller.
+    """
+    by_type: Counter[str] = Counter()
+    floats = []
+    for init in model.graph.initializer:
+        size = len(init.raw_data) or len(init.SerializeToString())
+        by_type[onnx.TensorProto.DataType.Name(init.data_type)] += size
+        if init.data_type == onnx.TensorProto.FLOAT:
+            floats.append((size, init.name))
+    floats.sort(reverse=True)
+    return {"bytes_by_type": dict(sorted(by_type.items())), "largest_float": {name: size for size, name in floats[:largest]}}
+
+
+# -- engines ---------------------------------------------------------------------------------
+def _ort_builder(fp32_path: Path, calibration: list[Feeds], types: Int8Types, per_channel: bool, workdir: Path) -> Builder:
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self._samples = iter(calibration)
+
+        def get_next(self) -> Feeds | None:
+            return next(self._samples, None)
+
+    prepared = workdir / "prepared.onnx"
+    # Shape inference and constant folding first, as onnxruntime recommends: unknown shapes stay unquantized.
+    quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=True)
+    qtype = {"uint8": QuantType.QUInt8, "int8": QuantType.QInt8}
+    cache = workdir / "calibration.json"
+    output = workdir / "int8.onnx"
+
+    def build(exclude: Collection[str]) -> onnx.ModelProto:
+        quantize_static(
+            str(prepared), str(output), None if cache.exists() else Reader(),
+            quant_format=QuantFormat.QDQ, per_channel=per_channel, reduce_range=types.reduce_range,
+            activation_type=qtype[types.activation], weight_type=qtype[types.weight],
+            nodes_to_exclude=sorted(exclude), calibration_cache_path=str(cache),
+        )
+        return onnx.load(str(output))
+
+    return build
+
+
+def _nncf_builder(fp32_path: Path, calibration: list[Feeds], types: Int8Types, per_channel: bool) -> Builder:
+    import nncf
+    from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, OverflowFix, QuantizationParameters
+
+    model = onnx.load(str(fp32_path))
+    # NNCF's overflow fix is its reduce_range: 7-bit weights where VPMADDUBSW could saturate.
+    advanced = AdvancedQuantizationParameters(
+        overflow_fix=OverflowFix.ENABLE if types.reduce_range else OverflowFix.DISABLE,
+        weights_quantization_params=QuantizationParameters(per_channel=per_channel),
+    )
+
+    def build(exclude: Collection[str]) -> onnx.ModelProto:
+        return nncf.quantize(
+            model, nncf.Dataset(calibration), subset_size=len(calibration), target_device=nncf.TargetDevice.CPU,
+            ignored_scope=nncf.IgnoredScope(names=sorted(exclude), validate=False), advanced_parameters=advanced,
+        )
+
+    return build
+
+
+def _engine_types(engine: str, target: str) -> Int8Types:
+    types = int8_types(target)
+    if engine == "nncf":  # NNCF picks each activation's signedness itself
+        return Int8Types(types.target, "uint8 or int8 (nncf: by sign of the calibrated range)", "int8", types.reduce_range,
+                         types.reason + ("; nncf overflow_fix=enable" if types.reduce_range else "; nncf overflow_fix=disable"))
+    return types
+
+
+# -- the verb --------------------------------------------------------------------------------
+def quantize_onnx(
+    fp32_path: str | Path,
+    out_path: str | Path,
+    calibration: Iterable[Feeds],
+    config: OnnxQuantConfig | None = None,
+    evaluation: EvalSet | None = None,
+    log: Callable[[str], None] = lambda msg: None,
+) -> QuantReport:
+    """Quantize an fp32 ONNX model to int8 QDQ, gate it on `evaluation`, fall back layer by layer, time it.
+
+    Without `evaluation` the accuracy gate is skipped (the report's gate is None).
+    """
+    fp32_path, out_path, config = Path(fp32_path), Path(out_path), config or OnnxQuantConfig()
+    if not fp32_path.is_file():
+        raise CompressError(f"{fp32_path}: fp32 ONNX model not found")
+    samples = list(calibration)
+    if not samples:
+        raise CompressError(f"{fp32_path}: no calibration samples; raise stages.quantize.calibration_samples")
+    if config.engine not in ("ort", "nncf"):
+        raise CompressError(f"stages.quantize.onnx_engine: unknown engine {config.engine!r}; use ort or nncf")
+    types = _engine_types(config.engine, config.target)
+    with tempfile.TemporaryDirectory(prefix="quantize-") as tmp:
+        if config.engine == "ort":
+            build = _ort_builder(fp32_path, samples, types, config.per_channel, Path(tmp))
+        else:
+            build = _nncf_builder(fp32_path, samples, types, config.per_channel)
+        model = build([])
+        gate, fallback = None, None
+        if evaluation is not None:
+            model, gate, fallback = _gate(model, build, fp32_path, evaluation, config, log)
+        with atomic_path(out_path) as staged:
+            onnx.save(model, str(staged))
+    int8, _ = int8_nodes(model)
+    report = QuantReport(out_path, config.engine, types, fp32_path.stat().st_size, out_path.stat().st_size, int8, float_op_counts(model),
+                         constant_bytes(model), gate, fallback)
+    if config.latency_runs > 0:
+        report.latency = host_latency(fp32_path, out_path, config.latency_runs, config.latency_warmup)
+        if types.target != host_target():
+            report.notes.append(f"latency measured on this host ({host_target()}), not on the {types.target} target")
+    return report
+
+
+def _gate(model: onnx.ModelProto, build: Builder, fp32_path: Path, evaluation: EvalSet, config: OnnxQuantConfig,
+          log: Callable[[str], None]) -> tuple[onnx.ModelProto, dict[str, Any], Fallback | None]:
+    gate = QualityGate(fp32_path, evaluation, config.max_psnr_drop_db, config.min_sqnr_db)
+    first = gate.measure(model)
+    value, fallback = first, None
+    if not gate.passes(first) and config.fallback:
+        log(f"{fp32_path.name}: {gate.metric} {first:.3f} misses {gate.bound}: measuring each node's sensitivity")
+        model, fallback = sensitivity_fallback(build, int8_nodes(model)[0], gate, log)
+        value = fallback.values[-1]
+    record = {**gate.describe(), "value_all_int8": first, "value": value, "passed": gate.passes(value)}
+    return model, record, fallback
+
+
+def host_latency(fp32_path: Path, int8_path: Path, runs: int, warmup: int) -> Latency:
+    """Median latency of both models on this host's CPU, one thread, through the `host` bench device."""
+    from compress.bench.host import measure
+
+    fp32, int8 = measure([fp32_path, int8_path], threads=1, warmup=warmup, runs=runs, top=0)
+    return Latency(fp32["p50_ms"], int8["p50_ms"], runs, warmup, host_has_int8_dot_product())

@@ -1,0 +1,210 @@
+"""The `quantize` stage: int8 copies of every exported part, gated on quality, timed on the host.
+
+Reads `exported` ({part: {format: path}}), writes `quantized` ({part: {format: path}}) and
+updates `shipped` with what the bundle should carry: int8 unless it is slower on this host
+and the recipe says `ship_when_slower: fp32`.
+"""
+from __future__ import annotations
+
+import copy
+import tempfile
+from dataclasses import dataclass
+from itertools import islice
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+import onnx
+import torch
+from torch import nn
+
+from compress.batches import iterate_batches, recipe_dataset
+from compress.checkpoints import read_model_meta
+from compress.errors import CompressError
+from compress.export import export_coreml
+from compress.families.base import Family, Part
+from compress.quantize.coreml import CoreMLQuantReport, package_bytes, quantize_coreml
+from compress.quantize.gate import EvalSet, Feeds
+from compress.quantize.onnx import OnnxQuantConfig, QuantReport, quantize_onnx
+from compress.recipe import ProfileConfig, QuantizeConfig
+from compress.run import Gate, RunContext, StageResult
+
+CALIBRATION_BATCH = 8
+
+
+@dataclass
+class PartData:
+    """Calibration and eval inputs of one part (tensors in the part's input order) and the eval ground truth."""
+
+    calibration: list[tuple[np.ndarray, ...]]
+    eval_inputs: list[tuple[np.ndarray, ...]]
+    eval_targets: list[np.ndarray] | None
+    target_note: str
+
+
+def _numpy(tensors: tuple[torch.Tensor, ...]) -> tuple[np.ndarray, ...]:
+    return tuple(t.detach().cpu().numpy().astype(np.float32) for t in tensors)
+
+
+def is_final_frame(part: Part, truth: torch.Tensor) -> bool:
+    """A part whose first output is a [0, 1] frame shaped like the ground truth produces the final frame."""
+    out = part.outputs[0]
+    return out.value_range == (0.0, 1.0) and tuple(out.shape) == tuple(truth.shape)
+
+
+Batches = Iterable[dict[str, torch.Tensor]]
+
+
+@torch.no_grad()
+def part_data(family: Family, model: nn.Module, parts: list[Part], calibration_batches: Batches, eval_batches: Batches, calibration_samples: int) -> dict[str, PartData]:
+    """Per part: calibration inputs, eval inputs and (for the part that produces the final frame) ground truth.
+
+    Eval batches hold one item each, so each item's ground truth pairs with the inputs
+    `calibration_inputs` derives from it.
+    """
+    calibration: dict[str, list[tuple[np.ndarray, ...]]] = {p.name: [] for p in parts}
+    for sample in islice(family.calibration_inputs(model, calibration_batches), calibration_samples):
+        for name, tensors in sample.items():
+            if name in calibration:
+                calibration[name].append(_numpy(tensors))
+    inputs: dict[str, list[tuple[np.ndarray, ...]]] = {p.name: [] for p in parts}
+    truths: list[torch.Tensor] = []
+    aligned = True
+    for batch in eval_batches:
+        samples = list(family.calibration_inputs(model, [batch]))
+        aligned = aligned and len(samples) == 1
+        truths.append(family.ground_truth(batch))
+        for sample in samples:
+            for name, tensors in sample.items():
+                if name in inputs:
+                    inputs[name].append(_numpy(tensors))
+    out: dict[str, PartData] = {}
+    for part in parts:
+        final = bool(truths) and is_final_frame(part, truths[0])
+        if final and aligned:
+            targets, note = [t.numpy().astype(np.float32) for t in truths], "final frame: PSNR drop vs the eval ground truth"
+        elif final:
+            targets, note = None, "final frame, but the family gives several inputs per eval item: SQNR of int8 vs fp32"
+        else:
+            targets, note = None, "intermediate output: SQNR of int8 vs fp32 (no ground truth of its own)"
+        out[part.name] = PartData(calibration[part.name], inputs[part.name], targets, note)
+    return out
+
+
+def _feeds(names: list[str], samples: list[tuple[np.ndarray, ...]], where: str) -> list[Feeds]:
+    if samples and len(samples[0]) != len(names):
+        raise CompressError(f"{where}: the model takes {len(names)} inputs ({', '.join(names)}), the family gives {len(samples[0])}")
+    return [dict(zip(names, arrays)) for arrays in samples]
+
+
+def onnx_input_names(path: Path) -> list[str]:
+    graph = onnx.load(str(path), load_external_data=False).graph
+    initializers = {i.name for i in graph.initializer}
+    return [i.name for i in graph.input if i.name not in initializers]
+
+
+def coreml_input_names(path: Path) -> list[str]:
+    import coremltools as ct
+
+    return [i.name for i in ct.models.MLModel(str(path), skip_model_load=True).get_spec().description.input]
+
+
+def ship_onnx(report: QuantReport, cfg: QuantizeConfig, rel: str, previous: dict[str, Any] | None, exported: str) -> tuple[dict[str, Any], str]:
+    """What the bundle carries for a part's ONNX, and why."""
+    fp32 = previous or {"path": exported, "precision": "fp32"}
+    if not report.passed:
+        return fp32, f"fp32 ships: int8 misses the quality gate ({report.gate['rule']})"  # type: ignore[index]
+    lat = report.latency
+    if lat is None:
+        return {"path": rel, "precision": "int8"}, "int8 ships (latency not measured)"
+    if lat.ratio <= 1:
+        return {"path": rel, "precision": "int8"}, f"int8 ships: {lat.ratio:.2f}x the fp32 latency on this host"
+    dot = "has" if lat.host_int8_dot_product else "has no"
+    if cfg.ship_when_slower == "fp32":
+        return fp32, f"fp32 ships: int8 is slower on this host ({lat.ratio:.2f}x fp32; the host {dot} int8 dot product)"
+    return {"path": rel, "precision": "int8"}, f"int8 ships for size: slower on this host ({lat.ratio:.2f}x fp32; the host {dot} int8 dot product)"
+
+
+def quantize_stage(cfg: QuantizeConfig, ctx: RunContext) -> StageResult:
+    exported: dict[str, dict[str, str]] | None = ctx.artifacts.get("exported")
+    if not exported:
+        raise CompressError("stage quantize: nothing exported yet; put an export stage before quantize in the recipe's stages")
+    if cfg.qat is not None:
+        raise CompressError("stages.quantize.qat: quantization-aware training is not implemented; remove qat to quantize after training")
+    model, _ = ctx.model()
+    config = read_model_meta(ctx.path(ctx.artifacts.get("model") or ctx.artifacts["teacher"]))["config"]  # type: ignore[index]
+    parts = {p.name: p for p in ctx.family.parts(model)}
+    unknown = sorted(set(exported) - set(parts))
+    if unknown:
+        raise CompressError(f"stage quantize: exported parts {unknown} are not parts of the {ctx.family.name} model ({', '.join(parts)})")
+    calib_ds = recipe_dataset(ctx.recipe, ctx.family, config, "calibration", cfg.calibration_samples)
+    eval_ds = recipe_dataset(ctx.recipe, ctx.family, config, "eval", cfg.eval_batches)
+    data = part_data(ctx.family, model, [parts[n] for n in exported], iterate_batches(calib_ds, CALIBRATION_BATCH), iterate_batches(eval_ds, 1), cfg.calibration_samples)
+
+    shipped: dict[str, dict[str, Any]] = copy.deepcopy(ctx.artifacts.get("shipped", {}))
+    result = StageResult(metrics={"calibration_samples": {n: len(d.calibration) for n, d in data.items()},
+                                  "eval_samples": {n: len(d.eval_inputs) for n, d in data.items()}})
+    quantized: dict[str, dict[str, str]] = {}
+    quality: dict[str, dict[str, float]] = {}
+    lines: list[str] = []
+    for name, files in exported.items():
+        result.metrics[name] = {}
+        if "onnx" in cfg.formats and "onnx" in files:
+            report, entry, note = _onnx_part(cfg, ctx, parts[name], data[name], files["onnx"], shipped.get(name, {}).get("onnx"))
+            gate = report.gate
+            assert gate is not None  # the stage always passes an eval set
+            quantized.setdefault(name, {})["onnx"] = ctx.rel(report.path)
+            shipped.setdefault(name, {})["onnx"] = entry
+            result.metrics[name]["onnx"] = {**report.to_json(), "gate_basis": data[name].target_note, "shipped": entry["precision"], "ship_note": note}
+            result.gates.append(Gate(f"quantize.{name}.onnx.{gate['metric']}", gate["bound"], gate["value"], gate["passed"], data[name].target_note))
+            quality[name] = {gate["metric"]: gate["value"]}
+            lines.append(f"{name}.onnx {report.size_ratio:.2f}x smaller, {gate['metric']} {gate['value']:.3f}, "
+                         f"{len(report.fallback.excluded) if report.fallback else 0} nodes back to float; {note}")
+        if "coreml" in cfg.formats and "coreml" in files:
+            creport, record = _coreml_part(cfg, ctx, parts[name], data[name], files["coreml"])
+            quantized.setdefault(name, {})["coreml"] = ctx.rel(creport.path)
+            shipped.setdefault(name, {})["coreml"] = {"path": ctx.rel(creport.path), "precision": creport.mode}
+            result.metrics[name]["coreml"] = record
+            lines.append(f"{name}.coreml {creport.mode} {record['fp32_over_int8_size']:.2f}x smaller than fp32")
+    result.artifacts = {"quantized": quantized, "shipped": shipped, "quality": {**ctx.artifacts.get("quality", {}), "int8_vs_fp32": quality}}
+    result.summary = "; ".join(lines)
+    return result
+
+
+def _onnx_part(cfg: QuantizeConfig, ctx: RunContext, part: Part, data: PartData, exported: str,
+               previous: dict[str, Any] | None) -> tuple[QuantReport, dict[str, Any], str]:
+    """Quantize one part's ONNX file; returns the report and what ships, with why."""
+    src = ctx.path(exported)
+    names = onnx_input_names(src)
+    profile = ctx.recipe.stage("profile")
+    timing: ProfileConfig = profile.config if profile else ProfileConfig()  # type: ignore[assignment]
+    config = OnnxQuantConfig(engine=cfg.onnx_engine, target=cfg.target, per_channel=cfg.per_channel, max_psnr_drop_db=cfg.max_psnr_drop_db,
+                             latency_runs=timing.runs, latency_warmup=timing.warmup)
+    evaluation = EvalSet(_feeds(names, data.eval_inputs, str(src)), data.eval_targets, _peak(part))
+    ctx.log(f"{part.name}: onnx int8 ({cfg.onnx_engine}, {len(data.calibration)} calibration samples)")
+    report = quantize_onnx(src, ctx.stage_dir / f"{part.name}.int8.onnx", _feeds(names, data.calibration, str(src)), config, evaluation, log=ctx.log)
+    entry, note = ship_onnx(report, cfg, ctx.rel(report.path), previous, exported)
+    return report, entry, note
+
+
+def _coreml_part(cfg: QuantizeConfig, ctx: RunContext, part: Part, data: PartData, exported: str) -> tuple[CoreMLQuantReport, dict[str, Any]]:
+    """8-bit copy of one part's ML program; the record compares it with an fp32 program of the part."""
+    src = ctx.path(exported)
+    ctx.log(f"{part.name}: coreml 8-bit ({cfg.coreml_mode})")
+    report = quantize_coreml(src, ctx.stage_dir / f"{part.name}.int8.mlpackage", cfg.coreml_mode, _feeds(coreml_input_names(src), data.calibration, str(src)))
+    fp32_bytes, basis = coreml_fp32_bytes(part, report)
+    return report, {**report.to_json(), "fp32_bytes": fp32_bytes, "fp32_over_int8_size": fp32_bytes / report.int8_bytes, "fp32_basis": basis}
+
+
+def coreml_fp32_bytes(part: Part, report: CoreMLQuantReport) -> tuple[int, str]:
+    """Size of the part as an fp32 ML program, the baseline of the 8-bit file, and where it comes from."""
+    if report.fp_weights == "FLOAT32":
+        return report.fp_bytes, "the exported program (fp32 weights)"
+    with tempfile.TemporaryDirectory(prefix="quantize-fp32-") as tmp:
+        path = export_coreml(part, Path(tmp) / "fp32.mlpackage", report.deployment_target, "fp32")
+        return package_bytes(path), "an fp32 conversion of the same part, made for this comparison (the export is fp16)"
+
+
+def _peak(part: Part) -> float:
+    lo, hi = part.outputs[0].value_range or (0.0, 1.0)
+    return hi - lo

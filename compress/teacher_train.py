@@ -1,0 +1,87 @@
+"""`compress teacher train`: train a FOMM-architecture teacher from scratch on synthetic clips.
+
+No pretrained face model can be downloaded here, so the demo recipes use a small teacher
+trained on the CPU with FOMM's own unsupervised objective (see families/fomm/objectives.py).
+The training spec is a small YAML of its own (recipes/teachers/*.yaml).
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from pydantic import Field, ValidationError
+
+from compress.batches import collate, iterate_batches
+from compress.checkpoints import save_model
+from compress.errors import CompressError
+from compress.families.registry import get_family
+from compress.recipe import Strict
+
+
+class TeacherTraining(Strict):
+    family: str = "fomm"
+    config: str | dict[str, Any] = "demo-64"
+    data: str = "synthetic"
+    seed: int = 0
+    steps: int = Field(2000, ge=1)
+    batch_size: int = Field(8, ge=1)
+    lr: float = Field(2e-3, gt=0)
+    train_samples: int = Field(4096, ge=1)
+    eval_batches: int = Field(8, ge=1)
+    weights: dict[str, Any] = {"scales": [1.0, 0.5, 0.25, 0.125], "reconstruction": 10.0, "ssim": 1.0, "equivariance_value": 1.0, "equivariance_jacobian": 0.5}
+
+
+def load_training(path: Path) -> TeacherTraining:
+    try:
+        return TeacherTraining.model_validate(yaml.safe_load(path.read_text()) or {})
+    except FileNotFoundError:
+        raise CompressError(f"{path}: teacher training spec not found") from None
+    except ValidationError as exc:
+        raise CompressError(f"{path}: " + "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())) from None
+
+
+def train_teacher(spec: TeacherTraining, progress: bool = True) -> tuple[torch.nn.Module, dict[str, Any]]:
+    from compress.families.fomm.objectives import unsupervised_loss
+
+    family = get_family(spec.family)
+    config = family.resolve_config(spec.config, "teacher")
+    torch.manual_seed(spec.seed)
+    model = family.build_teacher(config).train()
+    size = family.input_size(config)
+    train = family.dataset(spec.data, "train", size, spec.seed, spec.train_samples)
+    opt = torch.optim.Adam(model.parameters(), lr=spec.lr, betas=(0.5, 0.999))
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, spec.steps)
+    gen = torch.Generator().manual_seed(spec.seed)
+    order = torch.randperm(len(train), generator=gen)
+    t0, history = time.perf_counter(), []
+    for step in range(spec.steps):
+        idx = [int(order[(step * spec.batch_size + j) % len(train)]) for j in range(spec.batch_size)]
+        loss, terms = unsupervised_loss(model, collate(train, idx), spec.weights, gen)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        history.append({"step": step + 1, "loss": float(loss.detach()), **terms})
+        if progress and (step + 1) % 50 == 0:
+            rate = (step + 1) / (time.perf_counter() - t0)
+            print(f"step {step + 1}/{spec.steps} loss {loss.item():.4f} {terms} {rate:.2f} steps/s", flush=True)
+    model.eval()
+    held_out = family.dataset(spec.data, "test", size, spec.seed, spec.eval_batches * spec.batch_size)
+    quality = family.evaluate(model, iterate_batches(held_out, spec.batch_size))
+    report = {"steps": spec.steps, "wall_s": round(time.perf_counter() - t0, 1), "final_loss": history[-1]["loss"], "held_out": quality}
+    return model, report
+
+
+def train_command(path: Path, out: Path, steps: int | None) -> None:
+    spec = load_training(path)
+    if steps is not None:
+        spec = spec.model_copy(update={"steps": steps})
+    model, report = train_teacher(spec)
+    config = get_family(spec.family).resolve_config(spec.config, "teacher")
+    save_model(out, model, family=spec.family, kind="teacher", config=config, extra={"source": f"compress teacher train {path} --out {out}", "training": report})
+    print(json.dumps(report, indent=2))
+    print(f"teacher written to {out}")

@@ -1,0 +1,63 @@
+"""The bundle stage reads a run's artifacts and writes exported/<name>-<version>/."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from compress.bundle import load_manifest, verify_bundle
+from compress.bundle.stage import bundle_stage
+from compress.checkpoints import save_model
+from compress.errors import CompressError
+from compress.recipe import BundleConfig, Recipe
+from compress.run import RunContext
+from tiny_call import TinyFamily, TinyModel
+
+
+def _context(tiny, tmp_path: Path, artifacts: dict) -> RunContext:
+    recipe = Recipe(
+        name="tiny-call", version="2.0.1", family="tiny", description="A tiny call model.",
+        stages=[{"export": {}}, {"profile": {}}, {"bundle": {}}],
+        targets={"size_mb": 1.0, "fps": [{"device": "host", "part": "kp_detector", "fps": 30}]},
+    )
+    run_dir = tmp_path / "run"
+    (run_dir / "export").mkdir(parents=True)
+    save_model(run_dir / "teacher.safetensors", TinyModel(), family="tiny", kind="teacher", config={}, extra={"source": "teachers/tiny.pth"})
+    for name, path in tiny.onnx.items():
+        shutil.copyfile(path, run_dir / "export" / f"{name}.onnx")
+    stage_dir = run_dir / ".bundle.tmp"
+    stage_dir.mkdir()
+    return RunContext(recipe, TinyFamily(), run_dir, stage_dir, "bundle", {"teacher": "teacher.safetensors", **artifacts}, quiet=True)
+
+
+def test_the_stage_bundles_the_exported_models_with_metrics_and_a_size_gate(tiny, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    exported = {name: {"onnx": f"export/{name}.onnx"} for name in tiny.onnx}
+    latency = [{"file": "export/kp_detector.onnx", "part": "kp_detector", "device": "host", "source": "measured", "threads": 1, "p50_ms": 1.0, "p90_ms": 1.1, "p99_ms": 1.3, "fps": 1000.0}]
+    quality = {"vs_ground_truth": {"l1": 0.1, "psnr": 20.0, "ssim": 0.7}, "vs_teacher": {"l1": 0.02, "psnr": 30.0, "ssim": 0.9}}
+    result = bundle_stage(BundleConfig(), _context(tiny, tmp_path, {"exported": exported, "latency": latency, "quality": quality}))
+
+    assert result.artifacts == {"bundle": "exported/tiny-call-2.0.1"}
+    bundle = tmp_path / "exported" / "tiny-call-2.0.1"
+    assert verify_bundle(bundle)["ok"]
+    m = load_manifest(bundle)
+    assert (m.teacher.source, m.recipe.stages, m.description) == ("teachers/tiny.pth", ["export", "profile", "bundle"], "A tiny call model.")
+    assert {f.precision for p in m.parts for f in p.files.values()} == {"fp32"}
+    assert m.metrics.latency[0].gate.passed and m.metrics.quality.vs_teacher["psnr"] == 30.0
+    assert sorted(p.name for p in (bundle / "snippets").iterdir()) == ["VideoCall.kt", "video_call.py"]  # no Core ML, no Swift
+    [gate] = result.gates
+    assert (gate.name, gate.target, gate.passed) == ("size_mb", 1.0, True)
+    assert gate.value == round(m.size.per_format["onnx"] / 1e6, 4)
+
+
+def test_the_stage_ships_what_quantize_chose(tiny, tmp_path: Path) -> None:
+    shipped = {name: {"onnx": {"path": f"export/{name}.onnx", "precision": "int8"}} for name in tiny.onnx}
+    out = tmp_path / "custom"
+    bundle_stage(BundleConfig(out=str(out)), _context(tiny, tmp_path, {"shipped": shipped}))
+    assert {f.precision for p in load_manifest(out).parts for f in p.files.values()} == {"int8"}
+
+
+def test_the_stage_needs_exported_models(tiny, tmp_path: Path) -> None:
+    with pytest.raises(CompressError, match="add an export stage before bundle"):
+        bundle_stage(BundleConfig(), _context(tiny, tmp_path, {}))
