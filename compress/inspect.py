@@ -11,7 +11,7 @@ from compress.errors import CompressError
 from compress.families.base import Family
 from compress.families.loading import load_teacher_model
 from compress.families.registry import get_family
-from compress.stats import PartStats, count_macs, count_params, size_mb
+from compress.stats import PartStats, count_macs, count_params, count_used_params, size_mb
 
 
 def load_for_inspect(target: str | Path, family: str | None = None, config: str | None = None, trust: bool = False) -> tuple[Family, nn.Module, str]:
@@ -46,7 +46,7 @@ def inspect_model(family: Family, model: nn.Module, per_module: bool = True) -> 
         inputs = part.example_inputs()
         macs = count_macs(part.module, inputs, per_module=True)
         assert isinstance(macs, dict)
-        parts.append({**PartStats(part.name, count_params(part.module), 2 * sum(macs.values()) / 1e9).to_json(), "role": part.role, "cadence": part.cadence})
+        parts.append({**PartStats(part.name, count_used_params(part.module, inputs), 2 * sum(macs.values()) / 1e9).to_json(), "role": part.role, "cadence": part.cadence})
         if per_module:
             named = dict(part.module.named_modules())
             for name, m in sorted(macs.items(), key=lambda kv: -kv[1])[:15]:

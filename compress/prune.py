@@ -13,7 +13,9 @@ features). Left alone, the encoder's channels would be bound to the flow and occ
 (which are protected, so nothing in the encoder could be pruned; torch-pruning issue #510).
 `ChannelFlow` traces them as what they are: the sampled input's channels flow through to the
 output, and the grid and broadcast operands leave the graph as extra outputs, so the layers
-that compute them are still traced and pruned on their own.
+that compute them are still traced and pruned on their own. It also pins the groups whose width
+is fixed by data from outside the graph (a constant operand of the same channel count, a
+depthwise convolution reading a network input, a grid's (x, y) axis): they are protected.
 
 The search: the least pruning ratio that meets the budget, by bisection on deep copies (per
 network for scope "uniform", one ratio ranked across all networks for scope "global"). A budget
@@ -233,6 +235,9 @@ def prune_model(
         for name, p in pruned.named_parameters():
             p.grad = gradients[name].clone() if name in gradients else None
     prunables = family.prunables(pruned)
+    names = {"global"} if scope == "global" else {p.name for p in prunables}
+    if not set(ratios) <= names:
+        raise CompressError(f"prune: ratios for {sorted(set(ratios) - names)}: scope {scope!r} takes ratios for {', '.join(sorted(names))}")
     if scope == "global":
         ratio = ratios.get("global", 0.0)
         if ratio > 0:
@@ -333,9 +338,9 @@ def cycle_targets(start: dict[str, float], targets: dict[str, float], fraction: 
     return {k: t if start[k] <= t or fraction >= 1 else start[k] * (t / start[k]) ** fraction for k, t in targets.items()}
 
 
-def _measurable(family: Family, model: nn.Module) -> dict[str, tuple[nn.Module, tuple[torch.Tensor, ...]]]:
+def _measurable(family: Family, model: nn.Module, prunables: list[Prunable] | None = None) -> dict[str, tuple[nn.Module, tuple[torch.Tensor, ...]]]:
     """{network or part name: (flat-tensor module, example inputs)}."""
-    out = {p.name: (p.module, p.example_inputs) for p in family.prunables(model)}
+    out = {p.name: (p.module, p.example_inputs) for p in prunables or family.prunables(model)}
     for part in family.parts(model):
         out.setdefault(part.name, (part.module, part.example_inputs()))
     return out
@@ -344,13 +349,14 @@ def _measurable(family: Family, model: nn.Module) -> dict[str, tuple[nn.Module, 
 def measure(family: Family, model: nn.Module, metrics: Iterable[str], precision: str = "int8", device: str = "profile:iphone8") -> dict[str, float]:
     """The value of each metric ("size_mb", "gflops:NAME", "latency_ms:NAME") for `model`."""
     metrics = list(metrics)
-    modules = _measurable(family, model) if any(m.startswith("gflops:") for m in metrics) else {}
+    prunables = family.prunables(model)
+    modules = _measurable(family, model, prunables) if any(m.startswith("gflops:") for m in metrics) else {}
     parts = {p.name: p for p in family.parts(model)} if any(m.startswith("latency_ms:") for m in metrics) else {}
     out = {}
     for metric in metrics:
         kind, _, name = metric.partition(":")
         if kind == "size_mb":
-            out[metric] = size_mb(_prunable_params(family, model), precision)
+            out[metric] = size_mb(_unique_params(prunables), precision)
         elif kind == "gflops":
             out[metric] = gflops(*modules[name])
         else:
@@ -358,9 +364,9 @@ def measure(family: Family, model: nn.Module, metrics: Iterable[str], precision:
     return out
 
 
-def _prunable_params(family: Family, model: nn.Module) -> int:
+def _unique_params(prunables: list[Prunable]) -> int:
     seen: dict[int, int] = {}
-    for p in family.prunables(model):
+    for p in prunables:
         seen.update({id(t): t.numel() for t in p.module.parameters()})
     return sum(seen.values())
 
@@ -495,7 +501,7 @@ def _uniform_search(family: Family, model: nn.Module, networks: list[str], targe
     for net in networks:
         own = {k: t for k, t in targets.items() if owners[k] == {net}}
         if own:
-            ratios[net] = _least_ratio(lambda r: attempt({**ratios, net: r}, own), own)[0]
+            ratios[net] = _least_ratio(lambda r: attempt({net: r}, own), own)[0]  # the others leave `own` alone
     shared = {k: t for k, t in targets.items() if len(owners[k]) > 1}
     if not shared:
         return ratios, attempt(ratios, ())[0]
@@ -513,10 +519,7 @@ def _least_ratio(attempt: Callable[[float], tuple[nn.Module, dict[str, float]]],
     lo_model, lo_values = attempt(0.0)
     if fits(lo_values):
         return 0.0, lo_model, lo_values
-    best = (MAX_RATIO, *attempt(MAX_RATIO))
-    if not fits(best[2]):
-        return best
-    lo, hi = 0.0, MAX_RATIO
+    lo, hi, best = 0.0, MAX_RATIO, None
     while hi - lo > RATIO_TOLERANCE:
         mid = (lo + hi) / 2
         pruned, values = attempt(mid)
@@ -524,7 +527,7 @@ def _least_ratio(attempt: Callable[[float], tuple[nn.Module, dict[str, float]]],
             hi, best = mid, (mid, pruned, values)
         else:
             lo = mid
-    return best
+    return best or (MAX_RATIO, *attempt(MAX_RATIO))  # fits within the tolerance, or the budget is out of reach
 
 
 # -- Taylor importance -------------------------------------------------------------------------------------
@@ -632,12 +635,16 @@ def _input_model(cfg: PruneConfig, ctx: RunContext) -> str:
 
 
 def _summary(metrics: dict[str, Any]) -> str:
-    ratios = ", ".join(f"{k} {100 * v:.0f} %" for k, v in metrics["cycles"][-1]["ratios"].items())
-    sizes = f"{metrics['start'].get('size_mb', _total(metrics['networks_before'])):.3g} -> {metrics['achieved'].get('size_mb', _total(metrics['networks_after'])):.3g} MB {metrics['precision']}"
+    before, after = metrics["networks_before"], metrics["networks_after"]
+    networks = ", ".join(
+        f"{n} {before[n]['params'] / 1e3:.0f}k -> {after[n]['params'] / 1e3:.0f}k params ({before[n]['gflops']:.3g} -> {after[n]['gflops']:.3g} GFLOPs)"
+        for n in before
+    )
+    size = f"{_total(before):.3g} -> {_total(after):.3g} MB {metrics['precision']}"
     verdict = "budget met" if metrics["met"] else "; ".join(metrics["misses"])
     l1 = [q.get("vs_ground_truth", {}).get("l1") for q in (metrics["quality_before"], metrics["quality_after"])]
     quality = f", L1 vs GT {l1[0]:.4f} -> {l1[1]:.4f}" if None not in l1 else ""
-    return f"pruned {ratios}: {sizes}, {verdict}{quality}"
+    return f"{networks}; {size}; {verdict}{quality}"
 
 
 def _total(networks: dict[str, dict[str, float]]) -> float:

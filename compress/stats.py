@@ -18,6 +18,26 @@ def count_params(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
+@torch.no_grad()
+def count_used_params(module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> int:
+    """Parameters of the modules one forward pass on `inputs` actually calls.
+
+    Deployable parts share their network's weights (the per-call and per-frame parts both wrap
+    the whole generator), so `count_params` would count the generator twice.
+    """
+    called: set[int] = set()
+    hooks = [m.register_forward_pre_hook(lambda mod, _i: called.add(id(mod))) for m in module.modules()]
+    try:
+        was_training = module.training
+        module.eval()
+        module(*inputs)
+        module.train(was_training)
+    finally:
+        for h in hooks:
+            h.remove()
+    return sum(p.numel() for m in module.modules() if id(m) in called for p in m.parameters(recurse=False))
+
+
 def size_mb(params: int, precision: str = "fp32") -> float:
     return params * BYTES_PER_PARAM[precision] / 1e6
 

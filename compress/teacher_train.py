@@ -66,7 +66,7 @@ def train_teacher(spec: TeacherTraining, progress: bool = True) -> tuple[torch.n
         opt.step()
         sched.step()
         history.append({"step": step + 1, "loss": float(loss.detach()), **terms})
-        if progress and (step + 1) % 50 == 0:
+        if progress and (step + 1) % 25 == 0:
             rate = (step + 1) / (time.perf_counter() - t0)
             print(f"step {step + 1}/{spec.steps} loss {loss.item():.4f} {terms} {rate:.2f} steps/s", flush=True)
     model.eval()

@@ -12,12 +12,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from compress.batches import iterate_batches
 from compress.errors import CompressError
+from compress.evaluate import evaluate
 from compress.families.base import Part, TensorSpec
 from compress.families.registry import get_family
-from compress.quantize import EvalSet, OnnxQuantConfig, quantize_coreml, quantize_onnx
+from compress.quantize import EvalSet, OnnxQuantConfig, PipelineGate, quantize_coreml, quantize_onnx
+from compress.quantize.bench import bench_rows
 from compress.quantize.coreml import resolve_mode
-from compress.quantize.onnx import Latency, QuantReport, int8_nodes
+from compress.quantize.gate import first_outputs
+from compress.quantize.onnx import Latency, QuantReport, compact_names, int8_and_float_nodes
 from compress.quantize.stage import is_final_frame, ship_onnx
 from compress.quantize.targets import cpu_flags, host_target, int8_types
 from compress.recipe import QuantizeConfig, load_recipe
@@ -93,7 +97,7 @@ def student(tmp_path_factory):
     calib = family.dataset("synthetic", "calibration", (32, 32), 0, 8)
     ev = family.dataset("synthetic", "eval", (32, 32), 0, 4)
     evaluation = EvalSet([{"image": ev[i]["input"][None].numpy()} for i in range(4)], [ev[i]["target"][None].numpy() for i in range(4)])
-    return path, [{"image": calib[i]["input"][None].numpy()} for i in range(8)], evaluation
+    return path, [{"image": calib[i]["input"][None].numpy()} for i in range(8)], evaluation, model
 
 
 # -- target types ----------------------------------------------------------------------------
@@ -128,7 +132,7 @@ def test_unknown_target_names_the_field():
 
 # -- ONNX --------------------------------------------------------------------------------------
 def test_onnx_int8_model_has_int8_weights_and_passes_the_gate(student, tmp_path):
-    fp32, calibration, evaluation = student
+    fp32, calibration, evaluation, _ = student
     report = quantize_onnx(fp32, tmp_path / "net.int8.onnx", calibration, FAST, evaluation)
     model = onnx.load(str(report.path))
     weights = {i.name: i for i in model.graph.initializer}
@@ -140,13 +144,34 @@ def test_onnx_int8_model_has_int8_weights_and_passes_the_gate(student, tmp_path)
 
 
 def test_onnx_gate_without_ground_truth_uses_sqnr_vs_fp32(student, tmp_path):
-    fp32, calibration, evaluation = student
+    fp32, calibration, evaluation, _ = student
     report = quantize_onnx(fp32, tmp_path / "net.int8.onnx", calibration, FAST, EvalSet(evaluation.inputs))
     assert report.gate["metric"] == "sqnr_db" and report.gate["value"] > 0
 
 
+def test_compact_names_keeps_outputs_io_and_compute_node_names(student):
+    fp32, _, evaluation, _ = student
+    model = onnx.load(str(fp32))
+    compact = compact_names(model)
+    assert len(compact.SerializeToString()) < len(model.SerializeToString())
+    assert [i.name for i in compact.graph.input] == ["image"] and [o.name for o in compact.graph.output] == ["output"]
+    assert [n.name for n in compact.graph.node] == [n.name for n in model.graph.node]
+    np.testing.assert_array_equal(first_outputs(compact, evaluation.inputs)[0], first_outputs(fp32, evaluation.inputs)[0])
+
+
+def test_pipeline_gate_measures_the_family_quality_drop(student, tmp_path):
+    fp32, calibration, _, model = student
+    family = get_family("generic")
+    batches = list(iterate_batches(family.dataset("synthetic", "eval", (32, 32), 0, 3), 1))
+    gate = PipelineGate(family, {"net": fp32}, "net", batches, max_psnr_drop_db=0.3)
+    assert gate.fp32_psnr == pytest.approx(evaluate(family, model, batches)["model"]["psnr"], abs=1e-3)  # what `compress eval` reports
+    assert gate.measure(fp32) == 0.0
+    report = quantize_onnx(fp32, tmp_path / "net.int8.onnx", calibration, FAST, gate)
+    assert report.gate["basis"].startswith("family pipeline") and report.gate["value"] == gate.measure(report.path) != 0.0
+
+
 def test_latency_of_both_models_is_measured_on_the_host(student, tmp_path):
-    fp32, calibration, _ = student
+    fp32, calibration, _, _ = student
     report = quantize_onnx(fp32, tmp_path / "net.int8.onnx", calibration, OnnxQuantConfig(latency_runs=3, latency_warmup=1))
     assert report.latency.fp32_ms > 0 and report.latency.int8_ms > 0
     assert report.to_json()["latency"]["int8_over_fp32"] == report.latency.int8_ms / report.latency.fp32_ms
@@ -161,8 +186,19 @@ def test_failing_gate_falls_back_layer_by_layer_until_it_passes(tmp_path):
     assert report.gate["value_all_int8"] > 0.3  # all-int8 fails...
     assert report.gate["passed"] and report.gate["value"] <= 0.3  # ...and the fallback makes it pass
     assert report.fallback.excluded == ["/conv2/Conv", "/conv1/Conv"] or report.fallback.excluded == ["/conv1/Conv", "/conv2/Conv"]
-    assert int8_nodes(onnx.load(str(report.path)))[0] == ["/conv0/Conv"]  # the ordinary layer stays int8
+    assert int8_and_float_nodes(onnx.load(str(report.path)))[0] == ["/conv0/Conv"]  # the ordinary layer stays int8
     assert report.float_ops == {"Conv": 2}
+
+
+def test_nncf_engine_falls_back_too(tmp_path):
+    net = OutlierNet().eval()
+    fp32 = export_onnx(net, (1, 3, 16, 16), tmp_path / "outlier.onnx")
+    inputs = feeds(4, (1, 3, 16, 16))
+    targets = [o + 0.01 * RNG.standard_normal(o.shape).astype(np.float32) for o in torch_outputs(net, inputs)]
+    config = OnnxQuantConfig(engine="nncf", latency_runs=0)
+    report = quantize_onnx(fp32, tmp_path / "outlier.int8.onnx", feeds(8, (1, 3, 16, 16)), config, EvalSet(inputs, targets))
+    assert report.gate["value_all_int8"] > 0.3 and report.gate["passed"]
+    assert "/conv0/Conv" not in report.fallback.excluded and "/conv0/Conv" in report.int8_nodes
 
 
 def test_without_fallback_a_failing_gate_is_reported(tmp_path):
@@ -182,7 +218,7 @@ def test_grid_sample_stays_float_and_is_listed(tmp_path):
 
 
 def test_nncf_engine_writes_a_qdq_model(student, tmp_path):
-    fp32, calibration, evaluation = student
+    fp32, calibration, evaluation, _ = student
     report = quantize_onnx(fp32, tmp_path / "net.nncf.onnx", calibration, OnnxQuantConfig(engine="nncf", latency_runs=0), evaluation)
     ops = {n.op_type for n in onnx.load(str(report.path)).graph.node}
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops
@@ -190,7 +226,7 @@ def test_nncf_engine_writes_a_qdq_model(student, tmp_path):
 
 
 def test_missing_model_and_empty_calibration_are_clear_errors(student, tmp_path):
-    fp32, calibration, _ = student
+    fp32, calibration, _, _ = student
     with pytest.raises(CompressError, match="not found"):
         quantize_onnx(tmp_path / "nope.onnx", tmp_path / "out.onnx", calibration, FAST)
     with pytest.raises(CompressError, match="calibration_samples"):
@@ -267,13 +303,16 @@ def test_stage_quantizes_every_exported_format_and_updates_shipped(write_recipe,
     assert summary.artifacts["shipped"]["net"]["onnx"] == {"path": "quantize/net.int8.onnx", "precision": "int8"}  # ship_when_slower: int8
     record = json.loads((tmp_path / "run" / "quantize" / "record.json").read_text())
     onnx_metrics, coreml_metrics = record["metrics"]["net"]["onnx"], record["metrics"]["net"]["coreml"]
-    assert onnx_metrics["gate"]["metric"] == "psnr_drop_db" and onnx_metrics["gate_basis"].startswith("final frame")
+    assert onnx_metrics["gate"]["metric"] == "psnr_drop_db" and onnx_metrics["gate_basis"].startswith("family pipeline")
     assert onnx_metrics["latency"]["runs"] == 3 and onnx_metrics["latency"]["int8_over_fp32"] > 0
     assert onnx_metrics["types"]["target"] == "x86" and onnx_metrics["types"]["reduce_range"] is True
     assert coreml_metrics["fp_weights"] == "FLOAT16" and coreml_metrics["fp32_basis"].startswith("an fp32 conversion")
     assert record["metrics"]["eval_samples"] == {"net": 2} and record["metrics"]["calibration_samples"] == {"net": 4}
-    assert [g["name"] for g in record["gates"]] == ["quantize.net.onnx.psnr_drop_db"] and summary.passed
-    assert "net" in summary.artifacts["quality"]["int8_vs_fp32"]
+    assert [g["name"] for g in record["gates"]] == ["quantize.net.onnx.psnr_drop_db", "quantize.pipeline.psnr_drop_db"] and summary.passed
+    assert set(summary.artifacts["quality"]["int8_vs_fp32"]) == {"net", "pipeline"}
+    rows = bench_rows(record["metrics"])  # what `python -m compress.quantize.bench` prints
+    assert [(r["part"], r["format"]) for r in rows] == [("net", "onnx"), ("net", "coreml")]
+    assert rows[0]["int8_over_fp32_latency"] == onnx_metrics["latency"]["int8_over_fp32"]
 
 
 def test_only_a_part_whose_first_output_is_a_frame_like_the_ground_truth_is_gated_against_it():

@@ -73,3 +73,12 @@ def test_list_recipes_one_line_each(write_recipe, tmp_path):
     write_recipe(["export"], description="a tiny recipe")
     rows = list_recipes(tmp_path)
     assert len(rows) == 1 and "generic: a tiny recipe" in rows[0][1]
+
+
+def test_docs_recipe_reference_matches_the_schema():
+    from pathlib import Path
+
+    from compress.recipe import schema_markdown
+
+    doc = Path(__file__).parent.parent / "docs" / "recipes.md"
+    assert doc.read_text().strip() == schema_markdown().strip(), "run: python -m compress.recipe > docs/recipes.md"

@@ -14,7 +14,7 @@ A device profile prices a node as
     ms = sum_k coef[k] * feature[k]
 with features <class>.gmac (MACs / 1e9), <class>.mb (bytes / 1e6), <class>.mtap (conv output
 positions x kernel taps / 1e6), memory.mseg (broadcast inner-loop runs / 1e6) and layer (1 per
-priced node); a profile may also price an op type's bytes on their own ("op:Softmax.mb"), where
+priced node), plus "run", the fixed cost of one inference call; a profile may also price an op type's bytes on their own ("op:Softmax.mb"), where
 one memory-bound rate would not fit them all. A network costs the sum over its nodes. Coefficients come from `calibrate` (YAML under
 compress/bench/devices/), one set per thread count.
 """
@@ -33,11 +33,12 @@ from compress.errors import CompressError
 
 DEVICES_DIR = Path(__file__).with_name("devices")
 CLASSES = ("conv", "conv_int8", "depthwise", "memory", "grid_sample")
-FEATURES = tuple(f"{c}.{unit}" for c in CLASSES for unit in ("gmac", "mb", "mtap", "mseg")) + ("layer",)
+FEATURES = tuple(f"{c}.{unit}" for c in CLASSES for unit in ("gmac", "mb", "mtap", "mseg")) + ("layer", "run")
+DENSE_CLASSES = {"conv", "conv_int8", "depthwise"}
 ELEMENTWISE = {"Add", "Sub", "Mul", "Div", "Pow", "Where", "Max", "Min", "Equal", "Greater", "Less", "And", "Or", "PRelu", "Sum", "Mean"}
 SHAPE_ONLY = {"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Shape", "Constant", "ConstantOfShape", "Identity", "Dropout", "Size"}
 QUANT = {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear"}
-FUSED_INTO_CONV = {"Relu", "Clip", "LeakyRelu", "Sigmoid", "Tanh", "HardSigmoid", "BatchNormalization"}
+FUSED_INTO_CONV = {"Relu", "Clip", "LeakyRelu", "Sigmoid", "Tanh", "HardSigmoid", "HardSwish", "BatchNormalization"}
 DENSE = {"Conv", "ConvTranspose", "Gemm", "MatMul", "QLinearConv", "ConvInteger", "QLinearMatMul", "MatMulInteger"}
 ELEM_SIZE = {1: 4, 10: 2, 11: 8, 6: 4, 7: 8, 2: 1, 3: 1, 9: 1, 16: 2}  # ONNX TensorProto dtype -> bytes
 
@@ -127,7 +128,7 @@ def analyse(model: str | Path | onnx.ModelProto, precision: str = "auto", channe
     costs = []
     for n in graph.node:
         cost = _node_cost(n, shapes, producer, consumers, fused_outputs, int8_graph, channel_block)
-        if cost.op_class in {"conv", "conv_int8", "depthwise"} or (cost.op_class == "free" and n.op_type in FUSED_INTO_CONV):
+        if cost.op_class in DENSE_CLASSES or (cost.op_class == "free" and n.op_type in FUSED_INTO_CONV):
             fused_outputs.update(n.output)  # an activation after this node fuses into it
         costs.append(cost)
     return costs
@@ -198,14 +199,13 @@ def _round_up(c: int, block: int) -> int:
 def _dense_macs(n: onnx.NodeProto, shapes: _Shapes, out: list[int], block: int) -> tuple[int, bool]:
     """(MACs, is depthwise) of a conv or matrix product from its weight and output shapes."""
     op = n.op_type
-    weight_index = 3 if op == "QLinearConv" else (3 if op == "QLinearMatMul" else 1)
+    weight_index = 3 if op in {"QLinearConv", "QLinearMatMul"} else 1
     w = shapes.shape(n.input[weight_index]) if len(n.input) > weight_index else None
     if w is None or not out:
         return 0, False
     if op in {"Conv", "QLinearConv", "ConvInteger"}:
         group = _attr(n, "group", 1)
-        depthwise = group > 1 and w[1] == 1
-        if depthwise:
+        if group > 1 and w[1] == 1:
             return _round_up(out[1], block) * _prod(out[2:]) * _prod(w[2:]), True
         cin = w[1] if w[1] * group < block else _round_up(w[1], block)  # a 3-channel image input is not padded
         return out[0] * _round_up(out[1], block) * _prod(out[2:]) * cin * _prod(w[2:]), False
@@ -219,8 +219,9 @@ def _dense_macs(n: onnx.NodeProto, shapes: _Shapes, out: list[int], block: int) 
 
 
 def totals(costs: list[NodeCost], op_specific: frozenset[str] = frozenset()) -> dict[str, float]:
-    """Sum of every feature over the nodes."""
+    """Sum of every feature over the nodes, and "run" 1 (the fixed cost of one inference call)."""
     out = dict.fromkeys(FEATURES, 0.0)
+    out["run"] = 1.0
     for c in costs:
         for k, v in c.features(op_specific).items():
             out[k] = out.get(k, 0.0) + v
@@ -260,8 +261,12 @@ class DeviceProfile:
         coef = self.coef(threads)
         return sum(coef.get(k, 0.0) * v for k, v in node.features(self.op_specific(threads)).items())
 
+    def run_ms(self, threads: int) -> float:
+        """The fixed cost of one inference call (feeding inputs, allocating outputs)."""
+        return self.coef(threads).get("run", 0.0)
+
     def predict_ms(self, costs: list[NodeCost], threads: int) -> float:
-        return sum(self.node_ms(c, threads) for c in costs)
+        return self.run_ms(threads) + sum(self.node_ms(c, threads) for c in costs)
 
 
 def profile_path(name: str) -> Path:
@@ -291,5 +296,5 @@ def predict(model: str | Path | onnx.ModelProto, device: str | DeviceProfile, th
     profile = device if isinstance(device, DeviceProfile) else load_profile(device.removeprefix("profile:"))
     costs = analyse(model, precision, profile.channel_block)
     per_node = [(c, profile.node_ms(c, threads)) for c in costs if c.op_class != "free"]
-    total = sum(ms for _, ms in per_node)
+    total = profile.run_ms(threads) + sum(ms for _, ms in per_node)
     return {"device": f"profile:{profile.name}", "threads": threads, "ms": total, "nodes": per_node, "totals": totals(costs, profile.op_specific(threads))}

@@ -11,6 +11,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from compress.bench.costmodel import load_profile
 from compress.bench.profile import device_format, device_kind, measure_files, to_row
 from compress.errors import CompressError
 from compress.recipe import FpsTarget, ProfileConfig
@@ -40,6 +41,19 @@ def run_models(ctx: RunContext, precision: str) -> list[RunModel]:
     return [RunModel(part, fmt, rel, label) for part, by_fmt in a[key].items() for fmt, rel in by_fmt.items()]
 
 
+def thread_counts(device: str, wanted: list[int], ctx: RunContext) -> list[int]:
+    """The stage's thread counts, less those a cost-model profile has no calibration for."""
+    if device_kind(device) != "profile":
+        return wanted
+    profile = load_profile(device.removeprefix("profile:"))
+    kept = [t for t in wanted if t in profile.coefficients]
+    if not kept:
+        profile.coef(wanted[0])  # raises, naming the calibrated thread counts
+    if len(kept) < len(wanted):
+        ctx.log(f"{device}: calibrated for threads {sorted(profile.coefficients)}; skipping {sorted(set(wanted) - set(kept))}")
+    return kept
+
+
 def fps_gate(target: FpsTarget, rows: list[dict[str, Any]]) -> Gate:
     matching = [r for r in rows if r["device"] == target.device and r["part"] == target.part and r["fps"] is not None]
     name = f"fps {target.part} @ {target.device}"
@@ -65,7 +79,7 @@ def profile_stage(cfg: ProfileConfig, ctx: RunContext) -> StageResult:
         if not chosen:
             raise CompressError(f"profile: device {device} runs {fmt} models and the run has none; add {fmt} to the export formats")
         source = "predicted" if device_kind(device) == "profile" else "measured"
-        for threads in cfg.threads:
+        for threads in thread_counts(device, cfg.threads, ctx):
             ctx.log(f"{device}: {len(chosen)} {fmt} model(s), {threads} thread(s)")
             raw = measure_files([ctx.path(m.rel) for m in chosen], device, threads, cfg.warmup, cfg.runs, TOP_OPS)
             rows += [to_row(m.rel, m.part, device, source, r) | {"format": m.format, "precision": m.precision} for m, r in zip(chosen, raw)]

@@ -25,7 +25,7 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from compress.bench import calibrate, costmodel, zoo
+from compress.bench import calibrate, zoo
 from compress.checkpoints import atomic_path
 
 HELD_OUT_SEEDS = range(100, 140)
@@ -77,7 +77,6 @@ def validate(workdir: Path, rounds: int = 3, with_fomm: bool = True) -> dict[str
     exported_s = time.perf_counter() - start
     paths = [p for _, p in micro] + [p for _, p, _ in nets]
     measured_all, spread_all = calibrate.host_latencies(paths, threads=1, rounds=rounds)
-    block = calibrate.HOST_CHANNEL_BLOCK
     feats_all = calibrate.host_features(paths)
     m, n = len(micro), len(calib)
     feats, measured, spread = feats_all[m:], measured_all[m:], spread_all[m:]
@@ -96,7 +95,7 @@ def validate(workdir: Path, rounds: int = 3, with_fomm: bool = True) -> dict[str
         "machine": f"{platform.processor() or platform.machine()}, {len(__import__('os').sched_getaffinity(0))} CPUs",
         "method": "1 thread, runner thread CPU time, p50 of 20 runs per round, median of rounds, real-time priority where allowed",
         "rounds": rounds,
-        "channel_block": block,
+        "channel_block": calibrate.HOST_CHANNEL_BLOCK,
         "coefficients": result.coefficients,
         "calibration": {"networks": n, "rms_relative_error": result.rms, "single_op_graphs": m,
                         "single_op_rms_relative_error": float(np.sqrt(np.mean(micro_err**2)))},
@@ -111,6 +110,8 @@ def validate(workdir: Path, rounds: int = 3, with_fomm: bool = True) -> dict[str
         "wall_s": round(time.perf_counter() - start, 1),
         "export_s": round(exported_s, 1),
         "rows": rows,
+        "single_op_rows": [{"graph": name, "measured_ms": ms, "predicted_ms": float(pred)}
+                           for (name, _), ms, pred in zip(micro, measured_all[:m], micro_pred)],
     }
 
 

@@ -12,6 +12,7 @@ plus a generator of varied conv nets for validating the method on the host:
 from __future__ import annotations
 
 import random
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
@@ -426,6 +427,7 @@ def count_macs(model: nn.Module, shape: tuple[int, ...]) -> int:
 def export_onnx(model: nn.Module, inputs: tuple[torch.Tensor, ...], path: Path) -> Path:
     """Eval-mode ONNX export (BatchNorm folds into the convs, as in a deployed model)."""
     model.eval()
-    with torch.no_grad():
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice, constant-folding notes
         torch.onnx.export(model, inputs, str(path), opset_version=17, dynamo=False, do_constant_folding=True)
     return path

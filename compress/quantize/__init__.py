@@ -10,7 +10,7 @@
 `quantize_stage` is the recipe stage that runs both on every exported part.
 """
 from compress.quantize.coreml import CoreMLQuantReport, quantize_coreml
-from compress.quantize.gate import EvalSet, Fallback, QualityGate, sensitivity_fallback
+from compress.quantize.gate import EvalSet, Fallback, OutputGate, PipelineGate, QualityGate, sensitivity_fallback
 from compress.quantize.onnx import Latency, OnnxQuantConfig, QuantReport, quantize_onnx
 from compress.quantize.stage import quantize_stage
 from compress.quantize.targets import Int8Types, int8_types
@@ -22,6 +22,8 @@ __all__ = [
     "Int8Types",
     "Latency",
     "OnnxQuantConfig",
+    "OutputGate",
+    "PipelineGate",
     "QualityGate",
     "QuantReport",
     "int8_types",

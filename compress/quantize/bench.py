@@ -67,7 +67,7 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     from compress.recipe import load_recipe
-    from compress.run import default_run_dir, package_versions, run_recipe
+    from compress.run import default_run_dir, run_recipe
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("recipe", type=Path)
@@ -85,7 +85,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     result = {
         "recipe": str(args.recipe), "overrides": args.overrides, "run_dir": str(summary.run_dir),
         "host": {"machine": platform.machine(), "target": host_target(), "int8_dot_product": host_has_int8_dot_product()},
-        "packages": record["packages"] if "packages" in record else package_versions(), "rows": rows,
+        "packages": record["packages"], "rows": rows,
+        "pipeline_as_shipped": record["metrics"].get("pipeline_as_shipped"),
     }
     out = args.json or Path("exported/bench") / f"quantize-{recipe.name}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -93,6 +94,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print(markdown_table(rows))
     for r in rows:
         print(f"{r['part']} {r['format']}: {r['note']}")
+    if result["pipeline_as_shipped"]:
+        print(f"family pipeline, every part as shipped: psnr_drop_db {result['pipeline_as_shipped']['psnr_drop_db']:.3f}")
     print(f"wrote {out}")
     return result
 

@@ -1,16 +1,19 @@
 """The accuracy gate of int8 vs fp32, and the layer-by-layer fallback that makes a model pass it.
 
-Two metrics, chosen by what a part's first output is:
+Gates, from the most to the least faithful:
 
-* the part produces the final frame and the eval set carries its ground truth:
-  PSNR drop (dB) = mean PSNR(fp32 output, ground truth) - mean PSNR(int8 output, ground truth),
-  which must stay <= `max_psnr_drop_db` (the family's quality drop, measured per part);
-* an intermediate output (keypoints, features) has no ground truth of its own: its signal to
-  quantization-noise ratio SQNR (dB) = 10 log10(sum fp32^2 / sum (int8 - fp32)^2) must stay
-  >= `min_sqnr_db`.
+* `PipelineGate`, the family's quality drop: PSNR (dB) of the family's whole pipeline
+  (`family.forward` on `family.onnx_model(parts)`, as `compress eval` runs it) vs ground truth,
+  fp32 parts minus the same with one part int8; must stay <= `max_psnr_drop_db`;
+* `OutputGate` on the part alone (families without `onnx_model`, or the bare API):
+  - a part that produces the final frame, with its ground truth: PSNR drop of its output,
+    mean PSNR(fp32, truth) - mean PSNR(int8, truth) <= `max_psnr_drop_db`;
+  - an intermediate output (keypoints, features) has no ground truth of its own: its
+    SQNR (dB) = 10 log10(sum fp32^2 / sum (int8 - fp32)^2) must stay >= `min_sqnr_db`.
 """
 from __future__ import annotations
 
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Collection, Sequence
@@ -21,6 +24,7 @@ import onnxruntime as ort
 import torch
 
 from compress.errors import CompressError
+from compress.families.base import Family
 from compress.metrics import psnr
 
 Feeds = dict[str, np.ndarray]
@@ -58,7 +62,28 @@ def first_outputs(model: onnx.ModelProto | Path, inputs: list[Feeds]) -> list[np
 
 
 class QualityGate:
-    """The bound an int8 model must meet vs its fp32 original on an eval set."""
+    """A bound an int8 model must meet vs its fp32 original: `passes(measure(model))`."""
+
+    metric: str = "psnr_drop_db"
+    bound: float = 0.0
+
+    def measure(self, model: onnx.ModelProto | Path) -> float:
+        raise NotImplementedError
+
+    def passes(self, value: float) -> bool:
+        return value <= self.bound if self.metric == "psnr_drop_db" else value >= self.bound
+
+    def badness(self, value: float) -> float:
+        """Larger is worse, whichever the metric."""
+        return value if self.metric == "psnr_drop_db" else -value
+
+    def describe(self) -> dict[str, Any]:
+        rule = "<=" if self.metric == "psnr_drop_db" else ">="
+        return {"metric": self.metric, "rule": f"{self.metric} {rule} {self.bound}", "bound": self.bound}
+
+
+class OutputGate(QualityGate):
+    """The part's own first output on an eval set: PSNR drop vs ground truth, or SQNR vs fp32 without one."""
 
     def __init__(self, fp32: onnx.ModelProto | Path, evaluation: EvalSet, max_psnr_drop_db: float, min_sqnr_db: float):
         self.evaluation = evaluation
@@ -81,19 +106,44 @@ class QualityGate:
             return self.fp32_psnr - self._mean_psnr(outputs)
         return sqnr_db(self.reference, outputs)
 
-    def passes(self, value: float) -> bool:
-        return value <= self.bound if self.metric == "psnr_drop_db" else value >= self.bound
+    def describe(self) -> dict[str, Any]:
+        out = {**super().describe(), "basis": "part output", "samples": len(self.evaluation.inputs)}
+        return out if self.fp32_psnr is None else {**out, "fp32_psnr_db": self.fp32_psnr}
 
-    def badness(self, value: float) -> float:
-        """Larger is worse, whichever the metric."""
-        return value if self.metric == "psnr_drop_db" else -value
+
+def pipeline_psnr(family: Family, parts: dict[str, Any], batches: list[dict[str, torch.Tensor]]) -> float:
+    """Mean PSNR vs ground truth of the family's pipeline built from `parts` (callables as compress.evaluate.OnnxPart)."""
+    from compress.evaluate import evaluate
+
+    return evaluate(family, family.onnx_model(parts), batches)["model"]["psnr"]
+
+
+class PipelineGate(QualityGate):
+    """The family's quality drop with one part int8 and the others fp32, through the whole pipeline."""
+
+    def __init__(self, family: Family, fp32_parts: dict[str, Path], part: str, batches: list[dict[str, torch.Tensor]], max_psnr_drop_db: float):
+        from compress.evaluate import OnnxPart
+
+        self.family, self.part, self.batches, self.bound = family, part, batches, max_psnr_drop_db
+        self.fp32 = {name: OnnxPart(path) for name, path in fp32_parts.items()}
+        self.fp32_psnr = pipeline_psnr(family, self.fp32, batches)
+
+    def measure(self, model: onnx.ModelProto | Path) -> float:
+        if isinstance(model, Path):
+            return self._drop(model)
+        with tempfile.TemporaryDirectory(prefix="quantize-gate-") as tmp:
+            path = Path(tmp) / "candidate.onnx"
+            onnx.save(model, str(path))
+            return self._drop(path)
+
+    def _drop(self, path: Path) -> float:
+        from compress.evaluate import OnnxPart
+
+        return self.fp32_psnr - pipeline_psnr(self.family, {**self.fp32, self.part: OnnxPart(path)}, self.batches)
 
     def describe(self) -> dict[str, Any]:
-        rule = "<=" if self.metric == "psnr_drop_db" else ">="
-        out: dict[str, Any] = {"metric": self.metric, "rule": f"{self.metric} {rule} {self.bound}", "bound": self.bound, "samples": len(self.evaluation.inputs)}
-        if self.fp32_psnr is not None:
-            out["fp32_psnr_db"] = self.fp32_psnr
-        return out
+        return {**super().describe(), "basis": f"family pipeline: {self.part} int8, the other parts fp32, vs ground truth",
+                "samples": len(self.batches), "fp32_psnr_db": self.fp32_psnr}
 
 
 @dataclass

@@ -17,7 +17,7 @@ import onnx
 
 from compress.checkpoints import atomic_path
 from compress.errors import CompressError
-from compress.quantize.gate import EvalSet, Fallback, Feeds, QualityGate, sensitivity_fallback
+from compress.quantize.gate import EvalSet, Fallback, Feeds, OutputGate, QualityGate, sensitivity_fallback
 from compress.quantize.targets import Int8Types, host_has_int8_dot_product, host_target, int8_types
 
 Builder = Callable[[Collection[str]], onnx.ModelProto]
@@ -109,7 +109,7 @@ def _int8_op_types() -> set[str]:
     return set(QDQRegistry) | set(QLinearOpsRegistry)
 
 
-def int8_nodes(model: onnx.ModelProto) -> tuple[list[str], list[onnx.NodeProto]]:
+def int8_and_float_nodes(model: onnx.ModelProto) -> tuple[list[str], list[onnx.NodeProto]]:
     """(names of the nodes that run in int8, the compute nodes left in float) of a QDQ model.
 
     A node runs in int8 when runtimes have int8 kernels for its op type and its data inputs
@@ -137,10 +137,6 @@ def int8_nodes(model: onnx.ModelProto) -> tuple[list[str], list[onnx.NodeProto]]
     return int8, floats
 
 
-def float_op_counts(model: onnx.ModelProto) -> dict[str, int]:
-    return dict(sorted(Counter(n.op_type for n in int8_nodes(model)[1]).items()))
-
-
 def constant_bytes(model: onnx.ModelProto, largest: int = 3) -> dict[str, Any]:
     """Bytes of the file's constants by element type, and its largest float constants.
 
@@ -156,6 +152,33 @@ def constant_bytes(model: onnx.ModelProto, largest: int = 3) -> dict[str, Any]:
             floats.append((size, init.name))
     floats.sort(reverse=True)
     return {"bytes_by_type": dict(sorted(by_type.items())), "largest_float": {name: size for size, name in floats[:largest]}}
+
+
+def compact_names(model: onnx.ModelProto) -> onnx.ModelProto:
+    """The model with short names (t0, t1, ...) for its internal tensors and for the Q/DQ nodes, and no value_info.
+
+    QDQ graphs repeat long module-scope names in every tensor and Q/DQ node they add: in a
+    small model that is a large share of the file. Graph inputs and outputs and the names of
+    compute nodes (what profiles and the fallback list refer to) are kept.
+    """
+    if any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for n in model.graph.node for a in n.attribute):
+        return model  # subgraphs would reference the old names
+    model = onnx.ModelProto.FromString(model.SerializeToString())
+    keep = {v.name for v in (*model.graph.input, *model.graph.output)}
+    short: dict[str, str] = {}
+
+    def rename(name: str) -> str:
+        return name if not name or name in keep else short.setdefault(name, f"t{len(short)}")
+
+    for init in model.graph.initializer:
+        init.name = rename(init.name)
+    for i, node in enumerate(model.graph.node):
+        node.input[:] = [rename(n) for n in node.input]
+        node.output[:] = [rename(n) for n in node.output]
+        if node.op_type in QDQ_OPS:
+            node.name = f"q{i}"
+    del model.graph.value_info[:]
+    return model
 
 
 # -- engines ---------------------------------------------------------------------------------
@@ -223,12 +246,13 @@ def quantize_onnx(
     out_path: str | Path,
     calibration: Iterable[Feeds],
     config: OnnxQuantConfig | None = None,
-    evaluation: EvalSet | None = None,
+    evaluation: EvalSet | QualityGate | None = None,
     log: Callable[[str], None] = lambda msg: None,
 ) -> QuantReport:
-    """Quantize an fp32 ONNX model to int8 QDQ, gate it on `evaluation`, fall back layer by layer, time it.
+    """Quantize an fp32 ONNX model to int8 QDQ, gate it, fall back layer by layer, time it.
 
-    Without `evaluation` the accuracy gate is skipped (the report's gate is None).
+    `evaluation`: an eval set (gated by `OutputGate` with the config's bounds), a ready gate
+    (e.g. `PipelineGate`), or None to skip the accuracy gate (the report's gate is None).
     """
     fp32_path, out_path, config = Path(fp32_path), Path(out_path), config or OnnxQuantConfig()
     if not fp32_path.is_file():
@@ -248,10 +272,12 @@ def quantize_onnx(
         gate, fallback = None, None
         if evaluation is not None:
             model, gate, fallback = _gate(model, build, fp32_path, evaluation, config, log)
+        model = compact_names(model)
         with atomic_path(out_path) as staged:
             onnx.save(model, str(staged))
-    int8, _ = int8_nodes(model)
-    report = QuantReport(out_path, config.engine, types, fp32_path.stat().st_size, out_path.stat().st_size, int8, float_op_counts(model),
+    int8, floats = int8_and_float_nodes(model)
+    float_ops = dict(sorted(Counter(n.op_type for n in floats).items()))
+    report = QuantReport(out_path, config.engine, types, fp32_path.stat().st_size, out_path.stat().st_size, int8, float_ops,
                          constant_bytes(model), gate, fallback)
     if config.latency_runs > 0:
         report.latency = host_latency(fp32_path, out_path, config.latency_runs, config.latency_warmup)
@@ -260,14 +286,14 @@ def quantize_onnx(
     return report
 
 
-def _gate(model: onnx.ModelProto, build: Builder, fp32_path: Path, evaluation: EvalSet, config: OnnxQuantConfig,
+def _gate(model: onnx.ModelProto, build: Builder, fp32_path: Path, evaluation: EvalSet | QualityGate, config: OnnxQuantConfig,
           log: Callable[[str], None]) -> tuple[onnx.ModelProto, dict[str, Any], Fallback | None]:
-    gate = QualityGate(fp32_path, evaluation, config.max_psnr_drop_db, config.min_sqnr_db)
+    gate = evaluation if isinstance(evaluation, QualityGate) else OutputGate(fp32_path, evaluation, config.max_psnr_drop_db, config.min_sqnr_db)
     first = gate.measure(model)
     value, fallback = first, None
     if not gate.passes(first) and config.fallback:
         log(f"{fp32_path.name}: {gate.metric} {first:.3f} misses {gate.bound}: measuring each node's sensitivity")
-        model, fallback = sensitivity_fallback(build, int8_nodes(model)[0], gate, log)
+        model, fallback = sensitivity_fallback(build, int8_and_float_nodes(model)[0], gate, log)
         value = fallback.values[-1]
     record = {**gate.describe(), "value_all_int8": first, "value": value, "passed": gate.passes(value)}
     return model, record, fallback

@@ -24,7 +24,7 @@ from compress.errors import CompressError
 from compress.export import export_coreml
 from compress.families.base import Family, Part
 from compress.quantize.coreml import CoreMLQuantReport, package_bytes, quantize_coreml
-from compress.quantize.gate import EvalSet, Feeds
+from compress.quantize.gate import EvalSet, Feeds, PipelineGate, pipeline_psnr
 from compress.quantize.onnx import OnnxQuantConfig, QuantReport, quantize_onnx
 from compress.recipe import ProfileConfig, QuantizeConfig
 from compress.run import Gate, RunContext, StageResult
@@ -138,8 +138,9 @@ def quantize_stage(cfg: QuantizeConfig, ctx: RunContext) -> StageResult:
     if unknown:
         raise CompressError(f"stage quantize: exported parts {unknown} are not parts of the {ctx.family.name} model ({', '.join(parts)})")
     calib_ds = recipe_dataset(ctx.recipe, ctx.family, config, "calibration", cfg.calibration_samples)
-    eval_ds = recipe_dataset(ctx.recipe, ctx.family, config, "eval", cfg.eval_batches)
-    data = part_data(ctx.family, model, [parts[n] for n in exported], iterate_batches(calib_ds, CALIBRATION_BATCH), iterate_batches(eval_ds, 1), cfg.calibration_samples)
+    eval_batches = list(iterate_batches(recipe_dataset(ctx.recipe, ctx.family, config, "eval", cfg.eval_batches), 1))
+    data = part_data(ctx.family, model, [parts[n] for n in exported], iterate_batches(calib_ds, CALIBRATION_BATCH), eval_batches, cfg.calibration_samples)
+    pipeline = pipeline_parts(ctx, exported, cfg)
 
     shipped: dict[str, dict[str, Any]] = copy.deepcopy(ctx.artifacts.get("shipped", {}))
     result = StageResult(metrics={"calibration_samples": {n: len(d.calibration) for n, d in data.items()},
@@ -147,16 +148,20 @@ def quantize_stage(cfg: QuantizeConfig, ctx: RunContext) -> StageResult:
     quantized: dict[str, dict[str, str]] = {}
     quality: dict[str, dict[str, float]] = {}
     lines: list[str] = []
+    as_shipped: dict[str, Path] = {}  # ONNX file of each part as it ships, for the whole-pipeline check
     for name, files in exported.items():
         result.metrics[name] = {}
         if "onnx" in cfg.formats and "onnx" in files:
-            report, entry, note = _onnx_part(cfg, ctx, parts[name], data[name], files["onnx"], shipped.get(name, {}).get("onnx"))
+            gate_on = PipelineGate(ctx.family, pipeline, name, eval_batches, cfg.max_psnr_drop_db) if pipeline else None
+            report, entry, note = _onnx_part(cfg, ctx, parts[name], data[name], files["onnx"], shipped.get(name, {}).get("onnx"), gate_on)
             gate = report.gate
-            assert gate is not None  # the stage always passes an eval set
+            assert gate is not None  # the stage always gates
+            basis = gate.get("basis") if pipeline else data[name].target_note
             quantized.setdefault(name, {})["onnx"] = ctx.rel(report.path)
             shipped.setdefault(name, {})["onnx"] = entry
-            result.metrics[name]["onnx"] = {**report.to_json(), "gate_basis": data[name].target_note, "shipped": entry["precision"], "ship_note": note}
-            result.gates.append(Gate(f"quantize.{name}.onnx.{gate['metric']}", gate["bound"], gate["value"], gate["passed"], data[name].target_note))
+            as_shipped[name] = report.path if entry["precision"] == "int8" else ctx.path(files["onnx"])
+            result.metrics[name]["onnx"] = {**report.to_json(), "gate_basis": basis, "shipped": entry["precision"], "ship_note": note}
+            result.gates.append(Gate(f"quantize.{name}.onnx.{gate['metric']}", gate["bound"], gate["value"], gate["passed"], basis))
             quality[name] = {gate["metric"]: gate["value"]}
             lines.append(f"{name}.onnx {report.size_ratio:.2f}x smaller, {gate['metric']} {gate['value']:.3f}, "
                          f"{len(report.fallback.excluded) if report.fallback else 0} nodes back to float; {note}")
@@ -166,21 +171,47 @@ def quantize_stage(cfg: QuantizeConfig, ctx: RunContext) -> StageResult:
             shipped.setdefault(name, {})["coreml"] = {"path": ctx.rel(creport.path), "precision": creport.mode}
             result.metrics[name]["coreml"] = record
             lines.append(f"{name}.coreml {creport.mode} {record['fp32_over_int8_size']:.2f}x smaller than fp32")
+    if pipeline:
+        drop = pipeline_drop(ctx.family, pipeline, as_shipped, eval_batches)
+        result.metrics["pipeline_as_shipped"] = {"psnr_drop_db": drop, "parts": {n: shipped[n]["onnx"]["precision"] for n in as_shipped}}
+        result.gates.append(Gate("quantize.pipeline.psnr_drop_db", cfg.max_psnr_drop_db, drop, drop <= cfg.max_psnr_drop_db, "every part as shipped"))
+        quality["pipeline"] = {"psnr_drop_db": drop}
     result.artifacts = {"quantized": quantized, "shipped": shipped, "quality": {**ctx.artifacts.get("quality", {}), "int8_vs_fp32": quality}}
     result.summary = "; ".join(lines)
     return result
 
 
+def pipeline_parts(ctx: RunContext, exported: dict[str, dict[str, str]], cfg: QuantizeConfig) -> dict[str, Path] | None:
+    """The fp32 ONNX file of every part when the family can run its pipeline on them (`onnx_model`), else None."""
+    if "onnx" not in cfg.formats or any("onnx" not in files for files in exported.values()):
+        return None
+    from compress.evaluate import OnnxPart
+
+    fp32 = {name: ctx.path(files["onnx"]) for name, files in exported.items()}
+    try:
+        ctx.family.onnx_model({name: OnnxPart(path) for name, path in fp32.items()})
+    except NotImplementedError:
+        return None
+    return fp32
+
+
+def pipeline_drop(family: Family, fp32: dict[str, Path], shipped: dict[str, Path], batches: list[dict[str, torch.Tensor]]) -> float:
+    """The family's PSNR drop (dB) with every part as shipped vs every part fp32."""
+    from compress.evaluate import OnnxPart
+
+    return pipeline_psnr(family, {n: OnnxPart(p) for n, p in fp32.items()}, batches) - pipeline_psnr(family, {n: OnnxPart(p) for n, p in shipped.items()}, batches)
+
+
 def _onnx_part(cfg: QuantizeConfig, ctx: RunContext, part: Part, data: PartData, exported: str,
-               previous: dict[str, Any] | None) -> tuple[QuantReport, dict[str, Any], str]:
-    """Quantize one part's ONNX file; returns the report and what ships, with why."""
+               previous: dict[str, Any] | None, gate: PipelineGate | None) -> tuple[QuantReport, dict[str, Any], str]:
+    """Quantize one part's ONNX file, gated by `gate` or else on the part's own output; returns the report and what ships, with why."""
     src = ctx.path(exported)
     names = onnx_input_names(src)
     profile = ctx.recipe.stage("profile")
     timing: ProfileConfig = profile.config if profile else ProfileConfig()  # type: ignore[assignment]
     config = OnnxQuantConfig(engine=cfg.onnx_engine, target=cfg.target, per_channel=cfg.per_channel, max_psnr_drop_db=cfg.max_psnr_drop_db,
                              latency_runs=timing.runs, latency_warmup=timing.warmup)
-    evaluation = EvalSet(_feeds(names, data.eval_inputs, str(src)), data.eval_targets, _peak(part))
+    evaluation = gate or EvalSet(_feeds(names, data.eval_inputs, str(src)), data.eval_targets, _peak(part))
     ctx.log(f"{part.name}: onnx int8 ({cfg.onnx_engine}, {len(data.calibration)} calibration samples)")
     report = quantize_onnx(src, ctx.stage_dir / f"{part.name}.int8.onnx", _feeds(names, data.calibration, str(src)), config, evaluation, log=ctx.log)
     entry, note = ship_onnx(report, cfg, ctx.rel(report.path), previous, exported)

@@ -30,7 +30,7 @@ NETWORKS = ("kp_detector", "generator")
 # occlusion, RGB): pruning must keep their width.
 INTERFACE_LAYERS = {
     "kp_detector": ("kp", "jacobian"),
-    "generator": ("final", "dense_motion_network.mask", "dense_motion_network.occlusion"),
+    "generator": ("final", "dense_motion_network.mask", "dense_motion_network.occlusion", "region_masks.mix"),
 }
 
 
@@ -233,7 +233,7 @@ class FommFamily(Family):
     # -- training and evaluation --------------------------------------------------------
     def forward(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """FOMM's reconstruction protocol: animate `source` with the keypoints of `driving` (same video)."""
-        size = frame_shape(_model_config(model))
+        size = getattr(model, "input_size", None) or frame_shape(_model_config(model))  # exported models carry their size
         for name in ("source", "driving"):
             if tuple(batch[name].shape[-2:]) != size:
                 raise CompressError(
@@ -255,7 +255,7 @@ class FommFamily(Family):
 
     @torch.no_grad()
     def calibration_inputs(self, model: nn.Module, batches: Iterable[dict[str, torch.Tensor]]) -> Iterator[dict[str, tuple[torch.Tensor, ...]]]:
-        """Each (source, driving) pair of the batches as the inputs of the three parts."""
+        """Each (source, driving) pair of the batches as the inputs of the three parts (model in eval mode)."""
         model.eval()
         for batch in batches:
             for source, driving in zip(batch["source"].split(1), batch["driving"].split(1)):
@@ -268,10 +268,27 @@ class FommFamily(Family):
                 }
 
     def distill_loss(self, teacher_out, student_out, batch, weights):  # type: ignore[override]
-        raise NotImplementedError("fomm: distill_loss is not implemented yet (the distillation engineer provides it)")
+        from compress.families.fomm.objectives import distill_loss
+
+        return distill_loss(teacher_out, student_out, batch, weights)
 
     def dataset(self, source: str, split: str, size: tuple[int, int], seed: int, samples: int) -> Any:
-        raise NotImplementedError("fomm: dataset is not implemented yet (needs the face-video data loader)")
+        from compress.data.pairs import PairDataset
+
+        return PairDataset(source, split, size, seed, samples)
+
+    def baseline(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return batch["source"]  # "output = source frame": no motion at all
+
+    def eval_batches(self, source: str, size: tuple[int, int], seed: int, videos: int) -> Iterable[dict[str, torch.Tensor]]:
+        from compress.data.pairs import first_frame_protocol
+
+        return first_frame_protocol(source, "test", size, seed=seed, max_videos=videos)
+
+    def onnx_model(self, parts):  # type: ignore[override]
+        from compress.families.fomm.runtime import ExportedFomm
+
+        return ExportedFomm(parts)
 
 
 def _student_configs() -> dict[str, dict[str, Any]]:

@@ -74,7 +74,7 @@ def unsupervised_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor], w:
     kp_s, kp_d = model.kp_detector(source), model.kp_detector(driving)
     out = model.generator(source, kp_source=kp_s, kp_driving=kp_d)
     terms = {"reconstruction": pyramid_l1(out["prediction"], driving, w["scales"])}
-    if w.get("ssim"):
+    if w.get("ssim"):  # optional: costs a blur pyramid per step
         terms["ssim"] = ssim_loss(out["prediction"], driving)
     a, t = random_similarity(driving.shape[0], generator)
     kp_w = model.kp_detector(warp_frame(driving, a, t))

@@ -2,8 +2,8 @@
 
 The official code (Siarohin et al., torch 1.0) builds coordinate grids on every call, inverts
 jacobians with `torch.inverse` and multiplies rank-6 tensors. `torch.inverse` exports neither to
-ONNX opset 17 nor to Core ML, and Core ML allows rank <= 5. Here grids are non-persistent buffers
-of a static size (the networks' callers build them), the 2x2 inverse is closed-form and 2x2
+ONNX opset 17 nor to Core ML, and Core ML allows rank <= 5. Here each network builds its grid
+once, as a non-persistent buffer of a static size; the 2x2 inverse is closed-form and 2x2
 products are written per element.
 """
 from __future__ import annotations
