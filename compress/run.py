@@ -292,14 +292,18 @@ def _outputs_intact(record: dict[str, Any], run_dir: Path) -> bool:
 
 
 def _prepare_teacher(recipe: Recipe, family: Family, run_dir: Path, checkpoint: str | Path | None, trust: bool) -> str:
-    """Load (or randomly initialise) the teacher once and keep it as a safetensors model in the run."""
+    """Keep the teacher in the run as one of our safetensors model files (loaded safely once)."""
+    from compress.checkpoints import read_model_meta, save_model
     from compress.families.loading import load_teacher_model
-    from compress.checkpoints import save_model
 
     path = Path(checkpoint) if checkpoint else recipe.resolve(recipe.teacher.checkpoint)
+    target = run_dir / "teacher.safetensors"
+    if path is not None and read_model_meta(path) is not None:  # already ours: config and structure inside
+        load_model(path, family)  # validate before the run relies on it
+        shutil.copyfile(path, target)
+        return target.name
     config = family.resolve_config(recipe.teacher.config, "teacher")
     model = load_teacher_model(family, path, config, trust=trust)
-    target = run_dir / "teacher.safetensors"
     save_model(target, model, family=family.name, kind="teacher", config=config, extra={"source": str(path) if path else "random-init"})
     return target.name
 

@@ -261,7 +261,8 @@ def calibrate_host(workdir: Path, threads: Sequence[int] = (1,), out: Path | Non
         measured, spread = host_latencies(paths, t, rounds)
         m = len(micro)
         fits[t] = fit_host(feats[:m], measured[:m], feats[m:], measured[m:])
-        extra[t] = {"measurement_spread_median": round(float(np.median(spread)), 4)}
+        extra[t] = {"single_op_graphs": m, "measurement_spread_median": round(float(np.median(spread)), 4),
+                    "measured": "runner thread CPU time (1 thread)" if t == 1 else "wall time"}
     header = {
         "device": "host-x86",
         "description": f"this machine ({platform.processor() or platform.machine()}, {len(host.os.sched_getaffinity(0))} CPUs), onnxruntime CPU",
