@@ -22,7 +22,7 @@ test: install
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests
 
 bench: install
-	$(BIN)/python -m compress.bench.results
+	$(BIN)/python -m compress.results
 
 clean:
 	rm -rf $(VENV) exported/runs

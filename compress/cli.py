@@ -197,6 +197,7 @@ def teacher_train(
 
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: errors become messages and exit codes, never tracebacks."""
+    os.environ.setdefault("TQDM_DISABLE", "1")  # coremltools' per-pass progress bars drown the run's own output
     try:
         app(args=argv, standalone_mode=False)
     except CompressError as exc:

@@ -70,7 +70,7 @@ class PruneConfig(Strict):
     # Budget: at least one of these.
     size_mb: float | None = Field(None, gt=0)
     precision: Literal["fp32", "fp16", "int8"] = "int8"
-    gflops: dict[str, float] = Field(default_factory=dict, description="part name -> GFLOPs budget")
+    gflops: dict[str, float] = Field(default_factory=dict, description="network or part name -> GFLOPs budget")
     gflops_ratio: float | None = Field(None, gt=0, le=1, description="keep this fraction of each network's GFLOPs")
     latency_ms: dict[str, float] = Field(default_factory=dict, description="part name -> predicted ms")
     device: str = "profile:iphone8"

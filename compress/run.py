@@ -242,6 +242,8 @@ def run_recipe(
             gates += [Gate(**{k: g[k] for k in ("name", "target", "value", "passed", "detail")}) for g in record.get("gates", [])]
             stages_out.append({"stage": stage.name, "status": "resumed", "wall_s": record["wall_s"], "summary": record.get("summary", "")})
             _say(quiet, f"[dim]{stage.name}: unchanged, kept from {final}[/dim]")
+            if until == stage.name:
+                break
             continue
         changed = True
         _say(quiet, f"[bold]{stage.name}[/bold]")

@@ -19,6 +19,18 @@ def count_params(module: nn.Module) -> int:
 
 
 @torch.no_grad()
+def _forward_with_hooks(module: nn.Module, inputs: tuple[torch.Tensor, ...], hooks: list[Any]) -> None:
+    """One eval-mode forward pass with `hooks` registered, removed afterwards; training mode restored."""
+    was_training = module.training
+    try:
+        module.eval()
+        module(*inputs)
+    finally:
+        module.train(was_training)
+        for h in hooks:
+            h.remove()
+
+
 def count_used_params(module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> int:
     """Parameters of the modules one forward pass on `inputs` actually calls.
 
@@ -26,15 +38,7 @@ def count_used_params(module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> in
     the whole generator), so `count_params` would count the generator twice.
     """
     called: set[int] = set()
-    hooks = [m.register_forward_pre_hook(lambda mod, _i: called.add(id(mod))) for m in module.modules()]
-    try:
-        was_training = module.training
-        module.eval()
-        module(*inputs)
-        module.train(was_training)
-    finally:
-        for h in hooks:
-            h.remove()
+    _forward_with_hooks(module, inputs, [m.register_forward_pre_hook(lambda mod, _i: called.add(id(mod))) for m in module.modules()])
     return sum(p.numel() for m in module.modules() if id(m) in called for p in m.parameters(recurse=False))
 
 
@@ -53,7 +57,6 @@ def _conv_macs(m: nn.Module, out: torch.Tensor) -> int:
     return 0
 
 
-@torch.no_grad()
 def count_macs(module: nn.Module, inputs: tuple[torch.Tensor, ...], per_module: bool = False) -> int | dict[str, int]:
     """MACs of one forward pass on `inputs`, total or per named leaf module."""
     counts: dict[str, int] = {}
@@ -63,14 +66,7 @@ def count_macs(module: nn.Module, inputs: tuple[torch.Tensor, ...], per_module: 
             def hook(mod: nn.Module, _inp: Any, out: torch.Tensor, name: str = name) -> None:
                 counts[name] = counts.get(name, 0) + _conv_macs(mod, out)
             hooks.append(m.register_forward_hook(hook))
-    try:
-        was_training = module.training
-        module.eval()
-        module(*inputs)
-        module.train(was_training)
-    finally:
-        for h in hooks:
-            h.remove()
+    _forward_with_hooks(module, inputs, hooks)
     return counts if per_module else sum(counts.values())
 
 

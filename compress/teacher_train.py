@@ -16,7 +16,7 @@ import yaml
 from pydantic import Field, ValidationError
 
 from compress.batches import collate, iterate_batches
-from compress.checkpoints import save_model
+from compress.checkpoints import load_model, save_model
 from compress.errors import CompressError
 from compress.families.registry import get_family
 from compress.recipe import Strict
@@ -25,6 +25,7 @@ from compress.recipe import Strict
 class TeacherTraining(Strict):
     family: str = "fomm"
     config: str | dict[str, Any] = "demo-64"
+    init: str | None = Field(None, description="start from this teacher file (path relative to the spec): a second training phase")
     data: str = "synthetic"
     seed: int = 0
     steps: int = Field(2000, ge=1)
@@ -44,13 +45,19 @@ def load_training(path: Path) -> TeacherTraining:
         raise CompressError(f"{path}: " + "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())) from None
 
 
-def train_teacher(spec: TeacherTraining, progress: bool = True) -> tuple[torch.nn.Module, dict[str, Any]]:
+def train_teacher(spec: TeacherTraining, base: Path = Path("."), progress: bool = True) -> tuple[torch.nn.Module, dict[str, Any]]:
     from compress.families.fomm.objectives import unsupervised_loss
 
     family = get_family(spec.family)
     config = family.resolve_config(spec.config, "teacher")
     torch.manual_seed(spec.seed)
-    model = family.build_teacher(config).train()
+    if spec.init:
+        model, meta = load_model(base / spec.init, family)
+        if meta["config"] != config:
+            raise CompressError(f"init {spec.init}: its config differs from the spec's config")
+        model.train()
+    else:
+        model = family.build_teacher(config).train()
     size = family.input_size(config)
     train = family.dataset(spec.data, "train", size, spec.seed, spec.train_samples)
     opt = torch.optim.Adam(model.parameters(), lr=spec.lr, betas=(0.5, 0.999))
@@ -80,7 +87,7 @@ def train_command(path: Path, out: Path, steps: int | None) -> None:
     spec = load_training(path)
     if steps is not None:
         spec = spec.model_copy(update={"steps": steps})
-    model, report = train_teacher(spec)
+    model, report = train_teacher(spec, base=path.parent)
     config = get_family(spec.family).resolve_config(spec.config, "teacher")
     save_model(out, model, family=spec.family, kind="teacher", config=config, extra={"source": f"compress teacher train {path} --out {out}", "training": report})
     print(json.dumps(report, indent=2))

@@ -79,31 +79,38 @@ def _adb(target: AdbTarget, *args: str, timeout: float = 600) -> str:
     return proc.stdout
 
 
-def connected_serials() -> list[str]:
-    """Serials of the devices `adb devices` lists as ready."""
-    out = subprocess.run(["adb", "devices"], capture_output=True, text=True, timeout=60).stdout
-    return [line.split()[0] for line in out.splitlines()[1:] if line.strip().endswith("\tdevice") or line.split()[1:2] == ["device"]]
+def parse_devices(text: str) -> list[str]:
+    """Serials that `adb devices` lists as ready (not offline, unauthorized, ...)."""
+    rows = (line.split() for line in text.splitlines()[1:])
+    return [row[0] for row in rows if len(row) >= 2 and row[1] == "device"]
 
 
-def check_device(target: AdbTarget) -> None:
-    if shutil.which("adb") is None:
-        raise CompressError("adb: the adb tool is not on PATH; install Android platform-tools (apt-get install adb) and enable USB debugging on the phone")
-    serials = connected_serials()
+def check_device(target: AdbTarget, serials: list[str]) -> None:
+    """The device to use is connected and unambiguous, given the ready `serials`."""
     if target.serial and target.serial not in serials:
-        raise CompressError(f"adb:{target.serial}: no such device connected (adb devices lists: {', '.join(serials) or 'none'})")
+        raise CompressError(f"adb:{target.serial}: no such device connected and authorized (adb devices lists: {', '.join(serials) or 'none'})")
     if not serials:
-        raise CompressError("adb: no Android device connected (adb devices lists none); plug the phone in and allow USB debugging")
+        raise CompressError("adb: no Android device connected (adb devices lists none ready); plug the phone in and allow USB debugging")
     if not target.serial and len(serials) > 1:
         raise CompressError(f"adb: several devices connected ({', '.join(serials)}); pick one with --device adb:SERIAL")
+
+
+def connected_serials() -> list[str]:
+    if shutil.which("adb") is None:
+        raise CompressError("adb: the adb tool is not on PATH; install Android platform-tools (apt-get install adb) and enable USB debugging on the phone")
+    return parse_devices(subprocess.run(["adb", "devices"], capture_output=True, text=True, timeout=60).stdout)
 
 
 def measure(models: list[Path], device: str, threads: int = 1, warmup: int = 5, runs: int = 30, top: int = 10) -> list[dict[str, Any]]:
     """Measure each model on the phone; `warmup` and `top` are the binary's own (one warm-up, no op table)."""
     target = parse_device(device)
-    check_device(target)
+    check_device(target, connected_serials())
     binary = f"{REMOTE_DIR}/onnxruntime_perf_test"
     _adb(target, "shell", f"mkdir -p {REMOTE_DIR}")
     _adb(target, "push", str(target.perf_test), binary)
+    library = target.perf_test.with_name("libonnxruntime.so")  # a --build_shared_lib build needs it beside the binary
+    if library.is_file():
+        _adb(target, "push", str(library), f"{REMOTE_DIR}/{library.name}")
     _adb(target, "shell", f"chmod 755 {binary}")
     results = []
     for i, model in enumerate(models):

@@ -1,6 +1,6 @@
 """Per-layer latency cost model: walk an ONNX graph, count work per node, price it per device.
 
-Every node gets an op class and two work counts from its inferred shapes:
+Every node gets an op class and its work, from the shapes onnx.shape_inference gives:
   conv / conv_int8   dense Conv, ConvTranspose, Gemm, MatMul (int8 when fed by DequantizeLinear
                      or when the whole graph is priced as int8)
   depthwise          Conv with one input channel per group
@@ -8,15 +8,16 @@ Every node gets an op class and two work counts from its inferred shapes:
   grid_sample        GridSample (gathers: its own throughput)
   free               shape-only ops, Q/DQ pairs, and activations / BatchNorm fused into the
                      conv before them (as onnxruntime and TFLite fuse them)
-  macs  multiply-accumulates; bytes: input + weight + output tensor bytes.
 
-A device profile prices a node as
-    ms = sum_k coef[k] * feature[k]
-with features <class>.gmac (MACs / 1e9), <class>.mb (bytes / 1e6), <class>.mtap (conv output
-positions x kernel taps / 1e6), memory.mseg (broadcast inner-loop runs / 1e6) and layer (1 per
-priced node), plus "run", the fixed cost of one inference call; a profile may also price an op type's bytes on their own ("op:Softmax.mb"), where
-one memory-bound rate would not fit them all. A network costs the sum over its nodes. Coefficients come from `calibrate` (YAML under
-compress/bench/devices/), one set per thread count.
+A device profile prices a node as  ms = sum_k coef[k] * feature[k]  with the features
+  <class>.gmac  MACs / 1e9                 <class>.mb    input + weight + output bytes / 1e6
+  <class>.mtap  conv output positions x kernel taps / 1e6
+  memory.mseg   inner-loop runs of a broadcasting elementwise op / 1e6
+  layer         1 per priced node
+and a network as the sum over its nodes plus "run", the fixed cost of one inference call. A
+profile may price an op type's bytes on their own ("op:Softmax.mb") where one memory-bound rate
+would not fit them all. Coefficients come from `calibrate` (YAML under compress/bench/devices/),
+one set per thread count.
 """
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ from typing import Any, Iterable
 
 import onnx
 import yaml
-from onnx import numpy_helper, shape_inference
+from onnx import shape_inference
 
 from compress.errors import CompressError
 

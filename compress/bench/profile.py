@@ -72,17 +72,31 @@ def _bundle_files(folder: Path) -> list[ModelFile]:
 
 def _run_files(folder: Path) -> list[ModelFile]:
     artifacts = _read_json(folder / "summary.json").get("artifacts") or {}
-    files = shipped_files(artifacts, folder) if (artifacts.get("shipped") or artifacts.get("exported")) else []
-    if not files:
+    if not (artifacts.get("shipped") or artifacts.get("exported")):
         raise CompressError(f"{folder / 'summary.json'}: the run has no shipped or exported models yet; run its export stage first")
-    return _existing(files, folder / "summary.json")
+    return _existing([ModelFile(m.part, m.format, folder / m.rel) for m in run_models(artifacts)], folder / "summary.json")
 
 
-def shipped_files(artifacts: dict[str, Any], run_dir: Path) -> list[ModelFile]:
-    """The run's `shipped` models ({part: {format: {path, precision}}}), else its `exported` ones ({part: {format: path}})."""
-    if artifacts.get("shipped"):
-        return [ModelFile(part, fmt, run_dir / entry["path"]) for part, by_fmt in artifacts["shipped"].items() for fmt, entry in by_fmt.items()]
-    return [ModelFile(part, fmt, run_dir / rel) for part, by_fmt in (artifacts.get("exported") or {}).items() for fmt, rel in by_fmt.items()]
+@dataclass(frozen=True)
+class RunModel:
+    part: str
+    format: str
+    rel: str  # run-relative path
+    precision: str
+
+
+def run_models(artifacts: dict[str, Any], precision: str = "shipped") -> list[RunModel]:
+    """A run's models: shipped ({part: {format: {path, precision}}}, else the fp32 exports),
+    the exports ({part: {format: path}}) or the int8 models ({part: {format: path}})."""
+    a = artifacts
+    if precision == "shipped" and a.get("shipped"):
+        return [RunModel(part, fmt, e["path"], e.get("precision", "fp32")) for part, by_fmt in a["shipped"].items() for fmt, e in by_fmt.items()]
+    key = "quantized" if precision == "int8" else "exported"
+    if not a.get(key):
+        stage = "quantize" if key == "quantized" else "export"
+        raise CompressError(f"profile (precision: {precision}): the run has no {key} models; add a {stage} stage before profile in the recipe")
+    label = "int8" if key == "quantized" else "fp32"
+    return [RunModel(part, fmt, rel, label) for part, by_fmt in a[key].items() for fmt, rel in by_fmt.items()]
 
 
 def _existing(files: list[ModelFile], source: Path) -> list[ModelFile]:
@@ -94,11 +108,16 @@ def _existing(files: list[ModelFile], source: Path) -> list[ModelFile]:
 
 # -- devices ---------------------------------------------------------------------------------
 def device_kind(device: str) -> str:
-    for prefix, kind in (("ssh://", "ssh"), ("profile:", "profile"), ("adb", "adb"), ("coreml", "coreml"), ("host", "host")):
-        if device.startswith(prefix):
-            if kind in ("host", "coreml") and device.split("?")[0] != kind:
-                break
-            return kind
+    """host | ssh | adb | coreml | profile, from a --device string."""
+    head = device.split("?", 1)[0]
+    if head in ("host", "coreml"):
+        return head
+    if head == "adb" or head.startswith("adb:"):
+        return "adb"
+    if device.startswith("ssh://"):
+        return "ssh"
+    if device.startswith("profile:"):
+        return "profile"
     raise CompressError(f"--device {device}: unknown device; use host, ssh://user@host[:port], adb[:SERIAL], coreml or profile:NAME "
                         f"(profiles: {', '.join(sorted(p.stem for p in costmodel.DEVICES_DIR.glob('*.yaml')))})")
 
@@ -146,8 +165,9 @@ def predicted(path: Path, device: str, threads: int, top: int) -> dict[str, Any]
     pred = costmodel.predict(path, device, threads)
     ops = sorted(pred["nodes"], key=lambda item: item[1], reverse=True)[:top]
     total = pred["ms"] or 1.0
-    return {"model": str(path), "threads": threads, "p50_ms": pred["ms"], "p90_ms": pred["ms"], "p99_ms": pred["ms"], "fps": 1e3 / pred["ms"] if pred["ms"] else None,
-            "ops": [{"node": c.name, "op_type": c.op_type, "ms": ms, "share": ms / total} for c, ms in ops]}
+    ms = pred["ms"]
+    return {"model": str(path), "threads": threads, "p50_ms": ms, "p90_ms": ms, "p99_ms": ms, "fps": 1e3 / ms if ms else None,
+            "ops": [{"node": c.name, "op_type": c.op_type, "ms": node_ms, "share": node_ms / total} for c, node_ms in ops]}
 
 
 def profile(target: str | Path, device: str = "host", threads: int = 1, warmup: int = 5, runs: int = 30, top_ops: int = 10) -> list[dict[str, Any]]:
@@ -173,7 +193,8 @@ def to_row(file: Path | str, part: str, device: str, source: str, raw: dict[str,
 
 
 # -- the CLI command -------------------------------------------------------------------------
-def profile_command(target: str, device: str = "host", threads: int = 1, warmup: int = 5, runs: int = 30, top: int = 10, as_json: bool = False) -> list[dict[str, Any]]:
+def profile_command(target: str, device: str = "host", threads: int = 1, warmup: int = 5, runs: int = 30, top: int = 10,
+                    as_json: bool = False) -> list[dict[str, Any]]:
     """`compress profile TARGET --device D ...`: print a table per file (or JSON) and return the rows."""
     rows = profile(target, device, threads, warmup, runs, top)
     if as_json:

@@ -104,7 +104,8 @@ def measure(models: list[Path], device: str, threads: int = 1, warmup: int = 5, 
             files = [str(RUNNER)] + [str(Path(staging) / n) for n in names]
             _run(["scp", "-q", *target.options(), *files, f"{target.destination}:{remote_dir}/"], target, "copying the models")
         cores = [int(c) for c in target.cores.split(",") if c] or None
-        cmd = runner_command(target.python, f"{remote_dir}/{RUNNER.name}", [f"{remote_dir}/{n}" for n in names], threads, warmup, runs, top, cores, target.priority)
+        remote_models = [f"{remote_dir}/{n}" for n in names]
+        cmd = runner_command(target.python, f"{remote_dir}/{RUNNER.name}", remote_models, threads, warmup, runs, top, cores, target.priority)
         out = _run(ssh + [shlex.join(cmd)], target, "measuring")
     finally:
         subprocess.run(ssh + [f"rm -rf {shlex.quote(remote_dir)}"], capture_output=True, timeout=60)

@@ -8,37 +8,15 @@ part on that device reaches the target; the runner then exits 1 on any missed ta
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from typing import Any
 
 from compress.bench.costmodel import load_profile
-from compress.bench.profile import device_format, device_kind, measure_files, to_row
+from compress.bench.profile import device_format, device_kind, measure_files, run_models, to_row
 from compress.errors import CompressError
 from compress.recipe import FpsTarget, ProfileConfig
 from compress.run import Gate, RunContext, StageResult
 
 TOP_OPS = 5
-
-
-@dataclass(frozen=True)
-class RunModel:
-    part: str
-    format: str
-    rel: str  # run-relative path
-    precision: str
-
-
-def run_models(ctx: RunContext, precision: str) -> list[RunModel]:
-    """The run's models to profile: shipped (default), fp32 exports, or int8 models."""
-    a = ctx.artifacts
-    if precision == "shipped" and a.get("shipped"):
-        return [RunModel(part, fmt, e["path"], e.get("precision", "fp32")) for part, by_fmt in a["shipped"].items() for fmt, e in by_fmt.items()]
-    key = "quantized" if precision == "int8" else "exported"
-    if not a.get(key):
-        stage = "quantize" if key == "quantized" else "export"
-        raise CompressError(f"profile (precision: {precision}): the run has no {key} models; add a {stage} stage before profile in the recipe")
-    label = "int8" if key == "quantized" else "fp32"
-    return [RunModel(part, fmt, rel, label) for part, by_fmt in a[key].items() for fmt, rel in by_fmt.items()]
 
 
 def thread_counts(device: str, wanted: list[int], ctx: RunContext) -> list[int]:
@@ -65,7 +43,7 @@ def fps_gate(target: FpsTarget, rows: list[dict[str, Any]]) -> Gate:
 
 
 def profile_stage(cfg: ProfileConfig, ctx: RunContext) -> StageResult:
-    models = run_models(ctx, cfg.precision)
+    models = run_models(ctx.artifacts, cfg.precision)
     parts = {m.part for m in models}
     targets = ctx.recipe.targets.fps
     for i, t in enumerate(targets):
@@ -87,7 +65,9 @@ def profile_stage(cfg: ProfileConfig, ctx: RunContext) -> StageResult:
     out = ctx.stage_dir / "latency.json"
     out.write_text(json.dumps(rows, indent=2))
     metrics = {
-        f"{r['part']} @ {r['device']} x{r['threads']}": {"p50_ms": _round(r["p50_ms"]), "p90_ms": _round(r["p90_ms"]), "fps": _round(r["fps"]), "source": r["source"]}
+        f"{r['part']} @ {r['device']} x{r['threads']}": {
+            "p50_ms": _round(r["p50_ms"]), "p90_ms": _round(r["p90_ms"]), "fps": _round(r["fps"]), "source": r["source"],
+        }
         for r in rows
     }
     passed = sum(g.passed for g in gates)

@@ -272,13 +272,14 @@ def quantize_onnx(
         gate, fallback = None, None
         if evaluation is not None:
             model, gate, fallback = _gate(model, build, fp32_path, evaluation, config, log)
+        constants = constant_bytes(model)  # before compact_names, so that it names constants as the export did
         model = compact_names(model)
         with atomic_path(out_path) as staged:
             onnx.save(model, str(staged))
     int8, floats = int8_and_float_nodes(model)
     float_ops = dict(sorted(Counter(n.op_type for n in floats).items()))
     report = QuantReport(out_path, config.engine, types, fp32_path.stat().st_size, out_path.stat().st_size, int8, float_ops,
-                         constant_bytes(model), gate, fallback)
+                         constants, gate, fallback)
     if config.latency_runs > 0:
         report.latency = host_latency(fp32_path, out_path, config.latency_runs, config.latency_warmup)
         if types.target != host_target():

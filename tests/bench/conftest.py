@@ -1,28 +1,13 @@
-"""Tiny ONNX models for the latency harness tests, exported with torch in the test."""
+"""Fixtures of the latency harness tests."""
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
-import torch
-from torch import nn
-
-
-class TinyNet(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.body = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1, groups=8), nn.Sigmoid())
-
-    def forward(self, x):
-        return self.body(x)
-
-
-def export_tiny(path: Path, size: int = 32) -> Path:
-    with torch.no_grad():
-        torch.onnx.export(TinyNet().eval(), (torch.rand(1, 3, size, size),), str(path), opset_version=17, dynamo=False)
-    return path
+from tiny_models import TinyNet, export_onnx
 
 
 @pytest.fixture
 def tiny_onnx(tmp_path: Path) -> Path:
-    return export_tiny(tmp_path / "tiny.onnx")
+    """A 3x32x32 conv -> relu -> depthwise conv -> sigmoid network as ONNX."""
+    return export_onnx(TinyNet(), (1, 3, 32, 32), tmp_path / "tiny.onnx")

@@ -1,8 +1,6 @@
 """adb devices: onnxruntime_perf_test's report parsed from recorded outputs, and clear errors."""
 from __future__ import annotations
 
-import os
-import shutil
 from pathlib import Path
 
 import pytest
@@ -61,7 +59,20 @@ def test_without_adb_on_path_the_error_says_how_to_get_it(perf_test, tiny_onnx, 
         adb.measure([tiny_onnx], f"adb?perf_test={perf_test}")
 
 
-@pytest.mark.skipif(shutil.which("adb") is None, reason="adb is not installed (apt-get install adb)")
-def test_with_no_phone_connected_the_error_says_so(perf_test, tiny_onnx):
-    with pytest.raises(CompressError, match="no such device connected|no Android device connected"):
-        adb.measure([tiny_onnx], f"adb:NOPHONE?perf_test={perf_test}")
+def test_only_ready_devices_count_as_connected():
+    assert adb.parse_devices((DATA / "adb_devices.txt").read_text()) == ["R58M40ABCDE"]
+
+
+def test_a_serial_that_is_not_ready_is_named_with_the_ready_ones(perf_test):
+    serials = adb.parse_devices((DATA / "adb_devices.txt").read_text())
+    with pytest.raises(CompressError, match="adb:0A1B2C3D4E: no such device connected and authorized .*R58M40ABCDE"):
+        adb.check_device(adb.parse_device(f"adb:0A1B2C3D4E?perf_test={perf_test}"), serials)
+
+
+def test_no_phone_or_several_phones_without_a_serial_are_clear_errors(perf_test):
+    target = adb.parse_device(f"adb?perf_test={perf_test}")
+    with pytest.raises(CompressError, match="no Android device connected"):
+        adb.check_device(target, [])
+    with pytest.raises(CompressError, match="several devices connected .*adb:SERIAL"):
+        adb.check_device(target, ["A", "B"])
+    adb.check_device(target, ["A"])

@@ -9,15 +9,11 @@ import pytest
 import torch
 from torch import nn
 
+from tiny_models import export_onnx
+
 from compress.bench import costmodel
 from compress.bench.calibrate import IPHONE8_POINTS, reference_models
 from compress.errors import CompressError
-
-
-def export(model: nn.Module, shape: tuple[int, ...], path: Path) -> Path:
-    with torch.no_grad():
-        torch.onnx.export(model.eval(), (torch.zeros(shape),), str(path), opset_version=17, dynamo=False)
-    return path
 
 
 class DwBlock(nn.Module):
@@ -33,7 +29,7 @@ class DwBlock(nn.Module):
 
 @pytest.fixture
 def block(tmp_path: Path) -> Path:
-    return export(DwBlock(), (1, 3, 16, 16), tmp_path / "block.onnx")
+    return export_onnx(DwBlock(), (1, 3, 16, 16), tmp_path / "block.onnx")
 
 
 def by_class(costs):
@@ -95,7 +91,7 @@ def test_a_broadcast_with_a_short_inner_run_counts_one_segment_per_run(tmp_path)
         def forward(self, grid):  # 1xKxHxWx2 minus a per-keypoint 1xKx1x1x2 mean, as FOMM's heatmaps do
             return grid - grid.mean(dim=(2, 3), keepdim=True)
 
-    path = export(Offsets(), (1, 4, 8, 8, 2), tmp_path / "offsets.onnx")
+    path = export_onnx(Offsets(), (1, 4, 8, 8, 2), tmp_path / "offsets.onnx")
     (sub,) = [c for c in costmodel.analyse(path) if c.op_type == "Sub"]
     assert sub.segments == 4 * 8 * 8  # runs of 2 elements
 

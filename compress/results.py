@@ -1,0 +1,235 @@
+"""`make bench`: measure the teacher, the comparison path and the shipped student in one run.
+
+Runs recipes/fomm-mobile-demo.yaml and recipes/fomm-teacher-pruned-demo.yaml (pruned to the
+student's size), then measures five models the same way: parameters, MB, GFLOPs per part,
+host latency (p50 of repeated runs) at 1 and 2 threads in fp32 and int8, predicted iPhone 8 fps,
+and quality vs ground truth and vs the teacher on held-out synthetic clips. Writes
+docs/results.json, docs/results.md, docs/pareto.png and the README's headline table.
+
+    python -m compress.results [--runs 30] [--videos 8] [--out exported/bench]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import re
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from compress.bench.profile import profile
+from compress.checkpoints import load_model
+from compress.evaluate import OnnxPart
+from compress.export import export_onnx
+from compress.families.base import Family
+from compress.families.registry import get_family
+from compress.inspect import inspect_model
+from compress.metrics import frame_metrics
+from compress.quantize.onnx import OnnxQuantConfig, quantize_onnx
+from compress.recipe import load_recipe
+from compress.run import RunSummary, run_recipe
+
+ROOT = Path(__file__).resolve().parent.parent
+DEMO = ROOT / "recipes" / "fomm-mobile-demo.yaml"
+PRUNED_TEACHER = ROOT / "recipes" / "fomm-teacher-pruned-demo.yaml"
+PER_FRAME = ("kp_detector", "generator.per_frame")  # what runs for every frame of a call
+
+
+def quality(family: Family, model: Any, teacher: torch.nn.Module, batches: list[dict[str, torch.Tensor]]) -> dict[str, dict[str, float]]:
+    """Frame metrics of the model's predictions vs ground truth and vs the teacher's, frame-weighted."""
+    rows: dict[str, list[tuple[int, dict[str, float]]]] = {"vs_ground_truth": [], "vs_teacher": []}
+    with torch.no_grad():
+        for batch in batches:
+            pred = family.forward(model.eval(), batch)["prediction"]
+            ref = family.forward(teacher.eval(), batch)["prediction"]
+            n = pred.shape[0]
+            rows["vs_ground_truth"].append((n, frame_metrics(pred, family.ground_truth(batch))))
+            rows["vs_teacher"].append((n, frame_metrics(pred, ref)))
+    return {k: {m: sum(n * r[m] for n, r in v) / sum(n for n, _ in v) for m in v[0][1]} for k, v in rows.items()}
+
+
+def latency(files: dict[str, Path], runs: int) -> dict[str, Any]:
+    """p50 ms per part at 1 and 2 host threads, and predicted iPhone 8 fps per part."""
+    out: dict[str, Any] = {"host_ms": {}, "iphone8_fps": {}}
+    for part, path in files.items():
+        out["host_ms"][part] = {str(t): profile(path, "host", threads=t, warmup=3, runs=runs, top_ops=0)[0]["p50_ms"] for t in (1, 2)}
+        out["iphone8_fps"][part] = profile(path, "profile:iphone8", threads=1, runs=1, top_ops=0)[0]["fps"]
+    return out
+
+
+def calibration_feeds(family: Family, model: torch.nn.Module, files: dict[str, Path], batches: list[dict[str, torch.Tensor]], count: int) -> dict[str, list[dict[str, np.ndarray]]]:
+    feeds: dict[str, list[dict[str, np.ndarray]]] = {p: [] for p in files}
+    for sample in family.calibration_inputs(model, batches):
+        for part, tensors in sample.items():
+            if part in files and len(feeds[part]) < count:
+                names = OnnxPart(files[part]).inputs
+                feeds[part].append({n: t.numpy() for n, t in zip(names, tensors)})
+    return feeds
+
+
+def measure(label: str, family: Family, model_file: Path, teacher: torch.nn.Module, batches: list[dict[str, torch.Tensor]], work: Path, runs: int,
+            shipped_int8: dict[str, Path] | None = None) -> list[dict[str, Any]]:
+    """The fp32 row of a model file and its int8 row: the files a run shipped, or quantized here
+    with the quantize stage's function (no accuracy gate) for models no run quantized."""
+    model, meta = load_model(model_file, family)
+    stats = inspect_model(family, model, per_module=False)
+    fp32 = {p.name: export_onnx(p, work / f"{label}-{p.name}.onnx") for p in family.parts(model)}
+    feeds = calibration_feeds(family, model, fp32, batches, count=32)
+    int8 = shipped_int8 or {p: quantize_onnx(f, work / f"{label}-{p}.int8.onnx", feeds[p], OnnxQuantConfig(latency_runs=0)).path for p, f in fp32.items()}
+    base = {"model": label, "kind": meta["kind"], "params": stats["params"], "gflops": {p["name"]: p["gflops"] for p in stats["parts"]}}
+    rows = []
+    for precision, files in (("fp32", fp32), ("int8", int8)):
+        onnx_model = family.onnx_model({p: OnnxPart(f) for p, f in files.items()})
+        rows.append({
+            **base,
+            "precision": precision,
+            "mb": round(sum(f.stat().st_size for f in files.values()) / 1e6, 3),
+            **latency(files, runs),
+            "quality": quality(family, model if precision == "fp32" else onnx_model, teacher, batches),
+        })
+    return rows
+
+
+def stage_walls(summary: RunSummary) -> dict[str, float]:
+    return {s["stage"]: s["wall_s"] for s in summary.stages}
+
+
+def run(out: Path, runs: int, videos: int, quiet: bool = False) -> dict[str, Any]:
+    family = get_family("fomm")
+    demo = run_recipe(load_recipe(DEMO), out=out / "runs", resume=True, quiet=quiet)
+    student_file = demo.run_dir / demo.artifacts["model"]
+    student, _ = load_model(student_file, family)
+    student_mb = sum(p.numel() for p in student.parameters()) / 1e6  # int8: one byte per weight
+    pruned = run_recipe(load_recipe(PRUNED_TEACHER, [f"stages.prune.size_mb={student_mb:.4f}"]), out=out / "runs", resume=True, quiet=quiet)
+    teacher, _ = load_model(demo.run_dir / "teacher.safetensors", family)
+    size = family.model_input_size(teacher)
+    batches = list(family.eval_batches("synthetic", size, seed=0, videos=videos))
+    models = [
+        ("teacher", demo.run_dir / "teacher.safetensors"),
+        ("pruned teacher", pruned.run_dir / pruned.artifacts["model"]),
+        ("distilled student", demo.run_dir / "distill" / "student.safetensors"),
+        ("distilled + pruned", student_file),
+    ]
+    shipped = {p: demo.run_dir / f["onnx"] for p, f in demo.artifacts.get("quantized", {}).items() if "onnx" in f}
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
+        for label, path in models:
+            rows += measure(label, family, path, teacher, batches, Path(tmp), runs, shipped if path == student_file else None)
+    baseline = {k: sum(frame_metrics(family.baseline(b), family.ground_truth(b))[k] * len(b["driving"]) for b in batches) / sum(len(b["driving"]) for b in batches) for k in ("l1", "psnr", "ssim")}
+    return {
+        "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "host": {"machine": platform.machine(), "processor": platform.processor() or platform.machine(), "torch_threads": torch.get_num_threads()},
+        "command": "make bench",
+        "eval": {"data": "synthetic, held-out clips", "videos": videos, "frames": sum(len(b["driving"]) for b in batches), "frame_size": list(size)},
+        "latency_runs": runs,
+        "baseline_output_equals_source": baseline,
+        "rows": rows,
+        "stage_wall_s": {"fomm-mobile-demo": stage_walls(demo), "fomm-teacher-pruned-demo": stage_walls(pruned)},
+        "bundle": demo.artifacts.get("bundle"),
+    }
+
+
+# -- reports ---------------------------------------------------------------------------------
+def _per_frame(row: dict[str, Any], key: str) -> float:
+    return sum(row[key][p] for p in PER_FRAME)
+
+
+def _row_label(row: dict[str, Any]) -> str:
+    return row["model"] if row["precision"] == "fp32" else f"{row['model']} + int8"
+
+
+def results_markdown(res: dict[str, Any]) -> str:
+    head = ["model", "params", "MB", "GFLOPs kp / per-call / per-frame", "host ms 1 thr (kp + gen/frame)", "host ms 2 thr",
+            "iPhone 8 fps gen/frame (pred.)", "iPhone 8 fps kp (pred.)", "L1 vs GT", "PSNR vs GT", "SSIM vs GT", "L1 vs teacher", "PSNR vs teacher"]
+    lines = [
+        "# Results", "",
+        f"Measured by `make bench` on {res['created_utc']} ({res['host']['processor']}); every figure below comes from that one run.",
+        f"Quality: FOMM reconstruction protocol on {res['eval']['frames']} held-out synthetic frames ({res['eval']['videos']} videos, "
+        f"{res['eval']['frame_size'][0]}x{res['eval']['frame_size'][1]}). Latency: onnxruntime on this host, p50 of {res['latency_runs']} runs; "
+        "iPhone 8 fps predicted by the calibrated cost model (compress/bench/devices/iphone8.yaml, docs/latency.md). "
+        "MB: size of the ONNX files. GFLOPs: 2 x multiply-accumulates of convolutions.", "",
+        "| " + " | ".join(head) + " |", "|" + "---|" * len(head),
+    ]
+    for r in res["rows"]:
+        q, t = r["quality"]["vs_ground_truth"], r["quality"]["vs_teacher"]
+        g = r["gflops"]
+        ms1 = sum(r["host_ms"][p]["1"] for p in PER_FRAME)
+        ms2 = sum(r["host_ms"][p]["2"] for p in PER_FRAME)
+        lines.append(
+            f"| {_row_label(r)} | {r['params']:,} | {r['mb']:.3f} | {g['kp_detector']:.3f} / {g['generator.per_call']:.3f} / {g['generator.per_frame']:.3f} "
+            f"| {ms1:.2f} | {ms2:.2f} | {r['iphone8_fps']['generator.per_frame']:.0f} | {r['iphone8_fps']['kp_detector']:.0f} "
+            f"| {q['l1']:.4f} | {q['psnr']:.2f} | {q['ssim']:.4f} | {t['l1']:.4f} | {t['psnr']:.2f} |"
+        )
+    b = res["baseline_output_equals_source"]
+    lines += ["", f"Baseline \"output = source frame\": L1 {b['l1']:.4f}, PSNR {b['psnr']:.2f} dB, SSIM {b['ssim']:.4f}.", "",
+              "## Wall time of each stage (s)", "", "| recipe | " + " | ".join(["lint", "distill", "prune", "export", "quantize", "profile", "bundle"]) + " |",
+              "|---|" + "---|" * 7]
+    for recipe, walls in res["stage_wall_s"].items():
+        lines.append(f"| {recipe} | " + " | ".join(f"{walls[s]:.1f}" if s in walls else "" for s in ["lint", "distill", "prune", "export", "quantize", "profile", "bundle"]) + " |")
+    lines += ["", "![size vs quality](pareto.png)", "", "Reproduce: `make bench` (writes this page, results.json, pareto.png and the README headline)."]
+    return "\n".join(lines) + "\n"
+
+
+def headline_markdown(res: dict[str, Any]) -> str:
+    rows = {(_row_label(r)): r for r in res["rows"]}
+    teacher, shipped = rows["teacher"], rows["distilled + pruned + int8"]
+    lines = ["| | MB | GFLOPs per frame | iPhone 8 fps (gen/frame, predicted) | host fps 1 thread | PSNR vs GT | L1 vs GT |", "|---|---|---|---|---|---|---|"]
+    for label, r in (("demo teacher (FOMM, 64x64)", teacher), ("shipped student (Mob M-SPADE, pruned, int8)", shipped)):
+        ms = sum(r["host_ms"][p]["1"] for p in PER_FRAME)
+        lines.append(f"| {label} | {r['mb']:.2f} | {_per_frame(r, 'gflops'):.3f} | {r['iphone8_fps']['generator.per_frame']:.0f} | {1000 / ms:.0f} "
+                     f"| {r['quality']['vs_ground_truth']['psnr']:.2f} | {r['quality']['vs_ground_truth']['l1']:.4f} |")
+    return "\n".join(lines) + f"\n\nMeasured by `make bench` ({res['created_utc']}); details in docs/results.md.\n"
+
+
+def pareto_png(res: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 4.2), dpi=110)
+    for r in res["rows"]:
+        ms = sum(r["host_ms"][p]["1"] for p in PER_FRAME)
+        ax.scatter(r["mb"], r["quality"]["vs_ground_truth"]["psnr"], s=20 + 40 * ms, alpha=0.6)
+        ax.annotate(_row_label(r), (r["mb"], r["quality"]["vs_ground_truth"]["psnr"]), fontsize=7, xytext=(4, 4), textcoords="offset points")
+    ax.axhline(res["baseline_output_equals_source"]["psnr"], ls="--", lw=0.8, color="grey", label="output = source frame")
+    ax.set_xscale("log")
+    ax.set_xlabel("model files, MB (log)")
+    ax.set_ylabel("PSNR vs ground truth, dB")
+    ax.set_title("size vs quality (marker area ~ host latency per frame, 1 thread)", fontsize=9)
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def write_reports(res: dict[str, Any], docs: Path, readme: Path) -> None:
+    docs.mkdir(exist_ok=True)
+    (docs / "results.json").write_text(json.dumps(res, indent=2) + "\n")
+    (docs / "results.md").write_text(results_markdown(res))
+    pareto_png(res, docs / "pareto.png")
+    text = readme.read_text()
+    start, end = "<!-- headline:start (written by `make bench`; do not edit by hand) -->", "<!-- headline:end -->"
+    readme.write_text(re.sub(re.escape(start) + r".*?" + re.escape(end), lambda _m: f"{start}\n{headline_markdown(res)}{end}", text, flags=re.S))
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=int, default=30, help="latency repeats per file and thread count (p50 reported)")
+    parser.add_argument("--videos", type=int, default=8, help="held-out synthetic videos for quality")
+    parser.add_argument("--out", type=Path, default=ROOT / "exported" / "bench", help="where the bench's runs go")
+    parser.add_argument("--docs", type=Path, default=ROOT / "docs")
+    args = parser.parse_args(argv)
+    res = run(args.out, args.runs, args.videos)
+    write_reports(res, args.docs, ROOT / "README.md")
+    print(results_markdown(res))
+
+
+if __name__ == "__main__":
+    main()
