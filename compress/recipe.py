@@ -19,6 +19,13 @@ from compress.errors import CompressError
 SEMVER = re.compile(r"^\d+\.\d+\.\d+(?:-[0-9A-Za-z.-]+)?(?:\+[0-9A-Za-z.-]+)?$")
 
 
+def check_semver(v: str) -> str:
+    """`v` if it is a semantic version (MAJOR.MINOR.PATCH[-pre][+build]); ValueError otherwise (for pydantic validators)."""
+    if not SEMVER.match(v):
+        raise ValueError(f"version {v!r} is not semver (MAJOR.MINOR.PATCH)")
+    return v
+
+
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
@@ -180,9 +187,7 @@ class Recipe(Strict):
     @field_validator("version")
     @classmethod
     def _semver(cls, v: str) -> str:
-        if not SEMVER.match(v):
-            raise ValueError(f"version {v!r} is not semver (MAJOR.MINOR.PATCH)")
-        return v
+        return check_semver(v)
 
     @field_validator("stages", mode="before")
     @classmethod

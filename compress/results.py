@@ -209,14 +209,38 @@ def pareto_png(res: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
+MODEL_PAIRS = (("vox-256", "teacher"), ("mobile-256", "student"), ("demo-64", "teacher"), ("mobile-64", "student"))
+
+
+def models_table() -> str:
+    """Teacher vs student per part: parameters, MB fp32/int8, GFLOPs (random weights: counts only)."""
+    family = get_family("fomm")
+    lines = ["| config | role | part | params | MB fp32 | MB int8 | GFLOPs |", "|---|---|---|---:|---:|---:|---:|"]
+    for name, role in MODEL_PAIRS:
+        config = family.resolve_config(name, role)
+        model = (family.build_teacher if role == "teacher" else family.build_student)(config)
+        report = inspect_model(family, model, per_module=False)
+        for p in report["parts"]:
+            lines.append(f"| {name} | {role} | {p['name']} | {p['params']:,} | {p['fp32_mb']:.2f} | {p['int8_mb']:.2f} | {p['gflops']:.3f} |")
+        lines.append(f"| {name} | {role} | **all** | {report['params']:,} | {report['fp32_mb']:.2f} | {report['int8_mb']:.2f} | |")
+    return "\n".join(lines) + "\n"
+
+
+def replace_marked(path: Path, name: str, body: str) -> None:
+    """Rewrite the text between `<!-- NAME:start ... -->` and `<!-- NAME:end -->` in a doc."""
+    text = path.read_text()
+    pattern = re.compile(rf"(<!-- {name}:start[^>]*-->\n).*?(<!-- {name}:end -->)", re.S)
+    if not pattern.search(text):
+        raise SystemExit(f"{path}: no <!-- {name}:start --> ... <!-- {name}:end --> markers")
+    path.write_text(pattern.sub(lambda m: m.group(1) + body + m.group(2), text))
+
+
 def write_reports(res: dict[str, Any], docs: Path, readme: Path) -> None:
     docs.mkdir(exist_ok=True)
     (docs / "results.json").write_text(json.dumps(res, indent=2) + "\n")
     (docs / "results.md").write_text(results_markdown(res))
     pareto_png(res, docs / "pareto.png")
-    text = readme.read_text()
-    start, end = "<!-- headline:start (written by `make bench`; do not edit by hand) -->", "<!-- headline:end -->"
-    readme.write_text(re.sub(re.escape(start) + r".*?" + re.escape(end), lambda _m: f"{start}\n{headline_markdown(res)}{end}", text, flags=re.S))
+    replace_marked(readme, "headline", headline_markdown(res))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -225,7 +249,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--videos", type=int, default=8, help="held-out synthetic videos for quality")
     parser.add_argument("--out", type=Path, default=ROOT / "exported" / "bench", help="where the bench's runs go")
     parser.add_argument("--docs", type=Path, default=ROOT / "docs")
+    parser.add_argument("--models-table", action="store_true", help="only rewrite the teacher-vs-student table in docs/models/fomm.md")
     args = parser.parse_args(argv)
+    if args.models_table:
+        replace_marked(args.docs / "models" / "fomm.md", "models", models_table())
+        return
     res = run(args.out, args.runs, args.videos)
     write_reports(res, args.docs, ROOT / "README.md")
     print(results_markdown(res))

@@ -42,8 +42,18 @@ def fps_gate(target: FpsTarget, rows: list[dict[str, Any]]) -> Gate:
     return Gate(name, target.fps, round(best["fps"], 3), best["fps"] >= target.fps, detail)
 
 
+def float_compute(device: str) -> bool:
+    """A cost-model device whose profile says it runs int8 files with float compute.
+
+    On an iPhone 8 (A11, iOS 16) Core ML decompresses 8-bit weights and computes in float, so
+    the shipped int8 file runs at the speed of the float graph: predict from the fp32 export.
+    """
+    return device_kind(device) == "profile" and load_profile(device.removeprefix("profile:")).meta.get("int8_compute") is False
+
+
 def profile_stage(cfg: ProfileConfig, ctx: RunContext) -> StageResult:
     models = run_models(ctx.artifacts, cfg.precision)
+    float_models = run_models(ctx.artifacts, "fp32") if ctx.artifacts.get("exported") else models
     parts = {m.part for m in models}
     targets = ctx.recipe.targets.fps
     for i, t in enumerate(targets):
@@ -53,7 +63,7 @@ def profile_stage(cfg: ProfileConfig, ctx: RunContext) -> StageResult:
     rows: list[dict[str, Any]] = []
     for device in devices:
         fmt = device_format(device)
-        chosen = [m for m in models if m.format == fmt]
+        chosen = [m for m in (float_models if float_compute(device) else models) if m.format == fmt]
         if not chosen:
             raise CompressError(f"profile: device {device} runs {fmt} models and the run has none; add {fmt} to the export formats")
         source = "predicted" if device_kind(device) == "profile" else "measured"

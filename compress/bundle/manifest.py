@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from compress.errors import CompressError
 from compress.families.base import Part, TensorSpec
-from compress.recipe import SEMVER
+from compress.recipe import check_semver
 
 SCHEMA_VERSION = "1.0"
 MANIFEST = "manifest.json"
@@ -170,9 +170,7 @@ class Manifest(Strict):
     @field_validator("version")
     @classmethod
     def _semver(cls, v: str) -> str:
-        if not SEMVER.match(v):
-            raise ValueError(f"version {v!r} is not semver (MAJOR.MINOR.PATCH)")
-        return v
+        return check_semver(v)
 
     @model_validator(mode="after")
     def _consistent(self) -> "Manifest":

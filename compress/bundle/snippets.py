@@ -160,8 +160,7 @@ class Dialect:
     init: str  # "" when `field` already loads the model
     run: str  # one run line: {var}, {args}
     arg: str  # one argument: {name}, {expr}
-    call_message: tuple[str, str]  # (with reference frame, without)
-    frame_message: tuple[str, str]  # (with camera frame, without)
+    with_frame: str  # a message: the `values` map plus one frame: {name}, {var}
     no_fields: str = ""  # what a class without models holds instead
     float32_only: bool = False
 
@@ -187,8 +186,7 @@ DIALECTS: dict[str, Dialect] = {
         init="",
         run="        values.update(run(self.{var}, {{{args}}}))",
         arg='"{name}": {expr}',
-        call_message=('{"reference_frame": reference_frame, **values}', "values"),
-        frame_message=('{"camera_frame": camera_frame, **values}', "values"),
+        with_frame='{{"{name}": {var}, **values}}',
         no_fields="        pass",
     ),
     "kotlin": Dialect(
@@ -202,8 +200,7 @@ DIALECTS: dict[str, Dialect] = {
         init="",
         run="        values += {var}.infer(mapOf({args}))",
         arg='"{name}" to {expr}',
-        call_message=('values + ("reference_frame" to referenceFrame)', "values"),
-        frame_message=('values + ("camera_frame" to cameraFrame)', "values"),
+        with_frame='values + ("{name}" to {var})',
         float32_only=True,
     ),
     "swift": Dialect(
@@ -217,8 +214,7 @@ DIALECTS: dict[str, Dialect] = {
         init='        {var} = try loadModel("{path}")',
         run="        values.merge(try run({var}, [{args}])) {{ _, new in new }}",
         arg='"{name}": {expr}',
-        call_message=('values.merging(["reference_frame": referenceFrame]) { current, _ in current }', "values"),
-        frame_message=('values.merging(["camera_frame": cameraFrame]) { current, _ in current }', "values"),
+        with_frame='values.merging(["{name}": {var}]) {{ current, _ in current }}',
     ),
 }
 
@@ -256,6 +252,10 @@ def _code_values(flow: Flow, d: Dialect) -> dict[str, str]:
             d.run.format(var=d.ident(s.part.name), args=", ".join(d.arg.format(name=n, expr=ref(r)) for n, r in s.args)) for s in steps
         )
 
+    def message(frame: Scope, with_frame: bool) -> str:
+        # Every template collects the outputs to send in a map named `values`.
+        return d.with_frame.format(name=frame, var=d.refs[frame]) if with_frame else "values"
+
     def fields(parts: list[PartEntry], template: str) -> str:
         return "\n".join(template.format(var=d.ident(p.name), path=model_path(p, d)) for p in parts) if template else ""
 
@@ -268,8 +268,8 @@ def _code_values(flow: Flow, d: Dialect) -> dict[str, str]:
         "sender_frame": lines(flow.sender_frame),
         "receiver_start_call": lines(flow.receiver_start),
         "receiver_render": lines(flow.receiver_frame),
-        "call_message": d.call_message[0 if flow.send_reference_frame else 1],
-        "frame_message": d.frame_message[0 if flow.send_camera_frame else 1],
+        "call_message": message("reference_frame", flow.send_reference_frame),
+        "frame_message": message("camera_frame", flow.send_camera_frame),
     }
 
 

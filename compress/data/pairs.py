@@ -98,23 +98,16 @@ class PairDataset(Dataset):
     the video has two or more) by a generator seeded with (seed, split, i). Items are dicts:
     "source", "driving" [3,H,W] float in [0,1], "video" int, and for synthetic data
     "driving_eye_mask", "driving_mouth_mask" [1,H,W] float in {0,1} and
-    "source_landmarks", "driving_landmarks" [L,2].
+    "source_landmarks", "driving_landmarks" [L,2]. `clip_options` (synthetic_clips,
+    frames_per_clip, cache_clips) go to the `ClipStore`.
     """
 
     def __init__(
-        self,
-        source: str | Path,
-        split: str,
-        size: int | tuple[int, int],
-        seed: int = 0,
-        samples: int = 1000,
-        synthetic_clips: int = 32,
-        frames_per_clip: int = 32,
-        cache_clips: int = 64,
+        self, source: str | Path, split: str, size: int | tuple[int, int], seed: int = 0, samples: int = 1000, **clip_options: int
     ) -> None:
         if samples < 1:
             raise CompressError(f"data samples={samples}: must be at least 1")
-        self.clips = ClipStore(source, split, size, seed, synthetic_clips, frames_per_clip, cache_clips)
+        self.clips = ClipStore(source, split, size, seed, **clip_options)
         self.split, self.seed, self.samples = split, seed, samples
 
     def __len__(self) -> int:

@@ -4,6 +4,8 @@ BatchNorm2d replaces the official SynchronizedBatchNorm2d: same parameters, same
 """
 from __future__ import annotations
 
+from typing import Iterable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -68,26 +70,47 @@ def hourglass_width(block_expansion: int, max_features: int, level: int) -> int:
     return min(max_features, block_expansion * 2**level)
 
 
+def encoder_widths(block_expansion: int, in_features: int, num_blocks: int, max_features: int) -> list[tuple[int, int]]:
+    """(in, out) channels of an hourglass encoder's down blocks, first to last."""
+    widths = [in_features] + [hourglass_width(block_expansion, max_features, i + 1) for i in range(num_blocks)]
+    return list(zip(widths[:-1], widths[1:]))
+
+
+def decoder_widths(block_expansion: int, num_blocks: int, max_features: int) -> list[tuple[int, int]]:
+    """(in, out) channels of an hourglass decoder's up blocks, deepest first: the first reads the
+    encoder's last output, the others the previous output concatenated with a skip (twice the width)."""
+    widths = [hourglass_width(block_expansion, max_features, i) for i in range(num_blocks + 1)]
+    return [((1 if i == num_blocks - 1 else 2) * widths[i + 1], widths[i]) for i in reversed(range(num_blocks))]
+
+
+def encode(down_blocks: Iterable[nn.Module], x: torch.Tensor) -> list[torch.Tensor]:
+    """The input and every down block's output (the skips of `decode`)."""
+    outs = [x]
+    for block in down_blocks:
+        outs.append(block(outs[-1]))
+    return outs
+
+
+def decode(up_blocks: Iterable[nn.Module], skips: list[torch.Tensor]) -> torch.Tensor:
+    """From the deepest skip up: up block, then concatenation with the skip of the same resolution."""
+    out = skips[-1]
+    for block, skip in zip(up_blocks, reversed(skips[:-1])):
+        out = torch.cat([block(out), skip], dim=1)
+    return out
+
+
 class Encoder(nn.Module):
     """Hourglass encoder; returns the input and every down block's output (the skips)."""
 
     def __init__(self, block_expansion: int, in_features: int, num_blocks: int = 3, max_features: int = 256):
         super().__init__()
         self.down_blocks = nn.ModuleList(
-            DownBlock2d(
-                in_features if i == 0 else hourglass_width(block_expansion, max_features, i),
-                hourglass_width(block_expansion, max_features, i + 1),
-                kernel_size=3,
-                padding=1,
-            )
-            for i in range(num_blocks)
+            DownBlock2d(c_in, c_out, kernel_size=3, padding=1)
+            for c_in, c_out in encoder_widths(block_expansion, in_features, num_blocks, max_features)
         )
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        outs = [x]
-        for block in self.down_blocks:
-            outs.append(block(outs[-1]))
-        return outs
+        return encode(self.down_blocks, x)
 
 
 class Decoder(nn.Module):
@@ -96,21 +119,12 @@ class Decoder(nn.Module):
     def __init__(self, block_expansion: int, in_features: int, num_blocks: int = 3, max_features: int = 256):
         super().__init__()
         self.up_blocks = nn.ModuleList(
-            UpBlock2d(
-                (1 if i == num_blocks - 1 else 2) * hourglass_width(block_expansion, max_features, i + 1),
-                hourglass_width(block_expansion, max_features, i),
-                kernel_size=3,
-                padding=1,
-            )
-            for i in reversed(range(num_blocks))
+            UpBlock2d(c_in, c_out, kernel_size=3, padding=1) for c_in, c_out in decoder_widths(block_expansion, num_blocks, max_features)
         )
         self.out_filters = block_expansion + in_features
 
     def forward(self, skips: list[torch.Tensor]) -> torch.Tensor:
-        out = skips[-1]
-        for block, skip in zip(self.up_blocks, reversed(skips[:-1])):
-            out = torch.cat([block(out), skip], dim=1)
-        return out
+        return decode(self.up_blocks, skips)
 
 
 class Hourglass(nn.Module):

@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+Keypoints = dict[str, torch.Tensor]  # {"value": [B, K, 2], "jacobian": [B, K, 2, 2] (optional)}
+
 
 def make_coordinate_grid(spatial_size: tuple[int, int], dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """[H, W, 2] grid of (x, y) in [-1, 1]; -1 and 1 are the centres of the border pixels."""
@@ -25,6 +27,18 @@ def kp2gaussian(value: torch.Tensor, grid: torch.Tensor, kp_variance: float) -> 
     """Gaussian-like heatmaps [B, K, H, W] centred on keypoints `value` [B, K, 2]; `grid` is [H, W, 2]."""
     diff = grid - value[..., None, None, :]
     return torch.exp(-0.5 * (diff**2).sum(-1) / kp_variance)
+
+
+def separable_gaussians(value: torch.Tensor, xs: torch.Tensor, ys: torch.Tensor, kp_variance: float) -> torch.Tensor:
+    """`kp2gaussian` on the grid spanned by 1-D coordinates `xs` [W] and `ys` [H], as an outer product.
+
+    exp(-(dx^2 + dy^2) / 2v) = exp(-dx^2 / 2v) * exp(-dy^2 / 2v): an exported file then stores
+    H + W coordinates instead of an [H, W, 2] grid (512 KB at 256x256), and computes 2K(H + W)
+    exponentials instead of K*H*W.
+    """
+    gx = torch.exp(-0.5 * (xs - value[..., 0:1]) ** 2 / kp_variance)  # [B, K, W]
+    gy = torch.exp(-0.5 * (ys - value[..., 1:2]) ** 2 / kp_variance)  # [B, K, H]
+    return gy.unsqueeze(-1) * gx.unsqueeze(-2)
 
 
 def inverse_2x2(m: torch.Tensor) -> torch.Tensor:
@@ -42,6 +56,18 @@ def transform_points(m: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
     x, y = points[..., 0], points[..., 1]
     a, b, c, d = (m[..., i, j, None, None] for i, j in ((0, 0), (0, 1), (1, 0), (1, 1)))  # [B, K, 1, 1]
     return torch.stack([a * x + b * y, c * x + d * y], dim=-1)
+
+
+def sparse_motions(grid: torch.Tensor, kp_source: Keypoints, kp_driving: Keypoints) -> torch.Tensor:
+    """FOMM's eq. 4, T_{s<-d}(z) = kp_s + J_s J_d^-1 (z - kp_d) per keypoint, identity first: [B, K+1, h, w, 2].
+
+    `grid` [h, w, 2] is the coordinate grid z; jacobians are used when `kp_driving` has them.
+    """
+    offsets = grid - kp_driving["value"][:, :, None, None, :]
+    if "jacobian" in kp_driving:
+        offsets = transform_points(torch.matmul(kp_source["jacobian"], inverse_2x2(kp_driving["jacobian"])), offsets)
+    motions = offsets + kp_source["value"][:, :, None, None, :]
+    return torch.cat([grid.expand(motions.shape[0], 1, *grid.shape), motions], dim=1)
 
 
 def warp(inp: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from compress.families.fomm.ops import kp2gaussian, make_coordinate_grid
+from compress.families.fomm.ops import make_coordinate_grid, separable_gaussians
 
 
 @dataclass(frozen=True)
@@ -43,11 +43,13 @@ class RegionMasks(nn.Module):
     def __init__(self, num_kp: int, num_regions: int, frame_shape: tuple[int, int], kp_variance: float):
         super().__init__()
         self.kp_variance = kp_variance
-        self.register_buffer("grid", make_coordinate_grid(frame_shape), persistent=False)
+        grid = make_coordinate_grid(frame_shape)
+        self.register_buffer("xs", grid[0, :, 0].contiguous(), persistent=False)
+        self.register_buffer("ys", grid[:, 0, 1].contiguous(), persistent=False)
         self.mix = nn.Conv2d(num_kp, num_regions, kernel_size=1)
 
     def forward(self, kp_value: torch.Tensor) -> torch.Tensor:
-        heatmaps = kp2gaussian(kp_value, self.grid, self.kp_variance)
+        heatmaps = separable_gaussians(kp_value, self.xs, self.ys, self.kp_variance)  # full resolution, no [H, W, 2] grid
         return torch.sigmoid(self.mix(heatmaps))
 
 

@@ -31,11 +31,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from compress.errors import CompressError
-from compress.families.fomm.blocks import hourglass_width
+from compress.families.fomm.blocks import decode, decoder_widths, encode, encoder_widths, hourglass_width
 from compress.families.fomm.configs import frame_shape
-from compress.families.fomm.ops import inverse_2x2, kp2gaussian, make_coordinate_grid, transform_points, warp
+from compress.families.fomm.ops import Keypoints, kp2gaussian, make_coordinate_grid, sparse_motions, warp
 from compress.families.fomm.spade import RegionMasks, SpadeParams, SPADERefineBlock
-from compress.families.fomm.teacher import Keypoints, _check_arguments
+from compress.families.fomm.teacher import check_arguments
 
 
 # -- building blocks -------------------------------------------------------------------------
@@ -112,16 +112,13 @@ class MobileEncoder(nn.Module):
 
     def __init__(self, block_expansion: int, in_features: int, num_blocks: int, max_features: int):
         super().__init__()
-        width = [in_features] + [hourglass_width(block_expansion, max_features, i + 1) for i in range(num_blocks)]
         self.down_blocks = nn.ModuleList(
-            (ConvBlock if i == 0 else SeparableConv)(width[i], width[i + 1], stride=2) for i in range(num_blocks)
+            (ConvBlock if i == 0 else SeparableConv)(c_in, c_out, stride=2)
+            for i, (c_in, c_out) in enumerate(encoder_widths(block_expansion, in_features, num_blocks, max_features))
         )
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        outs = [x]
-        for block in self.down_blocks:
-            outs.append(block(outs[-1]))
-        return outs
+        return encode(self.down_blocks, x)
 
 
 class MobileDecoder(nn.Module):
@@ -129,20 +126,11 @@ class MobileDecoder(nn.Module):
 
     def __init__(self, block_expansion: int, in_features: int, num_blocks: int, max_features: int):
         super().__init__()
-        self.up_blocks = nn.ModuleList(
-            UpBlock(
-                (1 if i == num_blocks - 1 else 2) * hourglass_width(block_expansion, max_features, i + 1),
-                hourglass_width(block_expansion, max_features, i),
-            )
-            for i in reversed(range(num_blocks))
-        )
+        self.up_blocks = nn.ModuleList(UpBlock(c_in, c_out) for c_in, c_out in decoder_widths(block_expansion, num_blocks, max_features))
         self.out_filters = block_expansion + in_features
 
     def forward(self, skips: list[torch.Tensor]) -> torch.Tensor:
-        out = skips[-1]
-        for block, skip in zip(self.up_blocks, reversed(skips[:-1])):
-            out = torch.cat([block(out), skip], dim=1)
-        return out
+        return decode(self.up_blocks, skips)
 
 
 class MobileHourglass(nn.Module):
@@ -156,15 +144,6 @@ class MobileHourglass(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.decoder(self.encoder(x))
-
-
-def sparse_motions(grid: torch.Tensor, kp_source: Keypoints, kp_driving: Keypoints) -> torch.Tensor:
-    """FOMM's eq. 4, T_{s<-d}(z) = kp_s + J_s J_d^-1 (z - kp_d) per keypoint, identity first: [B, K+1, h, w, 2]."""
-    offsets = grid - kp_driving["value"][:, :, None, None, :]
-    if "jacobian" in kp_driving:
-        offsets = transform_points(torch.matmul(kp_source["jacobian"], inverse_2x2(kp_driving["jacobian"])), offsets)
-    motions = offsets + kp_source["value"][:, :, None, None, :]
-    return torch.cat([grid.expand(motions.shape[0], 1, *grid.shape), motions], dim=1)
 
 
 def downscale(image: torch.Tensor, stride: int) -> torch.Tensor:
@@ -384,12 +363,12 @@ def student_arguments(config: dict[str, Any]) -> tuple[dict[str, Any], dict[str,
     common = {**config["common_params"], "frame_shape": frame_shape(config)}
     kp_args = _scaled({**common, **config["kp_detector_params"]}, width)
     generator_args = _scaled({**{k: v for k, v in common.items() if k != "estimate_jacobian"}, **config["generator_params"]}, width)
-    _check_arguments(MobileKPDetector, kp_args, "kp_detector_params")
-    _check_arguments(MobileGenerator, generator_args, "generator_params")
+    check_arguments(MobileKPDetector, kp_args, "kp_detector_params")
+    check_arguments(MobileGenerator, generator_args, "generator_params")
     dense = generator_args["dense_motion_params"] = _scaled(dict(generator_args["dense_motion_params"]), width)
-    _check_arguments(MobileDenseMotion, dense, "generator_params.dense_motion_params", _FROM_GENERATOR)
+    check_arguments(MobileDenseMotion, dense, "generator_params.dense_motion_params", _FROM_GENERATOR)
     spade = {**asdict(SpadeParams()), **generator_args["spade_params"]}
-    _check_arguments(SpadeParams, spade, "generator_params.spade_params")
+    check_arguments(SpadeParams, spade, "generator_params.spade_params")
     spade["hidden"] = make_divisible(spade["hidden"] * width)
     spade["levels"] = tuple(spade["levels"])
     generator_args["spade_params"] = spade
@@ -403,40 +382,34 @@ def _scaled(args: dict[str, Any], width: float) -> dict[str, Any]:
     return args
 
 
+def _mobile(frame_size: int, max_features: int, num_blocks: int, kp_scale_factor: float, num_bottleneck_blocks: int,
+            spade_levels: list[int]) -> dict[str, Any]:
+    """A student preset for `frame_size` frames: the kp detector and the dense motion share one
+    hourglass size (32 channels doubling up to `max_features` over `num_blocks` levels)."""
+    hourglass = {"block_expansion": 32, "max_features": max_features, "num_blocks": num_blocks}
+    return {
+        "kind": "student",
+        "width_multiplier": 1.0,
+        "common_params": {"num_kp": 10, "num_channels": 3, "estimate_jacobian": True, "frame_shape": [frame_size, frame_size]},
+        "kp_detector_params": {**hourglass, "scale_factor": kp_scale_factor, "temperature": 0.1},
+        "generator_params": {
+            "block_expansion": 16,
+            "max_features": 128,
+            "num_down_blocks": 2,
+            "num_bottleneck_blocks": num_bottleneck_blocks,
+            "estimate_occlusion_map": True,
+            "dense_motion_params": {**hourglass, "scale_factor": 0.25, "kp_variance": 0.01},
+            "spade_params": {"num_regions": 2, "hidden": 16, "levels": spade_levels, "kp_variance": 0.01},
+        },
+    }
+
+
 STUDENT_CONFIGS: dict[str, dict[str, Any]] = {
     # The default: ~2.2 M parameters (kp detector + generator; 2.2 MB at int8), ~1.0 GFLOPs
     # per frame for the generator and ~0.09 for the kp detector at 256x256 (2 x conv MACs).
-    "mobile-256": {
-        "kind": "student",
-        "width_multiplier": 1.0,
-        "common_params": {"num_kp": 10, "num_channels": 3, "estimate_jacobian": True, "frame_shape": [256, 256]},
-        "kp_detector_params": {"block_expansion": 32, "max_features": 512, "num_blocks": 5, "scale_factor": 0.25, "temperature": 0.1},
-        "generator_params": {
-            "block_expansion": 16,
-            "max_features": 128,
-            "num_down_blocks": 2,
-            "num_bottleneck_blocks": 6,
-            "estimate_occlusion_map": True,
-            "dense_motion_params": {"block_expansion": 32, "max_features": 512, "num_blocks": 5, "scale_factor": 0.25, "kp_variance": 0.01},
-            "spade_params": {"num_regions": 2, "hidden": 16, "levels": [0, 1, 2], "kp_variance": 0.01},
-        },
-    },
+    "mobile-256": _mobile(256, max_features=512, num_blocks=5, kp_scale_factor=0.25, num_bottleneck_blocks=6, spade_levels=[0, 1, 2]),
     # The 64x64 CPU demo (its teacher, "demo-64", is a reduced FOMM: 10 keypoints, jacobians).
-    "mobile-64": {
-        "kind": "student",
-        "width_multiplier": 1.0,
-        "common_params": {"num_kp": 10, "num_channels": 3, "estimate_jacobian": True, "frame_shape": [64, 64]},
-        "kp_detector_params": {"block_expansion": 32, "max_features": 256, "num_blocks": 3, "scale_factor": 0.5, "temperature": 0.1},
-        "generator_params": {
-            "block_expansion": 16,
-            "max_features": 128,
-            "num_down_blocks": 2,
-            "num_bottleneck_blocks": 2,
-            "estimate_occlusion_map": True,
-            "dense_motion_params": {"block_expansion": 32, "max_features": 256, "num_blocks": 3, "scale_factor": 0.25, "kp_variance": 0.01},
-            "spade_params": {"num_regions": 2, "hidden": 16, "levels": [1, 2], "kp_variance": 0.01},
-        },
-    },
+    "mobile-64": _mobile(64, max_features=256, num_blocks=3, kp_scale_factor=0.5, num_bottleneck_blocks=2, spade_levels=[1, 2]),
 }
 
 

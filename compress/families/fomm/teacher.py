@@ -19,9 +19,7 @@ from torch import nn
 from compress.errors import CompressError
 from compress.families.fomm.blocks import DownBlock2d, Hourglass, ResBlock2d, SameBlock2d, UpBlock2d, hourglass_width
 from compress.families.fomm.configs import frame_shape
-from compress.families.fomm.ops import AntiAliasInterpolation2d, inverse_2x2, kp2gaussian, make_coordinate_grid, transform_points, warp
-
-Keypoints = dict[str, torch.Tensor]  # {"value": [B, K, 2], "jacobian": [B, K, 2, 2] (optional)}
+from compress.families.fomm.ops import AntiAliasInterpolation2d, Keypoints, kp2gaussian, make_coordinate_grid, sparse_motions, warp
 
 
 class KPDetector(nn.Module):
@@ -121,12 +119,7 @@ class DenseMotionNetwork(nn.Module):
 
     def create_sparse_motions(self, kp_driving: Keypoints, kp_source: Keypoints) -> torch.Tensor:
         """Eq. 4: T_{s<-d}(z) = kp_s + J_s J_d^-1 (z - kp_d) per keypoint, identity first: [B, K+1, h, w, 2]."""
-        coordinate_grid = self.grid - kp_driving["value"][:, :, None, None, :]
-        if "jacobian" in kp_driving:
-            jacobian = torch.matmul(kp_source["jacobian"], inverse_2x2(kp_driving["jacobian"]))
-            coordinate_grid = transform_points(jacobian, coordinate_grid)
-        driving_to_source = coordinate_grid + kp_source["value"][:, :, None, None, :]
-        return torch.cat([self.grid.expand_as(driving_to_source[:, :1]), driving_to_source], dim=1)
+        return sparse_motions(self.grid, kp_source, kp_driving)
 
     def create_deformed_source_image(self, source_image: torch.Tensor, sparse_motions: torch.Tensor) -> torch.Tensor:
         """Eq. 7: the source warped by each sparse motion: [B, K+1, C, h, w]."""
@@ -275,14 +268,16 @@ def network_arguments(config: dict[str, Any]) -> tuple[dict[str, Any], dict[str,
     common = {**sections["common_params"], "frame_shape": frame_shape(config)}
     kp_args = {**common, **sections["kp_detector_params"]}
     generator_args = {**common, **sections["generator_params"]}
-    _check_arguments(KPDetector, kp_args, "kp_detector_params")
-    _check_arguments(OcclusionAwareGenerator, generator_args, "generator_params")
+    check_arguments(KPDetector, kp_args, "kp_detector_params")
+    check_arguments(OcclusionAwareGenerator, generator_args, "generator_params")
     if generator_args.get("dense_motion_params") is not None:
-        _check_arguments(DenseMotionNetwork, generator_args["dense_motion_params"], "generator_params.dense_motion_params", _FROM_GENERATOR)
+        check_arguments(DenseMotionNetwork, generator_args["dense_motion_params"], "generator_params.dense_motion_params", _FROM_GENERATOR)
     return kp_args, generator_args
 
 
-def _check_arguments(cls: type, args: dict[str, Any], section: str, supplied: frozenset[str] = frozenset()) -> None:
+def check_arguments(cls: type, args: dict[str, Any], section: str, supplied: frozenset[str] = frozenset()) -> None:
+    """Raise CompressError naming the unknown and missing constructor arguments of `cls` in `args`;
+    `supplied` are the arguments the caller adds itself (neither accepted from nor required in `args`)."""
     params = inspect.signature(cls).parameters
     accepted = set(params) - supplied
     required = {n for n, p in params.items() if p.default is p.empty} - supplied

@@ -57,3 +57,13 @@ def test_antialias_downsampling_keeps_a_constant_image_constant_inside_the_borde
 def test_antialias_at_scale_one_is_the_identity():
     x = torch.rand(1, 3, 8, 8)
     assert AntiAliasInterpolation2d(3, 1.0)(x) is x
+
+
+def test_separable_gaussians_equal_kp2gaussian_on_the_full_grid():
+    from compress.families.fomm.ops import separable_gaussians
+
+    grid = make_coordinate_grid((12, 16))
+    value = torch.rand(2, 5, 2) * 2 - 1
+    full = kp2gaussian(value, grid, 0.01)
+    separable = separable_gaussians(value, grid[0, :, 0], grid[:, 0, 1], 0.01)
+    assert torch.allclose(full, separable, atol=1e-6)
