@@ -60,6 +60,8 @@ def run(
         overrides += [f"data.{k}={data}" for k in ("train", "eval", "calibration")]
     r = load_recipe(recipe, overrides)
     summary = run_recipe(r, checkpoint=checkpoint, out=out_dir, resume=resume, until=until, trust_checkpoint=trust_checkpoint, nproc=nproc, quiet=as_json)
+    if os.environ.get("RANK", "0") != "0":
+        return  # under torchrun, rank 0 reports
     if as_json:
         _print_json(summary.to_json())
     else:

@@ -356,6 +356,8 @@ def distill_stage(cfg: DistillConfig, ctx: RunContext) -> StageResult:
         report = _launch_workers(spec, ctx.nproc, work)
     else:
         report = asdict_report(_train(family, recipe, cfg, config, ctx.teacher(), work, tag, progress=not ctx.quiet))
+        if dist.is_initialized() and dist.get_rank() != 0:
+            return StageResult(summary=f"rank {dist.get_rank()}: trained its share; rank 0 writes")
     student, _ = load_model(student_path, family)
 
     for name in ("loss.csv", "loss.png", "tensorboard"):

@@ -372,11 +372,14 @@ def _unique_params(prunables: list[Prunable]) -> int:
 
 
 def _predicted_ms(part: Part, device: str, precision: str) -> float:
-    """The latency the device profile's cost model predicts for `part` (priced as int8 when the bundle ships int8)."""
+    """The latency the device profile's cost model predicts for `part`: priced as int8 when the bundle
+    ships int8 and the device computes in int8, as the profile stage will price it."""
     from compress.bench.costmodel import predict
+    from compress.bench.stage import float_compute
     from compress.export import onnx_model
 
-    return float(predict(onnx_model(part), device, precision="int8" if precision == "int8" else "auto")["ms"])
+    int8 = precision == "int8" and not float_compute(device)
+    return float(predict(onnx_model(part), device, precision="int8" if int8 else "auto")["ms"])
 
 
 def _owners(family: Family, model: nn.Module, metric: str) -> frozenset[str]:

@@ -14,6 +14,7 @@ import argparse
 import json
 import platform
 import re
+import shutil
 import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
@@ -131,7 +132,15 @@ def run(out: Path, runs: int, videos: int, quiet: bool = False) -> dict[str, Any
         "rows": rows,
         "stage_wall_s": {"fomm-mobile-demo": stage_walls(demo), "fomm-teacher-pruned-demo": stage_walls(pruned)},
         "bundle": demo.artifacts.get("bundle"),
+        "distill": _stage_record(demo, "distill"),
+        "prune": _stage_record(demo, "prune"),
+        "quantize": _stage_record(demo, "quantize"),
+        "loss_curve": str(demo.run_dir / "distill" / "loss.png"),
     }
+
+
+def _stage_record(summary: RunSummary, stage: str) -> dict[str, Any]:
+    return json.loads((summary.run_dir / stage / "record.json").read_text())["metrics"]
 
 
 # -- reports ---------------------------------------------------------------------------------
@@ -171,8 +180,32 @@ def results_markdown(res: dict[str, Any]) -> str:
               "|---|" + "---|" * 7]
     for recipe, walls in res["stage_wall_s"].items():
         lines.append(f"| {recipe} | " + " | ".join(f"{walls[s]:.1f}" if s in walls else "" for s in ["lint", "distill", "prune", "export", "quantize", "profile", "bundle"]) + " |")
-    lines += ["", "![size vs quality](pareto.png)", "", "Reproduce: `make bench` (writes this page, results.json, pareto.png and the README headline)."]
+    lines += checks_markdown(res)
+    lines += ["", "![size vs quality](pareto.png)", "", "Distillation loss of the demo run (fomm-mobile-demo, stage distill):", "",
+              "![distillation loss](distill_loss.png)", "",
+              "Reproduce: `make bench` (writes this page, results.json, pareto.png, distill_loss.png and the README headline)."]
     return "\n".join(lines) + "\n"
+
+
+def checks_markdown(res: dict[str, Any]) -> list[str]:
+    """The issues' acceptance figures, read from the demo run's stage records."""
+    rows = {_row_label(r): r for r in res["rows"]}
+    teacher = rows["teacher"]["quality"]["vs_ground_truth"]["l1"]
+    student = res["distill"]["quality"]["vs_ground_truth"]["l1"]
+    before, after = (res["prune"][k]["vs_ground_truth"]["l1"] for k in ("quality_before", "quality_after"))
+    lines = ["", "## Acceptance figures of the demo run", "",
+             "| check | value |", "|---|---|",
+             f"| distilled student L1 vs GT (distill record) / teacher L1 vs GT | {student:.4f} / {teacher:.4f} = {student / teacher:.3f} (target <= 1.15) |",
+             f"| student beats \"output = source frame\" (L1 {res['baseline_output_equals_source']['l1']:.4f}) | {'yes' if student < res['baseline_output_equals_source']['l1'] else 'no'} |",
+             f"| prune to {', '.join(f'{k} <= {v:.4g}' for k, v in res['prune']['targets'].items())}, fine-tune: L1 vs GT before / after | {before:.4f} / {after:.4f} = {after / before:.3f} (target <= 1.05) |"]
+    q = res["quantize"]
+    for part in (k for k in q if isinstance(q[k], dict) and "onnx" in q[k]):
+        o, c = q[part]["onnx"], q[part].get("coreml", {})
+        lat = o.get("latency") or {}
+        lines.append(f"| {part}: ONNX fp32/int8 size, int8/fp32 host latency (1 thread), PSNR drop; Core ML fp32/8-bit size | "
+                     f"{o['fp32_over_int8_size']:.2f}x, {lat.get('int8_over_fp32', float('nan')):.2f}, {o['gate']['value']:.3f} dB; "
+                     f"{c.get('fp32_over_int8_size', float('nan')):.2f}x |")
+    return lines
 
 
 def headline_markdown(res: dict[str, Any]) -> str:
@@ -240,6 +273,7 @@ def write_reports(res: dict[str, Any], docs: Path, readme: Path) -> None:
     (docs / "results.json").write_text(json.dumps(res, indent=2) + "\n")
     (docs / "results.md").write_text(results_markdown(res))
     pareto_png(res, docs / "pareto.png")
+    shutil.copyfile(res["loss_curve"], docs / "distill_loss.png")
     replace_marked(readme, "headline", headline_markdown(res))
 
 

@@ -216,6 +216,10 @@ def run_recipe(
     if until is not None and recipe.stage(until) is None:
         raise CompressError(f"--until {until}: the recipe has no stage {until!r} (it has {', '.join(s.name for s in recipe.stages)})")
     run_dir = Path(run_dir) if run_dir else default_run_dir(recipe, Path(out) if out else None)
+    if not is_rank0():  # under `torchrun -m compress run`: other ranks only join distillation and write nothing shared
+        import tempfile
+
+        run_dir = Path(tempfile.mkdtemp(prefix=f"compress-rank{os.environ['RANK']}-"))
     run_dir.mkdir(parents=True, exist_ok=True)
 
     artifacts: dict[str, Any] = {"teacher": _prepare_teacher(recipe, family, run_dir, checkpoint, trust_checkpoint)}
@@ -229,6 +233,8 @@ def run_recipe(
 
         stages.insert(0, Stage.model_construct(name="lint", config=LintConfig()))
     for stage in stages:
+        if not is_rank0() and stage.name != "distill":
+            continue
         key = hashlib.sha256(
             json.dumps(
                 {"stage": stage.name, "config": stage.config.model_dump(mode="json"), "base": base_key, "inputs": artifact_hashes(artifacts, run_dir)},

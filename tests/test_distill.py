@@ -119,3 +119,20 @@ def test_two_processes_match_one_with_the_same_global_batch(write_recipe, tmp_pa
     num = sum(((a[k].float() - b[k].float()) ** 2).sum() for k in a if a[k].is_floating_point())
     den = sum((a[k].float() ** 2).sum() for k in a if a[k].is_floating_point())
     assert (num / den).sqrt() < 0.05
+
+
+@pytest.mark.slow
+def test_torchrun_of_compress_run_writes_from_rank_0_only(write_recipe, tmp_path):
+    import subprocess
+    import sys
+
+    path = write_recipe([{"distill": {**FAST_DISTILL, "steps": 2}}])
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "compress", "run", str(path), "--out", str(tmp_path / "runs"), "--json"],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    record = json.loads((run_dir / "distill" / "record.json").read_text())
+    assert record["metrics"]["training"]["world_size"] == 2
+    assert json.loads(proc.stdout)["run_dir"] == str(run_dir)  # one summary: rank 0's
