@@ -17,9 +17,10 @@ import hashlib
 import json
 import math
 import os
+import shutil
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -363,11 +364,9 @@ def distill_stage(cfg: DistillConfig, ctx: RunContext) -> StageResult:
     for name in ("loss.csv", "loss.png", "tensorboard"):
         src = work / name
         if src.is_dir():
-            import shutil
-
             shutil.copytree(src, ctx.stage_dir / name)
         elif src.exists():
-            (ctx.stage_dir / name).write_bytes(src.read_bytes())
+            shutil.copyfile(src, ctx.stage_dir / name)
     out = ctx.stage_dir / "student.safetensors"
     save_model(out, student, family=family.name, kind="student", config=config)
     eval_data = recipe_dataset(recipe, family, config, "eval", cfg.eval_batches * cfg.batch_size)
@@ -383,8 +382,6 @@ def distill_stage(cfg: DistillConfig, ctx: RunContext) -> StageResult:
 
 
 def asdict_report(report: DistillReport) -> dict[str, Any]:
-    from dataclasses import asdict
-
     return asdict(report)
 
 
@@ -418,8 +415,6 @@ def _launch_workers(spec: dict[str, Any], nproc: int, work: Path) -> dict[str, A
 
 
 def _clear(path: Path) -> None:
-    import shutil
-
     shutil.rmtree(path, ignore_errors=True)
 
 

@@ -327,7 +327,3 @@ def check_gates(summary: RunSummary) -> None:
     failed = [g for g in summary.gates if not g.passed]
     if failed:
         raise GateFailed("target missed: " + "; ".join(f"{g.name}: {g.value} vs {g.target} {g.detail}".strip() for g in failed))
-
-
-def clean_run(run_dir: Path) -> None:
-    shutil.rmtree(run_dir, ignore_errors=True)

@@ -190,6 +190,3 @@ class Family:
     def calibration_inputs(self, model: nn.Module, batches: Iterable[dict[str, torch.Tensor]]) -> Iterator[dict[str, tuple[torch.Tensor, ...]]]:
         """For each batch, the inputs of every part: {part name: tuple of tensors}."""
         raise NotImplementedError
-
-
-FamilyFactory = Callable[[], Family]
