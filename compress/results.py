@@ -25,12 +25,11 @@ import torch
 
 from compress.bench.profile import profile
 from compress.checkpoints import load_model
-from compress.evaluate import OnnxPart
+from compress.evaluate import OnnxPart, evaluate
 from compress.export import export_onnx
 from compress.families.base import Family
 from compress.families.registry import get_family
 from compress.inspect import inspect_model
-from compress.metrics import frame_metrics
 from compress.quantize.onnx import OnnxQuantConfig, quantize_onnx
 from compress.recipe import load_recipe
 from compress.run import RunSummary, run_recipe
@@ -39,19 +38,6 @@ ROOT = Path(__file__).resolve().parent.parent
 DEMO = ROOT / "recipes" / "fomm-mobile-demo.yaml"
 PRUNED_TEACHER = ROOT / "recipes" / "fomm-teacher-pruned-demo.yaml"
 PER_FRAME = ("kp_detector", "generator.per_frame")  # what runs for every frame of a call
-
-
-def quality(family: Family, model: Any, teacher: torch.nn.Module, batches: list[dict[str, torch.Tensor]]) -> dict[str, dict[str, float]]:
-    """Frame metrics of the model's predictions vs ground truth and vs the teacher's, frame-weighted."""
-    rows: dict[str, list[tuple[int, dict[str, float]]]] = {"vs_ground_truth": [], "vs_teacher": []}
-    with torch.no_grad():
-        for batch in batches:
-            pred = family.forward(model.eval(), batch)["prediction"]
-            ref = family.forward(teacher.eval(), batch)["prediction"]
-            n = pred.shape[0]
-            rows["vs_ground_truth"].append((n, frame_metrics(pred, family.ground_truth(batch))))
-            rows["vs_teacher"].append((n, frame_metrics(pred, ref)))
-    return {k: {m: sum(n * r[m] for n, r in v) / sum(n for n, _ in v) for m in v[0][1]} for k, v in rows.items()}
 
 
 def latency(files: dict[str, Path], runs: int) -> dict[str, Any]:
@@ -65,11 +51,11 @@ def latency(files: dict[str, Path], runs: int) -> dict[str, Any]:
 
 def calibration_feeds(family: Family, model: torch.nn.Module, files: dict[str, Path], batches: list[dict[str, torch.Tensor]], count: int) -> dict[str, list[dict[str, np.ndarray]]]:
     feeds: dict[str, list[dict[str, np.ndarray]]] = {p: [] for p in files}
+    names = {p: OnnxPart(f).inputs for p, f in files.items()}
     for sample in family.calibration_inputs(model, batches):
         for part, tensors in sample.items():
             if part in files and len(feeds[part]) < count:
-                names = OnnxPart(files[part]).inputs
-                feeds[part].append({n: t.numpy() for n, t in zip(names, tensors)})
+                feeds[part].append({n: t.numpy() for n, t in zip(names[part], tensors)})
     return feeds
 
 
@@ -91,7 +77,7 @@ def measure(label: str, family: Family, model_file: Path, teacher: torch.nn.Modu
             "precision": precision,
             "mb": round(sum(f.stat().st_size for f in files.values()) / 1e6, 3),
             **latency(files, runs),
-            "quality": quality(family, model if precision == "fp32" else onnx_model, teacher, batches),
+            "quality": family.quality(model if precision == "fp32" else onnx_model, batches, teacher=teacher),
         })
     return rows
 
@@ -121,7 +107,7 @@ def run(out: Path, runs: int, videos: int, quiet: bool = False) -> dict[str, Any
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
         for label, path in models:
             rows += measure(label, family, path, teacher, batches, Path(tmp), runs, shipped if path == student_file else None)
-    baseline = {k: sum(frame_metrics(family.baseline(b), family.ground_truth(b))[k] * len(b["driving"]) for b in batches) / sum(len(b["driving"]) for b in batches) for k in ("l1", "psnr", "ssim")}
+    baseline = evaluate(family, teacher, batches)["baseline"]
     return {
         "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "host": {"machine": platform.machine(), "processor": platform.processor() or platform.machine(), "torch_threads": torch.get_num_threads()},

@@ -144,17 +144,19 @@ class Family:
         plus the keypoint distance to the teacher's when the family predicts keypoints."""
         from compress.metrics import frame_metrics, keypoint_distance
 
-        rows: dict[str, list[dict[str, float]]] = {"vs_ground_truth": [], "vs_teacher": []}
+        rows: dict[str, list[tuple[int, dict[str, float]]]] = {"vs_ground_truth": [], "vs_teacher": []}
         for batch in batches:
             out = self.forward(model.eval(), batch)
-            rows["vs_ground_truth"].append(frame_metrics(out["prediction"], self.ground_truth(batch)))
+            n = out["prediction"].shape[0]
+            rows["vs_ground_truth"].append((n, frame_metrics(out["prediction"], self.ground_truth(batch))))
             if teacher is not None:
                 ref = self.forward(teacher.eval(), batch)
                 row = frame_metrics(out["prediction"], ref["prediction"])
                 if "kp_driving_value" in out and "kp_driving_value" in ref:
                     row["keypoint_distance"] = float(keypoint_distance(out["kp_driving_value"], ref["kp_driving_value"]))
-                rows["vs_teacher"].append(row)
-        return {k: {m: sum(r[m] for r in v) / len(v) for m in v[0]} for k, v in rows.items() if v}
+                rows["vs_teacher"].append((n, row))
+        # frame-weighted: evaluation protocols yield batches of different sizes
+        return {k: {m: sum(n * r[m] for n, r in v) / sum(n for n, _ in v) for m in v[0][1]} for k, v in rows.items() if v}
 
     def baseline(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """The trivial prediction a model must beat (FOMM: output = source frame)."""
