@@ -277,6 +277,13 @@ def test_coreml_8bit_weights_are_int8_and_under_a_3_5th_of_fp32(tmp_path):
     assert report.int8_bytes * 3.5 <= report.fp_bytes
 
 
+def test_coreml_8bit_weights_include_small_depthwise_kernels(tmp_path):
+    depthwise = nn.Sequential(nn.Conv2d(3, 16, 1), nn.Conv2d(16, 16, 3, padding=1, groups=16))  # 144 weights each < 2048
+    fp32 = convert_coreml(depthwise, (1, 3, 16, 16), tmp_path / "dw.mlpackage")
+    report = quantize_coreml(fp32, tmp_path / "dw.int8.mlpackage", mode="weights")
+    assert report.weights.get("INT8", 0) >= 3 * 16 + 16 * 9  # both kernels (plus their zero points)
+
+
 def test_w8a8_needs_ios17():
     with pytest.raises(CompressError, match="iOS17"):
         resolve_mode("w8a8", 7)

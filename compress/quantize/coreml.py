@@ -26,6 +26,7 @@ CoreMLMode = Literal["auto", "weights", "w8a8"]
 SPEC_IOS = {7: "iOS16", 8: "iOS17", 9: "iOS18"}
 W8A8_MIN_SPEC = 8
 FLOAT_TYPES = ("FLOAT16", "FLOAT32")
+WEIGHT_OPS = ("conv", "conv_transpose", "linear")  # the MIL ops whose weights are quantized
 
 
 @dataclass
@@ -134,7 +135,11 @@ def quantize_coreml(mlpackage_path: str | Path, out_path: str | Path, mode: Core
             raise CompressError(f"{src}: W8A8 needs calibration samples; raise stages.quantize.calibration_samples")
         activations = cto.OptimizationConfig(global_config=cto.experimental.OpActivationLinearQuantizerConfig(mode="linear_symmetric"))
         model = cto.experimental.linear_quantize_activations(ct.models.MLModel(str(src)), activations, samples)
-    weights = cto.OptimizationConfig(global_config=cto.OpLinearQuantizerConfig(mode="linear_symmetric", dtype="int8", granularity="per_channel"))
+    # Every conv / linear weight, however small: coremltools skips tensors under 2048 elements
+    # by default, which in a mobile net is each depthwise kernel. Other constants (coordinate
+    # grids, say) stay float: nothing on Linux can check what 8 bits would do to them.
+    int8 = cto.OpLinearQuantizerConfig(mode="linear_symmetric", dtype="int8", granularity="per_channel", weight_threshold=0)
+    weights = cto.OptimizationConfig(op_type_configs={op: int8 for op in WEIGHT_OPS})
     model = cto.linear_quantize_weights(model, weights)
     save_mlpackage(model, out)
     fp_weights = max(FLOAT_TYPES, key=lambda t: weight_elements(spec).get(t, 0))

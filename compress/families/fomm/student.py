@@ -4,7 +4,11 @@ Same interfaces as the teacher (`teacher.FommModel`: `.config`, `.kp_detector`, 
 with `encode_source` / `animate`), built for a phone CPU:
 - depthwise-separable hourglasses (MobileNet v1 blocks) with a width multiplier,
 - keypoints and dense motion computed at a reduced resolution,
-- a decoder refined by SPADE blocks conditioned on eye and mouth masks (`spade.py`).
+- a decoder refined by SPADE blocks conditioned on eye and mouth masks (`spade.py`),
+- an image skip: the decoder also predicts a blend mask between the source frame warped at
+  full resolution and its own RGB. Most of a frame is the source moved; a small decoder then
+  spends its capacity on what motion cannot explain (disocclusions, mouth, eyes) instead of
+  redrawing every pixel through a 16-channel bottleneck.
 
 Export rules kept throughout: static shapes, coordinate grids as non-persistent buffers, no
 torch.inverse / affine_grid, grid_sample through `ops.warp` (align_corners=True, as the
@@ -152,11 +156,15 @@ def downscale(image: torch.Tensor, stride: int) -> torch.Tensor:
     return F.avg_pool2d(image, stride) if stride > 1 else image
 
 
-def resize_grid(grid: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """A [B, h, w, 2] sampling grid resized to `size`; align_corners=True as the grid's coordinates."""
-    if tuple(grid.shape[1:3]) == tuple(size):
+def scale_grid(grid: torch.Tensor, factor: float) -> torch.Tensor:
+    """A [B, h, w, 2] sampling grid resized by `factor`; align_corners=True as the grid's coordinates.
+
+    A constant factor, not a target size: sizes read from traced tensors become `int` casts
+    that Core ML's converter rejects.
+    """
+    if factor == 1:
         return grid
-    return F.interpolate(grid.permute(0, 3, 1, 2), size=tuple(size), mode="bilinear", align_corners=True).permute(0, 2, 3, 1)
+    return F.interpolate(grid.permute(0, 3, 1, 2), scale_factor=factor, mode="bilinear", align_corners=True).permute(0, 2, 3, 1)
 
 
 def _stride(scale_factor: float, section: str) -> int:
@@ -262,9 +270,10 @@ class MobileGenerator(nn.Module):
 
     def __init__(self, num_kp: int, num_channels: int, frame_shape: tuple[int, int], block_expansion: int,
                  max_features: int, num_down_blocks: int, num_bottleneck_blocks: int, dense_motion_params: dict[str, Any],
-                 spade_params: dict[str, Any], estimate_occlusion_map: bool = True):
+                 spade_params: dict[str, Any], estimate_occlusion_map: bool = True, image_skip: bool = False):
         super().__init__()
         spade = SpadeParams(**spade_params)
+        self.image_skip = image_skip
         _reduced_shape(frame_shape, 1, num_down_blocks, "generator_params")
         bad_levels = sorted(set(spade.levels) - set(range(num_down_blocks + 1)))
         if bad_levels:
@@ -276,9 +285,12 @@ class MobileGenerator(nn.Module):
         self.first = ConvBlock(num_channels, width[0])
         self.down_blocks = nn.ModuleList(SeparableConv(width[i], width[i + 1], stride=2) for i in range(num_down_blocks))
         self.dense_motion_network = MobileDenseMotion(num_kp, num_channels, frame_shape, estimate_occlusion_map, **dense_motion_params)
+        # from the dense-motion resolution to the source features' and to the frame's
+        self.feature_scale = self.dense_motion_network.stride / 2**num_down_blocks
+        self.image_scale = float(self.dense_motion_network.stride)
         self.bottleneck = nn.Sequential(*(ResBlock(width[-1]) for _ in range(num_bottleneck_blocks)))
         self.up_blocks = nn.ModuleList(UpBlock(width[i + 1], width[i]) for i in reversed(range(num_down_blocks)))
-        self.final = nn.Conv2d(width[0], num_channels, kernel_size=3, padding=1)
+        self.final = nn.Conv2d(width[0], num_channels + int(image_skip), kernel_size=3, padding=1)
         self.region_masks = RegionMasks(num_kp, spade.num_regions, frame_shape, spade.kp_variance)
         self.spade_blocks = nn.ModuleDict(
             {
@@ -300,11 +312,11 @@ class MobileGenerator(nn.Module):
         data replaces the masks derived from the driving keypoints."""
         motion = self.dense_motion_network(source_image, kp_source, kp_driving)
         deformation = motion["deformation"]  # [B, h, w, 2] at the dense-motion resolution
-        out = warp(source_feature, resize_grid(deformation, source_feature.shape[2:]))
+        out = warp(source_feature, scale_grid(deformation, self.feature_scale))
         if "occlusion_map" in motion:
             occlusion = motion["occlusion_map"]
-            if occlusion.shape[2:] != out.shape[2:]:
-                occlusion = F.interpolate(occlusion, size=out.shape[2:], mode="bilinear", align_corners=False)
+            if self.feature_scale != 1:
+                occlusion = F.interpolate(occlusion, scale_factor=self.feature_scale, mode="bilinear", align_corners=False)
             out = out * occlusion
         if region_masks is None:
             region_masks = self.region_masks(kp_driving["value"])
@@ -315,11 +327,16 @@ class MobileGenerator(nn.Module):
         out = self._refine(0, self.bottleneck(out), region_masks)
         for level, block in enumerate(self.up_blocks, start=1):
             out = self._refine(level, block(out), region_masks)
+        deformed = warp(source_image, scale_grid(deformation, self.image_scale))
+        out = torch.sigmoid(self.final(out))
+        if self.image_skip:
+            alpha, out = out[:, :1], out[:, 1:]
+            out = alpha * deformed + (1 - alpha) * out
         result = {
-            "prediction": torch.sigmoid(self.final(out)),
+            "prediction": out,
             "mask": motion["mask"],
             "sparse_deformed": motion["sparse_deformed"],
-            "deformed": warp(source_image, resize_grid(deformation, source_image.shape[2:])),
+            "deformed": deformed,
             "region_masks": region_masks,
         }
         if "occlusion_map" in motion:
@@ -398,6 +415,7 @@ def _mobile(frame_size: int, max_features: int, num_blocks: int, kp_scale_factor
             "num_down_blocks": 2,
             "num_bottleneck_blocks": num_bottleneck_blocks,
             "estimate_occlusion_map": True,
+            "image_skip": True,
             "dense_motion_params": {**hourglass, "scale_factor": 0.25, "kp_variance": 0.01},
             "spade_params": {"num_regions": 2, "hidden": 16, "levels": spade_levels, "kp_variance": 0.01},
         },

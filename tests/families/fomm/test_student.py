@@ -220,6 +220,20 @@ def test_identical_keypoints_give_the_identity_motion(mobile64: MobileFomm) -> N
     torch.testing.assert_close(out["deformed"], source, rtol=0, atol=1e-5)
 
 
+@pytest.mark.parametrize("alpha_logit, expected", [(30.0, "deformed"), (-30.0, "decoder")])
+def test_image_skip_blends_the_warped_source_with_the_decoder(mobile64: MobileFomm, alpha_logit: float, expected: str) -> None:
+    model = copy.deepcopy(mobile64)
+    final = model.generator.final  # channel 0: blend logit; 1..3: the decoder's RGB
+    with torch.no_grad():
+        final.weight.zero_()
+        final.bias.copy_(torch.tensor([alpha_logit, 0.0, 1.0, 2.0]))
+    source, kp_source, kp_driving = keypoint_pair(model)
+    with torch.no_grad():
+        out = model.generator(source, kp_source=kp_source, kp_driving=kp_driving)
+    decoder = torch.sigmoid(torch.tensor([0.0, 1.0, 2.0])).view(1, 3, 1, 1).expand_as(source)
+    torch.testing.assert_close(out["prediction"], out["deformed"] if expected == "deformed" else decoder, rtol=0, atol=1e-6)
+
+
 def test_region_masks_come_from_the_driving_keypoints(mobile64: MobileFomm) -> None:
     model = copy.deepcopy(mobile64)
     mix = model.generator.region_masks.mix
