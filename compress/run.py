@@ -194,6 +194,15 @@ class RunSummary:
         }
 
 
+def code_hash() -> str:
+    """A hash of the compress package's source: what another version made is not "unchanged"."""
+    h = hashlib.sha256()
+    root = Path(__file__).parent
+    for path in sorted(root.rglob("*.py")):
+        h.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes())
+    return h.hexdigest()
+
+
 def default_run_dir(recipe: Recipe, out: Path | None) -> Path:
     base = out or Path("exported/runs")
     return base / f"{recipe.name}-{recipe.sha256()[:8]}"
@@ -223,7 +232,8 @@ def run_recipe(
     run_dir.mkdir(parents=True, exist_ok=True)
 
     artifacts: dict[str, Any] = {"teacher": _prepare_teacher(recipe, family, run_dir, checkpoint, trust_checkpoint)}
-    base_key = {"family": recipe.family, "student": recipe.student.model_dump(mode="json"), "data": recipe.data.model_dump(mode="json"), "targets": recipe.targets.model_dump(mode="json")}
+    base_key = {"family": recipe.family, "student": family.resolve_config(recipe.student.config, "student"), "data": recipe.data.model_dump(mode="json"),
+                "targets": recipe.targets.model_dump(mode="json"), "code": code_hash()}
     stages_out: list[dict[str, Any]] = []
     gates: list[Gate] = []
     changed = not resume

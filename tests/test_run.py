@@ -46,6 +46,14 @@ def test_resume_reruns_from_the_first_changed_stage(write_recipe, tmp_path, test
     assert [s["status"] for s in again.stages] == ["resumed", "resumed", "ran"]
 
 
+def test_resume_reruns_everything_made_by_other_code(write_recipe, tmp_path, test_stages, monkeypatch):
+    path = write_recipe([{"distill": FAST_DISTILL}, "export"])
+    first = run_recipe(load_recipe(path), out=tmp_path, quiet=True)
+    monkeypatch.setattr(runner, "code_hash", lambda: "another version")  # e.g. a student preset changed
+    again = run_recipe(load_recipe(path), quiet=True, resume=True, run_dir=first.run_dir)
+    assert [s["status"] for s in again.stages] == ["ran", "ran", "ran"]
+
+
 def test_tampered_output_is_rebuilt_on_resume(write_recipe, tmp_path, test_stages):
     path = write_recipe(["export"])
     first = run_recipe(load_recipe(path), out=tmp_path, quiet=True)
