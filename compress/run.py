@@ -62,6 +62,7 @@ class StageResult:
     metrics: dict[str, Any] = field(default_factory=dict)
     gates: list[Gate] = field(default_factory=list)
     summary: str = ""
+    external: list[Path] = field(default_factory=list)  # files written outside the run folder (the bundle): resume checks them too
 
 
 @dataclass
@@ -276,6 +277,7 @@ def run_recipe(
                 "inputs": artifact_hashes(artifacts, run_dir),
                 "artifacts": result.artifacts,
                 "outputs": {rel: sha for rel, sha in _stage_outputs(tmp, final, run_dir).items()},
+                "external_outputs": {str(p.resolve()): sha256_file(p) for p in result.external},
                 "metrics": result.metrics,
                 "gates": [g.to_json() for g in result.gates],
                 "summary": result.summary,
@@ -306,7 +308,9 @@ def _read_record(folder: Path) -> dict[str, Any] | None:
 
 
 def _outputs_intact(record: dict[str, Any], run_dir: Path) -> bool:
-    return all((run_dir / rel).is_file() and sha256_file(run_dir / rel) == sha for rel, sha in record.get("outputs", {}).items())
+    files = [(run_dir / rel, sha) for rel, sha in record.get("outputs", {}).items()]
+    files += [(Path(path), sha) for path, sha in record.get("external_outputs", {}).items()]
+    return all(path.is_file() and sha256_file(path) == sha for path, sha in files)
 
 
 def _prepare_teacher(recipe: Recipe, family: Family, run_dir: Path, checkpoint: str | Path | None, trust: bool) -> str:

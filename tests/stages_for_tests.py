@@ -17,3 +17,10 @@ def writes_artifact(cfg, ctx):
 
 def passes(cfg, ctx):
     return StageResult(summary="ok")
+
+
+def writes_outside_the_run(cfg, ctx):
+    out = ctx.run_dir.parent / "published" / "model.txt"  # as the bundle stage writes exported/<name>-<version>
+    out.parent.mkdir(exist_ok=True)
+    out.write_text("bundle")
+    return StageResult(summary="published", external=[out])

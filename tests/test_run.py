@@ -54,6 +54,16 @@ def test_resume_reruns_everything_made_by_other_code(write_recipe, tmp_path, tes
     assert [s["status"] for s in again.stages] == ["ran", "ran", "ran"]
 
 
+def test_deleted_output_outside_the_run_is_rebuilt_on_resume(write_recipe, tmp_path, test_stages, monkeypatch):
+    monkeypatch.setitem(runner.STAGES, "bundle", "tests.stages_for_tests:writes_outside_the_run")
+    path = write_recipe(["bundle"])
+    run_recipe(load_recipe(path), out=tmp_path / "runs", quiet=True)
+    (tmp_path / "runs" / "published" / "model.txt").unlink()
+    again = run_recipe(load_recipe(path), out=tmp_path / "runs", quiet=True, resume=True)
+    assert [s["status"] for s in again.stages] == ["resumed", "ran"]
+    assert (tmp_path / "runs" / "published" / "model.txt").is_file()
+
+
 def test_tampered_output_is_rebuilt_on_resume(write_recipe, tmp_path, test_stages):
     path = write_recipe(["export"])
     first = run_recipe(load_recipe(path), out=tmp_path, quiet=True)

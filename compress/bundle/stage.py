@@ -273,6 +273,7 @@ def bundle_stage(cfg: BundleConfig, ctx: RunContext) -> StageResult:
         metrics={"bundle": str(out), "bytes": manifest.size.total_bytes, "per_format_bytes": manifest.size.per_format, "files": len(list(manifest.files()))},
         gates=[gate] if gate else [],
         summary=f"{out}: {len(manifest.parts)} parts ({mb}), snippets: {', '.join(snippets) or 'none'}",
+        external=sorted(p for p in out.rglob("*") if p.is_file()),
     )
 
 
