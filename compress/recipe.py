@@ -108,7 +108,7 @@ class QuantizeConfig(Strict):
     max_psnr_drop_db: float = Field(0.3, ge=0)
     ship_when_slower: Literal["int8", "fp32"] = "int8"
     coreml_mode: Literal["auto", "weights", "w8a8"] = "auto"
-    qat: DistillConfig | None = None
+    qat: DistillConfig | None = Field(None, description="quantization-aware training of the ONNX int8 parts (nncf), distilled against the teacher")
 
 
 class ProfileConfig(Strict):

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import platform
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,7 @@ from compress.families.registry import get_family
 from compress.quantize import EvalSet, OnnxQuantConfig, PipelineGate, quantize_coreml, quantize_onnx
 from compress.quantize.bench import bench_rows
 from compress.quantize.coreml import resolve_mode
+from compress.quantize.qat import fold_batchnorms
 from compress.quantize.gate import first_outputs
 from compress.quantize.onnx import Latency, QuantReport, compact_names, int8_and_float_nodes
 from compress.quantize.stage import is_final_frame, ship_onnx
@@ -337,7 +339,29 @@ def test_stage_without_export_says_what_to_add(write_recipe, tmp_path):
         run_recipe(recipe, run_dir=tmp_path / "run", quiet=True)
 
 
-def test_stage_refuses_qat_clearly(write_recipe, tmp_path):
-    recipe = load_recipe(write_recipe([{"export": {"formats": ["onnx"]}}, {"quantize": {**STAGE, "qat": {}}}], **SMALL))
-    with pytest.raises(CompressError, match="qat"):
-        run_recipe(recipe, run_dir=tmp_path / "run", quiet=True)
+@pytest.mark.skipif(shutil.which("c++") is None, reason="nncf compiles its CPU fake-quantize kernels on first use: needs a C++ compiler")
+def test_stage_with_qat_trains_the_quantized_parts_and_writes_int8_qdq(write_recipe, tmp_path):
+    qat = {"steps": 3, "batch_size": 2, "train_samples": 4, "lr": 1e-4, "checkpoint_every": 3}
+    stages = [{"export": {"formats": ["onnx"], "real_inputs": 1, "random_inputs": 1}}, {"quantize": {**STAGE, "qat": qat}}, TIMING]
+    summary = run_recipe(load_recipe(write_recipe(stages, **SMALL)), run_dir=tmp_path / "run", until="quantize", quiet=True)
+    record = json.loads((tmp_path / "run" / "quantize" / "record.json").read_text())
+    assert record["metrics"]["qat"]["steps"] == 3
+    assert record["metrics"]["net"]["onnx"]["engine"] == "nncf-qat" and summary.passed
+    model = onnx.load(str(tmp_path / "run" / "quantize" / "net.int8.onnx"))
+    producers = {o: n for n in model.graph.node for o in n.output}
+    int8 = {i.name for i in model.graph.initializer if i.data_type == onnx.TensorProto.INT8}
+    weights = [producers[n.input[1]] for n in model.graph.node if n.op_type == "Conv"]
+    assert weights and all(w.op_type == "DequantizeLinear" and w.input[0] in int8 for w in weights)
+    assert "FakeQuantize" not in {n.op_type for n in model.graph.node}
+
+
+def test_folding_batchnorms_keeps_the_outputs():
+    net = nn.Sequential(nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU()), nn.Conv2d(8, 3, 1)).eval()
+    with torch.no_grad():
+        net[0][1].running_mean.uniform_(-1, 1)
+        net[0][1].running_var.uniform_(0.5, 2)
+    x = torch.rand(1, 3, 8, 8)
+    expected = net(x)
+    fold_batchnorms(net)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in net.modules())
+    torch.testing.assert_close(net(x), expected, rtol=1e-5, atol=1e-5)

@@ -146,9 +146,10 @@ class GenericFamily(Family):
 
     def onnx_model(self, parts):  # type: ignore[override]
         net = parts["net"]
+        shape = getattr(net, "shapes", {}).get("image")  # onnxruntime parts know their input shapes
 
         class OnnxNet:
-            input_size = tuple(net.shapes["image"][-2:])  # type: ignore[attr-defined]
+            input_size = tuple(shape[-2:]) if shape else None
 
             def eval(self) -> "OnnxNet":
                 return self

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import tempfile
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Collection, Iterable, Literal
 
@@ -212,6 +212,11 @@ def _ort_builder(fp32_path: Path, calibration: list[Feeds], types: Int8Types, pe
     return build
 
 
+def _trained_builder(model: onnx.ModelProto) -> Builder:
+    """The builder of a model quantized by training: it is what it is, whatever the exclusions."""
+    return lambda exclude: model
+
+
 def _nncf_builder(fp32_path: Path, calibration: list[Feeds], types: Int8Types, per_channel: bool) -> Builder:
     import nncf
     from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, OverflowFix, QuantizationParameters
@@ -248,11 +253,14 @@ def quantize_onnx(
     config: OnnxQuantConfig | None = None,
     evaluation: EvalSet | QualityGate | None = None,
     log: Callable[[str], None] = lambda msg: None,
+    trained: onnx.ModelProto | None = None,
 ) -> QuantReport:
     """Quantize an fp32 ONNX model to int8 QDQ, gate it, fall back layer by layer, time it.
 
     `evaluation`: an eval set (gated by `OutputGate` with the config's bounds), a ready gate
     (e.g. `PipelineGate`), or None to skip the accuracy gate (the report's gate is None).
+    `trained`: an int8 model made by quantization-aware training (`compress.quantize.qat`),
+    gated and timed in place of one quantized here; its layers cannot return to float.
     """
     fp32_path, out_path, config = Path(fp32_path), Path(out_path), config or OnnxQuantConfig()
     if not fp32_path.is_file():
@@ -264,7 +272,11 @@ def quantize_onnx(
         raise CompressError(f"stages.quantize.onnx_engine: unknown engine {config.engine!r}; use ort or nncf")
     types = _engine_types(config.engine, config.target)
     with tempfile.TemporaryDirectory(prefix="quantize-") as tmp:
-        if config.engine == "ort":
+        if trained is not None:
+            types = Int8Types(types.target, "uint8 or int8 (nncf: by sign of the calibrated range)", "int8", False, "quantization-aware training (nncf)")
+            config = replace(config, fallback=False)
+            build = _trained_builder(trained)
+        elif config.engine == "ort":
             build = _ort_builder(fp32_path, samples, types, config.per_channel, Path(tmp))
         else:
             build = _nncf_builder(fp32_path, samples, types, config.per_channel)
@@ -278,7 +290,7 @@ def quantize_onnx(
             onnx.save(model, str(staged))
     int8, floats = int8_and_float_nodes(model)
     float_ops = dict(sorted(Counter(n.op_type for n in floats).items()))
-    report = QuantReport(out_path, config.engine, types, fp32_path.stat().st_size, out_path.stat().st_size, int8, float_ops,
+    report = QuantReport(out_path, "nncf-qat" if trained is not None else config.engine, types, fp32_path.stat().st_size, out_path.stat().st_size, int8, float_ops,
                          constants, gate, fallback)
     if config.latency_runs > 0:
         report.latency = host_latency(fp32_path, out_path, config.latency_runs, config.latency_warmup)

@@ -26,7 +26,8 @@ from compress.families.base import Family, Part
 from compress.quantize.coreml import CoreMLQuantReport, package_bytes, quantize_coreml
 from compress.quantize.gate import EvalSet, Feeds, PipelineGate, pipeline_psnr
 from compress.quantize.onnx import OnnxQuantConfig, QuantReport, quantize_onnx
-from compress.recipe import ProfileConfig, QuantizeConfig
+from compress.distill import DistillReport
+from compress.recipe import DistillConfig, ProfileConfig, QuantizeConfig
 from compress.run import Gate, RunContext, StageResult
 
 CALIBRATION_BATCH = 8
@@ -129,8 +130,6 @@ def quantize_stage(cfg: QuantizeConfig, ctx: RunContext) -> StageResult:
     exported: dict[str, dict[str, str]] | None = ctx.artifacts.get("exported")
     if not exported:
         raise CompressError("stage quantize: nothing exported yet; put an export stage before quantize in the recipe's stages")
-    if cfg.qat is not None:
-        raise CompressError("stages.quantize.qat: quantization-aware training is not implemented; remove qat to quantize after training")
     model, _ = ctx.model()
     config = read_model_meta(ctx.path(ctx.artifacts.get("model") or ctx.artifacts["teacher"]))["config"]  # type: ignore[index]
     parts = {p.name: p for p in ctx.family.parts(model)}
@@ -141,10 +140,15 @@ def quantize_stage(cfg: QuantizeConfig, ctx: RunContext) -> StageResult:
     eval_batches = list(iterate_batches(recipe_dataset(ctx.recipe, ctx.family, config, "eval", cfg.eval_batches), 1))
     data = part_data(ctx.family, model, [parts[n] for n in exported], iterate_batches(calib_ds, CALIBRATION_BATCH), eval_batches, cfg.calibration_samples)
     pipeline = pipeline_parts(ctx, exported, cfg)
+    trained: dict[str, onnx.ModelProto] = {}
+    if cfg.qat is not None and "onnx" in cfg.formats:
+        trained, qat_report = _qat(cfg.qat, ctx, model, config, data)
 
     shipped: dict[str, dict[str, Any]] = copy.deepcopy(ctx.artifacts.get("shipped", {}))
     result = StageResult(metrics={"calibration_samples": {n: len(d.calibration) for n, d in data.items()},
                                   "eval_samples": {n: len(d.eval_inputs) for n, d in data.items()}})
+    if trained:
+        result.metrics["qat"] = {"steps": qat_report.steps, "final_loss": qat_report.final_loss, "wall_s": round(qat_report.wall_s, 2)}
     quantized: dict[str, dict[str, str]] = {}
     quality: dict[str, dict[str, float]] = {}
     lines: list[str] = []
@@ -153,7 +157,7 @@ def quantize_stage(cfg: QuantizeConfig, ctx: RunContext) -> StageResult:
         result.metrics[name] = {}
         if "onnx" in cfg.formats and "onnx" in files:
             gate_on = PipelineGate(ctx.family, pipeline, name, eval_batches, cfg.max_psnr_drop_db) if pipeline else None
-            report, entry, note = _onnx_part(cfg, ctx, parts[name], data[name], files["onnx"], shipped.get(name, {}).get("onnx"), gate_on)
+            report, entry, note = _onnx_part(cfg, ctx, parts[name], data[name], files["onnx"], shipped.get(name, {}).get("onnx"), gate_on, trained.get(name))
             gate = report.gate
             assert gate is not None  # the stage always gates
             basis = gate.get("basis") if pipeline else data[name].target_note
@@ -202,9 +206,21 @@ def pipeline_drop(family: Family, fp32: dict[str, Path], shipped: dict[str, Path
     return pipeline_psnr(family, {n: OnnxPart(p) for n, p in fp32.items()}, batches) - pipeline_psnr(family, {n: OnnxPart(p) for n, p in shipped.items()}, batches)
 
 
+def _qat(cfg: DistillConfig, ctx: RunContext, model: nn.Module, config: dict[str, Any], data: dict[str, PartData]) -> tuple[dict[str, onnx.ModelProto], DistillReport]:
+    """Quantization-aware training of every part against the teacher; the int8 ONNX model of each part."""
+    from compress.quantize.qat import export_int8, qat_finetune, quantize_parts
+
+    calibration = {name: [tuple(torch.from_numpy(a) for a in sample) for sample in d.calibration] for name, d in data.items()}
+    ctx.log(f"qat: nncf fake quantizers in every part, then {cfg.steps} distillation steps")
+    parts = quantize_parts(ctx.family, model, calibration)
+    train = recipe_dataset(ctx.recipe, ctx.family, config, "train", cfg.train_samples)
+    report = qat_finetune(ctx.family, parts, ctx.teacher(), cfg, train, ctx.stage_dir / "qat", progress=not ctx.quiet)
+    return {p.name: export_int8(p) for p in parts}, report
+
+
 def _onnx_part(cfg: QuantizeConfig, ctx: RunContext, part: Part, data: PartData, exported: str,
-               previous: dict[str, Any] | None, gate: PipelineGate | None) -> tuple[QuantReport, dict[str, Any], str]:
-    """Quantize one part's ONNX file, gated by `gate` or else on the part's own output; returns the report and what ships, with why."""
+               previous: dict[str, Any] | None, gate: PipelineGate | None, trained: onnx.ModelProto | None = None) -> tuple[QuantReport, dict[str, Any], str]:
+    """Quantize one part's ONNX file (or take its QAT model), gated by `gate` or else on the part's own output; returns the report and what ships, with why."""
     src = ctx.path(exported)
     names = onnx_input_names(src)
     profile = ctx.recipe.stage("profile")
@@ -213,7 +229,11 @@ def _onnx_part(cfg: QuantizeConfig, ctx: RunContext, part: Part, data: PartData,
                              latency_runs=timing.runs, latency_warmup=timing.warmup)
     evaluation = gate or EvalSet(_feeds(names, data.eval_inputs, str(src)), data.eval_targets, _peak(part))
     ctx.log(f"{part.name}: onnx int8 ({cfg.onnx_engine}, {len(data.calibration)} calibration samples)")
-    report = quantize_onnx(src, ctx.stage_dir / f"{part.name}.int8.onnx", _feeds(names, data.calibration, str(src)), config, evaluation, log=ctx.log)
+    if trained is not None:  # the exported file's doc strings and metadata, as onnxruntime's quantizer keeps them
+        fp32 = onnx.load(str(src), load_external_data=False)
+        trained.doc_string = fp32.doc_string
+        onnx.helper.set_model_props(trained, {p.key: p.value for p in fp32.metadata_props})
+    report = quantize_onnx(src, ctx.stage_dir / f"{part.name}.int8.onnx", _feeds(names, data.calibration, str(src)), config, evaluation, log=ctx.log, trained=trained)
     entry, note = ship_onnx(report, cfg, ctx.rel(report.path), previous, exported)
     return report, entry, note
 
