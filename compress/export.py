@@ -60,7 +60,7 @@ def eval_mode(module: nn.Module) -> Iterator[nn.Module]:
 
 
 @contextmanager
-def _quiet_stdout() -> Iterator[None]:
+def quiet_stdout() -> Iterator[None]:
     """Silence fd 1: on a failed op the TorchScript exporter prints its whole IR graph there from
     C++ (not through Python logging); the exception already names the op."""
     sys.stdout.flush()
@@ -79,7 +79,7 @@ def onnx_model(part: Part, opset: int = 17) -> Any:
     import onnx
 
     buffer = io.BytesIO()
-    with eval_mode(part.module), torch.no_grad(), warnings.catch_warnings(), _quiet_stdout():
+    with eval_mode(part.module), torch.no_grad(), warnings.catch_warnings(), quiet_stdout():
         warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice, tracer warnings
         torch.onnx.export(
             part.module,

@@ -21,7 +21,7 @@ from compress.families.registry import get_family
 from compress.quantize import EvalSet, OnnxQuantConfig, PipelineGate, quantize_coreml, quantize_onnx
 from compress.quantize.bench import bench_rows
 from compress.quantize.coreml import resolve_mode
-from compress.quantize.qat import fold_batchnorms
+from compress.quantize.qat import QuantizedPipeline, fold_batchnorms
 from compress.quantize.gate import first_outputs
 from compress.quantize.onnx import Latency, QuantReport, compact_names, int8_and_float_nodes
 from compress.quantize.stage import is_final_frame, ship_onnx
@@ -365,3 +365,10 @@ def test_folding_batchnorms_keeps_the_outputs():
     fold_batchnorms(net)
     assert not any(isinstance(m, nn.BatchNorm2d) for m in net.modules())
     torch.testing.assert_close(net(x), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_qat_pipeline_trains_with_the_batchnorm_statistics_it_has():
+    net = nn.Sequential(nn.Conv2d(3, 3, 1), nn.BatchNorm2d(3))
+    part = Part("net", "receiver", "per_frame", net, [TensorSpec("image", (1, 3, 8, 8))], [TensorSpec("prediction", (1, 3, 8, 8))])
+    pipeline = QuantizedPipeline(get_family("generic"), [part]).train()
+    assert net[0].training and not net[1].training  # one sample per call: batch statistics would be one frame's

@@ -14,8 +14,9 @@ import copy
 import logging
 import os
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import onnx
@@ -55,6 +56,13 @@ class QuantizedPipeline(nn.Module):
         self.part_modules = nn.ModuleDict({p.name.replace(".", "__"): p.module for p in parts})
         self.pipeline = family.onnx_model({p.name: p.module for p in parts})
         self.input_size = tuple(parts[0].inputs[0].shape[-2:])  # the frame size, as Family.model_input_size reads it
+
+    def train(self, mode: bool = True) -> "QuantizedPipeline":
+        super().train(mode)
+        for m in self.modules():  # the pipeline runs one sample at a time: batch statistics would be one frame's
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.eval()
+        return self
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:  # families whose model is a plain callable
         return self.pipeline(*args, **kwargs)
@@ -177,16 +185,17 @@ def _drop_unused(model: onnx.ModelProto) -> onnx.ModelProto:
     return model
 
 
-class _quiet:
-    """NNCF logs progress bars and hints at INFO/WARNING; the stage log says what matters."""
+@contextmanager
+def _quiet() -> Iterator[None]:
+    """NNCF draws progress bars on stdout and logs hints; the stage log says what matters."""
+    from compress.export import quiet_stdout
 
-    def __enter__(self) -> None:
-        self._level = logging.getLogger("nncf").level
-        logging.getLogger("nncf").setLevel(logging.ERROR)
-        self._warnings = warnings.catch_warnings()
-        self._warnings.__enter__()
-        warnings.simplefilter("ignore")
-
-    def __exit__(self, *exc: Any) -> None:
-        logging.getLogger("nncf").setLevel(self._level)
-        self._warnings.__exit__(*exc)
+    logger = logging.getLogger("nncf")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings(), quiet_stdout():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logger.setLevel(level)

@@ -228,7 +228,7 @@ def _onnx_part(cfg: QuantizeConfig, ctx: RunContext, part: Part, data: PartData,
     config = OnnxQuantConfig(engine=cfg.onnx_engine, target=cfg.target, per_channel=cfg.per_channel, max_psnr_drop_db=cfg.max_psnr_drop_db,
                              latency_runs=timing.runs, latency_warmup=timing.warmup)
     evaluation = gate or EvalSet(_feeds(names, data.eval_inputs, str(src)), data.eval_targets, _peak(part))
-    ctx.log(f"{part.name}: onnx int8 ({cfg.onnx_engine}, {len(data.calibration)} calibration samples)")
+    ctx.log(f"{part.name}: onnx int8 ({'nncf-qat' if trained is not None else cfg.onnx_engine}, {len(data.calibration)} calibration samples)")
     if trained is not None:  # the exported file's doc strings and metadata, as onnxruntime's quantizer keeps them
         fp32 = onnx.load(str(src), load_external_data=False)
         trained.doc_string = fp32.doc_string
