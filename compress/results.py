@@ -184,7 +184,7 @@ def checks_markdown(res: dict[str, Any]) -> list[str]:
              f"| student beats \"output = source frame\" (L1 {res['baseline_output_equals_source']['l1']:.4f}) | {'yes' if student < res['baseline_output_equals_source']['l1'] else 'no'} |",
              f"| prune to {', '.join(f'{k} <= {v:.4g}' for k, v in res['prune']['targets'].items())}, fine-tune: L1 vs GT before / after (prune record, eval split) | {before:.4f} / {after:.4f} = {after / before:.3f} (target <= 1.05) |"]
     q = res["quantize"]
-    for part in (k for k in q if isinstance(q[k], dict) and "onnx" in q[k]):
+    for part in _onnx_parts(q):
         o, c = q[part]["onnx"], q[part].get("coreml", {})
         lat = o.get("latency") or {}
         lines.append(f"| {part}: ONNX fp32/int8 size, int8/fp32 host latency (1 thread), PSNR drop; Core ML fp32/8-bit size | "
@@ -202,7 +202,7 @@ def int8_bytes_markdown(quantize: dict[str, Any]) -> list[str]:
              "| part | fp32 file | int8 file | fp32 / int8 | int8 + uint8 (weights, zero points) | int32 (biases) | float32 (scales, constants) | graph |",
              "|---|---:|---:|---:|---:|---:|---:|---:|"]
     totals = [0.0] * 6
-    for part in (k for k in quantize if isinstance(quantize[k], dict) and "onnx" in quantize[k]):
+    for part in _onnx_parts(quantize):
         o = quantize[part]["onnx"]
         by_type = o["int8_file"]["bytes_by_type"]
         cells = [o["fp32_bytes"], o["int8_bytes"], by_type.get("INT8", 0) + by_type.get("UINT8", 0), by_type.get("INT32", 0), by_type.get("FLOAT", 0)]
@@ -211,6 +211,11 @@ def int8_bytes_markdown(quantize: dict[str, Any]) -> list[str]:
         lines.append(_bytes_row(part, cells))
     lines.append(_bytes_row("**all parts**", totals))
     return lines
+
+
+def _onnx_parts(quantize: dict[str, Any]) -> list[str]:
+    """The parts with an ONNX entry in a quantize record's metrics (other keys are counts)."""
+    return [k for k, v in quantize.items() if isinstance(v, dict) and "onnx" in v]
 
 
 def _bytes_row(label: str, cells: list[float]) -> str:

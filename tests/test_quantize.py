@@ -355,6 +355,12 @@ def test_stage_with_qat_trains_the_quantized_parts_and_writes_int8_qdq(write_rec
     assert "FakeQuantize" not in {n.op_type for n in model.graph.node}
 
 
+def test_stage_refuses_qat_without_onnx_naming_the_field(write_recipe, tmp_path):
+    stages = [{"export": {"formats": ["coreml"]}}, {"quantize": {**STAGE, "formats": ["coreml"], "qat": {"steps": 1}}}]
+    with pytest.raises(CompressError, match="stages.quantize.formats"):
+        run_recipe(load_recipe(write_recipe(stages, **SMALL)), run_dir=tmp_path / "run", quiet=True)
+
+
 def test_folding_batchnorms_keeps_the_outputs():
     net = nn.Sequential(nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU()), nn.Conv2d(8, 3, 1)).eval()
     with torch.no_grad():

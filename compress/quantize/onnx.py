@@ -273,7 +273,7 @@ def quantize_onnx(
     types = _engine_types(config.engine, config.target)
     with tempfile.TemporaryDirectory(prefix="quantize-") as tmp:
         if trained is not None:
-            types = Int8Types(types.target, "uint8 or int8 (nncf: by sign of the calibrated range)", "int8", False, "quantization-aware training (nncf)")
+            types = replace(_engine_types("nncf", config.target), reduce_range=False, reason="quantization-aware training (nncf)")
             config = replace(config, fallback=False)
             build = _trained_builder(trained)
         elif config.engine == "ort":

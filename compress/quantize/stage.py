@@ -141,7 +141,9 @@ def quantize_stage(cfg: QuantizeConfig, ctx: RunContext) -> StageResult:
     data = part_data(ctx.family, model, [parts[n] for n in exported], iterate_batches(calib_ds, CALIBRATION_BATCH), eval_batches, cfg.calibration_samples)
     pipeline = pipeline_parts(ctx, exported, cfg)
     trained: dict[str, onnx.ModelProto] = {}
-    if cfg.qat is not None and "onnx" in cfg.formats:
+    if cfg.qat is not None:
+        if "onnx" not in cfg.formats:
+            raise CompressError("stages.quantize.qat trains the ONNX int8 parts (Core ML keeps post-training 8-bit weights): add onnx to stages.quantize.formats, or remove qat")
         trained, qat_report = _qat(cfg.qat, ctx, model, config, data)
 
     shipped: dict[str, dict[str, Any]] = copy.deepcopy(ctx.artifacts.get("shipped", {}))
