@@ -30,6 +30,7 @@ from compress.export import export_onnx
 from compress.families.base import Family
 from compress.families.registry import get_family
 from compress.inspect import inspect_model
+from compress.quantize.bench import bench_rows, format_totals
 from compress.quantize.onnx import OnnxQuantConfig, quantize_onnx
 from compress.recipe import load_recipe
 from compress.run import RunSummary, run_recipe
@@ -190,16 +191,20 @@ def checks_markdown(res: dict[str, Any]) -> list[str]:
         lines.append(f"| {part}: ONNX fp32/int8 size, int8/fp32 host latency (1 thread), PSNR drop; Core ML fp32/8-bit size | "
                      f"{o['fp32_over_int8_size']:.2f}x, {lat.get('int8_over_fp32', float('nan')):.2f}, {o['gate']['value']:.3f} dB; "
                      f"{c.get('fp32_over_int8_size', float('nan')):.2f}x |")
+    totals = format_totals(bench_rows(q))
+    lines.append("| all parts: ONNX fp32/int8 size (target about 4x); Core ML fp32/8-bit size (target >= 3.5x) | "
+                 + "; ".join(f"{totals[f]['fp32_over_int8_size']:.2f}x" if f in totals else "-" for f in ("onnx", "coreml")) + " |")
     return lines + int8_bytes_markdown(q)
 
 
 def int8_bytes_markdown(quantize: dict[str, Any]) -> list[str]:
     """Where the bytes of each int8 ONNX file go, from the quantize record: why a part is less than 4x smaller."""
     lines = ["", "### Where the int8 ONNX bytes go (KB)", "",
-             "Per-channel QDQ stores, next to each output channel's int8 weights, a float scale, a zero point and an "
-             "int32 bias: 9 bytes, as many as the 9 weights of a 3x3 depthwise channel. Small separable layers therefore "
-             "shrink about 2-3x, and Q/DQ nodes add graph bytes. \"graph\" is the rest of the file.", "",
-             "| part | fp32 file | int8 file | fp32 / int8 | int8 + uint8 (weights, zero points) | int32 (biases) | float32 (scales, constants) | graph |",
+             "Per-channel QDQ stores, next to each output channel's int8 weights, a float weight scale, an int32 bias "
+             "and the bias's float scale: 12 bytes, more than the 9 int8 weights of a 3x3 depthwise channel, whose fp32 "
+             "form is 40 bytes: a depthwise layer shrinks about 2x, a small pointwise one about 3x, and Q/DQ nodes add graph bytes. "
+             "(All-zero weight and bias zero points are left out.) \"graph\" is the rest of the file.", "",
+             "| part | fp32 file | int8 file | fp32 / int8 | int8 + uint8 (weights, activation zero points) | int32 (biases) | float32 (scales, constants) | graph |",
              "|---|---:|---:|---:|---:|---:|---:|---:|"]
     totals = [0.0] * 6
     for part in _onnx_parts(quantize):

@@ -93,6 +93,18 @@ def test_coreml_weights_follow_the_compute_precision(coreml_package: tuple[str, 
     assert list(inspect_coreml(path)["weight_dtypes"]) == ["FLOAT16" if precision == "fp16" else "FLOAT32"]
 
 
+def test_coreml_program_holds_each_numeric_constant_once(coreml_package: tuple[str, Path]) -> None:
+    import coremltools as ct
+    from coremltools.proto import MIL_pb2
+
+    spec = ct.models.MLModel(str(coreml_package[1]), skip_model_load=True).get_spec()
+    main = spec.mlProgram.functions["main"]
+    values = [op.attributes["val"] for op in main.block_specializations[main.opset].operations if op.type == "const"]
+    # strides, pads, dilations: shared, not one const per conv (pad_type strings come from a later pass)
+    numeric = [v.SerializeToString() for v in values if v.type.tensorType.dataType != MIL_pb2.STRING]
+    assert len(numeric) > 1 and len(set(numeric)) == len(numeric)
+
+
 @pytest.mark.skipif(sys.platform != "darwin", reason=COREML_NO_PREDICT)
 def test_coreml_parity_on_macos(coreml_package: tuple[str, Path], part: Part) -> None:
     precision, path = coreml_package

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import platform
 import shutil
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -19,11 +20,11 @@ from compress.evaluate import evaluate
 from compress.families.base import Part, TensorSpec
 from compress.families.registry import get_family
 from compress.quantize import EvalSet, OnnxQuantConfig, PipelineGate, quantize_coreml, quantize_onnx
-from compress.quantize.bench import bench_rows
+from compress.quantize.bench import bench_rows, format_totals
 from compress.quantize.coreml import resolve_mode
 from compress.quantize.qat import QuantizedPipeline, fold_batchnorms
 from compress.quantize.gate import first_outputs
-from compress.quantize.onnx import Latency, QuantReport, compact_names, int8_and_float_nodes
+from compress.quantize.onnx import Latency, QuantReport, compact_names, drop_zero_points, int8_and_float_nodes
 from compress.quantize.stage import is_final_frame, ship_onnx
 from compress.quantize.targets import cpu_flags, host_target, int8_types
 from compress.recipe import QuantizeConfig, load_recipe
@@ -145,6 +146,12 @@ def test_onnx_int8_model_has_int8_weights_and_passes_the_gate(student, tmp_path)
     assert report.types.reduce_range == int8_types("auto").reduce_range
 
 
+def test_onnx_int8_file_of_a_weight_dominated_net_is_under_a_3_5th_of_fp32(tmp_path):
+    fp32 = export_onnx(WideNet(), (1, 3, 16, 16), tmp_path / "wide.onnx")
+    report = quantize_onnx(fp32, tmp_path / "wide.int8.onnx", feeds(4, (1, 3, 16, 16)), FAST)
+    assert report.int8_bytes * 3.5 <= report.fp32_bytes
+
+
 def test_onnx_gate_without_ground_truth_uses_sqnr_vs_fp32(student, tmp_path):
     fp32, calibration, evaluation, _ = student
     report = quantize_onnx(fp32, tmp_path / "net.int8.onnx", calibration, FAST, EvalSet(evaluation.inputs))
@@ -159,6 +166,44 @@ def test_compact_names_keeps_outputs_io_and_compute_node_names(student):
     assert [i.name for i in compact.graph.input] == ["image"] and [o.name for o in compact.graph.output] == ["output"]
     assert [n.name for n in compact.graph.node] == [n.name for n in model.graph.node]
     np.testing.assert_array_equal(first_outputs(compact, evaluation.inputs)[0], first_outputs(fp32, evaluation.inputs)[0])
+
+
+def ort_optimized_ops(path: Path, tmp_path: Path) -> Counter:
+    """Op types of the graph onnxruntime runs, after its QDQ fusions."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.optimized_model_filepath = str(tmp_path / f"{path.stem}.ort.onnx")
+    ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return Counter(n.op_type for n in onnx.load(options.optimized_model_filepath).graph.node)
+
+
+def test_dropping_zero_points_keeps_outputs_and_int8_kernels(student, tmp_path):
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, quantize_static
+
+    fp32, calibration, evaluation, _ = student
+
+    class Reader(CalibrationDataReader):
+        samples = iter(calibration)
+
+        def get_next(self):
+            return next(self.samples, None)
+
+    with_zp = tmp_path / "with_zp.onnx"
+    quantize_static(str(fp32), str(with_zp), Reader(), quant_format=QuantFormat.QDQ, per_channel=True)
+    before = onnx.load(str(with_zp))
+    after = drop_zero_points(before)
+    without_zp = tmp_path / "without_zp.onnx"
+    onnx.save(after, str(without_zp))
+
+    assert len(after.SerializeToString()) < len(before.SerializeToString())
+    constants = {i.name for i in after.graph.initializer}
+    dequantize = [n for n in after.graph.node if n.op_type == "DequantizeLinear"]
+    assert all(len(n.input) == 2 for n in dequantize if n.input[0] in constants)
+    assert all(len(n.input) == 3 for n in dequantize if n.input[0] not in constants)  # activations keep theirs
+    np.testing.assert_array_equal(first_outputs(after, evaluation.inputs)[0], first_outputs(before, evaluation.inputs)[0])
+    fused = ort_optimized_ops(without_zp, tmp_path)
+    assert fused == ort_optimized_ops(with_zp, tmp_path) and fused["QLinearConv"] > 0
 
 
 def test_pipeline_gate_measures_the_family_quality_drop(student, tmp_path):
@@ -322,6 +367,13 @@ def test_stage_quantizes_every_exported_format_and_updates_shipped(write_recipe,
     rows = bench_rows(record["metrics"])  # what `python -m compress.quantize.bench` prints
     assert [(r["part"], r["format"]) for r in rows] == [("net", "onnx"), ("net", "coreml")]
     assert rows[0]["int8_over_fp32_latency"] == onnx_metrics["latency"]["int8_over_fp32"]
+
+
+def test_bench_totals_add_up_the_parts_of_each_format():
+    rows = [{"format": "onnx", "fp32_bytes": 400, "int8_bytes": 150}, {"format": "onnx", "fp32_bytes": 200, "int8_bytes": 50},
+            {"format": "coreml", "fp32_bytes": 300, "int8_bytes": 120}]
+    assert format_totals(rows) == {"onnx": {"fp32_bytes": 600, "int8_bytes": 200, "fp32_over_int8_size": 3.0},
+                                   "coreml": {"fp32_bytes": 300, "int8_bytes": 120, "fp32_over_int8_size": 2.5}}
 
 
 def test_only_a_part_whose_first_output_is_a_frame_like_the_ground_truth_is_gated_against_it():

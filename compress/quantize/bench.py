@@ -48,6 +48,18 @@ def bench_rows(metrics: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
+def format_totals(rows: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """Per format, the fp32 and int8 bytes of all parts together and their ratio: the model's size as shipped."""
+    totals: dict[str, dict[str, float]] = {}
+    for r in rows:
+        t = totals.setdefault(r["format"], {"fp32_bytes": 0, "int8_bytes": 0})
+        t["fp32_bytes"] += r["fp32_bytes"]
+        t["int8_bytes"] += r["int8_bytes"]
+    for t in totals.values():
+        t["fp32_over_int8_size"] = t["fp32_bytes"] / t["int8_bytes"]
+    return totals
+
+
 COLUMNS = {
     "part": "part", "format": "format", "precision": "int8 kind", "fp32_bytes": "fp32 bytes", "int8_bytes": "int8 bytes",
     "fp32_over_int8_size": "fp32/int8 size", "gate": "quality gate", "float_nodes": "nodes back to float",
@@ -85,13 +97,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     result = {
         "recipe": str(args.recipe), "overrides": args.overrides, "run_dir": str(summary.run_dir),
         "host": {"machine": platform.machine(), "target": host_target(), "int8_dot_product": host_has_int8_dot_product()},
-        "packages": record["packages"], "rows": rows,
+        "packages": record["packages"], "rows": rows, "totals": format_totals(rows),
         "pipeline_as_shipped": record["metrics"].get("pipeline_as_shipped"),
     }
     out = args.json or Path("exported/bench") / f"quantize-{recipe.name}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2))
     print(markdown_table(rows))
+    for fmt, t in result["totals"].items():
+        print(f"all parts, {fmt}: {t['fp32_bytes']} -> {t['int8_bytes']} bytes, fp32/int8 size {t['fp32_over_int8_size']:.2f}")
     for r in rows:
         print(f"{r['part']} {r['format']}: {r['note']}")
     if result["pipeline_as_shipped"]:

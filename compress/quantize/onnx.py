@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Callable, Collection, Iterable, Literal
 
 import onnx
+from onnx import numpy_helper
 
 from compress.checkpoints import atomic_path
 from compress.errors import CompressError
@@ -154,6 +155,29 @@ def constant_bytes(model: onnx.ModelProto, largest: int = 3) -> dict[str, Any]:
     return {"bytes_by_type": dict(sorted(by_type.items())), "largest_float": {name: size for size, name in floats[:largest]}}
 
 
+def drop_zero_points(model: onnx.ModelProto) -> onnx.ModelProto:
+    """The model without the all-zero zero points of its constant DequantizeLinear inputs.
+
+    Symmetric weights and int32 biases store one zero point per output channel, all zeros,
+    which is DequantizeLinear's default: 5 bytes per channel of a file where a 3x3 depthwise
+    channel has 9 bytes of weights. onnxruntime fuses the same int8 kernels without them.
+    Activation Q/DQ pairs keep theirs: a QuantizeLinear without one outputs uint8.
+    """
+    model = onnx.ModelProto.FromString(model.SerializeToString())
+    constants = {init.name: init for init in model.graph.initializer}
+    dropped = set()
+    for node in model.graph.node:
+        if node.op_type == "DequantizeLinear" and len(node.input) == 3 and node.input[0] in constants and node.input[2] in constants:
+            if not numpy_helper.to_array(constants[node.input[2]]).any():
+                dropped.add(node.input[2])
+                del node.input[2]
+    used = {name for node in model.graph.node for name in node.input}
+    kept = [init for init in model.graph.initializer if init.name not in dropped or init.name in used]
+    del model.graph.initializer[:]
+    model.graph.initializer.extend(kept)
+    return model
+
+
 def compact_names(model: onnx.ModelProto) -> onnx.ModelProto:
     """The model with short names (t0, t1, ...) for its internal tensors and for the Q/DQ nodes, and no value_info.
 
@@ -284,6 +308,7 @@ def quantize_onnx(
         gate, fallback = None, None
         if evaluation is not None:
             model, gate, fallback = _gate(model, build, fp32_path, evaluation, config, log)
+        model = drop_zero_points(model)
         constants = constant_bytes(model)  # before compact_names, so that it names constants as the export did
         model = compact_names(model)
         with atomic_path(out_path) as staged:
