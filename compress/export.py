@@ -101,11 +101,13 @@ def coreml_convert(part: Part, target: str = "iOS16", precision: str = "fp16", f
     passes or backend (2-3x faster): enough to find ops that have no Core ML lowering.
     """
     ct = _coremltools()
-    passes = ct.PassPipeline.EMPTY if frontend_only else ct.PassPipeline.DEFAULT
-    if not frontend_only:
+    if frontend_only:
+        passes = ct.PassPipeline.EMPTY
+    else:
         # Every conv repeats its small constants (strides, pads, dilations, axes), each a const op
-        # in the program; coremltools shares only those of 100+ elements. Sharing all of them
-        # takes 9 % off the demo student's fp16 package and 13 % off its 8-bit one.
+        # in the program, and coremltools shares only those of 100+ elements: in a small mobile
+        # net those copies are a large share of the package.
+        passes = ct.PassPipeline.DEFAULT
         passes.set_options("common::const_deduplication", {"const_threshold": 0})
     with eval_mode(part.module), torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
