@@ -49,6 +49,15 @@ def reference_arrays(ref: np.lib.npyio.NpzFile, tag: str, kind: str) -> dict[str
     return {k.removeprefix(prefix): torch.from_numpy(ref[k]) for k in ref.files if k.startswith(prefix)}
 
 
+def run_official_protocol(model: FommModel, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    with torch.no_grad():
+        kp_source, kp_driving = model.kp_detector(inputs["source"]), model.kp_detector(inputs["driving"])
+        out = model.generator(inputs["source"], kp_source=kp_source, kp_driving=kp_driving)
+    out.update({f"kp_source_{k}": v for k, v in kp_source.items()})
+    out.update({f"kp_driving_{k}": v for k, v in kp_driving.items()})
+    return out
+
+
 @pytest.mark.parametrize("tag", reference_configs())
 def test_outputs_match_the_official_code_on_the_same_weights(tag):
     # data/official_reference.npz: inputs, weights and outputs of the official modules (torch 1.0
@@ -58,15 +67,18 @@ def test_outputs_match_the_official_code_on_the_same_weights(tag):
         weights, inputs, expected = (reference_arrays(ref, tag, kind) for kind in ("weight", "input", "output"))
     model = FommModel(config).eval()
     model.load_state_dict({k: v.to(model.state_dict()[k].dtype) for k, v in weights.items()})
-    with torch.no_grad():
-        kp_source, kp_driving = model.kp_detector(inputs["source"]), model.kp_detector(inputs["driving"])
-        out = model.generator(inputs["source"], kp_source=kp_source, kp_driving=kp_driving)
-    out.update({f"kp_source_{k}": v for k, v in kp_source.items()})
-    out.update({f"kp_driving_{k}": v for k, v in kp_driving.items()})
+    out = run_official_protocol(model, inputs)
+    exact = run_official_protocol(model.double(), {k: v.double() for k, v in inputs.items()})
     assert set(out) == set(expected)
     for name, value in expected.items():
+        # Both sides are float32 runs of one computation whose kernels (AVX2, AVX-512, NEON)
+        # round differently: each side is off the exact result by about this machine's float32
+        # error (measured against a float64 run), so twice it, with 2x headroom and a floor
+        # of a few float32 ulps, bounds an implementation that computes the same function.
+        rounding = float((out[name].double() - exact[name]).abs().max() / exact[name].abs().max())
+        bound = max(4 * rounding, 1e-6)
         rel = float((out[name] - value).abs().max() / value.abs().max())
-        assert rel <= 1e-5, f"{tag} {name}: relative error {rel:.2e}"
+        assert rel <= bound, f"{tag} {name}: relative error {rel:.2e} > {bound:.2e} (float32 rounding here {rounding:.2e})"
 
 
 def test_generator_forward_is_animate_of_encode_source(tiny_teacher, tiny_config, frames):
