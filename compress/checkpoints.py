@@ -80,18 +80,19 @@ def load_state_dict_checked(model: nn.Module, state: dict[str, torch.Tensor], pa
 
 
 # -- structure spec: channel counts that differ from the config-built model -----------------
-_RESIZABLE = (nn.Conv2d, nn.ConvTranspose2d, nn.Linear, nn.BatchNorm2d, nn.InstanceNorm2d, nn.GroupNorm, nn.LayerNorm)
-
-
 def structure_spec(model: nn.Module) -> dict[str, dict[str, int]]:
-    """Channel-defining attributes of every resizable layer (what pruning changes)."""
+    """Channel-defining attributes of every resizable layer (what pruning changes).
+
+    Convolutions (transposed too), batch and instance norms of any dimension (1-D, 2-D, 3-D)
+    share their attributes, so their nn base classes cover them all.
+    """
     spec: dict[str, dict[str, int]] = {}
     for name, m in model.named_modules():
-        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
+        if isinstance(m, nn.modules.conv._ConvNd):
             spec[name] = {"in_channels": m.in_channels, "out_channels": m.out_channels, "groups": m.groups}
         elif isinstance(m, nn.Linear):
             spec[name] = {"in_features": m.in_features, "out_features": m.out_features}
-        elif isinstance(m, (nn.BatchNorm2d, nn.InstanceNorm2d)):
+        elif isinstance(m, (nn.modules.batchnorm._BatchNorm, nn.modules.instancenorm._InstanceNorm)):
             spec[name] = {"num_features": m.num_features}
         elif isinstance(m, nn.GroupNorm):
             spec[name] = {"num_channels": m.num_channels, "num_groups": m.num_groups}
@@ -165,7 +166,7 @@ class atomic_path:
     Works for files and folders.
     """
 
-    def __init__(self, path: str | Path, suffix: str = ""):
+    def __init__(self, path: str | Path):
         self.path = Path(path)
         self.tmp: Path | None = None
 

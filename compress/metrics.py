@@ -65,9 +65,12 @@ def ssim_loss(pred: torch.Tensor, target: torch.Tensor, scales: int = 3, data_ra
 
 
 def keypoint_distance(kp_a: torch.Tensor, kp_b: torch.Tensor, reduction: Reduction = "mean") -> float | torch.Tensor:
-    """Mean Euclidean distance between matching keypoints [B, K, 2] (e.g. FOMM kp["value"]), per sample."""
-    if kp_a.shape != kp_b.shape or kp_a.dim() != 3 or kp_a.shape[-1] != 2:
-        raise ValueError(f"keypoints must both be [B, K, 2]; got {tuple(kp_a.shape)} and {tuple(kp_b.shape)}")
+    """Mean Euclidean distance between matching keypoints, per sample.
+
+    Keypoints are [B, K, 2] (e.g. FOMM kp["value"]) or [B, K, 3] (face-vid2vid's 3-D keypoints).
+    """
+    if kp_a.shape != kp_b.shape or kp_a.dim() != 3 or kp_a.shape[-1] not in (2, 3):
+        raise ValueError(f"keypoints must both be [B, K, 2] or [B, K, 3]; got {tuple(kp_a.shape)} and {tuple(kp_b.shape)}")
     return _reduce((kp_a - kp_b).norm(dim=-1).mean(1), reduction)
 
 

@@ -1,10 +1,12 @@
 """Parameter, size and compute counts of networks, shared by `inspect`, pruning budgets and docs.
 
 Convention: GFLOPs = 2 x multiply-accumulates of convolutions, transposed convolutions and
-linear layers (elementwise ops, norms and grid_sample are not counted), per forward pass.
+linear layers (elementwise ops, norms, pools and grid_sample are not counted), per forward
+pass; 1-D, 2-D and 3-D convolutions are counted alike.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,12 +48,18 @@ def size_mb(params: int, precision: str = "fp32") -> float:
     return params * BYTES_PER_PARAM[precision] / 1e6
 
 
+# Transposed convolutions subclass _ConvNd, so they are tested first.
+_CONV_T = nn.modules.conv._ConvTransposeNd
+_CONV = nn.modules.conv._ConvNd
+
+
 def _conv_macs(m: nn.Module, out: torch.Tensor) -> int:
-    if isinstance(m, nn.Conv2d):
-        return out.numel() * (m.in_channels // m.groups) * m.kernel_size[0] * m.kernel_size[1]
-    if isinstance(m, nn.ConvTranspose2d):
-        inp = out.numel() // m.out_channels * m.out_channels  # each input pixel scatters a kernel
-        return inp * (m.in_channels // m.groups) * m.kernel_size[0] * m.kernel_size[1] // (m.stride[0] * m.stride[1])
+    """MACs of one call of a (transposed) convolution of any dimension, or of a linear layer."""
+    if isinstance(m, _CONV_T):
+        # Each input pixel scatters a kernel; there are about output pixels / stride volume of them.
+        return out.numel() * (m.in_channels // m.groups) * math.prod(m.kernel_size) // math.prod(m.stride)
+    if isinstance(m, _CONV):
+        return out.numel() * (m.in_channels // m.groups) * math.prod(m.kernel_size)
     if isinstance(m, nn.Linear):
         return out.numel() * m.in_features
     return 0
@@ -62,7 +70,7 @@ def count_macs(module: nn.Module, inputs: tuple[torch.Tensor, ...], per_module: 
     counts: dict[str, int] = {}
     hooks = []
     for name, m in module.named_modules():
-        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
+        if isinstance(m, (_CONV, nn.Linear)):
             def hook(mod: nn.Module, _inp: Any, out: torch.Tensor, name: str = name) -> None:
                 counts[name] = counts.get(name, 0) + _conv_macs(mod, out)
             hooks.append(m.register_forward_hook(hook))

@@ -8,6 +8,7 @@ import torch
 
 from compress.checkpoints import atomic_path, load_model, load_raw, load_state_dict_checked, save_model
 from compress.errors import CompressError
+from compress.families.base import Family
 from compress.families.registry import get_family
 
 
@@ -89,6 +90,39 @@ def test_pruned_model_round_trips_through_structure_spec(tmp_path):
     loaded, meta = load_model(path)
     assert meta["kind"] == "student" and loaded.down[0].out_channels == 12
     assert torch.allclose(loaded(x), model(x))
+
+
+class Volumes(Family):
+    """A family whose student is a small network of 3-D layers, like face-vid2vid's."""
+
+    name = "volumes"
+
+    def build_student(self, config):
+        return torch.nn.Sequential(
+            torch.nn.Conv3d(2, 8, 3, padding=1),
+            torch.nn.BatchNorm3d(8),
+            torch.nn.ReLU(),
+            torch.nn.Conv3d(8, 8, 3, padding=1),
+            torch.nn.InstanceNorm3d(8, affine=True),
+            torch.nn.ConvTranspose3d(8, 2, 2, stride=2),
+        )
+
+
+def test_pruned_3d_model_round_trips_through_structure_spec(tmp_path):
+    import torch_pruning as tp
+
+    torch.manual_seed(0)
+    model = Volumes().build_student({})
+    x = torch.rand(2, 2, 4, 6, 6)
+    model(x)  # a training step's batch statistics, so the batch norm's running buffers matter
+    model.eval()
+    graph = tp.DependencyGraph().build_dependency(model, example_inputs=x)
+    graph.get_pruning_group(model[0], tp.prune_conv_out_channels, idxs=[0, 1, 2]).prune()
+    graph.get_pruning_group(model[3], tp.prune_conv_out_channels, idxs=[4, 5]).prune()
+    assert (model[1].num_features, model[4].num_features, model[5].in_channels) == (5, 6, 6)
+    path = save_model(tmp_path / "m.safetensors", model, family=Volumes.name, kind="student", config={})
+    loaded, _ = load_model(path, Volumes())
+    assert torch.equal(loaded(x), model(x))
 
 
 def test_atomic_path_leaves_target_untouched_on_failure(tmp_path):

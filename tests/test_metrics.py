@@ -93,6 +93,18 @@ def test_keypoint_distance_is_the_mean_euclidean_distance() -> None:
     assert keypoint_distance(kp, moved) == pytest.approx(0.375)
 
 
+def test_keypoint_distance_of_3d_keypoints_is_the_euclidean_distance_in_space() -> None:
+    g = torch.Generator().manual_seed(0)
+    kp, moved = torch.rand(2, 5, 3, generator=g), torch.rand(2, 5, 3, generator=g)
+    by_hand = ((kp - moved) ** 2).sum(-1).sqrt().mean(1)
+    assert keypoint_distance(kp, moved, reduction="none").tolist() == pytest.approx(by_hand.tolist())
+
+
+def test_keypoint_distance_refuses_keypoints_that_are_neither_2d_nor_3d() -> None:
+    with pytest.raises(ValueError, match=r"\[B, K, 2\] or \[B, K, 3\]"):
+        keypoint_distance(torch.zeros(2, 5, 4), torch.zeros(2, 5, 4))
+
+
 def test_frame_metrics_reports_l1_psnr_and_ssim() -> None:
     a, b = _images(8), _images(9)
     assert frame_metrics(a, b) == {"l1": l1(a, b), "psnr": psnr(a, b), "ssim": ssim(a, b)}
