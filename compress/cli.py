@@ -85,8 +85,8 @@ def recipes(folder: Path = typer.Option(Path("recipes"), help="Folder of recipe 
 @app.command()
 def inspect(
     target: Path = typer.Argument(..., help="A checkpoint, one of our model files, or a recipe."),
-    family: Optional[str] = typer.Option(None, help="Model family of an official checkpoint (e.g. fomm)."),
-    config: Optional[str] = typer.Option(None, help="Named config of an official checkpoint (e.g. vox-256)."),
+    family: Optional[str] = typer.Option(None, help="Model family of a public checkpoint (default: recognised from its keys and shapes)."),
+    config: Optional[str] = typer.Option(None, help="Named config of a public checkpoint (default: recognised, e.g. vox-256)."),
     trust_checkpoint: bool = typer.Option(False, help="Allow checkpoints that need pickled code."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
@@ -148,13 +148,33 @@ def evaluate(
     data: str = typer.Option("synthetic", help="'synthetic' or a video folder/file."),
     family: Optional[str] = typer.Option(None, help="Model family of an official checkpoint."),
     config: Optional[str] = typer.Option(None, help="Named config of an official checkpoint."),
-    videos: int = typer.Option(8, help="Held-out videos to evaluate."),
+    limit: int = typer.Option(8, "--limit", "--videos", help="Held-out items to evaluate (videos for video families, images otherwise)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
-    """Reconstruction quality (L1/PSNR/SSIM) vs ground truth, next to the 'output = source' baseline."""
+    """Quality in the family's task metrics vs ground truth, next to the task's trivial baseline."""
     from compress.evaluate import evaluate_command
 
-    evaluate_command(model, data, family, config, videos, as_json)
+    evaluate_command(model, data, family, config, limit, as_json)
+
+
+@app.command()
+def families(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """Model families: configs (teacher and student), task metrics (the first gates) and app flow."""
+    from compress.families.registry import get_family, list_families
+
+    rows = [get_family(name).describe() for name in list_families()]
+    if as_json:
+        _print_json(rows)
+        return
+    for r in rows:
+        task = r["task"]
+        metrics = ", ".join(f"{m['name']} ({'higher' if m['higher_is_better'] else 'lower'} is better)" for m in task["metrics"])
+        out.print(f"[bold]{r['name']}[/bold]: {r['description']}")
+        out.print(f"  task ({task['flow']}): {task['description']}")
+        out.print(f"  metrics: {metrics}")
+        out.print(f"  teacher configs: {', '.join(r['configs']['teacher'])}")
+        out.print(f"  student configs: {', '.join(r['configs']['student'])}")
+        out.print(f"  loss terms: {', '.join(task['loss_terms'])}")
 
 
 @bundle_app.command("verify")
@@ -191,7 +211,7 @@ def teacher_train(
     out_path: Path = typer.Option(..., "--out", help="Where to write the trained teacher (.safetensors)."),
     steps: Optional[int] = typer.Option(None, help="Override the number of training steps."),
 ) -> None:
-    """Train a FOMM-architecture teacher on synthetic clips with FOMM's unsupervised objective."""
+    """Train a teacher from scratch on the family's data with the family's own objective (the demo teachers)."""
     from compress.teacher_train import train_command
 
     train_command(recipe, out_path, steps)

@@ -159,6 +159,7 @@ def distill(
     opt = make_optimizer([p for p in trainable.parameters() if p.requires_grad], cfg)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, cfg))
 
+    weights = family.loss_weights(cfg.loss)
     start_step = 0
     if state_path is not None and state_path.is_file():
         state = load_raw(state_path)
@@ -186,10 +187,10 @@ def distill(
                 batch = _to(collate(train, idx), device)
                 t_out, t_feats = _teacher_outputs(family, teacher, batch, idx, cache if cfg.cache_teacher else None, t_tap)
                 s_out = engine(batch, family)
-                loss, terms = family.distill_loss(t_out, s_out, batch, cfg.loss.model_dump())
-                if pairs and cfg.loss.features:
+                loss, terms = family.distill_loss(t_out, s_out, batch, weights)
+                if pairs and cfg.feature_weight:
                     f_loss = feature_loss(adapters, s_tap.out, t_feats, pairs)  # type: ignore[union-attr]
-                    loss = loss + cfg.loss.features * f_loss
+                    loss = loss + cfg.feature_weight * f_loss
                     terms["features"] = float(f_loss.detach())
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
@@ -373,11 +374,10 @@ def distill_stage(cfg: DistillConfig, ctx: RunContext) -> StageResult:
     quality = family.quality(student, iterate_batches(eval_data, cfg.batch_size), teacher=ctx.teacher())
     _clear(work)
     report.pop("history", None)
-    gt = quality.get("vs_ground_truth", {})
     return StageResult(
         artifacts={"model": ctx.rel(out), "quality": quality},
         metrics={"training": report, "quality": quality},
-        summary=f"{report['steps']} steps, loss {report['final_loss']:.4f}, L1 vs GT {gt.get('l1', float('nan')):.4f}, {report['steps_per_s']:.2f} steps/s x{report['world_size']}",
+        summary=f"{report['steps']} steps, loss {report['final_loss']:.4f}, {family.task.headline(quality)}, {report['steps_per_s']:.2f} steps/s x{report['world_size']}",
     )
 
 

@@ -1,4 +1,4 @@
-"""`compress eval`: reconstruction quality of a model vs ground truth, next to the trivial baseline.
+"""`compress eval`: a model's quality in its family's task metrics vs ground truth, next to the trivial baseline.
 
 MODEL is one of our model files, an official checkpoint (with --family), a run folder (its
 current model) or a bundle. Bundles and ONNX files run through onnxruntime, not torch: what is
@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from compress.errors import CompressError
-from compress.families.base import Family
+from compress.families.base import Family, batch_size
 from compress.families.registry import get_family
 
 
@@ -67,55 +67,53 @@ def load_evaluable(target: Path, family: str | None, config: str | None, trust: 
     if target.is_dir() and (target / "manifest.json").is_file():
         name, files = bundle_parts(target)
         fam = get_family(name)
-        return fam, fam.onnx_model({p: OnnxPart(f) for p, f in files.items()}), "onnxruntime (bundle)"
+        return fam, fam.pipeline({p: OnnxPart(f) for p, f in files.items()}), "onnxruntime (bundle)"
     if target.is_dir() and (target / "summary.json").is_file():
         name, onnx, model_file = run_parts(target)
         fam = get_family(name)
         if onnx:
-            return fam, fam.onnx_model({p: OnnxPart(f) for p, f in onnx.items()}), "onnxruntime (run)"
+            return fam, fam.pipeline({p: OnnxPart(f) for p, f in onnx.items()}), "onnxruntime (run)"
         target = model_file
     if target.suffix == ".onnx":
-        raise CompressError(f"{target}: a single ONNX part cannot reconstruct frames; evaluate its bundle or run folder")
+        raise CompressError(f"{target}: a single ONNX part is not the whole model; evaluate its bundle or run folder")
     from compress.inspect import load_for_inspect
 
     fam, model, _ = load_for_inspect(target, family, config, trust)
     return fam, model, "torch"
 
 
+@torch.no_grad()
 def evaluate(family: Family, model: Any, batches: Iterable[dict[str, torch.Tensor]]) -> dict[str, dict[str, float]]:
-    """Mean L1/PSNR/SSIM of the model and of the trivial baseline over the same frames."""
-    from compress.metrics import frame_metrics
-
-    sums: dict[str, dict[str, float]] = {"model": {}, "baseline": {}}
-    frames = 0
-    with torch.no_grad():
-        for batch in batches:
-            n = batch["driving"].shape[0] if "driving" in batch else len(next(iter(batch.values())))
-            truth = family.ground_truth(batch)
-            for row, pred in (("model", family.forward(model, batch)["prediction"]), ("baseline", family.baseline(batch))):
-                for k, v in frame_metrics(pred, truth).items():
-                    sums[row][k] = sums[row].get(k, 0.0) + v * n
-            frames += n
-    if not frames:
-        raise CompressError("no evaluation frames: the data has no video with two or more frames")
-    return {row: {k: v / frames for k, v in m.items()} | {"frames": frames} for row, m in sums.items()}
+    """The task's metrics vs ground truth of the model and (when the task has one) of the trivial baseline."""
+    batches = list(batches)
+    samples = sum(batch_size(b) for b in batches)
+    if not samples:
+        raise CompressError("no evaluation samples: the data gave none under the family's evaluation protocol")
+    report = {"model": family.quality(model, batches)["vs_ground_truth"] | {"samples": samples}}
+    baselines = [family.baseline(b) for b in batches]
+    if all(out is not None for out in baselines):
+        scored = ((b, out, None) for b, out in zip(batches, baselines))
+        report["baseline"] = family.mean_scores(scored)["vs_ground_truth"] | {"samples": samples}  # type: ignore[arg-type]
+    return report
 
 
-def evaluate_command(target: Path, data: str, family: str | None, config: str | None, videos: int, as_json: bool) -> None:
+def evaluate_command(target: Path, data: str, family: str | None, config: str | None, limit: int, as_json: bool) -> None:
     fam, model, runtime = load_evaluable(target, family, config)
     size = fam.model_input_size(model)
-    result = evaluate(fam, model, fam.eval_batches(data, size, seed=0, videos=videos))
-    report = {"model": str(target), "data": data, "runtime": runtime, **result}
+    result = evaluate(fam, model, fam.eval_batches(data, size, seed=0, limit=limit))
+    report = {"model": str(target), "data": data, "runtime": runtime, "family": fam.name, "primary_metric": fam.task.primary.name, **result}
     if as_json:
         sys.stdout.write(json.dumps(report, indent=2) + "\n")
         return
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"{target} on {data} ({runtime}, {result['model']['frames']} frames)", title_justify="left")
-    for col in ("", "L1", "PSNR dB", "SSIM"):
-        table.add_column(col, justify="right")
-    for row, label in (("model", "model"), ("baseline", "output = source frame")):
-        m = result[row]
-        table.add_row(label, f"{m['l1']:.4f}", f"{m['psnr']:.2f}", f"{m['ssim']:.4f}")
+    metrics = fam.task.against("ground_truth")
+    table = Table(title=f"{target} on {data} ({runtime}, {result['model']['samples']} samples)", title_justify="left")
+    table.add_column("")
+    for m in metrics:
+        table.add_column(f"{m.name}{' ' + m.unit if m.unit else ''} ({'higher' if m.higher_is_better else 'lower'} is better)", justify="right")
+    for row in ("model", "baseline"):
+        if row in result:
+            table.add_row(row, *(f"{result[row][m.name]:.4f}" for m in metrics))
     Console().print(table)

@@ -38,6 +38,7 @@ from compress.checkpoints import load_model, save_model
 from compress.distill import distill
 from compress.errors import CompressError
 from compress.families.base import Family, Part, Prunable
+from compress.families.task import Task
 from compress.recipe import DistillConfig, PruneConfig
 from compress.run import Gate, RunContext, StageResult
 from compress.stats import count_params, gflops, size_mb
@@ -540,7 +541,7 @@ def taylor_gradients(family: Family, model: nn.Module, batches: Iterable[dict[st
 
     Parameters the loss does not reach get zero gradients (Taylor importance reads every layer of a group).
     """
-    weights = loss_weights if loss_weights is not None else DistillConfig().loss.model_dump()
+    weights = loss_weights if loss_weights is not None else family.loss_weights({})
     work = copy.deepcopy(model).eval()
     work.zero_grad(set_to_none=True)
     n = 0
@@ -589,7 +590,7 @@ def prune_stage(cfg: PruneConfig, ctx: RunContext) -> StageResult:
         ctx.log(f"cycle {i}/{cfg.iterations}: " + ", ".join(f"{k} <= {v:.4g}" for k, v in limits.items()))
         # Pruning the teacher itself: a distillation loss against it is zero, so Taylor uses the output norm.
         reference = None if (rel == ctx.artifacts["teacher"] and i == 1) else teacher
-        report = prune_to_budget(family, model, cycle, cfg.importance, cfg.scope, cfg.round_to, cfg.protect, calibration, reference, ft.loss.model_dump())
+        report = prune_to_budget(family, model, cycle, cfg.importance, cfg.scope, cfg.round_to, cfg.protect, calibration, reference, family.loss_weights(ft.loss))
         model = report.model
         row: dict[str, Any] = {"cycle": i, **report.to_json(), "quality_pruned": family.quality(model, eval_batches, teacher=teacher)}
         if cfg.finetune is not None:
@@ -626,7 +627,7 @@ def prune_stage(cfg: PruneConfig, ctx: RunContext) -> StageResult:
         "quality_after": final_quality,
         "cycles": cycles,
     }
-    return StageResult(artifacts={"model": ctx.rel(out), "quality": final_quality}, metrics=metrics, gates=gates, summary=_summary(metrics))
+    return StageResult(artifacts={"model": ctx.rel(out), "quality": final_quality}, metrics=metrics, gates=gates, summary=_summary(metrics, family.task))
 
 
 def _input_model(cfg: PruneConfig, ctx: RunContext) -> str:
@@ -637,7 +638,7 @@ def _input_model(cfg: PruneConfig, ctx: RunContext) -> str:
     return ctx.artifacts.get("model") or ctx.artifacts["teacher"]
 
 
-def _summary(metrics: dict[str, Any]) -> str:
+def _summary(metrics: dict[str, Any], task: Task) -> str:
     before, after = metrics["networks_before"], metrics["networks_after"]
     networks = ", ".join(
         f"{n} {before[n]['params'] / 1e3:.0f}k -> {after[n]['params'] / 1e3:.0f}k params ({before[n]['gflops']:.3g} -> {after[n]['gflops']:.3g} GFLOPs)"
@@ -645,34 +646,9 @@ def _summary(metrics: dict[str, Any]) -> str:
     )
     size = f"{_total(before):.3g} -> {_total(after):.3g} MB {metrics['precision']}"
     verdict = "budget met" if metrics["met"] else "; ".join(metrics["misses"])
-    l1 = [q.get("vs_ground_truth", {}).get("l1") for q in (metrics["quality_before"], metrics["quality_after"])]
-    quality = f", L1 vs GT {l1[0]:.4f} -> {l1[1]:.4f}" if None not in l1 else ""
-    return f"{networks}; {size}; {verdict}{quality}"
+    quality = " -> ".join(task.headline(metrics[k]) for k in ("quality_before", "quality_after"))
+    return f"{networks}; {size}; {verdict}; {quality}"
 
 
 def _total(networks: dict[str, dict[str, float]]) -> float:
     return sum(n["size_mb"] for n in networks.values())
-
-
-def bench_row(record: dict[str, Any], label: str = "") -> dict[str, Any]:
-    """One comparison-table row from a prune stage's record.json: sizes, GFLOPs and quality before and after."""
-    m = record["metrics"]
-    last = m["cycles"][-1]
-
-    def l1(q: dict[str, Any] | None) -> float | None:
-        return (q or {}).get("vs_ground_truth", {}).get("l1")
-
-    return {
-        "recipe": label,
-        "pruned": m["kind"],
-        "importance": m["importance"],
-        "scope": m["scope"],
-        f"{m['precision']}_mb_before": round(_total(m["networks_before"]), 4),
-        f"{m['precision']}_mb_after": round(_total(m["networks_after"]), 4),
-        "gflops_before": round(sum(n["gflops"] for n in m["networks_before"].values()), 4),
-        "gflops_after": round(sum(n["gflops"] for n in m["networks_after"].values()), 4),
-        "l1_before": l1(m["quality_before"]),
-        "l1_pruned": l1(last["quality_pruned"]),
-        "l1_finetuned": l1(last.get("quality_finetuned")),
-        "budget_met": m["met"],
-    }

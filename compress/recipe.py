@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from compress.errors import CompressError
 
@@ -35,20 +35,6 @@ class LintConfig(Strict):
     fail_on: list[Literal["onnx", "coreml"]] = ["onnx", "coreml"]
 
 
-class LossWeights(Strict):
-    """Weights of the distillation loss terms; 0 switches a term off."""
-
-    output_l1: float = 1.0
-    output_ssim: float = 0.5
-    scales: list[float] = [1.0, 0.5, 0.25]
-    keypoints: float = 10.0
-    jacobians: float = 1.0
-    features: float = 0.1
-    occlusion: float = 1.0
-    masks: float = 0.1
-    ground_truth: float = 0.0
-
-
 class DistillConfig(Strict):
     steps: int = Field(500, ge=1)
     batch_size: int = Field(8, ge=1)
@@ -58,10 +44,11 @@ class DistillConfig(Strict):
     warmup_steps: int = Field(0, ge=0)
     weight_decay: float = 0.0
     seed: int = 0
-    loss: LossWeights = LossWeights()
+    loss: dict[str, Any] = Field(default_factory=dict, description="the family's loss-term weights (`compress families` lists them); omitted terms keep their defaults")
     feature_layers: dict[str, str] = Field(
         default_factory=dict, description="student module path -> teacher module path, matched through 1x1 adapters"
     )
+    feature_weight: float = Field(0.1, ge=0, description="weight of the feature-matching term (with feature_layers)")
     cache_teacher: bool = True
     checkpoint_every: int = Field(100, ge=1)
     eval_batches: int = Field(4, ge=1)
@@ -105,10 +92,18 @@ class QuantizeConfig(Strict):
     per_channel: bool = True
     calibration_samples: int = Field(32, ge=1)
     eval_batches: int = Field(4, ge=1)
-    max_psnr_drop_db: float = Field(0.3, ge=0)
+    max_quality_drop: float | None = Field(None, ge=0, description="int8 drop of the family's primary metric allowed, in its unit; default: the family's")
     ship_when_slower: Literal["int8", "fp32"] = "int8"
     coreml_mode: Literal["auto", "weights", "w8a8"] = "auto"
     qat: DistillConfig | None = Field(None, description="quantization-aware training of the ONNX int8 parts (nncf), distilled against the teacher")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "max_psnr_drop_db" in data:
+            raise ValueError("max_psnr_drop_db was renamed max_quality_drop: the drop of the family's primary metric, "
+                             "in its unit (dB for fomm's psnr); `compress families` lists each family's primary metric")
+        return data
 
 
 class ProfileConfig(Strict):
@@ -175,7 +170,7 @@ class Recipe(Strict):
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]*$", description="bundle and run name (lower case, digits, . _ -)")
     version: str = Field("0.1.0", description="semver of the bundle this recipe makes")
     description: str = Field("", description="one line for `compress recipes`")
-    family: str = Field(description="model family: fomm, generic")
+    family: str = Field(description="model family (`compress families` lists them)")
     teacher: TeacherSpec = Field(TeacherSpec(), description="teacher checkpoint and config")
     student: StudentSpec = Field(StudentSpec(), description="student config (the family's default when omitted)")
     data: DataSpec = Field(DataSpec(), description="train / eval / calibration sources")
@@ -260,6 +255,8 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
         recipe = Recipe.model_validate({**data, "source": path.resolve()})
     except ValidationError as exc:
         errors += _format_errors(path, exc, lines)
+    if not errors:
+        errors = _loss_errors(path, recipe, lines)
     if errors:
         raise CompressError("invalid recipe\n  " + "\n  ".join(errors))
     for label, value in (("teacher.checkpoint", recipe.teacher.checkpoint),) + tuple(
@@ -337,6 +334,34 @@ def _validate_stages(path: Path, items: list[Any], lines: dict[str, int]) -> tup
     return stages, errors
 
 
+# The field of each stage that holds a distillation config (None: the stage config is one), whose
+# `loss` the family validates.
+LOSS_FIELDS: dict[str, str | None] = {"distill": None, "prune": "finetune", "quantize": "qat"}
+
+
+def _loss_errors(path: Path, recipe: Recipe, lines: dict[str, int]) -> list[str]:
+    """Each stage's loss weights checked against the family's loss schema, errors with key path and line."""
+    from compress.families.registry import get_family
+
+    try:
+        schema = get_family(recipe.family).task.loss
+    except CompressError as exc:
+        return [f"{path}:{lines.get('family', '?')}: family: {exc}"]
+    errors = []
+    for i, stage in enumerate(recipe.stages):
+        if stage.name not in LOSS_FIELDS:
+            continue
+        field = LOSS_FIELDS[stage.name]
+        config = getattr(stage.config, field) if field else stage.config
+        if config is None:
+            continue
+        try:
+            schema.model_validate(config.loss)
+        except ValidationError as exc:
+            errors += _format_errors(path, exc, lines, prefix=".".join(filter(None, [f"stages[{i}]", stage.name, field, "loss"])))
+    return errors
+
+
 def _format_errors(path: Path, exc: ValidationError, lines: dict[str, int], prefix: str = "") -> list[str]:
     msgs = []
     for err in exc.errors():
@@ -394,7 +419,10 @@ def schema_markdown() -> str:
         table(title, model)
     for name, model in STAGE_CONFIGS.items():
         table(f"stage `{name}`", model)
-    table("distill.loss", LossWeights)
+    from compress.families.registry import get_family, list_families
+
+    for family in list_families():
+        table(f"distill.loss for family `{family}`", get_family(family).task.loss)
     return "\n".join(lines)
 
 

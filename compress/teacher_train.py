@@ -1,8 +1,8 @@
-"""`compress teacher train`: train a FOMM-architecture teacher from scratch on synthetic clips.
+"""`compress teacher train`: train a teacher from scratch with its family's own objective.
 
-No pretrained face model can be downloaded here, so the demo recipes use a small teacher
-trained on the CPU with FOMM's own unsupervised objective (see families/fomm/objectives.py).
-The training spec is a small YAML of its own (recipes/teachers/*.yaml).
+No pretrained model can be downloaded here, so the demo recipes use small teachers trained on
+the CPU on the family's synthetic data (`Family.teacher_loss`, e.g. FOMM's unsupervised
+objective). The training spec is a small YAML of its own (recipes/teachers/*.yaml).
 """
 from __future__ import annotations
 
@@ -23,8 +23,8 @@ from compress.recipe import Strict
 
 
 class TeacherTraining(Strict):
-    family: str = "fomm"
-    config: str | dict[str, Any] = "demo-64"
+    family: str
+    config: str | dict[str, Any]
     init: str | None = Field(None, description="start from this teacher file (path relative to the spec): a second training phase")
     data: str = "synthetic"
     seed: int = 0
@@ -33,7 +33,7 @@ class TeacherTraining(Strict):
     lr: float = Field(2e-3, gt=0)
     train_samples: int = Field(4096, ge=1)
     eval_batches: int = Field(8, ge=1)
-    weights: dict[str, Any] = {"scales": [1.0, 0.5, 0.25, 0.125], "reconstruction": 10.0, "ssim": 1.0, "equivariance_value": 1.0, "equivariance_jacobian": 0.5}
+    weights: dict[str, Any] = Field(default_factory=dict, description="the family's teacher-objective weights; omitted terms keep their defaults")
 
 
 def load_training(path: Path) -> TeacherTraining:
@@ -46,10 +46,11 @@ def load_training(path: Path) -> TeacherTraining:
 
 
 def train_teacher(spec: TeacherTraining, base: Path = Path("."), progress: bool = True) -> tuple[torch.nn.Module, dict[str, Any]]:
-    from compress.families.fomm.objectives import unsupervised_loss
-
     family = get_family(spec.family)
     config = family.resolve_config(spec.config, "teacher")
+    if family.task.teacher_loss is None:
+        raise CompressError(f"family {spec.family}: no teacher-training objective; train its teacher elsewhere and load the checkpoint")
+    weights = family.loss_weights(spec.weights, family.task.teacher_loss)
     torch.manual_seed(spec.seed)
     if spec.init:
         model, meta = load_model(base / spec.init, family)
@@ -67,7 +68,7 @@ def train_teacher(spec: TeacherTraining, base: Path = Path("."), progress: bool 
     t0, history = time.perf_counter(), []
     for step in range(spec.steps):
         idx = [int(order[(step * spec.batch_size + j) % len(train)]) for j in range(spec.batch_size)]
-        loss, terms = unsupervised_loss(model, collate(train, idx), spec.weights, gen)
+        loss, terms = family.teacher_loss(model, collate(train, idx), weights, gen)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -78,7 +79,7 @@ def train_teacher(spec: TeacherTraining, base: Path = Path("."), progress: bool 
             print(f"step {step + 1}/{spec.steps} loss {loss.item():.4f} {terms} {rate:.2f} steps/s", flush=True)
     model.eval()
     held_out = family.dataset(spec.data, "test", size, spec.seed, spec.eval_batches * spec.batch_size)
-    quality = family.evaluate(model, iterate_batches(held_out, spec.batch_size))
+    quality = family.quality(model, iterate_batches(held_out, spec.batch_size))["vs_ground_truth"]
     report = {"steps": spec.steps, "wall_s": round(time.perf_counter() - t0, 1), "final_loss": history[-1]["loss"], "held_out": quality}
     return model, report
 

@@ -41,7 +41,7 @@ def test_a_folder_of_odd_sized_mp4_files_evaluates(tmp_path, student_file):
     proc = run_cli("eval", str(student_file), "--data", str(tmp_path / "videos"), "--json")
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout)
-    assert report["runtime"] == "torch" and report["model"]["frames"] == report["baseline"]["frames"] == 10
+    assert report["runtime"] == "torch" and report["model"]["samples"] == report["baseline"]["samples"] == 10
     assert {"l1", "psnr", "ssim"} <= set(report["baseline"])
 
 

@@ -49,7 +49,7 @@ def test_onnx_is_opset_17_with_static_shapes(onnx_path: Path, part: Part) -> Non
 def test_onnx_metadata_names_bundle_part_and_normalization(onnx_path: Path) -> None:
     props = {p.key: p.value for p in onnx.load(str(onnx_path)).metadata_props}
     assert {k: props[k] for k in BUNDLE} == BUNDLE
-    assert (props["part"], props["role"], props["cadence"]) == ("net", "receiver", "per_frame")
+    assert (props["part"], props["role"], props["cadence"]) == ("net", "app", "per_frame")
     assert json.loads(props["normalization"])["image"]["value_range"] == [0.0, 1.0]
 
 

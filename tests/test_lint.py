@@ -13,6 +13,7 @@ from compress.checkpoints import save_model
 from compress.errors import CompressError
 from compress.export import coreml_convert, onnx_model
 from compress.families import registry
+from compress.families.generic import TASK as GENERIC_TASK
 from compress.families.base import Family, Part, TensorSpec
 from compress.families.registry import get_family
 from compress.lint import Finding, lint_model, lint_part, lint_target
@@ -56,6 +57,7 @@ class MotionFamily(Family):
     """A family whose only part is MotionNet (head "inverse" or "affine_grid" from the config)."""
 
     name = "test-motion"
+    task = GENERIC_TASK
 
     def resolve_config(self, config: Any, role: str) -> dict[str, Any]:
         return dict(config) if isinstance(config, dict) else {"head": config or "inverse"}

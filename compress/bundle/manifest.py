@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from compress.errors import CompressError
 from compress.families.base import Part, TensorSpec
+from compress.families.task import Role
 from compress.recipe import check_semver
 
 SCHEMA_VERSION = "1.0"
@@ -81,7 +82,7 @@ class InputTensor(Tensor):
 
 class PartEntry(Strict):
     name: str
-    role: Literal["sender", "receiver"]
+    role: Role
     cadence: Literal["per_call", "per_frame"]
     description: str = ""
     files: dict[Literal["onnx", "coreml"], ModelFile] = Field(min_length=1)

@@ -1,18 +1,24 @@
 """The one abstraction every stage goes through: a model family.
 
-A family knows its networks (what gets trained, pruned and saved) and its deployable
-parts (what gets exported, quantized, profiled and bundled). Stages never import a model.
+A family knows its networks (what gets trained, pruned and saved), its deployable parts (what
+gets exported, quantized, profiled and bundled) and its task (metrics, loss terms, app flow,
+assets; see task.py). Stages never import a model, and never name a family's metric.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Iterator, Literal
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator
 
 import torch
+from pydantic import ValidationError
 from torch import nn
 
-Role = Literal["sender", "receiver"]
-Cadence = Literal["per_call", "per_frame"]
+from compress.errors import CompressError
+from compress.families.task import Asset, Cadence, LossWeights, Role, Task
+
+Batch = dict[str, torch.Tensor]
+Scores = dict[str, dict[str, float]]  # {"vs_ground_truth": {metric: value}, "vs_teacher": {...}}
 
 
 @dataclass(frozen=True)
@@ -82,6 +88,10 @@ class Prunable:
     customized_pruners: dict[Any, Any] = field(default_factory=dict)
 
 
+def batch_size(batch: Batch) -> int:
+    return len(next(iter(batch.values())))
+
+
 class Family:
     """Base class of a model family; subclasses register with `@register_family`.
 
@@ -91,12 +101,19 @@ class Family:
 
     name: str = ""
     description: str = ""
+    task: Task
     # Size (H, W) of the frames the family works on, for GFLOPs and data loading.
     default_input_size: tuple[int, int] = (256, 256)
+    # What `claims` looks for in a state dict, for the error when no family claims a checkpoint.
+    checkpoint_layout: str = ""
 
     # -- construction -------------------------------------------------------------------
     def configs(self) -> dict[str, dict[str, Any]]:
         """Named configs (teacher and student), e.g. {"vox-256": {...}}."""
+        raise NotImplementedError
+
+    def config_roles(self) -> dict[str, list[str]]:
+        """{"teacher": [config names], "student": [...]}, for `compress families`."""
         raise NotImplementedError
 
     def resolve_config(self, config: str | dict[str, Any] | None, role: str) -> dict[str, Any]:
@@ -109,8 +126,31 @@ class Family:
     def build_student(self, config: dict[str, Any]) -> nn.Module:
         raise NotImplementedError
 
+    # -- public checkpoints ---------------------------------------------------------------
+    def read_checkpoint(self, path: Path, trust: bool) -> dict[str, Any]:
+        """A checkpoint file as a (nested) dict, read safely (families with other formats override)."""
+        from compress.checkpoints import load_raw
+
+        return load_raw(path, trust=trust)
+
+    def claims(self, raw: dict[str, Any]) -> str | None:
+        """The teacher config whose keys and shapes a checkpoint (as read) has, or None: not this family's.
+
+        Configs are tried in `config_roles()["teacher"]` order, built on the meta device (no memory)."""
+        try:
+            state = self.teacher_state_dict(raw, "checkpoint")
+        except CompressError:
+            return None
+        shapes = {k: tuple(v.shape) for k, v in state.items() if isinstance(v, torch.Tensor)}
+        for name in self.config_roles()["teacher"]:
+            with torch.device("meta"):
+                model = self.build_teacher(self.resolve_config(name, "teacher"))
+            if {k: tuple(v.shape) for k, v in model.state_dict().items()} == shapes:
+                return name
+        return None
+
     def teacher_state_dict(self, raw: dict[str, Any], path: str) -> dict[str, torch.Tensor]:
-        """Map an official checkpoint layout (already safely loaded) onto build_teacher's keys."""
+        """Map a public checkpoint layout (already safely read) onto build_teacher's keys."""
         return raw
 
     # -- what stages operate on --------------------------------------------------------
@@ -120,75 +160,100 @@ class Family:
     def prunables(self, model: nn.Module) -> list[Prunable]:
         raise NotImplementedError
 
-    # -- training and evaluation -------------------------------------------------------
-    def forward(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Run the whole model on a training/eval batch (e.g. reconstruct driving from source)."""
+    def assets(self, model: nn.Module) -> list[Asset]:
+        """Constants that ship in the bundle beside the networks (none by default)."""
+        return []
+
+    # -- training -------------------------------------------------------------------------
+    def forward(self, model: Any, batch: Batch) -> dict[str, torch.Tensor]:
+        """Run the whole model (or a `pipeline`) on a training/eval batch: the outputs `score` reads."""
         raise NotImplementedError
 
-    def distill_loss(
-        self,
-        teacher_out: dict[str, torch.Tensor],
-        student_out: dict[str, torch.Tensor],
-        batch: dict[str, torch.Tensor],
-        weights: dict[str, float],
-    ) -> tuple[torch.Tensor, dict[str, float]]:
+    def loss_weights(self, weights: dict[str, Any] | None, schema: type[LossWeights] | None = None) -> dict[str, Any]:
+        """Recipe loss weights validated by the family's loss schema, defaults filled in."""
+        schema = schema or self.task.loss
+        try:
+            return schema.model_validate(weights or {}).model_dump()
+        except ValidationError as exc:
+            problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+            raise CompressError(f"{self.name} loss weights: {problems}; terms: {', '.join(schema.model_fields)}") from None
+
+    def distill_loss(self, teacher_out: dict[str, torch.Tensor], student_out: dict[str, torch.Tensor],
+                     batch: Batch, weights: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
+        """(loss, {term: value}) of the student against the teacher's outputs on one batch."""
         raise NotImplementedError
 
-    def ground_truth(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """The frame that `forward(model, batch)["prediction"]` should reproduce."""
+    def teacher_loss(self, model: nn.Module, batch: Batch, weights: dict[str, Any],
+                     generator: torch.Generator) -> tuple[torch.Tensor, dict[str, float]]:
+        """The objective `compress teacher train` minimises (a teacher trained from scratch)."""
+        raise CompressError(f"{self.name}: this family has no teacher-training objective")
+
+    # -- evaluation -----------------------------------------------------------------------
+    def score(self, outputs: dict[str, torch.Tensor], batch: Batch, reference: dict[str, torch.Tensor] | None = None) -> Scores:
+        """Batch means of the task's metrics vs the batch's ground truth and (given) vs a reference's outputs."""
         raise NotImplementedError
+
+    def baseline(self, batch: Batch) -> dict[str, torch.Tensor] | None:
+        """Outputs of the trivial model a student must beat, scored like a model's; None if the task has none."""
+        return None
 
     @torch.no_grad()
-    def quality(self, model: nn.Module, batches: Iterable[dict[str, torch.Tensor]], teacher: nn.Module | None = None) -> dict[str, dict[str, float]]:
-        """L1/PSNR/SSIM of the model's prediction vs ground truth and (given a teacher) vs the teacher's,
-        plus the keypoint distance to the teacher's when the family predicts keypoints."""
-        from compress.metrics import frame_metrics, keypoint_distance
+    def quality(self, model: Any, batches: Iterable[Batch], teacher: nn.Module | None = None) -> Scores:
+        """The task's metrics of `model` over `batches`, vs ground truth and (given a teacher) vs the teacher's outputs."""
+        return self.mean_scores(
+            (batch, self.forward(_eval(model), batch), self.forward(teacher.eval(), batch) if teacher is not None else None)
+            for batch in batches
+        )
 
-        rows: dict[str, list[tuple[int, dict[str, float]]]] = {"vs_ground_truth": [], "vs_teacher": []}
-        for batch in batches:
-            out = self.forward(model.eval(), batch)
-            n = out["prediction"].shape[0]
-            rows["vs_ground_truth"].append((n, frame_metrics(out["prediction"], self.ground_truth(batch))))
-            if teacher is not None:
-                ref = self.forward(teacher.eval(), batch)
-                row = frame_metrics(out["prediction"], ref["prediction"])
-                if "kp_driving_value" in out and "kp_driving_value" in ref:
-                    row["keypoint_distance"] = float(keypoint_distance(out["kp_driving_value"], ref["kp_driving_value"]))
-                rows["vs_teacher"].append((n, row))
-        # frame-weighted: evaluation protocols yield batches of different sizes
-        return {k: {m: sum(n * r[m] for n, r in v) / sum(n for n, _ in v) for m in v[0][1]} for k, v in rows.items() if v}
+    def mean_scores(self, scored: Iterable[tuple[Batch, dict[str, torch.Tensor], dict[str, torch.Tensor] | None]]) -> Scores:
+        """Sample-weighted means of `score` over (batch, outputs, reference) triples (protocols yield batches of different sizes)."""
+        sums: dict[str, dict[str, float]] = {}
+        counts: dict[str, int] = {}
+        for batch, outputs, reference in scored:
+            n = batch_size(batch)
+            for group, values in self.score(outputs, batch, reference).items():
+                counts[group] = counts.get(group, 0) + n
+                for k, v in values.items():
+                    sums.setdefault(group, {})[k] = sums.get(group, {}).get(k, 0.0) + n * float(v)
+        return {g: {k: v / counts[g] for k, v in values.items()} for g, values in sums.items()}
 
-    def baseline(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """The trivial prediction a model must beat (FOMM: output = source frame)."""
-        raise NotImplementedError
-
-    def eval_batches(self, source: str, size: tuple[int, int], seed: int, videos: int) -> Iterable[dict[str, torch.Tensor]]:
-        """Held-out batches for `compress eval` under the family's evaluation protocol."""
+    def eval_batches(self, source: str, size: tuple[int, int], seed: int, limit: int) -> Iterable[Batch]:
+        """Held-out batches for `compress eval` and the bench: at most `limit` items (videos, images)."""
         from compress.batches import iterate_batches
 
-        return iterate_batches(self.dataset(source, "test", size, seed, videos * 8), 8)
+        return iterate_batches(self.dataset(source, "test", size, seed, limit * 8), 8)
 
-    def onnx_model(self, parts: dict[str, Callable[..., tuple[torch.Tensor, ...]]]) -> Any:
-        """An object that `forward` accepts in place of a torch model, backed by exported parts
-        (callables taking and returning tensors in the parts' I/O order)."""
+    def pipeline(self, parts: dict[str, Callable[..., tuple[torch.Tensor, ...]]]) -> Any:
+        """An object that `forward` accepts in place of a torch model, backed by deployable parts
+        (callables taking and returning tensors in the parts' I/O order: onnxruntime sessions,
+        NNCF-quantized modules). It has `input_size`, the (H, W) it takes."""
         raise NotImplementedError
 
-    def model_input_size(self, model: Any) -> tuple[int, int]:
-        """(H, W) a torch model or an `onnx_model` takes."""
-        return getattr(model, "input_size", None) or tuple(self.parts(model)[0].inputs[0].shape[-2:])  # type: ignore[return-value]
-
-    def evaluate(self, model: nn.Module, batches: Iterable[dict[str, torch.Tensor]]) -> dict[str, float]:
-        """Quality vs ground truth (l1, psnr, ssim)."""
-        return self.quality(model, batches)["vs_ground_truth"]
-
+    # -- data ---------------------------------------------------------------------------
     def input_size(self, config: dict[str, Any]) -> tuple[int, int]:
-        """(H, W) of the frames a model built from `config` takes."""
+        """(H, W) of the inputs a model built from `config` takes."""
         return self.default_input_size
+
+    def model_input_size(self, model: Any) -> tuple[int, int]:
+        """(H, W) a torch model or a `pipeline` takes."""
+        size = getattr(model, "input_size", None)
+        return tuple(size) if size else self.input_size(model.config)  # type: ignore[return-value]
 
     def dataset(self, source: str, split: str, size: tuple[int, int], seed: int, samples: int) -> Any:
         """A torch Dataset of `samples` items (dicts of tensors) of `split` from `source` ("synthetic" or a path)."""
         raise NotImplementedError
 
-    def calibration_inputs(self, model: nn.Module, batches: Iterable[dict[str, torch.Tensor]]) -> Iterator[dict[str, tuple[torch.Tensor, ...]]]:
-        """For each batch, the inputs of every part: {part name: tuple of tensors}."""
+    def calibration_inputs(self, model: nn.Module, batches: Iterable[Batch]) -> Iterator[dict[str, tuple[torch.Tensor, ...]]]:
+        """For each sample of the batches, the inputs of every part: {part name: tuple of tensors}."""
         raise NotImplementedError
+
+    # -- description ----------------------------------------------------------------------
+    def describe(self) -> dict[str, Any]:
+        """What `compress families --json` prints for this family."""
+        return {"name": self.name, "description": self.description, "configs": self.config_roles(),
+                "checkpoint_layout": self.checkpoint_layout, "input_size": list(self.default_input_size),
+                "task": self.task.to_json()}
+
+
+def _eval(model: Any) -> Any:
+    return model.eval() if isinstance(model, nn.Module) else model

@@ -13,8 +13,10 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from compress.errors import CompressError
-from compress.families.base import Family, Part, Prunable, TensorSpec
+from compress.families.base import Batch, Family, Part, Prunable, Scores, TensorSpec
 from compress.families.registry import register_family
+from compress.families.task import LossWeights, Metric, Task
+from compress.metrics import frame_metrics
 
 CONFIGS: dict[str, dict[str, Any]] = {
     "teacher-32": {"width": 32, "depth": 4, "size": 32},
@@ -23,6 +25,24 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "student-64": {"width": 16, "depth": 3, "size": 64},
 }
 DEFAULTS = {"teacher": "teacher-32", "student": "student-32"}
+
+
+class RestorationWeights(LossWeights):
+    output_l1: float = 1.0
+    ground_truth: float = 0.0
+
+
+TASK = Task(
+    description="restore a frame from a noisy, blurred copy",
+    flow="on_device",
+    metrics=(
+        Metric("psnr", "dB", True, "PSNR of the restored frame", default_max_drop=0.3),
+        Metric("l1", "", False, "mean absolute error, pixels in [0, 1]"),
+        Metric("ssim", "", True, "SSIM of the restored frame"),
+    ),
+    loss=RestorationWeights,
+    teacher_loss=LossWeights,  # plain L1 to the clean frame: no weights to set
+)
 
 
 class ConvBlock(nn.Sequential):
@@ -36,6 +56,7 @@ class RestorationNet(nn.Module):
     def __init__(self, width: int, depth: int, size: int):
         super().__init__()
         self.size = size
+        self.config = {"width": width, "depth": depth, "size": size}
         self.stem = ConvBlock(3, width)
         self.down = nn.Sequential(nn.Conv2d(width, width * 2, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(width * 2), nn.ReLU())
         self.body = nn.ModuleList(ConvBlock(width * 2, width * 2) for _ in range(depth))
@@ -83,10 +104,15 @@ class NoisyFrames(Dataset):
 class GenericFamily(Family):
     name = "generic"
     description = "small image-to-image conv net (frame restoration) for tests and the smallest demo"
+    task = TASK
     default_input_size = (32, 32)
+    checkpoint_layout = "a flat state dict of the restoration net (stem., down., body., up., head.)"
 
     def configs(self) -> dict[str, dict[str, Any]]:
         return CONFIGS
+
+    def config_roles(self) -> dict[str, list[str]]:
+        return {role: [n for n in CONFIGS if n.startswith(role)] for role in ("teacher", "student")}
 
     def resolve_config(self, config: str | dict[str, Any] | None, role: str) -> dict[str, Any]:
         if config is None:
@@ -116,7 +142,7 @@ class GenericFamily(Family):
         return [
             Part(
                 name="net",
-                role="receiver",
+                role="app",
                 cadence="per_frame",
                 module=_Tupled(model),
                 inputs=[TensorSpec("image", (1, 3, s, s), description="degraded frame")],
@@ -131,20 +157,27 @@ class GenericFamily(Family):
     def forward(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         return {"prediction": model(batch["input"])}
 
-    def distill_loss(self, teacher_out, student_out, batch, weights):  # type: ignore[override]
+    def distill_loss(self, teacher_out, student_out, batch, weights):  # type: ignore[no-untyped-def]
         terms = {"output_l1": F.l1_loss(student_out["prediction"], teacher_out["prediction"])}
-        if weights.get("ground_truth", 0):
+        if weights["ground_truth"]:
             terms["ground_truth"] = F.l1_loss(student_out["prediction"], batch["target"])
-        loss = sum(weights.get(k, 1.0) * v for k, v in terms.items())
+        loss = sum(weights[k] * v for k, v in terms.items())
         return loss, {k: float(v.detach()) for k, v in terms.items()}
 
-    def ground_truth(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        return batch["target"]
+    def teacher_loss(self, model, batch, weights, generator):  # type: ignore[no-untyped-def]
+        loss = F.l1_loss(model(batch["input"]), batch["target"])
+        return loss, {"l1": float(loss.detach())}
 
-    def baseline(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        return batch["input"]
+    def score(self, outputs: dict[str, torch.Tensor], batch: Batch, reference: dict[str, torch.Tensor] | None = None) -> Scores:
+        scores = {"vs_ground_truth": frame_metrics(outputs["prediction"], batch["target"])}
+        if reference is not None:
+            scores["vs_teacher"] = frame_metrics(outputs["prediction"], reference["prediction"])
+        return scores
 
-    def onnx_model(self, parts):  # type: ignore[override]
+    def baseline(self, batch: Batch) -> dict[str, torch.Tensor]:
+        return {"prediction": batch["input"]}  # the degraded frame, unrestored
+
+    def pipeline(self, parts):  # type: ignore[no-untyped-def]
         net = parts["net"]
         shape = getattr(net, "shapes", {}).get("image")  # onnxruntime parts know their input shapes
 

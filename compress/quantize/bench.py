@@ -109,7 +109,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     for r in rows:
         print(f"{r['part']} {r['format']}: {r['note']}")
     if result["pipeline_as_shipped"]:
-        print(f"family pipeline, every part as shipped: psnr_drop_db {result['pipeline_as_shipped']['psnr_drop_db']:.3f}")
+        drop = next((k, v) for k, v in result["pipeline_as_shipped"].items() if k.endswith("_drop"))
+        print(f"family pipeline, every part as shipped: {drop[0]} {drop[1]:.3f} {result['pipeline_as_shipped']['unit']}")
     print(f"wrote {out}")
     return result
 

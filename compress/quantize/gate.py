@@ -2,14 +2,12 @@
 
 Gates, from the most to the least faithful:
 
-* `PipelineGate`, the family's quality drop: PSNR (dB) of the family's whole pipeline
-  (`family.forward` on `family.onnx_model(parts)`, as `compress eval` runs it) vs ground truth,
-  fp32 parts minus the same with one part int8; must stay <= `max_psnr_drop_db`;
-* `OutputGate` on the part alone (families without `onnx_model`, or the bare API):
-  - a part that produces the final frame, with its ground truth: PSNR drop of its output,
-    mean PSNR(fp32, truth) - mean PSNR(int8, truth) <= `max_psnr_drop_db`;
-  - an intermediate output (keypoints, features) has no ground truth of its own: its
-    SQNR (dB) = 10 log10(sum fp32^2 / sum (int8 - fp32)^2) must stay >= `min_sqnr_db`.
+* `PipelineGate`, the task's quality drop: the family's primary metric (its task's first) of the
+  whole pipeline (`family.forward` on `family.pipeline(parts)`, as `compress eval` runs it) vs
+  ground truth, with every part fp32 and then with one part int8; the drop, in the metric's
+  unit and direction, must stay <= `max_quality_drop`;
+* `OutputGate` on the part alone (a part the pipeline cannot run, or the bare API): its first
+  output's SQNR (dB) = 10 log10(sum fp32^2 / sum (int8 - fp32)^2) must stay >= `min_sqnr_db`.
 """
 from __future__ import annotations
 
@@ -25,24 +23,19 @@ import torch
 
 from compress.errors import CompressError
 from compress.families.base import Family
-from compress.metrics import psnr
 
 Feeds = dict[str, np.ndarray]
 
 
 @dataclass
 class EvalSet:
-    """Inputs of one part and, when the part produces the final frame, the ground truth of its first output."""
+    """Inputs of one part, on which its int8 output is compared with its fp32 output."""
 
     inputs: list[Feeds]
-    targets: list[np.ndarray] | None = None
-    peak: float = 1.0  # PSNR peak: the width of the output's value range
 
     def __post_init__(self) -> None:
         if not self.inputs:
             raise CompressError("quantize: the eval set is empty; raise stages.quantize.eval_batches")
-        if self.targets is not None and len(self.targets) != len(self.inputs):
-            raise CompressError(f"quantize: {len(self.targets)} ground-truth frames for {len(self.inputs)} eval inputs")
 
 
 def sqnr_db(reference: list[np.ndarray], noisy: list[np.ndarray]) -> float:
@@ -64,69 +57,58 @@ def first_outputs(model: onnx.ModelProto | Path, inputs: list[Feeds]) -> list[np
 class QualityGate:
     """A bound an int8 model must meet vs its fp32 original: `passes(measure(model))`."""
 
-    metric: str = "psnr_drop_db"
+    metric: str = ""
     bound: float = 0.0
+    lower_is_better: bool = True  # a drop must stay under its bound, an SQNR over it
 
     def measure(self, model: onnx.ModelProto | Path) -> float:
         raise NotImplementedError
 
     def passes(self, value: float) -> bool:
-        return value <= self.bound if self.metric == "psnr_drop_db" else value >= self.bound
+        return value <= self.bound if self.lower_is_better else value >= self.bound
 
     def badness(self, value: float) -> float:
         """Larger is worse, whichever the metric."""
-        return value if self.metric == "psnr_drop_db" else -value
+        return value if self.lower_is_better else -value
 
     def describe(self) -> dict[str, Any]:
-        rule = "<=" if self.metric == "psnr_drop_db" else ">="
+        rule = "<=" if self.lower_is_better else ">="
         return {"metric": self.metric, "rule": f"{self.metric} {rule} {self.bound}", "bound": self.bound}
 
 
 class OutputGate(QualityGate):
-    """The part's own first output on an eval set: PSNR drop vs ground truth, or SQNR vs fp32 without one."""
+    """SQNR of the part's own first output, int8 vs fp32, on an eval set."""
 
-    def __init__(self, fp32: onnx.ModelProto | Path, evaluation: EvalSet, max_psnr_drop_db: float, min_sqnr_db: float):
+    lower_is_better = False
+
+    def __init__(self, fp32: onnx.ModelProto | Path, evaluation: EvalSet, min_sqnr_db: float):
         self.evaluation = evaluation
         self.reference = first_outputs(fp32, evaluation.inputs)
-        if evaluation.targets is not None:
-            self.metric, self.bound = "psnr_drop_db", max_psnr_drop_db
-            self.fp32_psnr = self._mean_psnr(self.reference)
-        else:
-            self.metric, self.bound = "sqnr_db", min_sqnr_db
-            self.fp32_psnr = None
-
-    def _mean_psnr(self, outputs: list[np.ndarray]) -> float:
-        assert self.evaluation.targets is not None
-        per_sample = [psnr(torch.from_numpy(o), torch.from_numpy(t), self.evaluation.peak) for o, t in zip(outputs, self.evaluation.targets)]
-        return float(np.mean(per_sample))
+        self.metric, self.bound = "sqnr_db", min_sqnr_db
 
     def measure(self, model: onnx.ModelProto | Path) -> float:
-        outputs = first_outputs(model, self.evaluation.inputs)
-        if self.fp32_psnr is not None:
-            return self.fp32_psnr - self._mean_psnr(outputs)
-        return sqnr_db(self.reference, outputs)
+        return sqnr_db(self.reference, first_outputs(model, self.evaluation.inputs))
 
     def describe(self) -> dict[str, Any]:
-        out = {**super().describe(), "basis": "part output", "samples": len(self.evaluation.inputs)}
-        return out if self.fp32_psnr is None else {**out, "fp32_psnr_db": self.fp32_psnr}
+        return {**super().describe(), "basis": "part output: SQNR of int8 vs fp32", "samples": len(self.evaluation.inputs)}
 
 
-def pipeline_psnr(family: Family, parts: dict[str, Any], batches: list[dict[str, torch.Tensor]]) -> float:
-    """Mean PSNR vs ground truth of the family's pipeline built from `parts` (callables as compress.evaluate.OnnxPart)."""
-    from compress.evaluate import evaluate
-
-    return evaluate(family, family.onnx_model(parts), batches)["model"]["psnr"]
+def pipeline_quality(family: Family, parts: dict[str, Any], batches: list[dict[str, torch.Tensor]]) -> float:
+    """The primary metric vs ground truth of the family's pipeline built from `parts` (callables as compress.evaluate.OnnxPart)."""
+    return family.quality(family.pipeline(parts), batches)["vs_ground_truth"][family.task.primary.name]
 
 
 class PipelineGate(QualityGate):
-    """The family's quality drop with one part int8 and the others fp32, through the whole pipeline."""
+    """The task's quality drop with one part int8 and the others fp32, through the whole pipeline."""
 
-    def __init__(self, family: Family, fp32_parts: dict[str, Path], part: str, batches: list[dict[str, torch.Tensor]], max_psnr_drop_db: float):
+    def __init__(self, family: Family, fp32_parts: dict[str, Path], part: str, batches: list[dict[str, torch.Tensor]], max_drop: float):
         from compress.evaluate import OnnxPart
 
-        self.family, self.part, self.batches, self.bound = family, part, batches, max_psnr_drop_db
+        self.family, self.part, self.batches, self.bound = family, part, batches, max_drop
+        self.primary = family.task.primary
+        self.metric = f"{self.primary.name}_drop"
         self.fp32 = {name: OnnxPart(path) for name, path in fp32_parts.items()}
-        self.fp32_psnr = pipeline_psnr(family, self.fp32, batches)
+        self.fp32_value = pipeline_quality(family, self.fp32, batches)
 
     def measure(self, model: onnx.ModelProto | Path) -> float:
         if isinstance(model, Path):
@@ -139,11 +121,11 @@ class PipelineGate(QualityGate):
     def _drop(self, path: Path) -> float:
         from compress.evaluate import OnnxPart
 
-        return self.fp32_psnr - pipeline_psnr(self.family, {**self.fp32, self.part: OnnxPart(path)}, self.batches)
+        return self.primary.drop(self.fp32_value, pipeline_quality(self.family, {**self.fp32, self.part: OnnxPart(path)}, self.batches))
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "basis": f"family pipeline: {self.part} int8, the other parts fp32, vs ground truth",
-                "samples": len(self.batches), "fp32_psnr_db": self.fp32_psnr}
+                "samples": len(self.batches), "unit": self.primary.unit, f"fp32_{self.primary.name}": self.fp32_value}
 
 
 @dataclass

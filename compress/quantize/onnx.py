@@ -36,8 +36,7 @@ class OnnxQuantConfig:
     engine: Literal["ort", "nncf"] = "ort"
     target: str = "auto"  # auto, x86, x86-vnni, arm
     per_channel: bool = True
-    max_psnr_drop_db: float = 0.3
-    min_sqnr_db: float = 30.0  # gate of intermediate outputs, which have no ground truth
+    min_sqnr_db: float = 30.0  # gate of a part on its own output (no pipeline to judge it through)
     fallback: bool = True
     latency_runs: int = 30  # 0: do not measure
     latency_warmup: int = 5
@@ -326,7 +325,7 @@ def quantize_onnx(
 
 def _gate(model: onnx.ModelProto, build: Builder, fp32_path: Path, evaluation: EvalSet | QualityGate, config: OnnxQuantConfig,
           log: Callable[[str], None]) -> tuple[onnx.ModelProto, dict[str, Any], Fallback | None]:
-    gate = evaluation if isinstance(evaluation, QualityGate) else OutputGate(fp32_path, evaluation, config.max_psnr_drop_db, config.min_sqnr_db)
+    gate = evaluation if isinstance(evaluation, QualityGate) else OutputGate(fp32_path, evaluation, config.min_sqnr_db)
     first = gate.measure(model)
     value, fallback = first, None
     if not gate.passes(first) and config.fallback:

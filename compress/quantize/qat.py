@@ -4,7 +4,7 @@ BatchNorms are folded into their convolutions first, so that the int8 weights tr
 ones that ship. NNCF then puts fake quantizers (per-channel int8 weights, per-tensor
 activations, ranges from the calibration samples) into a copy of every deployable part, and
 the parts are fine-tuned against the teacher as they run in a call: through the family's
-`onnx_model` pipeline, where each part's quantized output feeds the next. Each part is then
+`pipeline`, where each part's quantized output feeds the next. Each part is then
 written as an int8 QDQ ONNX file, which the quantize stage gates and times like a
 post-training one.
 """
@@ -51,11 +51,11 @@ class QuantizedPipeline(nn.Module):
     """Quantized part modules behind the family's pipeline object, so `Family.forward` and
     the distillation loop drive them like a model (and train their parameters)."""
 
-    def __init__(self, family: Family, parts: list[Part]):
+    def __init__(self, family: Family, parts: list[Part], input_size: tuple[int, int]):
         super().__init__()
         self.part_modules = nn.ModuleDict({p.name.replace(".", "__"): p.module for p in parts})
-        self.pipeline = family.onnx_model({p.name: p.module for p in parts})
-        self.input_size = tuple(parts[0].inputs[0].shape[-2:])  # the frame size, as Family.model_input_size reads it
+        self.pipeline = family.pipeline({p.name: p.module for p in parts})
+        self.input_size = input_size  # as Family.model_input_size reads it
 
     def train(self, mode: bool = True) -> "QuantizedPipeline":
         super().train(mode)
@@ -94,7 +94,7 @@ def quantize_parts(family: Family, model: nn.Module, calibration: dict[str, list
 def qat_finetune(family: Family, parts: list[Part], teacher: nn.Module, cfg: DistillConfig, train: Dataset, out_dir: Path | None,
                  progress: bool = False) -> DistillReport:
     """Distil the quantized parts against the teacher, in place (one process; `cfg` as for `distill`)."""
-    pipeline = QuantizedPipeline(family, parts)
+    pipeline = QuantizedPipeline(family, parts, family.model_input_size(teacher))  # both see the same frames
     return distill(pipeline, teacher, family, cfg, train, out_dir, progress=progress)
 
 

@@ -24,7 +24,7 @@ from compress.errors import CompressError
 from compress.export import export_coreml
 from compress.families.base import Family, Part
 from compress.quantize.coreml import CoreMLQuantReport, package_bytes, quantize_coreml
-from compress.quantize.gate import EvalSet, Feeds, PipelineGate, pipeline_psnr
+from compress.quantize.gate import EvalSet, Feeds, PipelineGate, pipeline_quality
 from compress.quantize.onnx import OnnxQuantConfig, QuantReport, quantize_onnx
 from compress.distill import DistillReport
 from compress.recipe import DistillConfig, ProfileConfig, QuantizeConfig
@@ -35,22 +35,14 @@ CALIBRATION_BATCH = 8
 
 @dataclass
 class PartData:
-    """Calibration and eval inputs of one part (tensors in the part's input order) and the eval ground truth."""
+    """Calibration and eval inputs of one part (tensors in the part's input order)."""
 
     calibration: list[tuple[np.ndarray, ...]]
     eval_inputs: list[tuple[np.ndarray, ...]]
-    eval_targets: list[np.ndarray] | None
-    target_note: str
 
 
 def _numpy(tensors: tuple[torch.Tensor, ...]) -> tuple[np.ndarray, ...]:
     return tuple(t.detach().cpu().numpy().astype(np.float32) for t in tensors)
-
-
-def is_final_frame(part: Part, truth: torch.Tensor) -> bool:
-    """A part whose first output is a [0, 1] frame shaped like the ground truth produces the final frame."""
-    out = part.outputs[0]
-    return out.value_range == (0.0, 1.0) and tuple(out.shape) == tuple(truth.shape)
 
 
 Batches = Iterable[dict[str, torch.Tensor]]
@@ -58,38 +50,18 @@ Batches = Iterable[dict[str, torch.Tensor]]
 
 @torch.no_grad()
 def part_data(family: Family, model: nn.Module, parts: list[Part], calibration_batches: Batches, eval_batches: Batches, calibration_samples: int) -> dict[str, PartData]:
-    """Per part: calibration inputs, eval inputs and (for the part that produces the final frame) ground truth.
-
-    Eval batches hold one item each, so each item's ground truth pairs with the inputs
-    `calibration_inputs` derives from it.
-    """
+    """Per part: calibration inputs and eval inputs, as `calibration_inputs` derives them from the data."""
     calibration: dict[str, list[tuple[np.ndarray, ...]]] = {p.name: [] for p in parts}
     for sample in islice(family.calibration_inputs(model, calibration_batches), calibration_samples):
         for name, tensors in sample.items():
             if name in calibration:
                 calibration[name].append(_numpy(tensors))
     inputs: dict[str, list[tuple[np.ndarray, ...]]] = {p.name: [] for p in parts}
-    truths: list[torch.Tensor] = []
-    aligned = True
-    for batch in eval_batches:
-        samples = list(family.calibration_inputs(model, [batch]))
-        aligned = aligned and len(samples) == 1
-        truths.append(family.ground_truth(batch))
-        for sample in samples:
-            for name, tensors in sample.items():
-                if name in inputs:
-                    inputs[name].append(_numpy(tensors))
-    out: dict[str, PartData] = {}
-    for part in parts:
-        final = bool(truths) and is_final_frame(part, truths[0])
-        if final and aligned:
-            targets, note = [t.numpy().astype(np.float32) for t in truths], "final frame: PSNR drop vs the eval ground truth"
-        elif final:
-            targets, note = None, "final frame, but the family gives several inputs per eval item: SQNR of int8 vs fp32"
-        else:
-            targets, note = None, "intermediate output: SQNR of int8 vs fp32 (no ground truth of its own)"
-        out[part.name] = PartData(calibration[part.name], inputs[part.name], targets, note)
-    return out
+    for sample in family.calibration_inputs(model, eval_batches):
+        for name, tensors in sample.items():
+            if name in inputs:
+                inputs[name].append(_numpy(tensors))
+    return {p.name: PartData(calibration[p.name], inputs[p.name]) for p in parts}
 
 
 def _feeds(names: list[str], samples: list[tuple[np.ndarray, ...]], where: str) -> list[Feeds]:
@@ -139,7 +111,8 @@ def quantize_stage(cfg: QuantizeConfig, ctx: RunContext) -> StageResult:
     calib_ds = recipe_dataset(ctx.recipe, ctx.family, config, "calibration", cfg.calibration_samples)
     eval_batches = list(iterate_batches(recipe_dataset(ctx.recipe, ctx.family, config, "eval", cfg.eval_batches), 1))
     data = part_data(ctx.family, model, [parts[n] for n in exported], iterate_batches(calib_ds, CALIBRATION_BATCH), eval_batches, cfg.calibration_samples)
-    pipeline = pipeline_parts(ctx, exported, cfg)
+    pipeline = pipeline_parts(ctx, exported, cfg, set(parts))
+    max_drop = max_quality_drop(cfg, ctx.family)
     trained: dict[str, onnx.ModelProto] = {}
     if cfg.qat is not None:
         if "onnx" not in cfg.formats:
@@ -158,11 +131,11 @@ def quantize_stage(cfg: QuantizeConfig, ctx: RunContext) -> StageResult:
     for name, files in exported.items():
         result.metrics[name] = {}
         if "onnx" in cfg.formats and "onnx" in files:
-            gate_on = PipelineGate(ctx.family, pipeline, name, eval_batches, cfg.max_psnr_drop_db) if pipeline else None
+            gate_on = PipelineGate(ctx.family, pipeline, name, eval_batches, max_drop) if pipeline else None
             report, entry, note = _onnx_part(cfg, ctx, parts[name], data[name], files["onnx"], shipped.get(name, {}).get("onnx"), gate_on, trained.get(name))
             gate = report.gate
             assert gate is not None  # the stage always gates
-            basis = gate.get("basis") if pipeline else data[name].target_note
+            basis = gate["basis"]
             quantized.setdefault(name, {})["onnx"] = ctx.rel(report.path)
             shipped.setdefault(name, {})["onnx"] = entry
             as_shipped[name] = report.path if entry["precision"] == "int8" else ctx.path(files["onnx"])
@@ -178,34 +151,38 @@ def quantize_stage(cfg: QuantizeConfig, ctx: RunContext) -> StageResult:
             result.metrics[name]["coreml"] = record
             lines.append(f"{name}.coreml {creport.mode} {record['fp32_over_int8_size']:.2f}x smaller than fp32")
     if pipeline:
+        metric = f"{ctx.family.task.primary.name}_drop"
         drop = pipeline_drop(ctx.family, pipeline, as_shipped, eval_batches)
-        result.metrics["pipeline_as_shipped"] = {"psnr_drop_db": drop, "parts": {n: shipped[n]["onnx"]["precision"] for n in as_shipped}}
-        result.gates.append(Gate("quantize.pipeline.psnr_drop_db", cfg.max_psnr_drop_db, drop, drop <= cfg.max_psnr_drop_db, "every part as shipped"))
-        quality["pipeline"] = {"psnr_drop_db": drop}
+        result.metrics["pipeline_as_shipped"] = {metric: drop, "unit": ctx.family.task.primary.unit, "parts": {n: shipped[n]["onnx"]["precision"] for n in as_shipped}}
+        result.gates.append(Gate(f"quantize.pipeline.{metric}", max_drop, drop, drop <= max_drop, "every part as shipped"))
+        quality["pipeline"] = {metric: drop}
     result.artifacts = {"quantized": quantized, "shipped": shipped, "quality": {**ctx.artifacts.get("quality", {}), "int8_vs_fp32": quality}}
     result.summary = "; ".join(lines)
     return result
 
 
-def pipeline_parts(ctx: RunContext, exported: dict[str, dict[str, str]], cfg: QuantizeConfig) -> dict[str, Path] | None:
-    """The fp32 ONNX file of every part when the family can run its pipeline on them (`onnx_model`), else None."""
-    if "onnx" not in cfg.formats or any("onnx" not in files for files in exported.values()):
-        return None
-    from compress.evaluate import OnnxPart
+def max_quality_drop(cfg: QuantizeConfig, family: Family) -> float:
+    """The recipe's bound on the primary metric's int8 drop, else the family's default."""
+    bound = cfg.max_quality_drop if cfg.max_quality_drop is not None else family.task.primary.default_max_drop
+    if bound is None:
+        raise CompressError(f"stages.quantize.max_quality_drop: the {family.name} family has no default; set the drop of "
+                            f"{family.task.primary.format(None)} that int8 may cost")
+    return bound
 
-    fp32 = {name: ctx.path(files["onnx"]) for name, files in exported.items()}
-    try:
-        ctx.family.onnx_model({name: OnnxPart(path) for name, path in fp32.items()})
-    except NotImplementedError:
+
+def pipeline_parts(ctx: RunContext, exported: dict[str, dict[str, str]], cfg: QuantizeConfig, parts: set[str]) -> dict[str, Path] | None:
+    """The fp32 ONNX file of every part, when every part was exported to ONNX (the pipeline needs them all), else None."""
+    if "onnx" not in cfg.formats or set(exported) != parts or any("onnx" not in files for files in exported.values()):
         return None
-    return fp32
+    return {name: ctx.path(files["onnx"]) for name, files in exported.items()}
 
 
 def pipeline_drop(family: Family, fp32: dict[str, Path], shipped: dict[str, Path], batches: list[dict[str, torch.Tensor]]) -> float:
-    """The family's PSNR drop (dB) with every part as shipped vs every part fp32."""
+    """The primary metric's drop with every part as shipped vs every part fp32."""
     from compress.evaluate import OnnxPart
 
-    return pipeline_psnr(family, {n: OnnxPart(p) for n, p in fp32.items()}, batches) - pipeline_psnr(family, {n: OnnxPart(p) for n, p in shipped.items()}, batches)
+    before, after = (pipeline_quality(family, {n: OnnxPart(p) for n, p in files.items()}, batches) for files in (fp32, shipped))
+    return family.task.primary.drop(before, after)
 
 
 def _qat(cfg: DistillConfig, ctx: RunContext, model: nn.Module, config: dict[str, Any], data: dict[str, PartData]) -> tuple[dict[str, onnx.ModelProto], DistillReport]:
@@ -227,9 +204,9 @@ def _onnx_part(cfg: QuantizeConfig, ctx: RunContext, part: Part, data: PartData,
     names = onnx_input_names(src)
     profile = ctx.recipe.stage("profile")
     timing: ProfileConfig = profile.config if profile else ProfileConfig()  # type: ignore[assignment]
-    config = OnnxQuantConfig(engine=cfg.onnx_engine, target=cfg.target, per_channel=cfg.per_channel, max_psnr_drop_db=cfg.max_psnr_drop_db,
+    config = OnnxQuantConfig(engine=cfg.onnx_engine, target=cfg.target, per_channel=cfg.per_channel,
                              latency_runs=timing.runs, latency_warmup=timing.warmup)
-    evaluation = gate or EvalSet(_feeds(names, data.eval_inputs, str(src)), data.eval_targets, _peak(part))
+    evaluation = gate or EvalSet(_feeds(names, data.eval_inputs, str(src)))
     ctx.log(f"{part.name}: onnx int8 ({'nncf-qat' if trained is not None else cfg.onnx_engine}, {len(data.calibration)} calibration samples)")
     if trained is not None:  # the exported file's doc strings and metadata, as onnxruntime's quantizer keeps them
         fp32 = onnx.load(str(src), load_external_data=False)
@@ -256,8 +233,3 @@ def coreml_fp32_bytes(part: Part, report: CoreMLQuantReport) -> tuple[int, str]:
     with tempfile.TemporaryDirectory(prefix="quantize-fp32-") as tmp:
         path = export_coreml(part, Path(tmp) / "fp32.mlpackage", report.deployment_target, "fp32")
         return package_bytes(path), "an fp32 conversion of the same part, made for this comparison (the export is fp16)"
-
-
-def _peak(part: Part) -> float:
-    lo, hi = part.outputs[0].value_range or (0.0, 1.0)
-    return hi - lo

@@ -18,12 +18,28 @@ import torch
 from torch import nn
 
 from compress.errors import CompressError
-from compress.families.base import Family, Part, Prunable, TensorSpec
+from compress.families.base import Batch, Family, Part, Prunable, Scores, TensorSpec
 from compress.families.fomm.configs import DEFAULT_TEACHER, TEACHER_CONFIGS, frame_shape, num_channels, teacher_config
+from compress.families.fomm.objectives import DistillWeights, TeacherWeights
 from compress.families.fomm.teacher import FommModel, Keypoints
 from compress.families.registry import register_family
+from compress.families.task import Metric, Task
+from compress.metrics import frame_metrics, keypoint_distance
 
 DEFAULT_STUDENT = "mobile-256"
+TASK = Task(
+    description="reconstruct the camera frame from the reference frame and keypoints (video call)",
+    flow="video_call",
+    metrics=(
+        Metric("psnr", "dB", True, "PSNR of the predicted frame", default_max_drop=0.3),
+        Metric("l1", "", False, "mean absolute error of the predicted frame, pixels in [0, 1]"),
+        Metric("ssim", "", True, "SSIM of the predicted frame (11x11 Gaussian window)"),
+        Metric("keypoint_distance", "", False, "mean distance of driving keypoints, coordinates in [-1, 1]",
+               against=("teacher",)),
+    ),
+    loss=DistillWeights,
+    teacher_loss=TeacherWeights,
+)
 KP_FIELDS = ("value", "jacobian")
 NETWORKS = ("kp_detector", "generator")
 # Layers whose output channels are an interface (keypoints, jacobians, mask over K+1 motions,
@@ -138,11 +154,17 @@ def kp_specs(prefix: str, num_kp: int, with_jacobian: bool, frame: str) -> list[
 class FommFamily(Family):
     name = "fomm"
     description = "First Order Motion Model (Siarohin et al., NeurIPS 2019): keypoints + jacobians, dense motion, occlusion-aware generator"
+    task = TASK
     default_input_size = frame_shape(TEACHER_CONFIGS[DEFAULT_TEACHER])
+    checkpoint_layout = ("'kp_detector' and 'generator' state dicts (official layout) or keys prefixed "
+                         "'kp_detector.' / 'generator.', shaped like one of the teacher configs")
 
     # -- construction -------------------------------------------------------------------
     def configs(self) -> dict[str, dict[str, Any]]:
         return {**copy.deepcopy(TEACHER_CONFIGS), **copy.deepcopy(_student_configs())}
+
+    def config_roles(self) -> dict[str, list[str]]:
+        return {"teacher": list(TEACHER_CONFIGS), "student": list(_student_configs())}
 
     def resolve_config(self, config: str | dict[str, Any] | None, role: str) -> dict[str, Any]:
         if role not in ("teacher", "student"):
@@ -247,8 +269,13 @@ class FommFamily(Family):
             out.update({f"{name}_{f}": v for f, v in kp.items()})
         return out
 
-    def ground_truth(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        return batch["driving"]
+    def score(self, outputs: dict[str, torch.Tensor], batch: Batch, reference: dict[str, torch.Tensor] | None = None) -> Scores:
+        scores = {"vs_ground_truth": frame_metrics(outputs["prediction"], batch["driving"])}
+        if reference is not None:
+            scores["vs_teacher"] = frame_metrics(outputs["prediction"], reference["prediction"])
+            if "kp_driving_value" in outputs and "kp_driving_value" in reference:
+                scores["vs_teacher"]["keypoint_distance"] = float(keypoint_distance(outputs["kp_driving_value"], reference["kp_driving_value"]))
+        return scores
 
     def input_size(self, config: dict[str, Any]) -> tuple[int, int]:
         return frame_shape(config)
@@ -267,25 +294,31 @@ class FommFamily(Family):
                     "generator.per_frame": (source, feature, *flat_keypoints(kp_source), *flat_keypoints(kp_driving)),
                 }
 
-    def distill_loss(self, teacher_out, student_out, batch, weights):  # type: ignore[override]
+    def distill_loss(self, teacher_out, student_out, batch, weights):  # type: ignore[no-untyped-def]
         from compress.families.fomm.objectives import distill_loss
 
         return distill_loss(teacher_out, student_out, batch, weights)
+
+    def teacher_loss(self, model, batch, weights, generator):  # type: ignore[no-untyped-def]
+        from compress.families.fomm.objectives import unsupervised_loss
+
+        return unsupervised_loss(model, batch, weights, generator)
 
     def dataset(self, source: str, split: str, size: tuple[int, int], seed: int, samples: int) -> Any:
         from compress.data.pairs import PairDataset
 
         return PairDataset(source, split, size, seed, samples)
 
-    def baseline(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        return batch["source"]  # "output = source frame": no motion at all
+    def baseline(self, batch: Batch) -> dict[str, torch.Tensor]:
+        return {"prediction": batch["source"]}  # "output = source frame": no motion at all
 
-    def eval_batches(self, source: str, size: tuple[int, int], seed: int, videos: int) -> Iterable[dict[str, torch.Tensor]]:
+    def eval_batches(self, source: str, size: tuple[int, int], seed: int, limit: int) -> Iterable[Batch]:
+        """FOMM's first-frame protocol on at most `limit` held-out videos."""
         from compress.data.pairs import first_frame_protocol
 
-        return first_frame_protocol(source, "test", size, seed=seed, max_videos=videos)
+        return first_frame_protocol(source, "test", size, seed=seed, max_videos=limit)
 
-    def onnx_model(self, parts):  # type: ignore[override]
+    def pipeline(self, parts):  # type: ignore[no-untyped-def]
         from compress.families.fomm.runtime import ExportedFomm
 
         return ExportedFomm(parts)

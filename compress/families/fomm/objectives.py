@@ -11,7 +11,31 @@ import torch
 import torch.nn.functional as F
 
 from compress.families.fomm.ops import make_coordinate_grid
+from compress.families.task import LossWeights
 from compress.metrics import ssim_loss
+
+
+class DistillWeights(LossWeights):
+    """Weights of FOMM's distillation terms (`stages.distill.loss`); 0 switches a term off."""
+
+    output_l1: float = 1.0
+    output_ssim: float = 0.5
+    scales: list[float] = [1.0, 0.5, 0.25]
+    keypoints: float = 10.0
+    jacobians: float = 1.0
+    occlusion: float = 1.0
+    masks: float = 0.1
+    ground_truth: float = 0.0
+
+
+class TeacherWeights(LossWeights):
+    """Weights of FOMM's own unsupervised objective (`compress teacher train`)."""
+
+    scales: list[float] = [1.0, 0.5, 0.25, 0.125]
+    reconstruction: float = 10.0
+    ssim: float = 1.0
+    equivariance_value: float = 1.0
+    equivariance_jacobian: float = 0.5
 
 
 def pyramid_l1(pred: torch.Tensor, target: torch.Tensor, scales: list[float]) -> torch.Tensor:

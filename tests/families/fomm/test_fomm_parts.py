@@ -9,6 +9,8 @@ import onnxruntime as ort
 import pytest
 import torch
 
+from compress.metrics import psnr
+
 from compress.errors import CompressError
 from compress.families.base import Part
 from compress.families.fomm.teacher import FommModel
@@ -176,7 +178,13 @@ def test_forward_runs_the_reconstruction_protocol(family, tiny_teacher, tiny_con
         out = family.forward(tiny_teacher, batch)
     assert {"prediction", "occlusion_map", "kp_source_value", "kp_driving_value", "kp_driving_jacobian"} <= set(out)
     assert out["prediction"].shape == batch["driving"].shape
-    assert family.ground_truth(batch) is batch["driving"]
+    assert family.score(out, batch)["vs_ground_truth"]["psnr"] == pytest.approx(psnr(out["prediction"], batch["driving"]))
+
+
+def test_the_baseline_is_the_source_frame_scored_like_a_prediction(family, tiny_config, frames):
+    batch = {"source": frames(tiny_config, n=2, seed=1), "driving": frames(tiny_config, n=2, seed=2)}
+    scores = family.score(family.baseline(batch), batch)["vs_ground_truth"]
+    assert scores["l1"] == pytest.approx(float((batch["source"] - batch["driving"]).abs().mean()))
 
 
 def test_forward_refuses_frames_of_another_size(family, tiny_teacher, tiny_config, frames):

@@ -42,5 +42,5 @@ def test_qat_student_parts_run_as_int8_onnx_close_to_fp32(tmp_path: Path) -> Non
     batch = next(iter(iterate_batches(fomm.dataset("synthetic", "test", (64, 64), seed=0, samples=2), 2)))
     with torch.no_grad():
         fp32 = fomm.forward(student, batch)["prediction"]
-    int8 = fomm.forward(fomm.onnx_model(runtime), batch)["prediction"]
+    int8 = fomm.forward(fomm.pipeline(runtime), batch)["prediction"]
     assert frame_metrics(int8, fp32)["psnr"] > 35.0  # a flat grey frame scores 23 dB here
