@@ -143,22 +143,6 @@ def read_model_meta(path: str | Path) -> dict[str, Any] | None:
     return json.loads(meta["compress"]) if "compress" in meta else None
 
 
-def load_model(path: str | Path, family: Any = None) -> tuple[nn.Module, dict[str, Any]]:
-    """Rebuild one of our saved models (pruned ones included) from its spec and weights."""
-    from compress.families.registry import get_family
-
-    meta = read_model_meta(path)
-    if meta is None:
-        raise CompressError(f"{path}: not a mobile-compress model file (expected .safetensors written by compress)")
-    family = family or get_family(meta["family"])
-    build = family.build_teacher if meta["kind"] == "teacher" else family.build_student
-    model = build(meta["config"])
-    state = load_raw(path)
-    apply_structure(model, meta["structure"], state)
-    load_state_dict_checked(model, state, path, f"{meta['family']} {meta['kind']}")
-    return model.eval(), meta
-
-
 class atomic_path:
     """Context manager yielding a temporary sibling path that is renamed onto `path` on success.
 

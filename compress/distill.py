@@ -30,7 +30,8 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from compress.batches import collate, iterate_batches, recipe_dataset
-from compress.checkpoints import atomic_path, load_model, load_raw, save_model
+from compress.checkpoints import atomic_path, load_raw, save_model
+from compress.families.loading import load_model
 from compress.errors import CompressError
 from compress.families.base import Family
 from compress.families.registry import get_family

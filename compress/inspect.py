@@ -6,33 +6,22 @@ from typing import Any
 
 from torch import nn
 
-from compress.checkpoints import load_model, read_model_meta
-from compress.errors import CompressError
 from compress.families.base import Family
-from compress.families.loading import load_teacher_model
+from compress.families.loading import load_checkpoint, load_teacher_model
 from compress.families.registry import get_family
 from compress.stats import PartStats, count_macs, count_params, count_used_params, size_mb
 
 
 def load_for_inspect(target: str | Path, family: str | None = None, config: str | None = None, trust: bool = False) -> tuple[Family, nn.Module, str]:
-    """A recipe (its teacher and student), one of our model files, or an official checkpoint (needs --family)."""
+    """A recipe (its teacher), one of our model files, or a public checkpoint (family and config recognised unless given)."""
     target = Path(target)
     if target.suffix in (".yaml", ".yml"):
         from compress.recipe import load_recipe
 
         recipe = load_recipe(target)
         fam = get_family(recipe.family)
-        teacher = load_teacher_model(fam, recipe.resolve(recipe.teacher.checkpoint), fam.resolve_config(recipe.teacher.config, "teacher"), trust)
-        return fam, teacher, "teacher"
-    meta = read_model_meta(target)
-    if meta is not None:
-        fam = get_family(family or meta["family"])
-        model, meta = load_model(target, fam)
-        return fam, model, meta["kind"]
-    if family is None:
-        raise CompressError(f"{target}: not a mobile-compress model file; pass --family (e.g. --family fomm) to read an official checkpoint")
-    fam = get_family(family)
-    return fam, load_teacher_model(fam, target, fam.resolve_config(config, "teacher"), trust), "teacher"
+        return fam, load_teacher_model(fam, recipe.resolve(recipe.teacher.checkpoint), recipe.teacher.config, trust)[0], "teacher"
+    return load_checkpoint(target, family, config, trust)
 
 
 def inspect_model(family: Family, model: nn.Module, per_module: bool = True) -> dict[str, Any]:

@@ -33,9 +33,9 @@ Category = Literal["onnx", "coreml", "int8_float", "coreml_cpu_only"]
 Severity = Literal["error", "warning"]
 SEVERITY: dict[str, Severity] = {"onnx": "error", "coreml": "error", "int8_float": "warning", "coreml_cpu_only": "warning"}
 
-_INVERSE_HINT = "replace torch.inverse with a closed-form inverse (for 2x2 jacobians: compress.families.fomm.ops.inverse_2x2)"
+_INVERSE_HINT = "replace torch.inverse with a closed-form inverse (for 2x2 or 3x3 matrices: the adjugate over the determinant)"
 _AFFINE_GRID_HINT = (
-    "build the grid explicitly: a constant coordinate grid (compress.families.fomm.ops.make_coordinate_grid) "
+    "build the grid explicitly: a constant coordinate grid (torch.linspace in x and y, stacked) "
     "transformed by the affine matrix, instead of F.affine_grid"
 )
 # Ops that fail to export whatever their arguments (checked on tiny modules in tests/test_lint.py).
@@ -318,11 +318,10 @@ def lint_target(path_or_recipe: str | Path | Recipe, family: str | Family | None
     """`compress lint RECIPE|CHECKPOINT`: findings for a recipe's network or a checkpoint's model.
 
     A recipe lints what it will export (see `recipe_network`) at its export opset and target.
-    A checkpoint is one of our .safetensors models (family in its metadata) or an official
-    checkpoint, which needs `family` (and `config` when not the family's default teacher).
+    A checkpoint is one of our .safetensors models (family in its metadata) or a public
+    checkpoint (family and config recognised from its keys and shapes unless given).
     """
-    from compress.checkpoints import read_model_meta
-    from compress.families.loading import load_teacher_model
+    from compress.families.loading import load_checkpoint
     from compress.families.registry import get_family
     from compress.recipe import load_recipe
 
@@ -331,11 +330,5 @@ def lint_target(path_or_recipe: str | Path | Recipe, family: str | Family | None
         fam = get_family(recipe.family)
         opset, target = _export_settings(recipe)
         return lint_model(fam, recipe_network(recipe, fam)[0], opset=opset, target=target)
-    path = Path(path_or_recipe)
-    meta = read_model_meta(path)
-    name = family.name if isinstance(family, Family) else family or (meta or {}).get("family")
-    if name is None:
-        raise CompressError(f"{path}: not a mobile-compress model, so its family is unknown: pass --family (one of the `compress families`)")
-    fam = family if isinstance(family, Family) else get_family(name)
-    model = load_teacher_model(fam, path, fam.resolve_config(config, "teacher"))
+    fam, model, _ = load_checkpoint(Path(path_or_recipe), family, config)
     return lint_model(fam, model)

@@ -34,7 +34,8 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from compress.batches import iterate_batches, recipe_dataset
-from compress.checkpoints import load_model, save_model
+from compress.checkpoints import save_model
+from compress.families.loading import load_model
 from compress.distill import distill
 from compress.errors import CompressError
 from compress.families.base import Family, Part, Prunable

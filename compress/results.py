@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from compress.bench.profile import profile
-from compress.checkpoints import load_model
+from compress.families.loading import load_model
 from compress.evaluate import OnnxPart, evaluate
 from compress.export import export_onnx
 from compress.families.base import Family

@@ -31,7 +31,8 @@ from typing import Any, Callable
 
 from torch import nn
 
-from compress.checkpoints import atomic_path, load_model
+from compress.checkpoints import atomic_path
+from compress.families.loading import load_model
 from compress.errors import CompressError, GateFailed
 from compress.families.base import Family
 from compress.families.registry import get_family
@@ -324,8 +325,7 @@ def _prepare_teacher(recipe: Recipe, family: Family, run_dir: Path, checkpoint: 
         load_model(path, family)  # validate before the run relies on it
         shutil.copyfile(path, target)
         return target.name
-    config = family.resolve_config(recipe.teacher.config, "teacher")
-    model = load_teacher_model(family, path, config, trust=trust)
+    model, config = load_teacher_model(family, path, recipe.teacher.config, trust=trust)
     save_model(target, model, family=family.name, kind="teacher", config=config, extra={"source": str(path) if path else "random-init"})
     return target.name
 

@@ -16,7 +16,8 @@ import yaml
 from pydantic import Field, ValidationError
 
 from compress.batches import collate, iterate_batches
-from compress.checkpoints import load_model, save_model
+from compress.checkpoints import save_model
+from compress.families.loading import load_model
 from compress.errors import CompressError
 from compress.families.registry import get_family
 from compress.recipe import Strict

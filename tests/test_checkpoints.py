@@ -6,7 +6,8 @@ import collections
 import pytest
 import torch
 
-from compress.checkpoints import atomic_path, load_model, load_raw, load_state_dict_checked, save_model
+from compress.checkpoints import atomic_path, load_raw, load_state_dict_checked, save_model
+from compress.families.loading import load_model
 from compress.errors import CompressError
 from compress.families.base import Family
 from compress.families.registry import get_family

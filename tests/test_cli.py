@@ -10,7 +10,7 @@ import torch
 
 from compress.cli import main
 
-COMMANDS = ["run", "recipes", "inspect", "lint", "profile", "eval", "bundle verify", "bundle publish", "bundle pull", "teacher train"]
+COMMANDS = ["run", "recipes", "families", "inspect", "lint", "profile", "eval", "bundle verify", "bundle publish", "bundle pull", "teacher train"]
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:

@@ -14,7 +14,8 @@ import yaml
 from torch import nn
 
 from compress.bench import costmodel
-from compress.checkpoints import load_model, save_model
+from compress.checkpoints import save_model
+from compress.families.loading import load_model
 from compress.errors import CompressError, GateFailed
 from compress.families.base import Family, Prunable
 from compress.families.registry import get_family

@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from compress.checkpoints import load_model, save_model
+from compress.checkpoints import save_model
+from compress.families.loading import load_model
 from compress.errors import CompressError
 from compress.families.fomm.teacher import FommModel
 from compress.families.loading import load_teacher, load_teacher_model
@@ -44,7 +45,7 @@ def predict(model: torch.nn.Module, source: torch.Tensor, driving: torch.Tensor)
 @pytest.mark.parametrize("data_parallel", [False, True], ids=["plain", "data_parallel"])
 def test_official_layout_checkpoint_loads_and_runs(tmp_path, family, tiny_teacher, tiny_config, frames, data_parallel):
     path = official_checkpoint(tiny_teacher, tmp_path / "vox-cpk.pth.tar", data_parallel)
-    loaded = load_teacher_model(family, path, tiny_config)
+    loaded, _ = load_teacher_model(family, path, tiny_config)
     source, driving = frames(tiny_config, seed=1), frames(tiny_config, seed=2)
     torch.testing.assert_close(predict(loaded, source, driving), predict(tiny_teacher, source, driving), rtol=0, atol=0)
 
@@ -58,7 +59,7 @@ def test_public_api_loads_by_family_name(tmp_path, tiny_teacher, tiny_config):
 def test_flat_prefixed_state_dict_loads(tmp_path, family, tiny_teacher, tiny_config):
     path = tmp_path / "flat.pth"
     torch.save(tiny_teacher.state_dict(), path)
-    loaded = load_teacher_model(family, path, tiny_config)
+    loaded, _ = load_teacher_model(family, path, tiny_config)
     assert all(torch.equal(loaded.state_dict()[k], v) for k, v in tiny_teacher.state_dict().items())
 
 

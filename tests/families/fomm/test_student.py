@@ -16,7 +16,8 @@ import pytest
 import torch
 from torch import nn
 
-from compress.checkpoints import load_model, save_model
+from compress.checkpoints import save_model
+from compress.families.loading import load_model
 from compress.errors import CompressError
 from compress.families.fomm.student import STUDENT_CONFIGS, MobileFomm, build_student
 from compress.stats import count_macs, count_params
