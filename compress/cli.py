@@ -44,8 +44,9 @@ def run(
     checkpoint: Optional[Path] = typer.Option(None, help="Teacher checkpoint; overrides the recipe's teacher.checkpoint."),
     data: Optional[str] = typer.Option(None, help="Video folder or file for every data split; overrides data.train/eval/calibration."),
     out_dir: Optional[Path] = typer.Option(None, "--out", help="Folder for run folders (default exported/runs)."),
+    run_dir: Optional[Path] = typer.Option(None, "--run-dir", help="Run folder to use (default: <out>/<recipe>-<hash>; with --resume, the recipe's latest run)."),
     set_: list[str] = typer.Option([], "--set", help="Override a recipe field, e.g. --set stages.distill.steps=200 (repeatable)."),
-    resume: bool = typer.Option(False, help="Keep stages whose config and inputs are unchanged; rerun from the first that changed."),
+    resume: bool = typer.Option(False, help="Continue the recipe's latest run: keep stages whose config, inputs and code are unchanged; rerun from the first that changed."),
     until: Optional[str] = typer.Option(None, help="Stop after this stage."),
     nproc: int = typer.Option(1, help="Distillation processes on this machine (torchrun/DDP)."),
     trust_checkpoint: bool = typer.Option(False, help="Allow checkpoints that need pickled code (only for files you trust)."),
@@ -59,7 +60,7 @@ def run(
     if data:
         overrides += [f"data.{k}={data}" for k in ("train", "eval", "calibration")]
     r = load_recipe(recipe, overrides)
-    summary = run_recipe(r, checkpoint=checkpoint, out=out_dir, resume=resume, until=until, trust_checkpoint=trust_checkpoint, nproc=nproc, quiet=as_json)
+    summary = run_recipe(r, checkpoint=checkpoint, out=out_dir, resume=resume, run_dir=run_dir, until=until, trust_checkpoint=trust_checkpoint, nproc=nproc, quiet=as_json)
     if os.environ.get("RANK", "0") != "0":
         return  # under torchrun, rank 0 reports
     if as_json:

@@ -35,8 +35,8 @@ from compress.families.loading import load_model
 from compress.errors import CompressError
 from compress.families.base import Family
 from compress.families.registry import get_family
-from compress.recipe import DistillConfig
-from compress.run import RunContext, StageResult
+from compress.recipe import DistillConfig, Recipe
+from compress.run import RunContext, StageResult, data_hashes, sha256_file
 
 STATE_FILE = "distill-state.pt"
 
@@ -342,13 +342,20 @@ def plot_loss_curve(csv_path: Path, png_path: Path) -> None:
 
 
 # -- the stage --------------------------------------------------------------------------------
+def resume_tag(cfg: DistillConfig, student_config: dict[str, Any], recipe: Recipe, teacher: Path) -> str:
+    """Work left by an interrupted run is continued only under the same tag: the same settings,
+    student, teacher and data, by content (a teacher replaced under the same name is another teacher)."""
+    inputs = [cfg.model_dump(mode="json"), student_config, recipe.data.model_dump(mode="json"), data_hashes(recipe), sha256_file(teacher)]
+    return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()[:16]
+
+
 def distill_stage(cfg: DistillConfig, ctx: RunContext) -> StageResult:
     """Distil the recipe's student from the teacher; artifacts: the student model and its quality."""
     family, recipe = ctx.family, ctx.recipe
     config = family.resolve_config(recipe.student.config, "student")
     teacher_rel = ctx.artifacts["teacher"]
     work = ctx.run_dir / ".distill-work"  # survives a crash, unlike the stage folder
-    tag = hashlib.sha256(json.dumps([cfg.model_dump(mode="json"), config, recipe.data.model_dump(mode="json"), teacher_rel], sort_keys=True).encode()).hexdigest()[:16]
+    tag = resume_tag(cfg, config, recipe, ctx.path(teacher_rel))
     if not ctx.resume:
         _clear(work)
     work.mkdir(parents=True, exist_ok=True)
@@ -421,8 +428,6 @@ def _clear(path: Path) -> None:
 
 def _worker(spec_path: str) -> None:
     """Entry point of one torchrun rank."""
-    from compress.recipe import Recipe
-
     spec = json.loads(Path(spec_path).read_text())
     recipe = Recipe.model_validate({**spec["recipe_json"], "source": spec["recipe"]})
     family = get_family(recipe.family)

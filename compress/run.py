@@ -22,6 +22,7 @@ import importlib.metadata
 import json
 import os
 import platform
+import re
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -158,6 +159,15 @@ def _files_in(value: Any, run_dir: Path) -> list[Path]:
     return found
 
 
+def data_hashes(recipe: Recipe) -> dict[str, str]:
+    """Content hash of each data source a recipe names ("synthetic" is generated from the seed)."""
+    hashes = {}
+    for split in ("train", "eval", "calibration"):
+        path = recipe.resolve(getattr(recipe.data, split))
+        hashes[split] = sha256_file(path) if path is not None else "synthetic"
+    return hashes
+
+
 def artifact_hashes(artifacts: dict[str, Any], run_dir: Path) -> dict[str, str]:
     return {str(p.relative_to(run_dir)): sha256_file(p) for p in sorted(set(_files_in(artifacts, run_dir)))}
 
@@ -210,6 +220,17 @@ def default_run_dir(recipe: Recipe, out: Path | None) -> Path:
     return base / f"{recipe.name}-{recipe.sha256()[:8]}"
 
 
+def latest_run_dir(recipe: Recipe, out: Path | None) -> Path | None:
+    """The most recently written run folder of this recipe (any config), finished or not."""
+    base = out or Path("exported/runs")
+    runs = [p for p in base.glob(f"{recipe.name}-*") if re.fullmatch(rf"{re.escape(recipe.name)}-[0-9a-f]{{8}}", p.name) and p.is_dir()]
+
+    def written(run: Path) -> float:
+        return max((f.stat().st_mtime for f in [run, *run.glob(f"*/{RECORD}")]), default=0.0)
+
+    return max(runs, key=written, default=None)
+
+
 def run_recipe(
     recipe: Recipe,
     *,
@@ -226,7 +247,10 @@ def run_recipe(
     family = get_family(recipe.family)
     if until is not None and recipe.stage(until) is None:
         raise CompressError(f"--until {until}: the recipe has no stage {until!r} (it has {', '.join(s.name for s in recipe.stages)})")
-    run_dir = Path(run_dir) if run_dir else default_run_dir(recipe, Path(out) if out else None)
+    base = Path(out) if out else None
+    # --resume continues the recipe's latest run even after a config change: the per-stage keys
+    # below decide what reruns; without it, each config gets a folder of its own.
+    run_dir = Path(run_dir) if run_dir else (resume and latest_run_dir(recipe, base)) or default_run_dir(recipe, base)
     if not is_rank0():  # under `torchrun -m compress run`: other ranks only join distillation and write nothing shared
         import tempfile
 
@@ -235,7 +259,7 @@ def run_recipe(
 
     artifacts: dict[str, Any] = {"teacher": _prepare_teacher(recipe, family, run_dir, checkpoint, trust_checkpoint)}
     base_key = {"family": recipe.family, "student": family.resolve_config(recipe.student.config, "student"), "data": recipe.data.model_dump(mode="json"),
-                "targets": recipe.targets.model_dump(mode="json"), "code": code_hash()}
+                "data_content": data_hashes(recipe), "targets": recipe.targets.model_dump(mode="json"), "code": code_hash()}
     stages_out: list[dict[str, Any]] = []
     gates: list[Gate] = []
     changed = not resume

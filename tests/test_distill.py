@@ -136,3 +136,17 @@ def test_torchrun_of_compress_run_writes_from_rank_0_only(write_recipe, tmp_path
     record = json.loads((run_dir / "distill" / "record.json").read_text())
     assert record["metrics"]["training"]["world_size"] == 2
     assert json.loads(proc.stdout)["run_dir"] == str(run_dir)  # one summary: rank 0's
+
+
+def test_interrupted_work_is_resumed_only_against_a_teacher_of_the_same_content(write_recipe, tmp_path):
+    from compress.distill import resume_tag
+    from compress.recipe import load_recipe
+
+    recipe = load_recipe(write_recipe([{"distill": FAST_DISTILL}]))
+    cfg, config = recipe.stages[0].config, get_family("generic").resolve_config(None, "student")
+    teacher = tmp_path / "teacher.safetensors"
+    teacher.write_bytes(b"one teacher")
+    before = resume_tag(cfg, config, recipe, teacher)
+    assert resume_tag(cfg, config, recipe, teacher) == before
+    teacher.write_bytes(b"another teacher, same file name")
+    assert resume_tag(cfg, config, recipe, teacher) != before

@@ -95,3 +95,24 @@ def test_gates_are_collected_in_the_summary(write_recipe, tmp_path, test_stages)
 def test_lint_runs_first_even_when_the_recipe_omits_it(write_recipe, tmp_path, test_stages):
     summary = run_recipe(load_recipe(write_recipe(["export"])), out=tmp_path, quiet=True)
     assert [s["stage"] for s in summary.stages] == ["lint", "export"]
+
+
+def test_cli_resume_after_a_set_override_reruns_only_the_changed_stage_and_those_after(write_recipe, tmp_path):
+    from tests.test_cli import run_cli
+
+    path = write_recipe([{"distill": FAST_DISTILL}, {"export": {"formats": ["onnx"], "real_inputs": 1, "random_inputs": 1}}])
+    first = run_cli("run", str(path), "--out", str(tmp_path / "runs"), "--json")
+    assert first.returncode == 0, first.stderr
+    again = run_cli("run", str(path), "--out", str(tmp_path / "runs"), "--resume", "--set", "stages.export.opset=18", "--json")
+    assert again.returncode == 0, again.stderr
+    before, after = json.loads(first.stdout), json.loads(again.stdout)
+    assert after["run_dir"] == before["run_dir"]
+    assert [(s["stage"], s["status"]) for s in after["stages"]] == [("lint", "resumed"), ("distill", "resumed"), ("export", "ran")]
+
+
+def test_cli_run_dir_names_the_run_folder(write_recipe, tmp_path):
+    from tests.test_cli import run_cli
+
+    proc = run_cli("run", str(write_recipe(["lint"])), "--run-dir", str(tmp_path / "mine"), "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["run_dir"] == str(tmp_path / "mine") and (tmp_path / "mine" / "lint" / "record.json").is_file()
