@@ -12,6 +12,7 @@ launches under torchrun.
 from __future__ import annotations
 
 import argparse
+import copy
 import csv
 import hashlib
 import json
@@ -129,7 +130,10 @@ def distill(
     distributed: bool = False,
     progress: bool = True,
 ) -> DistillReport:
-    """Train `student` in place against `teacher`. Rank 0 writes logs into `out_dir`.
+    """Train `student` in place against `teacher` on `cfg.device`. Rank 0 writes logs into `out_dir`.
+
+    The student ends on the device it started on; the teacher is used where it is, or copied to
+    the training device, so shared models (the run's cached teacher) never move.
 
     With `distributed`, the process group must already be initialised; each rank computes
     its slice of the global batch and DDP averages gradients across ranks.
@@ -137,10 +141,35 @@ def distill(
     rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
     if cfg.batch_size % world:
         raise CompressError(f"distill.batch_size {cfg.batch_size} must be divisible by the {world} processes")
-    device = torch.device(cfg.device if cfg.device == "cpu" else f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}")
+    device = training_device(cfg.device)
+    home = _device_of(student)
     torch.manual_seed(cfg.seed)
-    teacher = teacher.to(device).eval().requires_grad_(False)
-    student = student.to(device).train()
+    teacher = placed(teacher, device).eval()  # its outputs are computed under no_grad
+    student.to(device).train()
+    try:
+        return _train_loop(student, teacher, family, cfg, train, out_dir, state_path, tag, distributed, progress, rank, world, device)
+    finally:
+        student.to(home)  # the caller evaluates and saves where the student came from
+
+
+def training_device(name: str) -> torch.device:
+    """cuda is the local rank's GPU under torchrun; cpu and mps are used as named."""
+    return torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if name == "cuda" else name)
+
+
+def placed(module: nn.Module, device: torch.device) -> nn.Module:
+    """`module` on `device`: itself when it is there, else a copy, so a caller's module (the run's
+    cached teacher) never moves under it."""
+    return module if _device_of(module) == device else copy.deepcopy(module).to(device)
+
+
+def _device_of(module: nn.Module) -> torch.device:
+    tensor = next(module.parameters(), None)
+    return tensor.device if tensor is not None else torch.device("cpu")
+
+
+def _train_loop(student: nn.Module, teacher: nn.Module, family: Family, cfg: DistillConfig, train: Dataset, out_dir: Path | None,
+                state_path: Path | None, tag: str, distributed: bool, progress: bool, rank: int, world: int, device: torch.device) -> DistillReport:
 
     pairs = dict(cfg.feature_layers)
     s_tap = FeatureTap(student, list(pairs)) if pairs else None

@@ -52,7 +52,7 @@ class DistillConfig(Strict):
     cache_teacher: bool = True
     checkpoint_every: int = Field(100, ge=1)
     eval_batches: int = Field(4, ge=1)
-    device: Literal["cpu", "cuda"] = "cpu"
+    device: Literal["cpu", "cuda", "mps"] = Field("cpu", description="where training runs; models are evaluated and exported on the CPU afterwards")
     train_samples: int = Field(512, ge=1, description="clip pairs drawn per epoch from the train split")
 
 

@@ -6,6 +6,7 @@ import json
 
 import pytest
 import torch
+from torch import nn
 
 from compress.distill import distill, global_batch_indices
 from compress.families.registry import get_family
@@ -150,3 +151,22 @@ def test_interrupted_work_is_resumed_only_against_a_teacher_of_the_same_content(
     assert resume_tag(cfg, config, recipe, teacher) == before
     teacher.write_bytes(b"another teacher, same file name")
     assert resume_tag(cfg, config, recipe, teacher) != before
+
+
+def test_training_elsewhere_leaves_the_callers_teacher_where_it_is():
+    from compress.distill import placed
+
+    teacher = nn.Linear(2, 2)
+    elsewhere = placed(teacher, torch.device("meta"))  # a stand-in device: tensors there hold no data
+    assert elsewhere is not teacher and next(elsewhere.parameters()).device.type == "meta"
+    assert next(teacher.parameters()).device.type == "cpu"
+    assert placed(teacher, torch.device("cpu")) is teacher
+
+
+def test_the_student_returns_to_its_device_and_the_teacher_is_untouched(generic, tmp_path):
+    family, teacher, data = generic
+    student = fresh_student(family)
+    before = {k: v.clone() for k, v in teacher.state_dict().items()}
+    distill(student, teacher, family, DistillConfig(steps=2, batch_size=4, device="cpu"), data, None, progress=False)
+    assert all(p.device.type == "cpu" for p in student.parameters())
+    assert all(torch.equal(v, teacher.state_dict()[k]) for k, v in before.items())
