@@ -51,6 +51,7 @@ def run(
     nproc: int = typer.Option(1, help="Distillation processes on this machine (torchrun/DDP)."),
     trust_checkpoint: bool = typer.Option(False, help="Allow checkpoints that need pickled code (only for files you trust)."),
     as_json: bool = typer.Option(False, "--json", help="Print the run summary as JSON."),
+    verbose: bool = typer.Option(False, help="Print every finding of stages that report per-node findings (lint), not a summary."),
 ) -> None:
     """Run a recipe's stages: lint, distill, prune, export, quantize, profile, bundle."""
     from compress.recipe import load_recipe
@@ -60,7 +61,7 @@ def run(
     if data:
         overrides += [f"data.{k}={data}" for k in ("train", "eval", "calibration")]
     r = load_recipe(recipe, overrides)
-    summary = run_recipe(r, checkpoint=checkpoint, out=out_dir, resume=resume, run_dir=run_dir, until=until, trust_checkpoint=trust_checkpoint, nproc=nproc, quiet=as_json)
+    summary = run_recipe(r, checkpoint=checkpoint, out=out_dir, resume=resume, run_dir=run_dir, until=until, trust_checkpoint=trust_checkpoint, nproc=nproc, quiet=as_json, verbose=verbose)
     if os.environ.get("RANK", "0") != "0":
         return  # under torchrun, rank 0 reports
     if as_json:
@@ -110,17 +111,21 @@ def lint(
     target: Path = typer.Argument(..., help="A recipe or a checkpoint."),
     family: Optional[str] = typer.Option(None, help="Model family of a checkpoint."),
     config: Optional[str] = typer.Option(None, help="Named config of an official checkpoint."),
-    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON (every finding)."),
+    verbose: bool = typer.Option(False, help="Print every finding, not a summary per part."),
 ) -> None:
     """List ops that won't export to ONNX or Core ML, stay float under int8, or run CPU-only in Core ML."""
-    from compress.lint import lint_target
+    from compress.lint import lint_target, summarize_findings
 
     findings = lint_target(target, family=family, config=config)
-    rows = [f.to_json() if hasattr(f, "to_json") else dict(f.__dict__) for f in findings]
+    rows = [f.to_json() for f in findings]
     if as_json:
         _print_json(rows)
-    elif rows:
+    elif verbose and rows:
         out.print(_table(f"lint {target}", rows))
+    elif rows:
+        out.print("\n".join(summarize_findings(findings)), highlight=False, soft_wrap=True)
+        out.print(f"{len(rows)} findings; --verbose lists every one")
     else:
         out.print(f"{target}: no findings")
     if any(r.get("severity") == "error" for r in rows):

@@ -271,6 +271,18 @@ def format_findings(findings: list[Finding]) -> str:
     return "\n".join(f.line() for f in findings) if findings else "no findings"
 
 
+def summarize_findings(findings: list[Finding]) -> list[str]:
+    """Two lines per part with findings: counts per category, and the worst finding with its hint."""
+    lines = []
+    for part in dict.fromkeys(f.part for f in findings):
+        mine = [f for f in findings if f.part == part]
+        counts = ", ".join(f"{n} {c}" for c in SEVERITY if (n := sum(f.category == c for f in mine)))
+        worst = min(mine, key=lambda f: (f.severity != "error", list(SEVERITY).index(f.category)))
+        lines.append(f"{part}: {counts}; worst: {worst.severity} {worst.category} {worst.module_path or '<model>'}: {worst.op}")
+        lines.append(f"    {worst.hint}")
+    return lines
+
+
 # -- what to lint ----------------------------------------------------------------------------
 def recipe_network(recipe: Recipe, family: Family) -> tuple[nn.Module, str]:
     """The network a recipe will export: the student when it distills, else the teacher.
@@ -304,8 +316,10 @@ def lint_stage(cfg: LintConfig, ctx: RunContext) -> StageResult:
             f"lint: the {kind} ({ctx.recipe.family}) has ops that will not export; fix them before training:\n"
             + format_findings(failing)
         )
-    for f in findings:
-        ctx.log(f.line())
+    for line in (format_findings(findings).splitlines() if ctx.verbose else summarize_findings(findings)):
+        ctx.log(line)
+    if findings and not ctx.verbose:
+        ctx.log(f"every finding: {ctx.rel(ctx.stage_dir / 'record.json')} (or compress run --verbose)")
     counts = {c: sum(f.category == c for f in findings) for c in SEVERITY}
     warnings_ = sum(f.severity == "warning" for f in findings)
     return StageResult(

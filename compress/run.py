@@ -79,6 +79,7 @@ class RunContext:
     nproc: int = 1
     resume: bool = False
     quiet: bool = False
+    verbose: bool = False  # stages print every finding, not a summary
     _cache: dict[str, Any] = field(default_factory=dict)
 
     def path(self, rel: str) -> Path:
@@ -104,7 +105,7 @@ class RunContext:
         if not self.quiet and is_rank0():
             from rich.console import Console
 
-            Console(stderr=True).print(f"  {msg}", highlight=False)
+            Console(stderr=True).print(f"  {msg}", highlight=False, soft_wrap=True)
 
 
 def is_rank0() -> bool:
@@ -241,6 +242,7 @@ def run_recipe(
     trust_checkpoint: bool = False,
     nproc: int = 1,
     quiet: bool = False,
+    verbose: bool = False,
     run_dir: str | Path | None = None,
 ) -> RunSummary:
     """Run a recipe's stages in order; `resume` skips stages whose inputs and config are unchanged."""
@@ -292,7 +294,7 @@ def run_recipe(
         start = time.perf_counter()
         with atomic_path(final) as tmp:
             tmp.mkdir()
-            ctx = RunContext(recipe, family, run_dir, tmp, stage.name, dict(artifacts), trust_checkpoint, nproc, resume, quiet)
+            ctx = RunContext(recipe, family, run_dir, tmp, stage.name, dict(artifacts), trust_checkpoint, nproc, resume, quiet, verbose)
             result = stage_function(stage.name)(stage.config, ctx)
             wall = time.perf_counter() - start
             rec = {

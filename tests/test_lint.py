@@ -16,7 +16,7 @@ from compress.families import registry
 from compress.families.generic import TASK as GENERIC_TASK
 from compress.families.base import Family, Part, TensorSpec
 from compress.families.registry import get_family
-from compress.lint import Finding, lint_model, lint_part, lint_target
+from compress.lint import Finding, lint_model, lint_part, lint_target, summarize_findings
 from compress.recipe import load_recipe
 from compress.run import run_recipe
 
@@ -175,3 +175,17 @@ def test_lint_target_needs_a_family_for_foreign_checkpoints(tmp_path: Path) -> N
     torch.save({"net": {"w": torch.zeros(1)}}, path)
     with pytest.raises(CompressError, match="--family"):
         lint_target(path)
+
+
+def test_summary_gives_each_part_its_counts_and_worst_finding() -> None:
+    findings = [Finding("gen", f"m{i}", "aten::sum", "int8_float", "warning", "hint w") for i in range(9)]
+    findings += [Finding("gen", "warp", "aten::inverse", "onnx", "error", "hint e"), Finding("kp", "k", "aten::exp", "int8_float", "warning", "hint k")]
+    assert summarize_findings(findings) == [
+        "gen: 1 onnx, 9 int8_float; worst: error onnx warp: aten::inverse", "    hint e",
+        "kp: 1 int8_float; worst: warning int8_float k: aten::exp", "    hint k",
+    ]
+
+
+def test_the_demo_recipe_lints_to_a_summary_of_at_most_15_lines() -> None:
+    findings = lint_target(Path(__file__).parent.parent / "recipes" / "fomm-mobile-demo.yaml")
+    assert len(findings) > 2 and len(summarize_findings(findings)) <= 15
