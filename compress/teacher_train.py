@@ -85,12 +85,21 @@ def train_teacher(spec: TeacherTraining, base: Path = Path("."), progress: bool 
     return model, report
 
 
+def portable(path: Path) -> str:
+    """`path` relative to the working directory when under it (a repository path), else its file name."""
+    try:
+        return Path(path).resolve().relative_to(Path.cwd().resolve()).as_posix()
+    except ValueError:
+        return Path(path).name
+
+
 def train_command(path: Path, out: Path, steps: int | None) -> None:
     spec = load_training(path)
     if steps is not None:
         spec = spec.model_copy(update={"steps": steps})
     model, report = train_teacher(spec, base=path.parent)
     config = get_family(spec.family).resolve_config(spec.config, "teacher")
-    save_model(out, model, family=spec.family, kind="teacher", config=config, extra={"source": f"compress teacher train {path} --out {out}", "training": report})
+    command = f"compress teacher train {portable(path)} --out {portable(out)}"  # provenance that names no machine's folders
+    save_model(out, model, family=spec.family, kind="teacher", config=config, extra={"source": command, "training": report})
     print(json.dumps(report, indent=2))
     print(f"teacher written to {out}")

@@ -31,3 +31,21 @@ def test_objective_weights_are_checked_against_the_family_schema(tmp_path):
     training = load_training(spec(tmp_path, family="fomm", config="demo-64", weights={"reconstructon": 1.0}))
     with pytest.raises(CompressError, match="fomm loss weights: reconstructon"):
         train_teacher(training, progress=False)
+
+
+def test_provenance_names_no_folder_outside_the_working_directory(tmp_path):
+    train_command(spec(tmp_path), tmp_path / "teacher.safetensors", steps=1)
+    _, meta = load_model(tmp_path / "teacher.safetensors")
+    assert meta["extra"]["source"] == "compress teacher train teacher.yaml --out teacher.safetensors"
+
+
+def test_the_shipped_demo_teachers_record_commands_that_rerun_in_the_repository():
+    from pathlib import Path
+
+    from compress.checkpoints import read_model_meta
+
+    root = Path(__file__).parent.parent
+    for path in sorted((root / "recipes" / "teachers").glob("*.safetensors")):
+        command = read_model_meta(path)["extra"]["source"].split()
+        spec_path, out = command[3], command[5]
+        assert (root / spec_path).is_file() and out == path.relative_to(root).as_posix(), command
