@@ -182,9 +182,24 @@ def profile(target: str | Path, device: str = "host", threads: int = 1, warmup: 
     files = [f for f in resolve_target(target) if f.format == fmt]
     if not files:
         raise CompressError(f"{target}: holds no {fmt} model, which --device {device} runs")
+    for f in files:
+        check_readable(f)
     raw = measure_files([f.path for f in files], device, threads, warmup, runs, top_ops)
     source = "predicted" if device_kind(device) == "profile" else "measured"
     return [to_row(f.path, f.part, device, source, r) for f, r in zip(files, raw)]
+
+
+def check_readable(file: ModelFile) -> None:
+    """Refuse an ONNX file that does not parse here, naming it, before a device (or a subprocess) chokes on it."""
+    if file.format != "onnx":
+        return
+    import onnx
+
+    try:
+        onnx.load(str(file.path), load_external_data=False)
+    except Exception as exc:  # protobuf raises DecodeError, truncated files other errors
+        raise CompressError(f"{file.path}: not a readable ONNX model ({type(exc).__name__}: {str(exc)[:200]}); "
+                            "re-export it (compress run RECIPE --until export) or check the download") from None
 
 
 def to_row(file: Path | str, part: str, device: str, source: str, raw: dict[str, Any]) -> dict[str, Any]:

@@ -104,3 +104,12 @@ def test_profile_command_prints_a_table_with_the_op_breakdown(tiny_onnx, capsys)
     prof.profile_command(str(tiny_onnx), "profile:iphone8", top=2)
     out = capsys.readouterr().out
     assert "p50 ms" in out and "slowest ops" in out and "Conv" in out
+
+
+def test_a_corrupt_onnx_file_is_refused_naming_it_exit_2(tmp_path):
+    from tests.test_cli import run_cli
+
+    bad = tmp_path / "broken.onnx"
+    bad.write_bytes(b"not a protobuf at all")
+    proc = run_cli("profile", str(bad))
+    assert proc.returncode == 2 and f"{bad}: not a readable ONNX model" in proc.stderr and "Traceback" not in proc.stderr
