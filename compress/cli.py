@@ -40,7 +40,7 @@ def _table(title: str, rows: list[dict[str, Any]], columns: list[str] | None = N
 
 @app.command()
 def run(
-    recipe: Path = typer.Argument(..., help="Recipe YAML (see `compress recipes`)."),
+    recipe: Path = typer.Argument(..., help="Recipe YAML, or the name of a shipped recipe (see `compress recipes`)."),
     checkpoint: Optional[Path] = typer.Option(None, help="Teacher checkpoint; overrides the recipe's teacher.checkpoint."),
     data: Optional[str] = typer.Option(None, help="Video folder or file for every data split; overrides data.train/eval/calibration."),
     out_dir: Optional[Path] = typer.Option(None, "--out", help="Folder for run folders (default exported/runs)."),
@@ -76,12 +76,12 @@ def run(
 
 
 @app.command()
-def recipes(folder: Path = typer.Option(Path("recipes"), help="Folder of recipe YAML files.")) -> None:
-    """List the recipes in a folder, one line each."""
-    from compress.recipe import list_recipes
+def recipes(folder: Optional[Path] = typer.Option(None, help="Folder of recipe YAML files (default: the shipped recipes).")) -> None:
+    """List recipes, one line each: `compress run NAME` runs a shipped one from any folder."""
+    from compress.recipe import SHIPPED_RECIPES, list_recipes
 
-    for path, desc in list_recipes(folder):
-        print(f"{path}  {desc}")
+    for path, desc in list_recipes(folder or SHIPPED_RECIPES):
+        print(f"{path.stem if folder is None else path}  {desc}")
 
 
 @app.command()

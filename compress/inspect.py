@@ -14,10 +14,10 @@ from compress.stats import PartStats, count_macs, count_params, count_used_param
 
 def load_for_inspect(target: str | Path, family: str | None = None, config: str | None = None, trust: bool = False) -> tuple[Family, nn.Module, str]:
     """A recipe (its teacher), one of our model files, or a public checkpoint (family and config recognised unless given)."""
-    target = Path(target)
-    if target.suffix in (".yaml", ".yml"):
-        from compress.recipe import load_recipe
+    from compress.recipe import is_recipe, load_recipe
 
+    target = Path(target)
+    if is_recipe(target):
         recipe = load_recipe(target)
         fam = get_family(recipe.family)
         return fam, load_teacher_model(fam, recipe.resolve(recipe.teacher.checkpoint), recipe.teacher.config, trust)[0], "teacher"

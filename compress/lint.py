@@ -337,9 +337,9 @@ def lint_target(path_or_recipe: str | Path | Recipe, family: str | Family | None
     """
     from compress.families.loading import load_checkpoint
     from compress.families.registry import get_family
-    from compress.recipe import load_recipe
+    from compress.recipe import is_recipe, load_recipe
 
-    if isinstance(path_or_recipe, Recipe) or Path(path_or_recipe).suffix in (".yaml", ".yml"):
+    if isinstance(path_or_recipe, Recipe) or is_recipe(path_or_recipe):
         recipe = path_or_recipe if isinstance(path_or_recipe, Recipe) else load_recipe(path_or_recipe)
         fam = get_family(recipe.family)
         opset, target = _export_settings(recipe)

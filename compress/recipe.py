@@ -233,11 +233,30 @@ def _stage_item(item: Any, index: int) -> tuple[str, Any]:
 
 
 # -- loading --------------------------------------------------------------------------------
+# The recipes (and demo teachers) that ship inside the package: found by name from any folder.
+SHIPPED_RECIPES = Path(__file__).parent / "recipes"
+
+
+def find_recipe(name_or_path: str | Path) -> Path:
+    """A recipe file: the path itself when it exists, else the shipped recipe of that name."""
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    shipped = SHIPPED_RECIPES / f"{path.name.removesuffix('.yaml')}.yaml"
+    if path.parent == Path(".") and shipped.is_file():
+        return shipped
+    raise CompressError(f"{path}: recipe not found: neither a file nor a shipped recipe (`compress recipes` lists them)")
+
+
+def is_recipe(target: str | Path) -> bool:
+    """Whether a command-line target names a recipe (a YAML file or a shipped recipe's name)."""
+    path = Path(target)
+    return path.suffix in (".yaml", ".yml") or (not path.exists() and path.parent == Path(".") and (SHIPPED_RECIPES / f"{path.name}.yaml").is_file())
+
+
 def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
-    """Read, override and validate a recipe; every error names file, key path and line."""
-    path = Path(path)
-    if not path.is_file():
-        raise CompressError(f"{path}: recipe not found (see `compress recipes` for the shipped ones)")
+    """Read, override and validate a recipe (a path or a shipped recipe's name); every error names file, key path and line."""
+    path = find_recipe(path)
     text = path.read_text()
     try:
         data = yaml.safe_load(text)
@@ -384,8 +403,8 @@ def _closest_line(key: str, lines: dict[str, int]) -> int | None:
     return None
 
 
-def list_recipes(folder: str | Path = "recipes") -> list[tuple[Path, str]]:
-    """(path, one-line description) for each recipe in `folder`."""
+def list_recipes(folder: str | Path = SHIPPED_RECIPES) -> list[tuple[Path, str]]:
+    """(path, one-line description) for each recipe in `folder` (default: the shipped ones)."""
     rows = []
     for p in sorted(Path(folder).glob("*.yaml")):
         try:

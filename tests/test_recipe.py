@@ -1,6 +1,8 @@
 """The recipe schema: validation errors name the file, key path and YAML line; --set overrides."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from compress.errors import CompressError
@@ -82,3 +84,27 @@ def test_docs_recipe_reference_matches_the_schema():
 
     doc = Path(__file__).parent.parent / "docs" / "recipes.md"
     assert doc.read_text().strip() == schema_markdown().strip(), "run: python -m compress.recipe > docs/recipes.md"
+
+
+def test_a_shipped_recipe_loads_by_name_from_any_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    recipe = load_recipe("fomm-mobile-demo")
+    assert recipe.name == "fomm-mobile-demo" and recipe.resolve(recipe.teacher.checkpoint).is_file()
+
+
+def test_compress_recipes_lists_the_shipped_recipes_from_any_folder(tmp_path):
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "compress", "recipes"], capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert proc.returncode == 0 and "fomm-mobile-demo  fomm:" in proc.stdout
+
+
+def test_every_shipped_recipe_file_is_package_data():
+    import fnmatch
+    import tomllib
+
+    root = Path(__file__).parent.parent
+    patterns = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["compress"]
+    shipped = [p.relative_to(root / "compress").as_posix() for p in (root / "compress" / "recipes").rglob("*") if p.is_file()]
+    assert shipped and all(any(fnmatch.fnmatch(f, pat) for pat in patterns) for f in shipped)
