@@ -42,6 +42,7 @@ TASK = Task(
     ),
     loss=RestorationWeights,
     teacher_loss=LossWeights,  # plain L1 to the clean frame: no weights to set
+    baseline_label="output = degraded input",
 )
 
 

@@ -65,6 +65,8 @@ class Task:
     metrics: tuple[Metric, ...]
     loss: type[LossWeights]  # schema of stages.distill.loss (and prune.finetune.loss, quantize.qat.loss)
     teacher_loss: type[LossWeights] | None = None  # schema of `compress teacher train` weights
+    # What `Family.baseline` outputs, in a few words, for reports ("output = source frame"); "" if it has none.
+    baseline_label: str = ""
 
     @property
     def primary(self) -> Metric:
@@ -82,7 +84,7 @@ class Task:
 
     def to_json(self) -> dict[str, object]:
         return {"description": self.description, "flow": self.flow, "primary_metric": self.primary.name,
-                "metrics": [m.to_json() for m in self.metrics], "loss_terms": self.loss().model_dump()}
+                "metrics": [m.to_json() for m in self.metrics], "baseline_label": self.baseline_label, "loss_terms": self.loss().model_dump()}
 
 
 @dataclass(frozen=True)

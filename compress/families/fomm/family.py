@@ -39,6 +39,7 @@ TASK = Task(
     ),
     loss=DistillWeights,
     teacher_loss=TeacherWeights,
+    baseline_label="output = source frame",
 )
 KP_FIELDS = ("value", "jacobian")
 NETWORKS = ("kp_detector", "generator")
