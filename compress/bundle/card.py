@@ -1,12 +1,19 @@
 """MODEL_CARD.md: what the bundle is for, how good and fast it is, and how it was made.
 
-Written from the manifest alone, so the card can never disagree with it.
+Written from the manifest alone, so the card can never disagree with it. The opening and the
+words for when parts run follow the bundle's flow: a video call between two phones, or one
+app on one device.
 """
 from __future__ import annotations
 
-from compress.bundle.manifest import InputTensor, Manifest, RowGate, Tensor
+from compress.bundle.manifest import InputTensor, Manifest, MetricEntry, RowGate, Tensor
 
 NOT_MEASURED = "not measured"
+# When a part runs, in each flow's words (the manifest's cadences are per_call and per_frame).
+RUNS = {
+    "video_call": {"per_call": "once per call", "per_frame": "every frame"},
+    "on_device": {"per_call": "once per session", "per_frame": "every frame"},
+}
 
 
 def render_card(manifest: Manifest) -> str:
@@ -15,6 +22,7 @@ def render_card(manifest: Manifest) -> str:
         f"# {m.name} {m.version}\n\n{m.description or f'A {m.family} model compressed for phones.'}",
         _intended_use(m),
         _parts(m),
+        _assets(m),
         _tensors(m),
         _quality(m),
         _latency(m),
@@ -22,7 +30,7 @@ def render_card(manifest: Manifest) -> str:
         _limitations(m),
         _provenance(m),
     ]
-    return "\n\n".join(s.rstrip() for s in sections) + "\n"
+    return "\n\n".join(s.rstrip() for s in sections if s) + "\n"
 
 
 def _table(header: list[str], rows: list[list[object]]) -> str:
@@ -40,6 +48,13 @@ def _cell(value: object) -> str:
 
 
 def _intended_use(m: Manifest) -> str:
+    task = f"{m.task.description[:1].upper()}{m.task.description[1:]}, with the {m.family} family"
+    snippets = ", ".join(f"`{d.path}`" for d in m.documents if d.path.startswith("snippets/"))
+    how = f" The snippets show it with the bundle's names: {snippets}." if snippets else ""
+    return "## Intended use\n\n" + (_call_use(m, task) if m.flow == "video_call" else _app_use(m, task)) + how + _misuse(m)
+
+
+def _call_use(m: Manifest, task: str) -> str:
     senders = [p.name for p in m.parts if p.role == "sender"]
     receivers = [p.name for p in m.parts if p.role == "receiver"]
     flow = []
@@ -48,21 +63,44 @@ def _intended_use(m: Manifest) -> str:
     if receivers:
         flow.append(f"the receiving phone runs {', '.join(receivers)} to render the frames")
     return (
-        "## Intended use\n\n"
-        f"Real-time face video on phones with the {m.family} family: {'; '.join(flow)}. "
-        "Per-call parts run once on the reference frame at the start of a call, per-frame parts on every frame. "
-        "`snippets/` shows the flow in Swift (Core ML), Kotlin (onnxruntime-android) and Python (onnxruntime).\n\n"
-        "Not intended for identity verification, or for animating a person's face without their consent."
+        f"{task}, in a video call between two phones: {'; '.join(flow)}. "
+        "Per-call parts run once on the reference frame at the start of a call, per-frame parts on every frame."
     )
+
+
+def _app_use(m: Manifest, task: str) -> str:
+    parts = ", ".join(f"{p.name} ({RUNS['on_device'][p.cadence]})" for p in m.parts)
+    once = any(p.cadence == "per_call" for p in m.parts)
+    return (
+        f"{task}, on one device: one app runs every part: {parts}."
+        + (" Parts that run once per session do so when the app starts (e.g. per video or scene), before the per-frame parts." if once else "")
+        + " Inputs come from the app or from the same-named output of a part that ran before."
+    )
+
+
+def _misuse(m: Manifest) -> str:
+    if m.flow != "video_call":
+        return ""
+    return "\n\nNot intended for identity verification, or for animating a person's face without their consent."
 
 
 def _parts(m: Manifest) -> str:
     rows = [
-        [p.name, p.role, p.cadence.replace("_", " "), fmt, f.precision, f"`{f.path}`", f"{f.bytes / 1e6:.3f}", f"`{f.sha256[:12]}`"]
+        [p.name, p.role, RUNS[m.flow][p.cadence], fmt, f.precision, f"`{f.path}`", f"{f.bytes / 1e6:.3f}", f"`{f.sha256[:12]}`"]
         for p in m.parts
         for fmt, f in p.files.items()
     ]
     return "## Parts\n\n" + _table(["part", "role", "runs", "format", "precision", "file", "MB", "sha256"], rows)
+
+
+def _assets(m: Manifest) -> str:
+    if not m.assets:
+        return ""
+    rows = [[a.name, f"`{a.path}`", a.dtype, "x".join(map(str, a.shape)) or "scalar", f"{a.bytes / 1e6:.3f}", f"`{a.sha256[:12]}`", a.description] for a in m.assets]
+    return (
+        "## Assets\n\nConstants the app needs besides the models: raw little-endian values in C order, no header.\n\n"
+        + _table(["asset", "file", "dtype", "shape", "MB", "sha256", "description"], rows)
+    )
 
 
 def _tensors(m: Manifest) -> str:
@@ -83,19 +121,28 @@ def _feed(t: Tensor) -> str:
         return "-"
     f = t.feed
     if f.source == "part_output":
-        return f"{f.part}.{f.output} on the {f.frame.replace('_', ' ') if f.frame else ''}"
-    return f"the {f.source.replace('_', ' ')}"
+        return f"{f.part}.{f.output}" + (f" on the {f.frame.replace('_', ' ')}" if f.frame else "")
+    return "the app" if f.source == "app_input" else f"the {f.source.replace('_', ' ')}"
 
 
 def _quality(m: Manifest) -> str:
+    """One column per task metric (unit and direction in the header), one row per reference."""
     q = m.metrics.quality
-    text = ["## Quality"]
-    for label, values in (("vs ground truth", q.vs_ground_truth), ("vs teacher", q.vs_teacher)):
-        if values:
-            text.append(f"{label.capitalize()}:\n\n" + _table(["metric", "value"], [[k, v] for k, v in values.items()]))
-        else:
-            text.append(f"{label.capitalize()}: {NOT_MEASURED} (no stage of the run reported it; the manifest holds null).")
+    groups = {"vs ground truth": q.vs_ground_truth, "vs teacher": q.vs_teacher}
+    measured = {label: values for label, values in groups.items() if values}
+    metrics = m.task.metrics
+    extra = sorted({k for values in measured.values() for k in values} - {x.name for x in metrics})  # quality keys the task does not declare
+    names = [x.name for x in metrics] + extra
+    text = ["## Quality", f"Primary metric: {m.task.primary_metric}." + "".join(f" {x.name}: {x.description}." for x in metrics if x.description)]
+    if measured:
+        text.append(_table(["", *(_metric_header(x) for x in metrics), *extra], [[label, *(values.get(n) for n in names)] for label, values in measured.items()]))
+    text += [f"{label.capitalize()}: {NOT_MEASURED} (no stage of the run reported it; the manifest holds null)." for label, values in groups.items() if not values]
     return "\n\n".join(text)
+
+
+def _metric_header(metric: MetricEntry) -> str:
+    unit = f"{metric.unit}, " if metric.unit else ""
+    return f"{metric.name} ({unit}{'higher' if metric.higher_is_better else 'lower'} is better)"
 
 
 def _latency(m: Manifest) -> str:
@@ -126,8 +173,8 @@ def _size(m: Manifest) -> str:
 
 def _limitations(m: Manifest) -> str:
     items = [
-        "Input shapes are fixed (see the tables above); resize and crop frames to them.",
-        "Quality numbers come from the recipe's evaluation data; faces, lighting and cameras unlike it may do worse.",
+        "Input shapes are fixed (see the tables above); resize and crop inputs to them.",
+        "Quality numbers come from the recipe's evaluation data; inputs unlike it (content, lighting, cameras) may do worse.",
         "Predicted latencies are estimates; only `measured` rows were timed on hardware.",
         "Quality is from the last stage that measured it (quantize, when it ran, measures the int8 model); check it on your own data.",
     ]

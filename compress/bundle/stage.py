@@ -2,24 +2,30 @@
 
 `bundle_stage` gathers what earlier stages produced (see compress/run.py for the artifact
 keys) into a `BundleSource`; `write_bundle` is a plain function of that source, so a bundle
-can be written (and tested) without a run. The folder is written to a temporary sibling and
-renamed into place only once it verifies, so a failed run never leaves half a bundle or
-replaces a good one.
+can be written (and tested) without a run. The folder (models, assets, card, snippets and
+manifest) is written to a temporary sibling and renamed into place only once it verifies, so a
+failed run never leaves half a bundle or replaces a good one.
 """
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import zipfile
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, get_args
+
+import numpy as np
 
 from compress import __version__
 from compress.bundle.card import render_card
 from compress.bundle.manifest import (
+    ASSET_NAME,
     MANIFEST,
+    AssetDtype,
+    AssetFile,
     FileEntry,
     GateEntry,
     LatencyRow,
@@ -33,6 +39,7 @@ from compress.bundle.manifest import (
     Teacher,
     Tool,
     part_entries,
+    validate_manifest,
     write_manifest,
 )
 from compress.bundle.snippets import DIALECTS, render_snippet
@@ -40,10 +47,12 @@ from compress.bundle.verify import verify_bundle
 from compress.checkpoints import atomic_path, read_model_meta
 from compress.errors import CompressError
 from compress.families.base import Part
+from compress.families.task import Asset, Task
 from compress.recipe import BundleConfig, FpsTarget
 from compress.run import Gate, RunContext, StageResult, sha256_file
 
 MODELS = "models"
+ASSETS = "assets"
 # Zip entries get this timestamp (the zip format's earliest) so the same package zips to the same bytes.
 ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
 
@@ -64,8 +73,10 @@ class BundleSource:
     recipe_sha256: str
     stages: list[str]
     teacher: Path
+    task: Task | dict[str, Any]  # the family's task, or its JSON (Task.to_json); it says the flow
     parts: list[Part]
     files: dict[str, dict[str, ShippedFile]]  # part -> format -> file
+    assets: list[Asset] = field(default_factory=list)
     description: str = ""
     teacher_source: str | None = None
     quality: dict[str, Any] | None = None
@@ -74,6 +85,10 @@ class BundleSource:
     size_target_mb: float | None = None
     snippets: list[str] = field(default_factory=lambda: ["swift", "kotlin", "python"])
     created: datetime | None = None
+
+    @property
+    def task_json(self) -> dict[str, Any]:
+        return self.task.to_json() if isinstance(self.task, Task) else self.task
 
 
 # -- writing ---------------------------------------------------------------------------------
@@ -85,32 +100,37 @@ def write_bundle(out: str | Path, src: BundleSource) -> Manifest:
     with atomic_path(out) as tmp:
         (tmp / MODELS).mkdir(parents=True)
         files = {part: {fmt: _copy_model(f, tmp, part, fmt) for fmt, f in sorted(formats.items())} for part, formats in src.files.items()}
-        manifest = build_manifest(src, files)
-        documents = [_write_document(tmp, "MODEL_CARD.md", render_card(manifest))]
-        for language in src.snippets:
-            documents.append(_write_document(tmp, *render_snippet(manifest, language)))
-        manifest = manifest.model_copy(update={"documents": documents})
+        manifest = build_manifest(src, files, [_write_asset(tmp, a) for a in src.assets])
+        snippets = [_write_document(tmp, *render_snippet(manifest, language)) for language in src.snippets]
+        # The card names the snippets, so it is rendered from a manifest that lists them.
+        card = _write_document(tmp, "MODEL_CARD.md", render_card(manifest.model_copy(update={"documents": snippets})))
+        manifest = manifest.model_copy(update={"documents": [card, *snippets]})
         write_manifest(manifest, tmp)
         verify_bundle(tmp)
     return manifest
 
 
-def build_manifest(src: BundleSource, files: dict[str, dict[str, ModelFile]]) -> Manifest:
+def build_manifest(src: BundleSource, files: dict[str, dict[str, ModelFile]], assets: list[AssetFile]) -> Manifest:
+    """The manifest of `src`; a source the schema refuses (e.g. roles that do not fit the flow) is a CompressError."""
     size = _size(files, src.size_target_mb)
     gates = [g for g in [size_gate(size)] if g] + fps_gates(src.latency, src.fps_targets)
-    return Manifest(
-        name=src.name,
-        version=src.version,
-        family=src.family,
-        description=src.description,
-        created_utc=_created(src.created),
-        tool=Tool(version=__version__),
-        recipe=RecipeRef(name=src.name, sha256=src.recipe_sha256, stages=src.stages),
-        teacher=Teacher(sha256=sha256_file(src.teacher), bytes=src.teacher.stat().st_size, source=src.teacher_source),
-        parts=part_entries(src.parts, files),
-        metrics=Metrics(quality=quality_entry(src.quality), latency=[_with_gate(r, src.fps_targets) for r in src.latency], gates=[GateEntry(**g.to_json()) for g in gates]),
-        size=size,
-    )
+    task = src.task_json
+    return validate_manifest({
+        "name": src.name,
+        "version": src.version,
+        "family": src.family,
+        "description": src.description,
+        "created_utc": _created(src.created),
+        "tool": Tool(version=__version__),
+        "recipe": RecipeRef(name=src.name, sha256=src.recipe_sha256, stages=src.stages),
+        "teacher": Teacher(sha256=sha256_file(src.teacher), bytes=src.teacher.stat().st_size, source=src.teacher_source),
+        "flow": task["flow"],
+        "task": {k: task[k] for k in ("description", "primary_metric", "metrics")},
+        "parts": part_entries(src.parts, files, task["flow"]),
+        "assets": assets,
+        "metrics": Metrics(quality=quality_entry(src.quality), latency=[_with_gate(r, src.fps_targets) for r in src.latency], gates=[GateEntry(**g.to_json()) for g in gates]),
+        "size": size,
+    }, f"bundle {src.name} {src.version}")
 
 
 def _created(when: datetime | None) -> str:
@@ -134,6 +154,21 @@ def _copy_model(f: ShippedFile, root: Path, part: str, fmt: str) -> ModelFile:
         shutil.copyfile(src, root / rel)
     target = root / rel
     return ModelFile(path=rel, sha256=sha256_file(target), bytes=target.stat().st_size, precision=f.precision)
+
+
+def _write_asset(root: Path, asset: Asset) -> AssetFile:
+    """One asset as raw little-endian bytes in C order under assets/: Swift and Kotlin read it without a numpy parser."""
+    array = np.asarray(asset.array)
+    if not re.fullmatch(ASSET_NAME, asset.name):
+        raise CompressError(f"asset {asset.name!r}: names are letters, digits, '_', '.' and '-' (it becomes {ASSETS}/<name>.bin)")
+    if array.dtype.name not in get_args(AssetDtype):
+        raise CompressError(f"asset {asset.name!r}: dtype {array.dtype} is not one apps read from raw bytes ({', '.join(get_args(AssetDtype))})")
+    rel = f"{ASSETS}/{asset.name}.bin"
+    path = root / rel
+    path.parent.mkdir(exist_ok=True)
+    path.write_bytes(np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<")).tobytes())
+    return AssetFile(path=rel, sha256=sha256_file(path), bytes=path.stat().st_size, name=asset.name, dtype=array.dtype.name,
+                     shape=list(array.shape), description=asset.description, meta=asset.meta)
 
 
 def zip_folder(folder: Path, out: Path, top: str) -> None:
@@ -256,8 +291,10 @@ def bundle_stage(cfg: BundleConfig, ctx: RunContext) -> StageResult:
         stages=[s.name for s in recipe.stages],
         teacher=teacher,
         teacher_source=(meta.get("extra") or {}).get("source"),
+        task=ctx.family.task,
         parts=ctx.family.parts(model),
         files=files,
+        assets=ctx.family.assets(model),
         quality=ctx.artifacts.get("quality"),
         latency=latency_rows(ctx.artifacts.get("latency"), run_files),
         fps_targets=list(recipe.targets.fps),
@@ -272,7 +309,7 @@ def bundle_stage(cfg: BundleConfig, ctx: RunContext) -> StageResult:
         artifacts={"bundle": str(out)},
         metrics={"bundle": str(out), "bytes": manifest.size.total_bytes, "per_format_bytes": manifest.size.per_format, "files": len(list(manifest.files()))},
         gates=[gate] if gate else [],
-        summary=f"{out}: {len(manifest.parts)} parts ({mb}), snippets: {', '.join(snippets) or 'none'}",
+        summary=f"{out}: {manifest.flow}, {len(manifest.parts)} parts ({mb}), {len(manifest.assets)} assets, snippets: {', '.join(snippets) or 'none'}",
         external=sorted(p for p in out.rglob("*") if p.is_file()),
     )
 

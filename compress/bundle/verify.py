@@ -11,7 +11,7 @@ from compress.run import sha256_file
 
 
 def verify_bundle(path: str | Path) -> dict[str, Any]:
-    """Check schema, presence, size and sha256 of every listed file, and that nothing else is there.
+    """Check schema, presence, size and sha256 of every listed file (models, assets, card, snippets), and that nothing else is there.
 
     Returns a report (name, version, files checked, bytes); raises CompressError listing every problem.
     """

@@ -1,4 +1,5 @@
-"""Fixtures: the tiny model exported once per session, and a fresh bundle of it per test."""
+"""Fixtures: the tiny video-call model and the generic family's on-device net, exported once per
+session, and a fresh bundle of each per test."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,6 +9,7 @@ import torch
 from safetensors.torch import save_file
 
 from compress.bundle.stage import write_bundle
+from compress.families.registry import get_family
 from tiny_call import Tiny, TinyModel, export_onnx, make_parts
 
 
@@ -26,4 +28,24 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> Tiny:
 def bundle(tiny: Tiny, tmp_path: Path) -> Path:
     out = tmp_path / "exported" / "tiny-call-1.2.3"
     write_bundle(out, tiny.source())
+    return out
+
+
+@pytest.fixture(scope="session")
+def restore(tiny: Tiny, tmp_path_factory: pytest.TempPathFactory) -> Tiny:
+    """The generic family's student: one part, "net", that an app runs on every frame."""
+    root = tmp_path_factory.mktemp("restore")
+    family = get_family("generic")
+    torch.manual_seed(0)
+    parts = family.parts(family.build_student(family.resolve_config(None, "student")))
+    for part in parts:
+        part.module.eval()  # the export keeps the module's mode: eval, so torch and ONNX both use BatchNorm's running stats
+    onnx = {p.name: export_onnx(p, root / f"{p.name}.onnx") for p in parts}
+    return Tiny(parts, onnx, tiny.teacher, name="restore", family="generic", task=family.task)
+
+
+@pytest.fixture
+def app_bundle(restore: Tiny, tmp_path: Path) -> Path:
+    out = tmp_path / "exported" / "restore-1.2.3"
+    write_bundle(out, restore.source())
     return out

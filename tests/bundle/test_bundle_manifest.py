@@ -18,7 +18,7 @@ from compress.run import sha256_file
 
 def test_manifest_lists_every_part_with_checksummed_files_and_tensors(bundle: Path) -> None:
     data = json.loads((bundle / "manifest.json").read_text())
-    assert data["schema_version"] == "1.0"
+    assert data["schema_version"] == "1.1"
     assert [(p["name"], p["role"], p["cadence"]) for p in data["parts"]] == [
         ("kp_detector", "sender", "per_frame"),
         ("generator.per_call", "receiver", "per_call"),
@@ -78,6 +78,15 @@ def test_an_unknown_schema_version_is_refused(bundle: Path) -> None:
         load_manifest(bundle)
 
 
+def test_a_1_0_manifest_is_refused_with_what_it_lacks(bundle: Path) -> None:
+    data = json.loads((bundle / "manifest.json").read_text())
+    for key in ("flow", "task", "assets"):
+        del data[key]
+    (bundle / "manifest.json").write_text(json.dumps({**data, "schema_version": "1.0"}))
+    with pytest.raises(CompressError, match=r"schema_version '1.0' is not supported .* it has no flow, task or assets; rebuild it with the recipe's bundle stage"):
+        load_manifest(bundle)
+
+
 @pytest.mark.parametrize("path", ["../outside.onnx", "/etc/passwd", "models/../../x", "manifest.json", ""])
 def test_listed_paths_must_stay_inside_the_bundle(path: str) -> None:
     with pytest.raises(ValidationError):
@@ -97,7 +106,8 @@ def test_card_has_intended_use_metric_tables_limitations_and_provenance(bundle: 
     card = (bundle / "MODEL_CARD.md").read_text()
     for heading in ("## Intended use", "## Parts", "## Quality", "## Latency", "## Limitations", "## How it was made"):
         assert heading in card
-    assert "| psnr | 24 |" in card
+    assert "|  | psnr (dB, higher is better) | l1 (lower is better) | ssim (higher is better) |" in card
+    assert "| vs ground truth | 24 | 0.05 | 0.8 |" in card
     assert load_manifest(bundle).teacher.sha256 in card
 
 

@@ -4,12 +4,16 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
+from torch import nn
 
 from compress.bundle import load_manifest, verify_bundle
 from compress.bundle.stage import bundle_stage
 from compress.checkpoints import save_model
 from compress.errors import CompressError
+from compress.families.generic import GenericFamily
+from compress.families.task import Asset
 from compress.recipe import BundleConfig, Recipe
 from compress.run import RunContext
 from tiny_call import TinyFamily, TinyModel
@@ -61,3 +65,34 @@ def test_the_stage_ships_what_quantize_chose(tiny, tmp_path: Path) -> None:
 def test_the_stage_needs_exported_models(tiny, tmp_path: Path) -> None:
     with pytest.raises(CompressError, match="add an export stage before bundle"):
         bundle_stage(BundleConfig(), _context(tiny, tmp_path, {}))
+
+
+class GenericWithTable(GenericFamily):
+    """The generic family plus an asset computed from the model, as a dense-correspondence family ships its vertex embeddings."""
+
+    def assets(self, model: nn.Module) -> list[Asset]:
+        return [Asset("head_bias", model.head.bias.detach().numpy(), "the output layer's bias")]
+
+
+def test_the_stage_takes_flow_task_and_assets_from_the_family_and_the_run_s_current_model(restore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    family, run_dir = GenericWithTable(), tmp_path / "run"
+    (run_dir / "export").mkdir(parents=True)
+    teacher_config, student_config = family.resolve_config(None, "teacher"), family.resolve_config(None, "student")
+    save_model(run_dir / "teacher.safetensors", family.build_teacher(teacher_config), family="generic", kind="teacher", config=teacher_config)
+    student = family.build_student(student_config)
+    nn.init.normal_(student.head.bias)  # not the teacher's, nor a fresh model's
+    save_model(run_dir / "student.safetensors", student, family="generic", kind="student", config=student_config)
+    shutil.copyfile(restore.onnx["net"], run_dir / "export" / "net.onnx")
+    (run_dir / ".bundle.tmp").mkdir()
+    recipe = Recipe(name="restore", version="1.0.0", family="generic", stages=[{"export": {}}, {"bundle": {}}])
+    artifacts = {"teacher": "teacher.safetensors", "model": "student.safetensors", "exported": {"net": {"onnx": "export/net.onnx"}}}
+    result = bundle_stage(BundleConfig(), RunContext(recipe, family, run_dir, run_dir / ".bundle.tmp", "bundle", artifacts, quiet=True))
+
+    bundle = tmp_path / "exported" / "restore-1.0.0"
+    m = load_manifest(bundle)
+    assert (m.flow, m.task.description, m.task.primary_metric) == ("on_device", family.task.description, "psnr")
+    [asset] = m.assets
+    assert (asset.path, asset.dtype, asset.shape) == ("assets/head_bias.bin", "float32", [3])
+    np.testing.assert_array_equal(np.fromfile(bundle / asset.path, "<f4"), student.head.bias.detach().numpy())
+    assert "on_device, 1 parts" in result.summary and "1 assets" in result.summary

@@ -12,9 +12,16 @@ from torch import nn
 
 from compress.bundle.stage import BundleSource, ShippedFile
 from compress.families.base import Family, Part, TensorSpec
+from compress.families.task import LossWeights, Metric, Task
 
 SIZE, KP, FEAT = 32, 5, 8
 FRAME = (1, 3, SIZE, SIZE)
+TASK = Task(
+    description="reconstruct the camera frame from the reference frame and keypoints",
+    flow="video_call",
+    metrics=(Metric("psnr", "dB", True, "PSNR of the predicted frame"), Metric("l1", "", False), Metric("ssim", "", True)),
+    loss=LossWeights,
+)
 
 
 class KpDetector(nn.Module):
@@ -75,6 +82,7 @@ class TinyFamily(Family):
     """Just enough of a family for the bundle stage: build the model, list its parts."""
 
     name = "tiny"
+    task = TASK
 
     def build_teacher(self, config: dict[str, Any]) -> nn.Module:
         return TinyModel()
@@ -97,14 +105,19 @@ def export_onnx(part: Part, path: Path) -> Path:
 
 @dataclass
 class Tiny:
+    """Exported parts of a family's model and the defaults of a bundle of them."""
+
     parts: list[Part]
     onnx: dict[str, Path]
     teacher: Path
+    name: str = "tiny-call"
+    family: str = "tiny"
+    task: Task = TASK
 
     def source(self, **overrides: object) -> BundleSource:
         fields = dict(
-            name="tiny-call", version="1.2.3", family="tiny", recipe_sha256="0" * 64, stages=["export", "bundle"],
-            teacher=self.teacher, teacher_source="random-init", parts=self.parts,
+            name=self.name, version="1.2.3", family=self.family, recipe_sha256="0" * 64, stages=["export", "bundle"],
+            teacher=self.teacher, teacher_source="random-init", task=self.task, parts=self.parts,
             files={name: {"onnx": ShippedFile(path, "fp32")} for name, path in self.onnx.items()},
             quality={"vs_ground_truth": {"l1": 0.05, "psnr": 24.0, "ssim": 0.8}, "vs_teacher": {"l1": 0.01, "psnr": 35.0, "ssim": 0.97}},
             snippets=["python", "kotlin"], size_target_mb=1.0,
