@@ -23,7 +23,8 @@ from compress.recipe import check_semver
 
 SCHEMA_VERSION = "1.1"
 MANIFEST = "manifest.json"
-Precision = Literal["fp32", "fp16", "int8", "int8-weights"]
+# int8: int8 ONNX (QDQ); int8-weights: Core ML 8-bit weights, float compute; w8a8: Core ML 8-bit weights and activations.
+Precision = Literal["fp32", "fp16", "int8", "int8-weights", "w8a8"]
 Frame = Literal["camera_frame", "reference_frame"]
 # Where inputs come from in each flow: frames of the call, or what the app feeds; and other parts' outputs.
 FEED_SOURCES: dict[str, tuple[str, ...]] = {"video_call": ("camera_frame", "reference_frame", "part_output"), "on_device": ("app_input", "part_output")}

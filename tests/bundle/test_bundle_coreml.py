@@ -56,3 +56,12 @@ def test_a_bundle_with_coreml_lists_the_zips_and_gets_a_swift_snippet(tiny, pack
     assert 'kpDetector = try loadModel("kp_detector")' in swift
     assert 'values.merge(try predict(generatorPerFrame, ["source_features": state["source_features"]!, "kp_source_value": call["kp_value"]!, "kp_driving_value": keypoints["kp_value"]!])) { _, new in new }' in swift
     assert verify_bundle(tmp_path / "b")["files"] == 10
+
+
+@pytest.mark.parametrize("precision", ["int8-weights", "w8a8"])
+def test_every_core_ml_precision_quantize_ships_bundles_and_verifies(tiny, packages: dict[str, Path], tmp_path: Path, precision: str) -> None:
+    # W8A8 calibration predicts, so it is made on macOS only; the bundle takes the file whatever made it.
+    files = {name: {"onnx": ShippedFile(tiny.onnx[name], "int8"), "coreml": ShippedFile(packages[name], precision)} for name in packages}
+    manifest = write_bundle(tmp_path / "b", tiny.source(files=files))
+    assert {p.files["coreml"].precision for p in manifest.parts} == {precision}
+    assert verify_bundle(tmp_path / "b")["files"] > 0
