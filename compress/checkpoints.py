@@ -143,6 +143,14 @@ def read_model_meta(path: str | Path) -> dict[str, Any] | None:
     return json.loads(meta["compress"]) if "compress" in meta else None
 
 
+def portable(path: Path) -> str:
+    """`path` relative to the working directory when under it (a repository path), else its file name."""
+    try:
+        return Path(path).resolve().relative_to(Path.cwd().resolve()).as_posix()
+    except ValueError:
+        return Path(path).name
+
+
 class atomic_path:
     """Context manager yielding a temporary sibling path that is renamed onto `path` on success.
 

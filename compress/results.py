@@ -31,6 +31,7 @@ import torch
 
 from compress.families.base import Family, batch_size
 from compress.families.task import Metric
+from compress.checkpoints import portable
 
 DEMO = Path("recipes") / "fomm-mobile-demo.yaml"
 COMPARISON = Path("recipes") / "fomm-teacher-pruned-demo.yaml"
@@ -151,7 +152,7 @@ def run(root: Path, out: Path, runs: int, limit: int, recipe_path: Path = DEMO, 
         "distill": _stage_record(demo, "distill"),
         "prune": _stage_record(demo, "prune"),
         "quantize": _stage_record(demo, "quantize"),
-        "loss_curve": str(demo.run_dir / "distill" / "loss.png"),
+        "loss_curve": portable(demo.run_dir / "distill" / "loss.png"),
     }
 
 

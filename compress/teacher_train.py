@@ -16,7 +16,7 @@ import yaml
 from pydantic import Field, ValidationError
 
 from compress.batches import collate, iterate_batches
-from compress.checkpoints import save_model
+from compress.checkpoints import portable, save_model
 from compress.families.loading import load_model
 from compress.errors import CompressError
 from compress.families.registry import get_family
@@ -83,14 +83,6 @@ def train_teacher(spec: TeacherTraining, base: Path = Path("."), progress: bool 
     quality = family.quality(model, iterate_batches(held_out, spec.batch_size))["vs_ground_truth"]
     report = {"steps": spec.steps, "wall_s": round(time.perf_counter() - t0, 1), "final_loss": history[-1]["loss"], "held_out": quality}
     return model, report
-
-
-def portable(path: Path) -> str:
-    """`path` relative to the working directory when under it (a repository path), else its file name."""
-    try:
-        return Path(path).resolve().relative_to(Path.cwd().resolve()).as_posix()
-    except ValueError:
-        return Path(path).name
 
 
 def train_command(path: Path, out: Path, steps: int | None) -> None:
