@@ -26,9 +26,6 @@ def list_families() -> list[str]:
 
 def _load_builtin() -> None:
     # Imported lazily so that `import compress` stays light and families can import stages' helpers.
+    import compress.families.embedding  # noqa: F401
+    import compress.families.fomm  # noqa: F401
     import compress.families.generic  # noqa: F401
-    try:
-        import compress.families.fomm  # noqa: F401
-    except ModuleNotFoundError as exc:  # the FOMM family is optional while it is being built
-        if exc.name != "compress.families.fomm":
-            raise
