@@ -2,7 +2,8 @@
 
 Registering a family puts it under these tests: build, ONNX export with parity, Core ML
 conversion, scoring against both references, one distillation step, one prune step, the
-quantize stage's pipeline gate, its description and its loss schema.
+quantize stage's pipeline gate, a bundle of its flow that verifies, its description and its
+loss schema.
 """
 from __future__ import annotations
 
@@ -18,6 +19,9 @@ import torch
 from torch import nn
 
 from compress.batches import collate
+from compress.bundle import verify_bundle
+from compress.bundle.stage import BundleSource, ShippedFile, write_bundle
+from compress.checkpoints import save_model
 from compress.distill import distill
 from compress.errors import CompressError
 from compress.export import check_coreml_program, check_outputs, export_coreml, export_onnx, inspect_coreml, onnx_parity
@@ -133,6 +137,22 @@ def test_pipeline_gate_measures_no_drop_for_each_fp32_part(built: Built) -> None
         assert gate.metric == f"{family.task.primary.name}_drop"
         assert gate.fp32_value == pytest.approx(torch_value, rel=1e-3, abs=1e-3)  # the exported pipeline scores like torch
         assert gate.measure(path) == 0.0 and gate.passes(0.0)
+
+
+def test_a_bundle_of_the_student_follows_the_task_flow_and_verifies(built: Built, tmp_path: Path) -> None:
+    family, student = built.family, built.models["student"]
+    teacher = save_model(tmp_path / "teacher.safetensors", built.models["teacher"], family=family.name, kind="teacher",
+                         config=family.resolve_config(built.configs["teacher"], "teacher"))
+    source = BundleSource(
+        name=f"{family.name}-contract", version="0.1.0", family=family.name, recipe_sha256="0" * 64, stages=["export", "bundle"],
+        teacher=teacher, task=family.task, parts=family.parts(student), assets=family.assets(student),
+        files={name: {"onnx": ShippedFile(path, "fp32")} for name, path in built.onnx["student"].items()},
+        quality=family.quality(student, [built.batch], teacher=built.models["teacher"]), snippets=["python"],
+    )
+    manifest = write_bundle(tmp_path / "bundle", source)
+    assert manifest.flow == family.task.flow and [a.name for a in manifest.assets] == [a.name for a in family.assets(student)]
+    assert set(manifest.metrics.quality.vs_ground_truth) == {m.name for m in family.task.against("ground_truth")}
+    assert verify_bundle(tmp_path / "bundle")["files"] >= len(built.onnx["student"]) + len(manifest.assets)
 
 
 def test_only_the_family_claims_its_teacher_state_dict(built: Built) -> None:
