@@ -92,6 +92,30 @@ def batch_size(batch: Batch) -> int:
     return len(next(iter(batch.values())))
 
 
+# Synthetic data of each split comes from its own seed, so held-out data never overlaps training's.
+SPLIT_OFFSETS = {"train": 0, "eval": 1, "test": 1, "calibration": 2}
+
+
+def split_seed(seed: int, split: str) -> int:
+    return seed * 10 + SPLIT_OFFSETS[split]
+
+
+class OnePartPipeline:
+    """The pipeline of a family whose model is one part: each sample of a batch through the part
+    (exported parts take batch 1), outputs concatenated; `input_size` from an onnxruntime part."""
+
+    def __init__(self, part: Callable[..., tuple[torch.Tensor, ...]], input_name: str):
+        self.part = part
+        shape = getattr(part, "shapes", {}).get(input_name)
+        self.input_size = tuple(shape[-2:]) if shape else None
+
+    def eval(self) -> "OnePartPipeline":
+        return self
+
+    def __call__(self, inputs: torch.Tensor) -> torch.Tensor:
+        return torch.cat([self.part(x)[0] for x in inputs.split(1)])
+
+
 class Family:
     """Base class of a model family; subclasses register with `@register_family`.
 

@@ -18,8 +18,9 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from compress.errors import CompressError
-from compress.families.base import Batch, Family, Part, Prunable, Scores, TensorSpec
+from compress.families.base import Batch, OnePartPipeline, Part, Prunable, Scores, TensorSpec, split_seed
 from compress.families.registry import register_family
+from compress.families.small import TableFamily, Tupled
 from compress.families.task import Asset, LossWeights, Metric, Task
 
 GRID = 8  # vertices per side of the surface: V = 64
@@ -153,15 +154,6 @@ class EmbeddingNet(nn.Module):
         return e / torch.sqrt((e * e).sum(1, keepdim=True) + EPS)
 
 
-class _Tupled(nn.Module):
-    def __init__(self, net: nn.Module):
-        super().__init__()
-        self.net = net
-
-    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor]:
-        return (self.net(image),)
-
-
 # -- matching embeddings to vertices -----------------------------------------------------------
 def _sq_distances(embedding: torch.Tensor, vertices: torch.Tensor) -> torch.Tensor:
     """[B, D, H, W] and [B, V, D] -> [B, V, H, W] squared distances."""
@@ -188,37 +180,13 @@ def _metrics(ids: torch.Tensor, ref_ids: torch.Tensor, embedding: torch.Tensor, 
 
 
 @register_family
-class EmbeddingFamily(Family):
+class EmbeddingFamily(TableFamily):
     name = "embedding"
     description = "per-pixel surface embeddings matched to vertex embeddings (a small stand-in for CSE) for tests"
     task = TASK
     default_input_size = (32, 32)
     checkpoint_layout = "a flat state dict of the embedding net (stem., down., body., up., head., vertex_embeddings)"
-
-    def configs(self) -> dict[str, dict[str, Any]]:
-        return CONFIGS
-
-    def config_roles(self) -> dict[str, list[str]]:
-        return {role: [n for n in CONFIGS if n.startswith(role)] for role in ("teacher", "student")}
-
-    def resolve_config(self, config: str | dict[str, Any] | None, role: str) -> dict[str, Any]:
-        config = DEFAULTS[role] if config is None else config
-        if isinstance(config, str):
-            if config not in CONFIGS:
-                raise CompressError(f"embedding family: unknown config {config!r}; known: {', '.join(CONFIGS)}")
-            return dict(CONFIGS[config])
-        missing = {"width", "depth", "size"} - set(config)
-        if missing:
-            raise CompressError(f"embedding family config lacks {sorted(missing)}")
-        return {"dim": 8, **config}
-
-    def build_teacher(self, config: dict[str, Any]) -> nn.Module:
-        return EmbeddingNet(**config)
-
-    build_student = build_teacher
-
-    def input_size(self, config: dict[str, Any]) -> tuple[int, int]:
-        return (config["size"], config["size"])
+    config_table, default_configs, network = CONFIGS, DEFAULTS, EmbeddingNet
 
     def parts(self, model: nn.Module) -> list[Part]:
         s, d = model.config["size"], model.config["dim"]
@@ -227,7 +195,7 @@ class EmbeddingFamily(Family):
                 name="embedder",
                 role="app",
                 cadence="per_frame",
-                module=_Tupled(model),
+                module=Tupled(model),
                 inputs=[TensorSpec("image", (1, 3, s, s), description="camera frame")],
                 outputs=[TensorSpec("embedding", (1, d, s, s), value_range=(-1.0, 1.0), normalization="unit L2 norm along D",
                                     description="per-pixel embedding; the pixel's vertex is the nearest row of vertex_embeddings")],
@@ -289,25 +257,12 @@ class EmbeddingFamily(Family):
         return {"embedding": centre[None, :, None, None].expand(b, dim, h, w), "vertices": vertex_table(dim).expand(b, -1, -1)}
 
     def pipeline(self, parts):  # type: ignore[no-untyped-def]
-        embedder = parts["embedder"]
-        shape = getattr(embedder, "shapes", {}).get("image")  # onnxruntime parts know their input shapes
-
-        class ExportedEmbedder:
-            input_size = tuple(shape[-2:]) if shape else None
-
-            def eval(self) -> "ExportedEmbedder":
-                return self
-
-            def __call__(self, image: torch.Tensor) -> torch.Tensor:
-                return torch.cat([embedder(x)[0] for x in image.split(1)])
-
-        return ExportedEmbedder()
+        return OnePartPipeline(parts["embedder"], "image")
 
     def dataset(self, source: str, split: str, size: tuple[int, int], seed: int, samples: int) -> Dataset:
         if source != "synthetic":
             raise CompressError(f"embedding family: data {source!r}: only 'synthetic' is supported")
-        offset = {"train": 0, "eval": 1, "test": 1, "calibration": 2}[split]
-        return SurfaceImages(tuple(size), seed * 10 + offset, samples)
+        return SurfaceImages(tuple(size), split_seed(seed, split), samples)
 
     def calibration_inputs(self, model: nn.Module, batches: Iterable[Batch]) -> Iterator[dict[str, tuple[torch.Tensor, ...]]]:
         for b in batches:

@@ -13,8 +13,9 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from compress.errors import CompressError
-from compress.families.base import Batch, Family, Part, Prunable, Scores, TensorSpec
+from compress.families.base import Batch, OnePartPipeline, Part, Prunable, Scores, TensorSpec, split_seed
 from compress.families.registry import register_family
+from compress.families.small import TableFamily, Tupled
 from compress.families.task import LossWeights, Metric, Task
 from compress.metrics import frame_metrics
 
@@ -73,17 +74,6 @@ class RestorationNet(nn.Module):
         return (image + self.head(self.up(y) + x)).clamp(0, 1)
 
 
-class _Tupled(nn.Module):
-    """Flat-tensor forward returning a tuple, as deployable parts must."""
-
-    def __init__(self, net: nn.Module):
-        super().__init__()
-        self.net = net
-
-    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor]:
-        return (self.net(image),)
-
-
 class NoisyFrames(Dataset):
     """Smooth random frames (upsampled low-res noise) and their degraded copies; deterministic by seed."""
 
@@ -102,41 +92,16 @@ class NoisyFrames(Dataset):
 
 
 @register_family
-class GenericFamily(Family):
+class GenericFamily(TableFamily):
     name = "generic"
     description = "small image-to-image conv net (frame restoration) for tests and the smallest demo"
     task = TASK
     default_input_size = (32, 32)
     checkpoint_layout = "a flat state dict of the restoration net (stem., down., body., up., head.)"
-
-    def configs(self) -> dict[str, dict[str, Any]]:
-        return CONFIGS
-
-    def config_roles(self) -> dict[str, list[str]]:
-        return {role: [n for n in CONFIGS if n.startswith(role)] for role in ("teacher", "student")}
-
-    def resolve_config(self, config: str | dict[str, Any] | None, role: str) -> dict[str, Any]:
-        if config is None:
-            config = DEFAULTS[role]
-        if isinstance(config, str):
-            if config not in CONFIGS:
-                raise CompressError(f"generic family: unknown config {config!r}; known: {', '.join(CONFIGS)}")
-            return dict(CONFIGS[config])
-        missing = {"width", "depth", "size"} - set(config)
-        if missing:
-            raise CompressError(f"generic family config lacks {sorted(missing)}")
-        return dict(config)
-
-    def build_teacher(self, config: dict[str, Any]) -> nn.Module:
-        return RestorationNet(**config)
-
-    build_student = build_teacher
+    config_table, default_configs, network = CONFIGS, DEFAULTS, RestorationNet
 
     def _size(self, model: nn.Module) -> int:
         return model.size  # type: ignore[return-value]
-
-    def input_size(self, config: dict[str, Any]) -> tuple[int, int]:
-        return (config["size"], config["size"])
 
     def parts(self, model: nn.Module) -> list[Part]:
         s = self._size(model)
@@ -145,7 +110,7 @@ class GenericFamily(Family):
                 name="net",
                 role="app",
                 cadence="per_frame",
-                module=_Tupled(model),
+                module=Tupled(model),
                 inputs=[TensorSpec("image", (1, 3, s, s), description="degraded frame")],
                 outputs=[TensorSpec("output", (1, 3, s, s), description="restored frame")],
             )
@@ -179,25 +144,12 @@ class GenericFamily(Family):
         return {"prediction": batch["input"]}  # the degraded frame, unrestored
 
     def pipeline(self, parts):  # type: ignore[no-untyped-def]
-        net = parts["net"]
-        shape = getattr(net, "shapes", {}).get("image")  # onnxruntime parts know their input shapes
-
-        class OnnxNet:
-            input_size = tuple(shape[-2:]) if shape else None
-
-            def eval(self) -> "OnnxNet":
-                return self
-
-            def __call__(self, image: torch.Tensor) -> torch.Tensor:
-                return torch.cat([net(x)[0] for x in image.split(1)])
-
-        return OnnxNet()
+        return OnePartPipeline(parts["net"], "image")
 
     def dataset(self, source: str, split: str, size: tuple[int, int], seed: int, samples: int) -> Dataset:
         if source != "synthetic":
             raise CompressError(f"generic family: data {source!r}: only 'synthetic' is supported")
-        offset = {"train": 0, "eval": 1, "test": 1, "calibration": 2}[split]
-        return NoisyFrames(size[0], seed * 10 + offset, samples)
+        return NoisyFrames(size[0], split_seed(seed, split), samples)
 
     def calibration_inputs(self, model: nn.Module, batches: Iterable[dict[str, torch.Tensor]]) -> Iterator[dict[str, tuple[torch.Tensor, ...]]]:
         for b in batches:
