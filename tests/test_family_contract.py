@@ -177,3 +177,17 @@ def test_loss_weights_default_to_the_schema_and_reject_unknown_terms(built: Buil
         assert family.loss_weights({}, schema) == schema().model_dump()
         with pytest.raises(CompressError, match="no_such_term"):
             family.loss_weights({"no_such_term": 1.0}, schema)
+
+
+STAGE_MODULES = ["lint.py", "distill.py", "prune.py", "export.py", "quantize", "bench/stage.py", "bundle", "evaluate.py",
+                 "teacher_train.py", "results.py", "run.py", "inspect.py"]
+
+
+def test_no_stage_module_imports_a_family_or_names_a_family_metric() -> None:
+    root = Path(__file__).parent.parent / "compress"
+    files = [p for m in STAGE_MODULES for p in ([root / m] if m.endswith(".py") else sorted((root / m).glob("*.py")))]
+    names = {m.name for f in list_families() for m in get_family(f).task.metrics}
+    for path in files:
+        text = path.read_text()
+        assert not any(f"families.{f}" in text for f in list_families()), path
+        assert not any(f'"{n}"' in text or f"'{n}'" in text for n in names), path
