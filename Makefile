@@ -26,7 +26,7 @@ test: install
 SMOKE := --set stages.distill.steps=2 --set stages.distill.batch_size=2 --set stages.distill.train_samples=4 \
 	--set stages.distill.eval_batches=1 --set stages.prune.iterations=1 --set stages.prune.importance=magnitude \
 	--set stages.prune.finetune.steps=1 --set stages.prune.finetune.batch_size=2 --set stages.prune.finetune.train_samples=2 \
-	--set stages.prune.finetune.eval_batches=1 --set stages.quantize.calibration_samples=2 --set stages.quantize.eval_batches=1 \
+	--set stages.prune.finetune.eval_batches=1 --set stages.quantize.calibration_samples=2 --set stages.quantize.eval_samples=1 \
 	--set stages.profile.runs=3 --set stages.profile.warmup=1 --set stages.bundle.out=exported/smoke/bundle
 
 smoke: install

@@ -37,7 +37,7 @@ from compress.errors import CompressError
 from compress.families.base import Family
 from compress.families.registry import get_family
 from compress.recipe import DistillConfig, Recipe
-from compress.run import RunContext, StageResult, data_hashes, sha256_file
+from compress.run import RunContext, StageResult, data_hashes, measured_on, sha256_file
 
 STATE_FILE = "distill-state.pt"
 
@@ -407,12 +407,13 @@ def distill_stage(cfg: DistillConfig, ctx: RunContext) -> StageResult:
             shutil.copyfile(src, ctx.stage_dir / name)
     out = ctx.stage_dir / "student.safetensors"
     save_model(out, student, family=family.name, kind="student", config=config)
-    eval_data = recipe_dataset(recipe, family, config, "eval", cfg.eval_batches * cfg.batch_size)
-    quality = family.quality(student, iterate_batches(eval_data, cfg.batch_size), teacher=ctx.teacher())
+    eval_batches = list(iterate_batches(recipe_dataset(recipe, family, config, "eval", cfg.eval_batches * cfg.batch_size), cfg.batch_size))
+    quality = family.quality(student, eval_batches, teacher=ctx.teacher())
+    on = measured_on(ctx, "the distilled student in torch, fp32", eval_batches)
     _clear(work)
     report.pop("history", None)
     return StageResult(
-        artifacts={"model": ctx.rel(out), "quality": quality},
+        artifacts={"model": ctx.rel(out), "quality": {**quality, "measured_on": on}},
         metrics={"training": report, "quality": quality},
         summary=f"{report['steps']} steps, loss {report['final_loss']:.4f}, {family.task.headline(quality)}, {report['steps_per_s']:.2f} steps/s x{report['world_size']}",
     )

@@ -41,7 +41,7 @@ from compress.errors import CompressError
 from compress.families.base import Family, Part, Prunable
 from compress.families.task import Task
 from compress.recipe import DistillConfig, PruneConfig
-from compress.run import Gate, RunContext, StageResult
+from compress.run import Gate, RunContext, StageResult, measured_on
 from compress.stats import count_params, gflops, size_mb
 
 IMPORTANCE = ("magnitude", "taylor", "bn_scale")
@@ -628,7 +628,8 @@ def prune_stage(cfg: PruneConfig, ctx: RunContext) -> StageResult:
         "quality_after": final_quality,
         "cycles": cycles,
     }
-    return StageResult(artifacts={"model": ctx.rel(out), "quality": final_quality}, metrics=metrics, gates=gates, summary=_summary(metrics, family.task))
+    on = measured_on(ctx, f"the pruned {meta['kind']} in torch, fp32", eval_batches)
+    return StageResult(artifacts={"model": ctx.rel(out), "quality": {**final_quality, "measured_on": on}}, metrics=metrics, gates=gates, summary=_summary(metrics, family.task))
 
 
 def _input_model(cfg: PruneConfig, ctx: RunContext) -> str:

@@ -85,13 +85,20 @@ class ExportConfig(Strict):
     real_inputs: int = Field(3, ge=0)
 
 
+RENAMED_QUANTIZE_KEYS = {
+    "max_psnr_drop_db": "max_quality_drop: the drop of the family's primary metric, in its unit (dB for fomm's psnr); "
+                        "`compress families` lists each family's primary metric",
+    "eval_batches": "eval_samples (it always counted samples)",
+}
+
+
 class QuantizeConfig(Strict):
     formats: list[Literal["onnx", "coreml"]] = ["onnx", "coreml"]
     onnx_engine: Literal["ort", "nncf"] = "ort"
     target: Literal["auto", "x86", "x86-vnni", "arm"] = "auto"
     per_channel: bool = True
     calibration_samples: int = Field(32, ge=1)
-    eval_batches: int = Field(4, ge=1)
+    eval_samples: int = Field(16, ge=1, description="held-out samples the int8 gates and the shipped files' quality are measured on")
     max_quality_drop: float | None = Field(None, ge=0, description="int8 drop of the family's primary metric allowed, in its unit; default: the family's")
     ship_when_slower: Literal["int8", "fp32"] = "int8"
     coreml_mode: Literal["auto", "weights", "w8a8"] = "auto"
@@ -100,9 +107,9 @@ class QuantizeConfig(Strict):
     @model_validator(mode="before")
     @classmethod
     def _renamed(cls, data: Any) -> Any:
-        if isinstance(data, dict) and "max_psnr_drop_db" in data:
-            raise ValueError("max_psnr_drop_db was renamed max_quality_drop: the drop of the family's primary metric, "
-                             "in its unit (dB for fomm's psnr); `compress families` lists each family's primary metric")
+        for old, new in RENAMED_QUANTIZE_KEYS.items():
+            if isinstance(data, dict) and old in data:
+                raise ValueError(f"{old} was renamed {new}")
         return data
 
 

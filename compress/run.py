@@ -108,6 +108,14 @@ class RunContext:
             Console(stderr=True).print(f"  {msg}", highlight=False, soft_wrap=True)
 
 
+def measured_on(ctx: RunContext, model: str, batches: list[dict[str, Any]]) -> dict[str, Any]:
+    """What a quality figure describes: which model files, on which data, how many samples."""
+    from compress.families.base import batch_size
+
+    data = ctx.recipe.data.eval
+    return {"model": model, "data": f"{data} (data.eval, held out, seed {ctx.recipe.data.seed})", "samples": sum(batch_size(b) for b in batches)}
+
+
 def is_rank0() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 

@@ -340,7 +340,7 @@ def test_w8a8_falls_back_to_weights_where_coremltools_cannot_predict(tmp_path):
 
 # -- the stage -------------------------------------------------------------------------------
 SMALL = {"teacher": {"config": "student-32"}}  # no distill: the run quantizes this small teacher
-STAGE = {"calibration_samples": 4, "eval_batches": 2, "target": "x86"}
+STAGE = {"calibration_samples": 4, "eval_samples": 2, "target": "x86"}
 TIMING = {"profile": {"runs": 3, "warmup": 1}}  # the quantize stage times with the profile stage's settings
 
 
@@ -358,7 +358,7 @@ def test_stage_quantizes_every_exported_format_and_updates_shipped(write_recipe,
     assert coreml_metrics["fp_weights"] == "FLOAT16" and coreml_metrics["fp32_basis"].startswith("an fp32 conversion")
     assert record["metrics"]["eval_samples"] == {"net": 2} and record["metrics"]["calibration_samples"] == {"net": 4}
     assert [g["name"] for g in record["gates"]] == ["quantize.net.onnx.psnr_drop", "quantize.pipeline.psnr_drop"] and summary.passed
-    assert set(summary.artifacts["quality"]["int8_vs_fp32"]) == {"net", "pipeline"}
+    assert set(record["metrics"]["int8_vs_fp32"]) == {"net", "pipeline"}
     rows = bench_rows(record["metrics"])  # what `python -m compress.quantize.bench` prints
     assert [(r["part"], r["format"]) for r in rows] == [("net", "onnx"), ("net", "coreml")]
     assert rows[0]["int8_over_fp32_latency"] == onnx_metrics["latency"]["int8_over_fp32"]
@@ -416,3 +416,17 @@ def test_qat_pipeline_trains_with_the_batchnorm_statistics_it_has():
     part = Part("net", "receiver", "per_frame", net, [TensorSpec("image", (1, 3, 8, 8))], [TensorSpec("prediction", (1, 3, 8, 8))])
     pipeline = QuantizedPipeline(get_family("generic"), [part], (8, 8)).train()
     assert net[0].training and not net[1].training  # one sample per call: batch statistics would be one frame's
+
+
+def test_the_run_quality_after_quantize_is_that_of_the_shipped_files(write_recipe, tmp_path):
+    recipe = load_recipe(write_recipe([{"export": {"formats": ["onnx"], "real_inputs": 1, "random_inputs": 1}},
+                                       {"quantize": {**STAGE, "formats": ["onnx"]}}, TIMING], **SMALL))
+    summary = run_recipe(recipe, run_dir=tmp_path / "run", until="quantize", quiet=True)
+    quality = summary.artifacts["quality"]
+    assert quality["measured_on"]["model"] == "the shipped ONNX files through onnxruntime (net int8)"
+    assert quality["measured_on"]["samples"] == STAGE["eval_samples"] and set(quality["vs_ground_truth"]) == {"psnr", "l1", "ssim"}
+
+
+def test_the_old_sample_count_key_is_refused_with_its_new_name(write_recipe):
+    with pytest.raises(CompressError, match="eval_batches was renamed eval_samples"):
+        load_recipe(write_recipe([{"export": {}}, {"quantize": {"eval_batches": 4}}]))

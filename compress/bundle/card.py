@@ -134,6 +134,8 @@ def _quality(m: Manifest) -> str:
     extra = sorted({k for values in measured.values() for k in values} - {x.name for x in metrics})  # quality keys the task does not declare
     names = [x.name for x in metrics] + extra
     text = ["## Quality", f"Primary metric: {m.task.primary_metric}." + "".join(f" {x.name}: {x.description}." for x in metrics if x.description)]
+    if q.measured_on:
+        text.append(f"Measured on {q.measured_on.model}, on {q.measured_on.data}: {q.measured_on.samples} samples. Check it on your own data.")
     if measured:
         text.append(_table(["", *(_metric_header(x) for x in metrics), *extra], [[label, *(values.get(n) for n in names)] for label, values in measured.items()]))
     text += [f"{label.capitalize()}: {NOT_MEASURED} (no stage of the run reported it; the manifest holds null)." for label, values in groups.items() if not values]
@@ -176,7 +178,6 @@ def _limitations(m: Manifest) -> str:
         "Input shapes are fixed (see the tables above); resize and crop inputs to them.",
         "Quality numbers come from the recipe's evaluation data; inputs unlike it (content, lighting, cameras) may do worse.",
         "Predicted latencies are estimates; only `measured` rows were timed on hardware.",
-        "Quality is from the last stage that measured it (quantize, when it ran, measures the int8 model); check it on your own data.",
     ]
     if not (m.metrics.quality.vs_ground_truth or m.metrics.quality.vs_teacher):
         items.append("This run reported no quality metrics: evaluate the bundle before shipping it.")

@@ -160,9 +160,18 @@ class Teacher(Strict):
     source: str | None = Field(None, description="checkpoint the teacher was loaded from, or random-init")
 
 
+class MeasuredOn(Strict):
+    """What the quality figures describe: the model files, the data and how many samples."""
+
+    model: str
+    data: str
+    samples: int = Field(ge=0)
+
+
 class Quality(Strict):
     vs_ground_truth: dict[str, float | None] | None = None
     vs_teacher: dict[str, float | None] | None = None
+    measured_on: MeasuredOn | None = None
 
 
 class RowGate(Strict):

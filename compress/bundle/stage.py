@@ -234,7 +234,8 @@ def quality_entry(quality: dict[str, Any] | None) -> Quality:
         kept = {k: (None if v is None else float(v)) for k, v in d.items() if v is None or isinstance(v, (int, float))}
         return kept or None
 
-    return Quality(vs_ground_truth=numbers(quality.get("vs_ground_truth")), vs_teacher=numbers(quality.get("vs_teacher")))
+    return Quality(vs_ground_truth=numbers(quality.get("vs_ground_truth")), vs_teacher=numbers(quality.get("vs_teacher")),
+                   measured_on=quality.get("measured_on"))
 
 
 def latency_rows(latency: Any, run_files: dict[str, tuple[str, str, bool]]) -> list[LatencyRow]:

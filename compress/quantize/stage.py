@@ -28,7 +28,7 @@ from compress.quantize.gate import EvalSet, Feeds, PipelineGate, pipeline_qualit
 from compress.quantize.onnx import OnnxQuantConfig, QuantReport, quantize_onnx
 from compress.distill import DistillReport
 from compress.recipe import DistillConfig, ProfileConfig, QuantizeConfig
-from compress.run import Gate, RunContext, StageResult
+from compress.run import Gate, RunContext, StageResult, measured_on
 
 CALIBRATION_BATCH = 8
 
@@ -109,7 +109,7 @@ def quantize_stage(cfg: QuantizeConfig, ctx: RunContext) -> StageResult:
     if unknown:
         raise CompressError(f"stage quantize: exported parts {unknown} are not parts of the {ctx.family.name} model ({', '.join(parts)})")
     calib_ds = recipe_dataset(ctx.recipe, ctx.family, config, "calibration", cfg.calibration_samples)
-    eval_batches = list(iterate_batches(recipe_dataset(ctx.recipe, ctx.family, config, "eval", cfg.eval_batches), 1))
+    eval_batches = list(iterate_batches(recipe_dataset(ctx.recipe, ctx.family, config, "eval", cfg.eval_samples), 1))
     data = part_data(ctx.family, model, [parts[n] for n in exported], iterate_batches(calib_ds, CALIBRATION_BATCH), eval_batches, cfg.calibration_samples)
     pipeline = pipeline_parts(ctx, exported, cfg, set(parts))
     max_drop = max_quality_drop(cfg, ctx.family)
@@ -156,9 +156,22 @@ def quantize_stage(cfg: QuantizeConfig, ctx: RunContext) -> StageResult:
         result.metrics["pipeline_as_shipped"] = {metric: drop, "unit": ctx.family.task.primary.unit, "parts": {n: shipped[n]["onnx"]["precision"] for n in as_shipped}}
         result.gates.append(Gate(f"quantize.pipeline.{metric}", max_drop, drop, drop <= max_drop, "every part as shipped"))
         quality["pipeline"] = {metric: drop}
-    result.artifacts = {"quantized": quantized, "shipped": shipped, "quality": {**ctx.artifacts.get("quality", {}), "int8_vs_fp32": quality}}
+    result.metrics["int8_vs_fp32"] = quality
+    result.artifacts = {"quantized": quantized, "shipped": shipped}
+    if pipeline:  # the bundle reports the quality of the files it ships
+        result.artifacts["quality"] = shipped_quality(ctx, as_shipped, eval_batches, {n: shipped[n]["onnx"]["precision"] for n in as_shipped})
     result.summary = "; ".join(lines)
     return result
+
+
+def shipped_quality(ctx: RunContext, files: dict[str, Path], batches: list[dict[str, torch.Tensor]], precisions: dict[str, str]) -> dict[str, Any]:
+    """The task's metrics of the ONNX files as shipped, run through onnxruntime, vs ground truth and the teacher."""
+    from compress.evaluate import OnnxPart
+
+    pipeline = ctx.family.pipeline({n: OnnxPart(p) for n, p in files.items()})
+    quality = ctx.family.quality(pipeline, batches, teacher=ctx.teacher())
+    model = "the shipped ONNX files through onnxruntime (" + ", ".join(f"{n} {p}" for n, p in precisions.items()) + ")"
+    return {**quality, "measured_on": measured_on(ctx, model, batches)}
 
 
 def max_quality_drop(cfg: QuantizeConfig, family: Family) -> float:

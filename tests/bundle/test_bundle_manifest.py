@@ -97,7 +97,7 @@ def test_missing_quality_is_null_and_the_card_says_not_measured(tiny, tmp_path: 
     m = write_bundle(tmp_path / "b", tiny.source(quality=None))
     assert m.metrics.quality.vs_ground_truth is None and m.metrics.quality.vs_teacher is None
     saved = json.loads((tmp_path / "b" / "manifest.json").read_text())["metrics"]["quality"]
-    assert saved == {"vs_ground_truth": None, "vs_teacher": None}
+    assert saved == {"vs_ground_truth": None, "vs_teacher": None, "measured_on": None}
     card = (tmp_path / "b" / "MODEL_CARD.md").read_text()
     assert "Vs ground truth: not measured" in card and "Vs teacher: not measured" in card
 
@@ -146,3 +146,12 @@ def test_a_feed_from_a_missing_part_output_is_a_schema_error(bundle: Path) -> No
     (bundle / "manifest.json").write_text(json.dumps(data))
     with pytest.raises(CompressError, match=r"'kp_source_value' is fed by kp_detector.kp_gone, which the bundle does not have"):
         load_manifest(bundle)
+
+
+def test_quality_says_which_files_and_data_it_was_measured_on_in_manifest_and_card(tiny, tmp_path: Path) -> None:
+    on = {"model": "the shipped ONNX files through onnxruntime (kp_detector int8)", "data": "synthetic (data.eval)", "samples": 16}
+    manifest = write_bundle(tmp_path / "b", tiny.source(quality={"vs_ground_truth": {"psnr": 24.0}, "measured_on": on}))
+    assert manifest.metrics.quality.measured_on.model_dump() == on
+    card = (tmp_path / "b" / "MODEL_CARD.md").read_text()
+    assert "Measured on the shipped ONNX files through onnxruntime (kp_detector int8), on synthetic (data.eval): 16 samples." in card
+    assert "quantize, when it ran, measures" not in card
