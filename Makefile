@@ -4,7 +4,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PIP := $(BIN)/python -m pip --disable-pip-version-check
 
-.PHONY: install demo test smoke bench clean
+.PHONY: install demo test lint smoke bench clean
 
 install: $(STAMP)
 
@@ -18,8 +18,13 @@ $(STAMP): pyproject.toml constraints.txt
 demo: install
 	$(BIN)/compress run recipes/fomm-mobile-demo.yaml
 
-test: install
+test: install lint
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests
+
+# Style and hygiene (pyproject.toml [tool.ruff]): the line length, imports, pyflakes, formatting.
+lint: install
+	$(BIN)/ruff check compress tests
+	$(BIN)/ruff format --check compress tests
 
 # The full-size path (recipes/fomm-mobile.yaml) on a randomly initialised vox-256 teacher
 # (no official weights can be downloaded here), with a few steps per stage: every stage runs.

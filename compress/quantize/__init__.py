@@ -9,6 +9,7 @@
 
 `quantize_stage` is the recipe stage that runs both on every exported part.
 """
+
 from compress.quantize.coreml import CoreMLQuantReport, quantize_coreml
 from compress.quantize.gate import EvalSet, Fallback, OutputGate, PipelineGate, QualityGate, sensitivity_fallback
 from compress.quantize.onnx import Latency, OnnxQuantConfig, QuantReport, quantize_onnx

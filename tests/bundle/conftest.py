@@ -1,5 +1,6 @@
 """Fixtures: the tiny video-call model and the generic family's on-device net, exported once per
 session, and a fresh bundle of each per test."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,10 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import save_file
+from tiny_call import Tiny, TinyModel, export_onnx, make_parts
 
 from compress.bundle.stage import write_bundle
 from compress.families.registry import get_family
-from tiny_call import Tiny, TinyModel, export_onnx, make_parts
 
 
 @pytest.fixture(scope="session")
