@@ -64,7 +64,10 @@ def run(
     ),
     resume: bool = typer.Option(
         False,
-        help="Continue the recipe's latest run: keep stages whose config, inputs and code are unchanged; rerun from the first that changed.",
+        help=(
+            "Continue the recipe's latest run: keep stages whose config, inputs and code are unchanged; "
+            "rerun from the first that changed."
+        ),
     ),
     until: str | None = typer.Option(None, help="Stop after this stage."),
     nproc: int = typer.Option(1, help="Distillation processes on this machine (torchrun/DDP)."),
@@ -143,7 +146,8 @@ def inspect(
         _print_json(report)
         return
     out.print(
-        f"{target}: {fam.name} {kind}, {report['params']:,} params, {report['fp32_mb']} MB fp32, {report['int8_mb']} MB int8"
+        f"{target}: {fam.name} {kind}, {report['params']:,} params, "
+        f"{report['fp32_mb']} MB fp32, {report['int8_mb']} MB int8"
     )
     out.print(_table("networks", report["networks"]))
     out.print(_table("deployable parts", report["parts"]))

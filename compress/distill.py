@@ -486,7 +486,10 @@ def distill_stage(cfg: DistillConfig, ctx: RunContext) -> StageResult:
     return StageResult(
         artifacts={"model": ctx.rel(out), "quality": {**quality, "measured_on": on}},
         metrics={"training": report, "quality": quality},
-        summary=f"{report['steps']} steps, loss {report['final_loss']:.4f}, {family.task.headline(quality)}, {report['steps_per_s']:.2f} steps/s x{report['world_size']}",
+        summary=(
+            f"{report['steps']} steps, loss {report['final_loss']:.4f}, {family.task.headline(quality)}, "
+            f"{report['steps_per_s']:.2f} steps/s x{report['world_size']}"
+        ),
     )
 
 

@@ -161,7 +161,8 @@ def export_onnx(
         model, ok = onnxsim.simplify(model)
         if not ok:
             raise CompressError(
-                f"export: {part.name}: onnxsim's simplified model does not match the original; set export.simplify: false"
+                f"export: {part.name}: onnxsim's simplified model does not match the original; "
+                "set export.simplify: false"
             )
     for value, spec in zip([*model.graph.input, *model.graph.output], [*part.inputs, *part.outputs]):
         value.doc_string = spec.description
@@ -199,7 +200,8 @@ def check_outputs(part: Part) -> None:
     if not isinstance(outputs, tuple) or len(outputs) != len(part.outputs):
         got = f"a tuple of {len(outputs)}" if isinstance(outputs, tuple) else type(outputs).__name__
         raise CompressError(
-            f"export: {part.name}: forward returns {got}, the part declares {len(part.outputs)} outputs ({', '.join(s.name for s in part.outputs)})"
+            f"export: {part.name}: forward returns {got}, the part declares {len(part.outputs)} outputs "
+            f"({', '.join(s.name for s in part.outputs)})"
         )
     for out, spec in zip(outputs, part.outputs):
         if tuple(out.shape) != tuple(spec.shape):
@@ -230,7 +232,8 @@ def _parity(
 ) -> dict[str, dict[str, Any]]:
     if not inputs:
         raise CompressError(
-            f"export: {part.name}: no inputs to check parity on (set export.random_inputs or export.real_inputs above 0)"
+            f"export: {part.name}: no inputs to check parity on "
+            "(set export.random_inputs or export.real_inputs above 0)"
         )
     stats = {s.name: {"max_abs_err": 0.0, "max_rel_err": 0.0, "passed": True} for s in part.outputs}
     with eval_mode(part.module), torch.no_grad():
@@ -258,7 +261,8 @@ def export_coreml(
         model = coreml_convert(part, target, precision)
     except Exception as exc:
         raise CompressError(
-            f"export: {part.name}: Core ML conversion failed ({_first_line(exc)}); `compress lint` names the module to fix"
+            f"export: {part.name}: Core ML conversion failed ({_first_line(exc)}); "
+            "`compress lint` names the module to fix"
         ) from exc
     model.short_description = part.description or part.name
     for spec in part.inputs:
@@ -368,7 +372,8 @@ def check_coreml_program(part: Part, info: dict[str, Any], path: Path) -> None:
         raise CompressError(f"export: {part.name}: {path} has inputs/outputs {found}, the part declares {declared}")
     if info["unsupported_ops"]:
         raise CompressError(
-            f"export: {part.name}: {path} uses ops that {info['target']} does not define: {info['unsupported_ops']}; raise export.minimum_deployment_target"
+            f"export: {part.name}: {path} uses ops that {info['target']} does not define: {info['unsupported_ops']}; "
+            "raise export.minimum_deployment_target"
         )
 
 

@@ -16,7 +16,8 @@ from compress.stats import PartStats, count_macs, count_params, count_used_param
 def load_for_inspect(
     target: str | Path, family: str | None = None, config: str | None = None, trust: bool = False
 ) -> tuple[Family, nn.Module, str]:
-    """A recipe (its teacher), one of our model files, or a public checkpoint (family and config recognised unless given)."""
+    """A recipe (its teacher), one of our model files, or a public checkpoint
+    (family and config recognised unless given)."""
     from compress.recipe import is_recipe, load_recipe
 
     target = Path(target)

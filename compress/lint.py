@@ -87,7 +87,11 @@ ONNX_OP = {
     "group_norm": "InstanceNormalization",
 }
 COREML_CPU_ONLY = {
-    "grid_sampler": "Core ML runs grid_sample (MIL resample) on the CPU only: keep its input small (warp low-resolution features) and count the CPU time in the latency budget"
+    "grid_sampler": (
+        "Core ML runs grid_sample (MIL resample) on the CPU only: "
+        "keep its input small (warp low-resolution features) "
+        "and count the CPU time in the latency budget"
+    )
 }
 FEATURE_MAP_RANK = 4
 
@@ -107,7 +111,10 @@ class Finding:
 
     def line(self) -> str:
         where = f" at {self.location}" if self.location else ""
-        return f"{self.severity:7} {self.category:15} {self.part}: {self.module_path or '<model>'}: {self.op}{where}\n        {self.hint}"
+        return (
+            f"{self.severity:7} {self.category:15} {self.part}: {self.module_path or '<model>'}: {self.op}{where}\n"
+            f"        {self.hint}"
+        )
 
 
 @dataclass(frozen=True)
@@ -213,7 +220,10 @@ def lint_part(part: Part, model: nn.Module | None = None, *, opset: int = 17, ta
     for site in sites:
         onnx_op = ONNX_OP.get(site.name)
         if onnx_op in float_ops and site.rank >= FEATURE_MAP_RANK:
-            hint = f"onnxruntime's int8 quantizer has no kernel for ONNX {onnx_op}: it runs in float between dequantize/quantize; keep it off large feature maps"
+            hint = (
+                f"onnxruntime's int8 quantizer has no kernel for ONNX {onnx_op}: "
+                "it runs in float between dequantize/quantize; keep it off large feature maps"
+            )
             findings.append(_finding(part, site, "int8_float", hint))
         if site.name in COREML_CPU_ONLY:
             findings.append(_finding(part, site, "coreml_cpu_only", COREML_CPU_ONLY[site.name]))

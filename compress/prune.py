@@ -248,7 +248,8 @@ def prune_model(
     names = {"global"} if scope == "global" else {p.name for p in prunables}
     if not set(ratios) <= names:
         raise CompressError(
-            f"prune: ratios for {sorted(set(ratios) - names)}: scope {scope!r} takes ratios for {', '.join(sorted(names))}"
+            f"prune: ratios for {sorted(set(ratios) - names)}: "
+            f"scope {scope!r} takes ratios for {', '.join(sorted(names))}"
         )
     if scope == "global":
         ratio = ratios.get("global", 0.0)
@@ -358,7 +359,8 @@ class Budget:
             kind, _, name = key.partition(":")
             if kind == "gflops" and name not in networks:
                 raise CompressError(
-                    f"prune.gflops: the {family.name} family has no network or part {name!r} (known: {', '.join(networks)})"
+                    f"prune.gflops: the {family.name} family has no network or part {name!r} "
+                    f"(known: {', '.join(networks)})"
                 )
             if kind == "latency_ms" and name not in parts:
                 raise CompressError(
@@ -757,7 +759,8 @@ def _input_model(cfg: PruneConfig, ctx: RunContext) -> str:
 def _summary(metrics: dict[str, Any], task: Task) -> str:
     before, after = metrics["networks_before"], metrics["networks_after"]
     networks = ", ".join(
-        f"{n} {before[n]['params'] / 1e3:.0f}k -> {after[n]['params'] / 1e3:.0f}k params ({before[n]['gflops']:.3g} -> {after[n]['gflops']:.3g} GFLOPs)"
+        f"{n} {before[n]['params'] / 1e3:.0f}k -> {after[n]['params'] / 1e3:.0f}k params "
+        f"({before[n]['gflops']:.3g} -> {after[n]['gflops']:.3g} GFLOPs)"
         for n in before
     )
     size = f"{_total(before):.3g} -> {_total(after):.3g} MB {metrics['precision']}"

@@ -21,7 +21,8 @@ SEMVER = re.compile(r"^\d+\.\d+\.\d+(?:-[0-9A-Za-z.-]+)?(?:\+[0-9A-Za-z.-]+)?$")
 
 
 def check_semver(v: str) -> str:
-    """`v` if it is a semantic version (MAJOR.MINOR.PATCH[-pre][+build]); ValueError otherwise (for pydantic validators)."""
+    """`v` if it is a semantic version (MAJOR.MINOR.PATCH[-pre][+build]); ValueError otherwise
+    (for pydantic validators)."""
     if not SEMVER.match(v):
         raise ValueError(f"version {v!r} is not semver (MAJOR.MINOR.PATCH)")
     return v
@@ -47,7 +48,9 @@ class DistillConfig(Strict):
     seed: int = 0
     loss: dict[str, Any] = Field(
         default_factory=dict,
-        description="the family's loss-term weights (`compress families` lists them); omitted terms keep their defaults",
+        description=(
+            "the family's loss-term weights (`compress families` lists them); omitted terms keep their defaults"
+        ),
     )
     feature_layers: dict[str, str] = Field(
         default_factory=dict, description="student module path -> teacher module path, matched through 1x1 adapters"
@@ -278,7 +281,8 @@ def is_recipe(target: str | Path) -> bool:
 
 
 def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
-    """Read, override and validate a recipe (a path or a shipped recipe's name); every error names file, key path and line."""
+    """Read, override and validate a recipe (a path or a shipped recipe's name); every error names
+    file, key path and line."""
     path = find_recipe(path)
     text = path.read_text()
     try:
@@ -434,7 +438,10 @@ def list_recipes(folder: str | Path = SHIPPED_RECIPES) -> list[tuple[Path, str]]
     for p in sorted(Path(folder).glob("*.yaml")):
         try:
             data = yaml.safe_load(p.read_text()) or {}
-            desc = f"{data.get('family', '?')}: {data.get('description', '').strip().splitlines()[0] if data.get('description') else ''}"
+            desc = (
+                f"{data.get('family', '?')}: "
+                f"{data.get('description', '').strip().splitlines()[0] if data.get('description') else ''}"
+            )
         except yaml.YAMLError:
             desc = "(not valid YAML)"
         rows.append((p, desc))

@@ -301,9 +301,12 @@ def results_markdown(res: dict[str, Any]) -> str:
     lines = [
         "# Results",
         "",
-        f"Measured by `make bench` on {res['created_utc']} ({res['host']['processor']}); every figure below comes from that one run.",
-        f"Family {res['family']}: {res['task']['description']}. Quality: the family's evaluation protocol on {ev['samples']} held-out "
-        f"{ev['data']} samples (limit {ev['limit']}, {ev['input_size'][0]}x{ev['input_size'][1]}). Latency: onnxruntime on this host, "
+        f"Measured by `make bench` on {res['created_utc']} ({res['host']['processor']}); "
+        "every figure below comes from that one run.",
+        f"Family {res['family']}: {res['task']['description']}. "
+        f"Quality: the family's evaluation protocol on {ev['samples']} held-out "
+        f"{ev['data']} samples (limit {ev['limit']}, {ev['input_size'][0]}x{ev['input_size'][1]}). "
+        "Latency: onnxruntime on this host, "
         f"p50 of {res['latency_runs']} runs, per frame = the parts that run for every frame; "
         "iPhone 8 fps predicted by the calibrated cost model (compress/bench/devices/iphone8.yaml, docs/latency.md). "
         "MB: size of the ONNX files. GFLOPs: 2 x multiply-accumulates of convolutions.",
@@ -353,7 +356,8 @@ def results_markdown(res: dict[str, Any]) -> str:
         "",
         "![distillation loss](distill_loss.png)",
         "",
-        "Reproduce: `make bench` (writes this page, results.json, pareto.png, distill_loss.png and the README headline).",
+        "Reproduce: `make bench` "
+        "(writes this page, results.json, pareto.png, distill_loss.png and the README headline).",
     ]
     return "\n".join(lines) + "\n"
 
@@ -368,7 +372,9 @@ def beats_baseline(res: dict[str, Any], model: str = "distilled student") -> boo
 
 
 def checks_markdown(res: dict[str, Any]) -> list[str]:
-    """The issues' acceptance figures in the task's primary metric, from the bench rows and the demo run's stage records."""
+    """The issues' acceptance figures in the task's primary metric, from the bench rows and the demo run's
+    stage records.
+    """
     p = primary(res)
     rows = {_row_label(r): r for r in res["rows"]}
     teacher, student = (rows[m]["quality"]["vs_ground_truth"][p.name] for m in ("teacher", "distilled student"))
@@ -376,7 +382,8 @@ def checks_markdown(res: dict[str, Any]) -> list[str]:
         "",
         "## Acceptance figures of the demo run",
         "",
-        f'Checks in the primary metric, {p.name} vs ground truth ({direction(p)}); "worse": the second value vs the first, relative to the first.',
+        f"Checks in the primary metric, {p.name} vs ground truth ({direction(p)}); "
+        '"worse": the second value vs the first, relative to the first.',
         "",
         "| check | value |",
         "|---|---|",
@@ -386,14 +393,17 @@ def checks_markdown(res: dict[str, Any]) -> list[str]:
     verdict = beats_baseline(res)
     if verdict is not None:
         lines.append(
-            f'| student beats "{baseline_label(res)}" ({p.name} {with_unit(p, res["baseline"][p.name])}) | {"yes" if verdict else "no"} |'
+            f'| student beats "{baseline_label(res)}" ({p.name} {with_unit(p, res["baseline"][p.name])}) '
+            f"| {'yes' if verdict else 'no'} |"
         )
     prune = res.get("prune")
     if prune:
         before, after = (prune[k]["vs_ground_truth"][p.name] for k in ("quality_before", "quality_after"))
         lines.append(
-            f"| prune to {', '.join(f'{k} <= {v:.4g}' for k, v in prune['targets'].items())}, fine-tune: before / after "
-            f"(prune record, eval split) | {with_unit(p, before)} / {with_unit(p, after)}: {_worse_text(p, before, after)} "
+            f"| prune to {', '.join(f'{k} <= {v:.4g}' for k, v in prune['targets'].items())}, "
+            "fine-tune: before / after "
+            f"(prune record, eval split) | {with_unit(p, before)} / {with_unit(p, after)}: "
+            f"{_worse_text(p, before, after)} "
             f"(target <= {MAX_WORSE['prune']:.0%} worse) |"
         )
     q = res.get("quantize")
@@ -405,8 +415,10 @@ def checks_markdown(res: dict[str, Any]) -> list[str]:
         o, c = q[part]["onnx"], q[part].get("coreml", {})
         lat = o.get("latency") or {}
         lines.append(
-            f"| {part}: ONNX fp32/int8 size, int8/fp32 host latency (1 thread), int8 quality gate; Core ML fp32/8-bit size | "
-            f"{o['fp32_over_int8_size']:.2f}x, {lat.get('int8_over_fp32', float('nan')):.2f}, {_gate_text(o.get('gate'))}; "
+            f"| {part}: ONNX fp32/int8 size, int8/fp32 host latency (1 thread), int8 quality gate; "
+            "Core ML fp32/8-bit size | "
+            f"{o['fp32_over_int8_size']:.2f}x, {lat.get('int8_over_fp32', float('nan')):.2f}, "
+            f"{_gate_text(o.get('gate'))}; "
             f"{_ratio(c.get('fp32_over_int8_size'))} |"
         )
     totals = format_totals(bench_rows(q))
@@ -445,10 +457,12 @@ def int8_bytes_markdown(quantize: dict[str, Any]) -> list[str]:
         "",
         "Per-channel QDQ stores, next to each output channel's int8 weights, a float weight scale, an int32 bias "
         "and the bias's float scale: 12 bytes, more than the 9 int8 weights of a 3x3 depthwise channel, whose fp32 "
-        "form is 40 bytes: a depthwise layer shrinks about 2x, a small pointwise one about 3x, and Q/DQ nodes add graph bytes. "
+        "form is 40 bytes: a depthwise layer shrinks about 2x, a small pointwise one about 3x, "
+        "and Q/DQ nodes add graph bytes. "
         '(All-zero weight and bias zero points are left out.) "graph" is the rest of the file.',
         "",
-        "| part | fp32 file | int8 file | fp32 / int8 | int8 + uint8 (weights, activation zero points) | int32 (biases) | float32 (scales, constants) | graph |",
+        "| part | fp32 file | int8 file | fp32 / int8 | int8 + uint8 (weights, activation zero points) "
+        "| int32 (biases) | float32 (scales, constants) | graph |",
         "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     totals = [0.0] * 6
@@ -568,10 +582,12 @@ def models_table(recipes: list[Path]) -> tuple[str, str]:
             report = inspect_model(family, build(family.resolve_config(config, role)), per_module=False)
             for p in report["parts"]:
                 lines.append(
-                    f"| {label} | {role} | {p['name']} | {p['params']:,} | {p['fp32_mb']:.2f} | {p['int8_mb']:.2f} | {p['gflops']:.3f} |"
+                    f"| {label} | {role} | {p['name']} | {p['params']:,} | {p['fp32_mb']:.2f} | {p['int8_mb']:.2f} "
+                    f"| {p['gflops']:.3f} |"
                 )
             lines.append(
-                f"| {label} | {role} | **all** | {report['params']:,} | {report['fp32_mb']:.2f} | {report['int8_mb']:.2f} | |"
+                f"| {label} | {role} | **all** | {report['params']:,} | {report['fp32_mb']:.2f} "
+                f"| {report['int8_mb']:.2f} | |"
             )
     return family.name, "\n".join(lines) + "\n"
 

@@ -52,7 +52,8 @@ def parse_device(device: str) -> AdbTarget:
     if "perf_test" not in query:
         raise CompressError(
             f"--device {device}: say where the Android onnxruntime_perf_test binary is: "
-            f"adb{':' + serial if serial else ''}?perf_test=/path/to/onnxruntime_perf_test (build it with onnxruntime's build.sh --android)"
+            f"adb{':' + serial if serial else ''}?perf_test=/path/to/onnxruntime_perf_test "
+            "(build it with onnxruntime's build.sh --android)"
         )
     perf_test = Path(query["perf_test"]).expanduser()
     if not perf_test.is_file():
@@ -102,7 +103,8 @@ def check_device(target: AdbTarget, serials: list[str]) -> None:
     """The device to use is connected and unambiguous, given the ready `serials`."""
     if target.serial and target.serial not in serials:
         raise CompressError(
-            f"adb:{target.serial}: no such device connected and authorized (adb devices lists: {', '.join(serials) or 'none'})"
+            f"adb:{target.serial}: no such device connected and authorized "
+            f"(adb devices lists: {', '.join(serials) or 'none'})"
         )
     if not serials:
         raise CompressError(
@@ -115,7 +117,8 @@ def check_device(target: AdbTarget, serials: list[str]) -> None:
 def connected_serials() -> list[str]:
     if shutil.which("adb") is None:
         raise CompressError(
-            "adb: the adb tool is not on PATH; install Android platform-tools (apt-get install adb) and enable USB debugging on the phone"
+            "adb: the adb tool is not on PATH; install Android platform-tools (apt-get install adb) "
+            "and enable USB debugging on the phone"
         )
     return parse_devices(subprocess.run(["adb", "devices"], capture_output=True, text=True, timeout=60).stdout)
 
@@ -137,7 +140,10 @@ def measure(
     for i, model in enumerate(models):
         remote = f"{REMOTE_DIR}/model-{i}.onnx"
         _adb(target, "push", str(model), remote)
-        cmd = f"cd {REMOTE_DIR} && LD_LIBRARY_PATH={REMOTE_DIR} taskset {target.taskset} {binary} -e cpu -m times -r {runs} -x {threads} -y 1 -I {remote}"
+        cmd = (
+            f"cd {REMOTE_DIR} && LD_LIBRARY_PATH={REMOTE_DIR} taskset {target.taskset} {binary} "
+            f"-e cpu -m times -r {runs} -x {threads} -y 1 -I {remote}"
+        )
         stats = parse_perf_test_output(_adb(target, "shell", cmd))
         results.append({"model": str(model), "threads": threads, "warmup": 1, "runs": runs, **stats, "ops": []})
         _adb(target, "shell", f"rm -f {remote}")

@@ -172,19 +172,21 @@ def calibrate_iphone8(workdir: Path, out: Path | None = None) -> Path:
         "int8_compute": False,
         "sources": [
             {
-                "figures": f"{TFLITE_BENCHMARKS} (TensorFlow Lite performance benchmarks, iOS benchmark app, num_threads 1, iPhone 8)",
-                "models": "TensorFlow Lite hosted models (Mobilenet_1.0_224 float and quant, NASNet mobile, SqueezeNet, Inception_ResNet_V2)",
+                "figures": f"{TFLITE_BENCHMARKS} "
+                "(TensorFlow Lite performance benchmarks, iOS benchmark app, num_threads 1, iPhone 8)",
+                "models": "TensorFlow Lite hosted models "
+                "(Mobilenet_1.0_224 float and quant, NASNet mobile, SqueezeNet, Inception_ResNet_V2)",
             },
         ],
         "notes": [
             "Architectures re-written in compress/bench/zoo.py; the cost model needs only their shapes.",
-            "SqueezeNet: the page does not say 1.0 or 1.1. We use 1.0 (0.82 GMACs): 1.1 (0.35 GMACs) could not take 44.3 ms "
-            "when MobileNetV1 (0.57 GMACs, mostly the same 1x1 convs) takes 32.2 ms on the same CPU.",
-            "The quantized MobileNet is priced as the float graph with int8 convs and 1-byte tensors. It is the only int8 "
-            "reference, so conv_int8.gmac is whatever makes that one point exact once the memory-bound term shrinks with "
-            "1-byte tensors: trust int8 predictions only for MobileNet-like networks.",
-            "GridSample shares the memory-bound coefficient and FOMM's broadcasting keypoint arithmetic is priced by bytes "
-            "only: no published reference has them, so FOMM predictions extrapolate.",
+            "SqueezeNet: the page does not say 1.0 or 1.1. We use 1.0 (0.82 GMACs): 1.1 (0.35 GMACs) could not take "
+            "44.3 ms when MobileNetV1 (0.57 GMACs, mostly the same 1x1 convs) takes 32.2 ms on the same CPU.",
+            "The quantized MobileNet is priced as the float graph with int8 convs and 1-byte tensors. It is the only "
+            "int8 reference, so conv_int8.gmac is whatever makes that one point exact once the memory-bound term "
+            "shrinks with 1-byte tensors: trust int8 predictions only for MobileNet-like networks.",
+            "GridSample shares the memory-bound coefficient and FOMM's broadcasting keypoint arithmetic is priced by "
+            "bytes only: no published reference has them, so FOMM predictions extrapolate.",
             "4 free parameters for 5 points: the residuals below are the honest in-sample error, not a validation.",
         ],
         "references": [
@@ -383,8 +385,9 @@ def calibrate_host(workdir: Path, threads: Sequence[int] = (1,), out: Path | Non
         "channel_block": HOST_CHANNEL_BLOCK,
         "sources": [
             {
-                "measured": f"python -m compress.bench.calibrate host: {len(micro)} single-op graphs (memory-bound terms), then "
-                f"{len(nets)} varied conv nets (zoo.random_convnet_spec seeds {HOST_CALIBRATION_SEEDS.start}-{HOST_CALIBRATION_SEEDS.stop - 1}); "
+                "measured": f"python -m compress.bench.calibrate host: {len(micro)} single-op graphs "
+                f"(memory-bound terms), then {len(nets)} varied conv nets "
+                f"(zoo.random_convnet_spec seeds {HOST_CALIBRATION_SEEDS.start}-{HOST_CALIBRATION_SEEDS.stop - 1}); "
                 f"fastest run of {rounds} rounds"
             }
         ],

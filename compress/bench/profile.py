@@ -112,7 +112,8 @@ def run_models(artifacts: dict[str, Any], precision: str = "shipped") -> list[Ru
     if not a.get(key):
         stage = "quantize" if key == "quantized" else "export"
         raise CompressError(
-            f"profile (precision: {precision}): the run has no {key} models; add a {stage} stage before profile in the recipe"
+            f"profile (precision: {precision}): the run has no {key} models; "
+            f"add a {stage} stage before profile in the recipe"
         )
     label = "int8" if key == "quantized" else "fp32"
     return [RunModel(part, fmt, rel, label) for part, by_fmt in a[key].items() for fmt, rel in by_fmt.items()]

@@ -30,7 +30,8 @@ def thread_counts(device: str, wanted: list[int], ctx: RunContext) -> list[int]:
         profile.coef(wanted[0])  # raises, naming the calibrated thread counts
     if len(kept) < len(wanted):
         ctx.log(
-            f"{device}: calibrated for threads {sorted(profile.coefficients)}; skipping {sorted(set(wanted) - set(kept))}"
+            f"{device}: calibrated for threads {sorted(profile.coefficients)}; "
+            f"skipping {sorted(set(wanted) - set(kept))}"
         )
     return kept
 
@@ -41,7 +42,10 @@ def fps_gate(target: FpsTarget, rows: list[dict[str, Any]]) -> Gate:
     if not matching:
         return Gate(name, target.fps, None, False, "not profiled")
     best = max(matching, key=lambda r: r["fps"])
-    detail = f"{best['source']} p50 {best['p50_ms']:.2f} ms at {best['threads']} thread(s), {best['precision']} {best['format']}"
+    detail = (
+        f"{best['source']} p50 {best['p50_ms']:.2f} ms at {best['threads']} thread(s), "
+        f"{best['precision']} {best['format']}"
+    )
     return Gate(name, target.fps, round(best["fps"], 3), best["fps"] >= target.fps, detail)
 
 

@@ -109,7 +109,8 @@ def validate(workdir: Path, rounds: int = 4, with_fomm: bool = True) -> dict[str
     errors = np.array([r["error"] for r in rows if r["set"] == "held-out"])
     return {
         "machine": calibrate.machine_name(),
-        "method": f"1 thread, runner thread CPU time, fastest of {rounds} rounds x 20 runs, real-time priority where allowed",
+        "method": f"1 thread, runner thread CPU time, fastest of {rounds} rounds x 20 runs, "
+        "real-time priority where allowed",
         "rounds": rounds,
         "channel_block": calibrate.HOST_CHANNEL_BLOCK,
         "coefficients": result.coefficients,
@@ -159,10 +160,13 @@ def print_report(report: dict[str, Any], console: Console) -> None:
 def summary_line(report: dict[str, Any]) -> str:
     h = report["held_out"]
     return (
-        f"held-out: {h['networks']} networks, {h['within_10pct'] * 100:.0f}% within +-10%, {h['within_20pct'] * 100:.0f}% within +-20% "
+        f"held-out: {h['networks']} networks, {h['within_10pct'] * 100:.0f}% within +-10%, "
+        f"{h['within_20pct'] * 100:.0f}% within +-20% "
         f"(median |error| {h['median_abs_error'] * 100:.1f}%, max {h['max_abs_error'] * 100:.1f}%); "
-        f"calibration: {report['calibration']['networks']} networks, rms {report['calibration']['rms_relative_error'] * 100:.1f}%; "
-        f"measurement repeatability (median |first half / second half of the rounds - 1|) {report['repeatability_median'] * 100:.1f}%"
+        f"calibration: {report['calibration']['networks']} networks, "
+        f"rms {report['calibration']['rms_relative_error'] * 100:.1f}%; "
+        f"measurement repeatability (median |first half / second half of the rounds - 1|) "
+        f"{report['repeatability_median'] * 100:.1f}%"
     )
 
 
@@ -184,7 +188,8 @@ def docs_section(report: dict[str, Any], json_path: Path) -> str:
     for kind, errs in sorted(kinds.items()):
         e = np.array(errs)
         lines.append(
-            f"| {kind} | {len(e)} | {np.mean(e <= 0.1) * 100:.0f} % | {np.mean(e <= 0.2) * 100:.0f} % | {np.median(e) * 100:.1f} % |"
+            f"| {kind} | {len(e)} | {np.mean(e <= 0.1) * 100:.0f} % | {np.mean(e <= 0.2) * 100:.0f} % "
+            f"| {np.median(e) * 100:.1f} % |"
         )
     lines.append(
         f"| **all** | **{h['networks']}** | **{h['within_10pct'] * 100:.0f} %** | **{h['within_20pct'] * 100:.0f} %** "
@@ -192,8 +197,10 @@ def docs_section(report: dict[str, Any], json_path: Path) -> str:
     )
     lines += [
         "",
-        f"Calibration: {report['calibration']['networks']} conv nets, in-sample rms error {report['calibration']['rms_relative_error'] * 100:.1f} %. "
-        f"How well a network's measured latency repeats, as the median over networks of |estimate from the first half of the rounds / "
+        f"Calibration: {report['calibration']['networks']} conv nets, "
+        f"in-sample rms error {report['calibration']['rms_relative_error'] * 100:.1f} %. "
+        f"How well a network's measured latency repeats, as the median over networks of "
+        f"|estimate from the first half of the rounds / "
         f"from the second half - 1|: {report['repeatability_median'] * 100:.1f} % for the fastest run (used above), "
         f"{report['median_estimator_repeatability_median'] * 100:.1f} % for the median of per-round p50s.",
         DOC_END,

@@ -63,7 +63,8 @@ def _call_use(m: Manifest, task: str) -> str:
     flow = []
     if senders:
         flow.append(
-            f"the sending phone runs {', '.join(senders)} on its camera frames and sends the (small) outputs instead of video"
+            f"the sending phone runs {', '.join(senders)} on its camera frames "
+            "and sends the (small) outputs instead of video"
         )
     if receivers:
         flow.append(f"the receiving phone runs {', '.join(receivers)} to render the frames")
@@ -79,7 +80,8 @@ def _app_use(m: Manifest, task: str) -> str:
     return (
         f"{task}, on one device: one app runs every part: {parts}."
         + (
-            " Parts that run once per session do so when the app starts (e.g. per video or scene), before the per-frame parts."
+            " Parts that run once per session do so when the app starts (e.g. per video or scene),"
+            " before the per-frame parts."
             if once
             else ""
         )
@@ -177,7 +179,8 @@ def _quality(m: Manifest) -> str:
     ]
     if q.measured_on:
         text.append(
-            f"Measured on {q.measured_on.model}, on {q.measured_on.data}: {q.measured_on.samples} samples. Check it on your own data."
+            f"Measured on {q.measured_on.model}, on {q.measured_on.data}: {q.measured_on.samples} samples. "
+            "Check it on your own data."
         )
     if measured:
         text.append(
@@ -227,8 +230,11 @@ def _latency(m: Manifest) -> str:
     gates = [[g.name, g.target, g.value, "pass" if g.passed else "FAIL", g.detail] for g in m.metrics.gates]
     gate_table = "\n\n### Gates\n\n" + _table(["gate", "target", "value", "verdict", "detail"], gates) if gates else ""
     return (
-        "## Latency\n\n"
-        "`measured`: timed on the device; `predicted`: a cost-model estimate from a device profile, not a measurement.\n\n"
+        (
+            "## Latency\n\n"
+            "`measured`: timed on the device; "
+            "`predicted`: a cost-model estimate from a device profile, not a measurement.\n\n"
+        )
         + body
         + gate_table
     )
@@ -249,7 +255,10 @@ def _size(m: Manifest) -> str:
 def _limitations(m: Manifest) -> str:
     items = [
         "Input shapes are fixed (see the tables above); resize and crop inputs to them.",
-        "Quality numbers come from the recipe's evaluation data; inputs unlike it (content, lighting, cameras) may do worse.",
+        (
+            "Quality numbers come from the recipe's evaluation data; "
+            "inputs unlike it (content, lighting, cameras) may do worse."
+        ),
         "Predicted latencies are estimates; only `measured` rows were timed on hardware.",
     ]
     if not (m.metrics.quality.vs_ground_truth or m.metrics.quality.vs_teacher):
@@ -262,6 +271,7 @@ def _provenance(m: Manifest) -> str:
         "## How it was made\n\n"
         f"- Tool: {m.tool.name} {m.tool.version}, created {m.created_utc}\n"
         f"- Recipe: {m.recipe.name} (sha256 `{m.recipe.sha256}`), stages: {', '.join(m.recipe.stages)}\n"
-        f"- Teacher: sha256 `{m.teacher.sha256}`, {m.teacher.bytes / 1e6:.2f} MB, from {m.teacher.source or 'an unrecorded source'}\n"
+        f"- Teacher: sha256 `{m.teacher.sha256}`, {m.teacher.bytes / 1e6:.2f} MB, "
+        f"from {m.teacher.source or 'an unrecorded source'}\n"
         "- Check the files with `compress bundle verify <bundle folder>`; manifest.json lists every file's sha256."
     )

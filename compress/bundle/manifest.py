@@ -25,7 +25,8 @@ from compress.recipe import check_semver
 
 SCHEMA_VERSION = "1.1"
 MANIFEST = "manifest.json"
-# int8: int8 ONNX (QDQ); int8-weights: Core ML 8-bit weights, float compute; w8a8: Core ML 8-bit weights and activations.
+# int8: int8 ONNX (QDQ); int8-weights: Core ML 8-bit weights, float compute;
+# w8a8: Core ML 8-bit weights and activations.
 Precision = Literal["fp32", "fp16", "int8", "int8-weights", "w8a8"]
 Frame = Literal["camera_frame", "reference_frame"]
 # Where inputs come from in each flow: frames of the call, or what the app feeds; and other parts' outputs.
@@ -416,8 +417,10 @@ def wire_app_input(consumer: Part, spec: TensorSpec, parts: list[Part]) -> Feed:
         return Feed(source="app_input")
     if _app_order(producer, parts) > _app_order(consumer, parts):
         raise CompressError(
-            f"part {consumer.name!r} input {spec.name!r} is {producer.name!r}'s output, but {producer.name!r} runs after it "
-            "(an app runs the per-call parts once first, then the per-frame parts, each in the family's order); reorder the family's parts"
+            f"part {consumer.name!r} input {spec.name!r} is {producer.name!r}'s output, "
+            f"but {producer.name!r} runs after it "
+            "(an app runs the per-call parts once first, then the per-frame parts, each in the family's order); "
+            "reorder the family's parts"
         )
     return Feed(source="part_output", part=producer.name, output=spec.name)
 
@@ -429,7 +432,8 @@ def _app_order(part: Part, parts: list[Part]) -> tuple[bool, int]:
 def _output_feed(consumer: Part, spec: TensorSpec, producer: Part, output: str, frame: str | None) -> Feed:
     if consumer.role == "sender" and producer.role == "receiver":
         raise CompressError(
-            f"sender part {consumer.name!r} input {spec.name!r} takes {producer.name!r}'s output, which only the receiver has"
+            f"sender part {consumer.name!r} input {spec.name!r} takes {producer.name!r}'s output, "
+            "which only the receiver has"
         )
     ran_on = frame or (
         "reference_frame" if producer.cadence == "per_call" or consumer.cadence == "per_call" else "camera_frame"
@@ -440,7 +444,8 @@ def _output_feed(consumer: Part, spec: TensorSpec, producer: Part, output: str, 
         )
     if producer.cadence == "per_call" and ran_on == "camera_frame":
         raise CompressError(
-            f"part {consumer.name!r} input {spec.name!r} asks for {producer.name!r} on the camera frame, but that part runs once per call"
+            f"part {consumer.name!r} input {spec.name!r} asks for {producer.name!r} on the camera frame, "
+            "but that part runs once per call"
         )
     return Feed(source="part_output", part=producer.name, output=output, frame=ran_on)
 

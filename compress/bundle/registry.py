@@ -1,6 +1,7 @@
 """A bundle registry: a plain folder that any static web server can serve.
 
-    REGISTRY/index.json                          {"schema_version", "bundles": {name: {version: {archive, sha256, bytes, created}}}}
+    REGISTRY/index.json                          {"schema_version",
+                                                  "bundles": {name: {version: {archive, sha256, bytes, created}}}}
     REGISTRY/<name>/<name>-<version>.tar.gz      one reproducible archive per version
     REGISTRY/.index.lock                         publishers serialise on it (fcntl)
 
@@ -144,12 +145,14 @@ def pull(source: str | Path, spec: str, to: str | Path) -> Path:
     versions = index["bundles"].get(name)
     if not versions:
         raise CompressError(
-            f"{_location(source, INDEX)}: no bundle named {name!r} (it has: {', '.join(sorted(index['bundles'])) or 'none'})"
+            f"{_location(source, INDEX)}: no bundle named {name!r} "
+            f"(it has: {', '.join(sorted(index['bundles'])) or 'none'})"
         )
     version = version or max(versions, key=semver_key)
     if version not in versions:
         raise CompressError(
-            f"{_location(source, INDEX)}: {name} has no version {version} (it has {', '.join(sorted(versions, key=semver_key))})"
+            f"{_location(source, INDEX)}: {name} has no version {version} "
+            f"(it has {', '.join(sorted(versions, key=semver_key))})"
         )
     entry = versions[version]
     archive = _safe_relative(entry.get("archive", ""), f"{_location(source, INDEX)}: {name} {version} archive")
@@ -157,7 +160,8 @@ def pull(source: str | Path, spec: str, to: str | Path) -> Path:
     actual = hashlib.sha256(data).hexdigest()
     if actual != entry.get("sha256"):
         raise CompressError(
-            f"{_location(source, archive)}: sha256 mismatch: expected {entry.get('sha256')}, actual {actual}; the archive was changed or damaged"
+            f"{_location(source, archive)}: sha256 mismatch: expected {entry.get('sha256')}, actual {actual}; "
+            "the archive was changed or damaged"
         )
     top = f"{name}-{version}"
     target = Path(to) / top
@@ -170,7 +174,8 @@ def pull(source: str | Path, spec: str, to: str | Path) -> Path:
         manifest = load_manifest(bundle)
         if (manifest.name, manifest.version) != (name, version):
             raise CompressError(
-                f"{_location(source, archive)}: holds {manifest.name} {manifest.version}, not {name} {version} as the index says"
+                f"{_location(source, archive)}: holds {manifest.name} {manifest.version}, "
+                f"not {name} {version} as the index says"
             )
         _hoist(bundle, tmp)
     return target
@@ -210,7 +215,10 @@ def _member_problem(m: tarfile.TarInfo, top: str) -> str | None:
         kind = "symlink" if m.issym() else "hardlink"
         base = PurePosixPath(name).parent if m.issym() else PurePosixPath()
         escapes = m.linkname.startswith("/") or _leaves(base / m.linkname)
-        return f"{name}: {kind} to {m.linkname!r}{' leaves the target folder' if escapes else ''}; bundles hold regular files only"
+        return (
+            f"{name}: {kind} to {m.linkname!r}{' leaves the target folder' if escapes else ''}; "
+            "bundles hold regular files only"
+        )
     if not (m.isfile() or m.isdir()):
         return f"{name}: device file, fifo or other special file; bundles hold regular files only"
     return None

@@ -164,7 +164,8 @@ def _ref(manifest: Manifest, part: PartEntry, tensor: InputTensor, context: str,
     found = FEEDS.get((context, kind))
     if found is None or (found[0] == "values" and feed.output not in local):
         raise CompressError(
-            f"part {part.name!r} input {tensor.name!r} ({kind}) cannot be fed in the snippets' {manifest.flow} program; "
+            f"part {part.name!r} input {tensor.name!r} ({kind}) "
+            f"cannot be fed in the snippets' {manifest.flow} program; "
             "check the part order and the input's name (docs/bundle.md, 'feed')"
         )
     scope, key = found
@@ -188,7 +189,8 @@ def _frame_format(manifest: Manifest) -> Tensor | None:
     odd = [t.name for t in frames if key(t) != key(first)]
     if odd:
         raise CompressError(
-            f"frame inputs {[first.name] + odd} differ in shape, layout, range or dtype; the snippets assume one frame format"
+            f"frame inputs {[first.name] + odd} differ in shape, layout, range or dtype; "
+            "the snippets assume one frame format"
         )
     if first.shape[1 if first.layout == "NCHW" else 3] != 3:
         raise CompressError(f"frame input {first.name!r} {first.shape} is not 3-channel RGB, which the snippets assume")
@@ -352,7 +354,8 @@ def _check_types(manifest: Manifest, language: str, dialect: Dialect) -> None:
     missing = [p.name for p in manifest.parts if dialect.format not in p.files]
     if missing:
         raise CompressError(
-            f"the {language} snippet loads {dialect.format} models, which parts {missing} do not ship; add {dialect.format!r} to bundle.formats or drop {language!r} from bundle.snippets"
+            f"the {language} snippet loads {dialect.format} models, which parts {missing} do not ship; "
+            f"add {dialect.format!r} to bundle.formats or drop {language!r} from bundle.snippets"
         )
     if dialect.float32_only:
         odd = [
@@ -363,13 +366,15 @@ def _check_types(manifest: Manifest, language: str, dialect: Dialect) -> None:
         ]
         if odd:
             raise CompressError(
-                f"the {language} snippet handles float32 tensors only, not {', '.join(odd)}; drop {language!r} from bundle.snippets"
+                f"the {language} snippet handles float32 tensors only, not {', '.join(odd)}; "
+                f"drop {language!r} from bundle.snippets"
             )
     if dialect.float32_assets and manifest.flow == "on_device":
         odd = [f"{a.name} ({a.dtype})" for a in manifest.assets if a.dtype != "float32"]
         if odd:
             raise CompressError(
-                f"the {language} snippet reads float32 assets only, not {', '.join(odd)}; drop {language!r} from bundle.snippets"
+                f"the {language} snippet reads float32 assets only, not {', '.join(odd)}; "
+                f"drop {language!r} from bundle.snippets"
             )
 
 
@@ -421,8 +426,14 @@ def _call_values(manifest: Manifest, d: Dialect) -> dict[str, str]:
         return d.with_frame.format(name=frame, var=d.refs[frame]) if with_frame else "values"
 
     return {
-        "per_call_summary": f"the sender runs {_names(plan.sender_start)} on the reference frame, the receiver runs {_names(plan.receiver_start)}",
-        "per_frame_summary": f"the sender runs {_names(plan.sender_frame)} on the camera frame, the receiver runs {_names(plan.receiver_frame)}",
+        "per_call_summary": (
+            f"the sender runs {_names(plan.sender_start)} on the reference frame, "
+            f"the receiver runs {_names(plan.receiver_start)}"
+        ),
+        "per_frame_summary": (
+            f"the sender runs {_names(plan.sender_frame)} on the camera frame, "
+            f"the receiver runs {_names(plan.receiver_frame)}"
+        ),
         "sender_doc": _names(plan.sender),
         "receiver_doc": _names(plan.receiver),
         "result_doc": ", ".join(o.name for s in plan.receiver_frame for o in s.part.outputs) or "none",

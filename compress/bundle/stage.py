@@ -170,7 +170,8 @@ def _copy_model(f: ShippedFile, root: Path, part: str, fmt: str) -> ModelFile:
 
 
 def _write_asset(root: Path, asset: Asset) -> AssetFile:
-    """One asset as raw little-endian bytes in C order under assets/: Swift and Kotlin read it without a numpy parser."""
+    """One asset as raw little-endian bytes in C order under assets/: Swift and Kotlin read it
+    without a numpy parser."""
     array = np.asarray(asset.array)
     if not re.fullmatch(ASSET_NAME, asset.name):
         raise CompressError(
@@ -178,7 +179,8 @@ def _write_asset(root: Path, asset: Asset) -> AssetFile:
         )
     if array.dtype.name not in get_args(AssetDtype):
         raise CompressError(
-            f"asset {asset.name!r}: dtype {array.dtype} is not one apps read from raw bytes ({', '.join(get_args(AssetDtype))})"
+            f"asset {asset.name!r}: dtype {array.dtype} is not one apps read from raw bytes "
+            f"({', '.join(get_args(AssetDtype))})"
         )
     rel = f"{ASSETS}/{asset.name}.bin"
     path = root / rel
@@ -307,7 +309,8 @@ def latency_rows(latency: Any, run_files: dict[str, tuple[str, str, bool]]) -> l
             )
         except (KeyError, ValueError) as exc:
             raise CompressError(
-                f"latency artifact row {i} ({file or row}): {exc}; expected part, device, source (measured|predicted), p50_ms, fps"
+                f"latency artifact row {i} ({file or row}): {exc}; "
+                "expected part, device, source (measured|predicted), p50_ms, fps"
             ) from None
     return out
 
@@ -333,7 +336,8 @@ def bundle_stage(cfg: BundleConfig, ctx: RunContext) -> StageResult:
     empty = sorted(p for p, formats in files.items() if not formats)
     if empty:
         raise CompressError(
-            f"bundle.formats {cfg.formats}: parts {empty} have none of these formats (shipped: {sorted({f for v in shipped.values() for f in v})})"
+            f"bundle.formats {cfg.formats}: parts {empty} have none of these formats "
+            f"(shipped: {sorted({f for v in shipped.values() for f in v})})"
         )
     formats = {fmt for formats in files.values() for fmt in formats}
     snippets = [s for s in cfg.snippets if DIALECTS[s].format in formats]
@@ -375,7 +379,10 @@ def bundle_stage(cfg: BundleConfig, ctx: RunContext) -> StageResult:
             "files": len(list(manifest.files())),
         },
         gates=[gate] if gate else [],
-        summary=f"{out}: {manifest.flow}, {len(manifest.parts)} parts ({mb}), {len(manifest.assets)} assets, snippets: {', '.join(snippets) or 'none'}",
+        summary=(
+            f"{out}: {manifest.flow}, {len(manifest.parts)} parts ({mb}), {len(manifest.assets)} assets, "
+            f"snippets: {', '.join(snippets) or 'none'}"
+        ),
         external=sorted(p for p in out.rglob("*") if p.is_file()),
     )
 

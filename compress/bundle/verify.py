@@ -12,7 +12,8 @@ from compress.run import sha256_file
 
 
 def verify_bundle(path: str | Path) -> dict[str, Any]:
-    """Check schema, presence, size and sha256 of every listed file (models, assets, card, snippets), and that nothing else is there.
+    """Check schema, presence, size and sha256 of every listed file (models, assets, card, snippets),
+    and that nothing else is there.
 
     Returns a report (name, version, files checked, bytes); raises CompressError listing every problem.
     """
@@ -30,7 +31,8 @@ def verify_bundle(path: str | Path) -> dict[str, Any]:
         actual = sha256_file(file)
         if actual != entry.sha256:
             problems.append(
-                f"{rel}: sha256 mismatch: expected {entry.sha256}, actual {actual} (the file was changed after bundling)"
+                f"{rel}: sha256 mismatch: expected {entry.sha256}, actual {actual} "
+                "(the file was changed after bundling)"
             )
         elif file.stat().st_size != entry.bytes:
             problems.append(f"{rel}: size mismatch: expected {entry.bytes} bytes, actual {file.stat().st_size}")
@@ -72,5 +74,6 @@ def verify_command(path: str | Path) -> None:
     """`compress bundle verify PATH`: one line on success; CompressError (exit 2) listing problems otherwise."""
     report = verify_bundle(path)
     print(
-        f"ok: {report['name']} {report['version']}: {report['files']} files, {report['bytes'] / 1e6:.2f} MB match {Path(path) / MANIFEST}"
+        f"ok: {report['name']} {report['version']}: {report['files']} files, "
+        f"{report['bytes'] / 1e6:.2f} MB match {Path(path) / MANIFEST}"
     )

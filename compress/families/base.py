@@ -235,7 +235,8 @@ class Family:
 
     @torch.no_grad()
     def quality(self, model: Any, batches: Iterable[Batch], teacher: nn.Module | None = None) -> Scores:
-        """The task's metrics of `model` over `batches`, vs ground truth and (given a teacher) vs the teacher's outputs."""
+        """The task's metrics of `model` over `batches`, vs ground truth and (given a teacher)
+        vs the teacher's outputs."""
         return self.mean_scores(
             (
                 batch,
@@ -248,7 +249,8 @@ class Family:
     def mean_scores(
         self, scored: Iterable[tuple[Batch, dict[str, torch.Tensor], dict[str, torch.Tensor] | None]]
     ) -> Scores:
-        """Sample-weighted means of `score` over (batch, outputs, reference) triples (protocols yield batches of different sizes)."""
+        """Sample-weighted means of `score` over (batch, outputs, reference) triples
+        (protocols yield batches of different sizes)."""
         sums: dict[str, dict[str, float]] = {}
         counts: dict[str, int] = {}
         for batch, outputs, reference in scored:

@@ -2,7 +2,9 @@
 
     from compress.quantize import quantize_onnx, quantize_coreml, OnnxQuantConfig, EvalSet
 
-    report = quantize_onnx("net.onnx", "net.int8.onnx", calibration_feeds, OnnxQuantConfig(), EvalSet(eval_feeds, targets))
+    report = quantize_onnx(
+        "net.onnx", "net.int8.onnx", calibration_feeds, OnnxQuantConfig(), EvalSet(eval_feeds, targets)
+    )
     report.size_ratio, report.gate, report.fallback, report.latency.ratio
 
     coreml = quantize_coreml("net.mlpackage", "net.int8.mlpackage", mode="auto")

@@ -158,7 +158,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print(markdown_table(rows))
     for fmt, t in result["totals"].items():
         print(
-            f"all parts, {fmt}: {t['fp32_bytes']} -> {t['int8_bytes']} bytes, fp32/int8 size {t['fp32_over_int8_size']:.2f}"
+            f"all parts, {fmt}: {t['fp32_bytes']} -> {t['int8_bytes']} bytes, "
+            f"fp32/int8 size {t['fp32_over_int8_size']:.2f}"
         )
     for r in rows:
         print(f"{r['part']} {r['format']}: {r['note']}")

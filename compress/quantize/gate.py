@@ -100,7 +100,9 @@ class OutputGate(QualityGate):
 
 
 def pipeline_quality(family: Family, parts: dict[str, Any], batches: list[dict[str, torch.Tensor]]) -> float:
-    """The primary metric vs ground truth of the family's pipeline built from `parts` (callables as compress.evaluate.OnnxPart)."""
+    """The primary metric vs ground truth of the family's pipeline built from `parts`
+    (callables as compress.evaluate.OnnxPart).
+    """
     return family.quality(family.pipeline(parts), batches)["vs_ground_truth"][family.task.primary.name]
 
 

@@ -126,7 +126,8 @@ def quantize_stage(cfg: QuantizeConfig, ctx: RunContext) -> StageResult:
     unknown = sorted(set(exported) - set(parts))
     if unknown:
         raise CompressError(
-            f"stage quantize: exported parts {unknown} are not parts of the {ctx.family.name} model ({', '.join(parts)})"
+            f"stage quantize: exported parts {unknown} are not parts of the {ctx.family.name} model "
+            f"({', '.join(parts)})"
         )
     calib_ds = recipe_dataset(ctx.recipe, ctx.family, config, "calibration", cfg.calibration_samples)
     eval_batches = list(iterate_batches(recipe_dataset(ctx.recipe, ctx.family, config, "eval", cfg.eval_samples), 1))
@@ -144,7 +145,8 @@ def quantize_stage(cfg: QuantizeConfig, ctx: RunContext) -> StageResult:
     if cfg.qat is not None:
         if "onnx" not in cfg.formats:
             raise CompressError(
-                "stages.quantize.qat trains the ONNX int8 parts (Core ML keeps post-training 8-bit weights): add onnx to stages.quantize.formats, or remove qat"
+                "stages.quantize.qat trains the ONNX int8 parts (Core ML keeps post-training 8-bit weights): "
+                "add onnx to stages.quantize.formats, or remove qat"
             )
         trained, qat_report = _qat(cfg.qat, ctx, model, config, data)
 
@@ -253,7 +255,9 @@ def max_quality_drop(cfg: QuantizeConfig, family: Family) -> float:
 def pipeline_parts(
     ctx: RunContext, exported: dict[str, dict[str, str]], cfg: QuantizeConfig, parts: set[str]
 ) -> dict[str, Path] | None:
-    """The fp32 ONNX file of every part, when every part was exported to ONNX (the pipeline needs them all), else None."""
+    """The fp32 ONNX file of every part, when every part was exported to ONNX (the pipeline needs them all),
+    else None.
+    """
     if "onnx" not in cfg.formats or set(exported) != parts or any("onnx" not in files for files in exported.values()):
         return None
     return {name: ctx.path(files["onnx"]) for name, files in exported.items()}
@@ -297,7 +301,9 @@ def _onnx_part(
     gate: PipelineGate | None,
     trained: onnx.ModelProto | None = None,
 ) -> tuple[QuantReport, dict[str, Any], str]:
-    """Quantize one part's ONNX file (or take its QAT model), gated by `gate` or else on the part's own output; returns the report and what ships, with why."""
+    """Quantize one part's ONNX file (or take its QAT model), gated by `gate` or else on the part's own output;
+    returns the report and what ships, with why.
+    """
     src = ctx.path(exported)
     names = onnx_input_names(src)
     profile = ctx.recipe.stage("profile")
@@ -311,7 +317,8 @@ def _onnx_part(
     )
     evaluation = gate or EvalSet(_feeds(names, data.eval_inputs, str(src)))
     ctx.log(
-        f"{part.name}: onnx int8 ({'nncf-qat' if trained is not None else cfg.onnx_engine}, {len(data.calibration)} calibration samples)"
+        f"{part.name}: onnx int8 ({'nncf-qat' if trained is not None else cfg.onnx_engine}, "
+        f"{len(data.calibration)} calibration samples)"
     )
     if trained is not None:  # the exported file's doc strings and metadata, as onnxruntime's quantizer keeps them
         fp32 = onnx.load(str(src), load_external_data=False)

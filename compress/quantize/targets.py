@@ -59,7 +59,8 @@ def host_target(machine: str | None = None, flags: set[str] | None = None) -> st
     if machine in ARM_MACHINES:
         return "arm"
     raise CompressError(
-        f"stages.quantize.target: auto cannot place this host's CPU ({machine!r}); set it to one of {', '.join(TARGETS)}"
+        f"stages.quantize.target: auto cannot place this host's CPU ({machine!r}); "
+        f"set it to one of {', '.join(TARGETS)}"
     )
 
 
@@ -79,7 +80,8 @@ def int8_types(target: str = "auto") -> Int8Types:
             "uint8",
             "int8",
             True,
-            f"{origin}: x86 without VNNI: u8s8 with 7-bit weights (reduce_range) so that VPMADDUBSW's 16-bit sums cannot saturate",
+            f"{origin}: x86 without VNNI: u8s8 with 7-bit weights (reduce_range) "
+            "so that VPMADDUBSW's 16-bit sums cannot saturate",
         )
     if resolved == "x86-vnni":
         return Int8Types(

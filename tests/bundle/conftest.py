@@ -40,7 +40,8 @@ def restore(tiny: Tiny, tmp_path_factory: pytest.TempPathFactory) -> Tiny:
     torch.manual_seed(0)
     parts = family.parts(family.build_student(family.resolve_config(None, "student")))
     for part in parts:
-        part.module.eval()  # the export keeps the module's mode: eval, so torch and ONNX both use BatchNorm's running stats
+        # the export keeps the module's mode: eval, so torch and ONNX both use BatchNorm's running stats
+        part.module.eval()
     onnx = {p.name: export_onnx(p, root / f"{p.name}.onnx") for p in parts}
     return Tiny(parts, onnx, tiny.teacher, name="restore", family="generic", task=family.task)
 

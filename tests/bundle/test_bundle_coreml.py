@@ -61,8 +61,8 @@ def test_a_bundle_with_coreml_lists_the_zips_and_gets_a_swift_snippet(
     swift = (tmp_path / "b" / "snippets" / "VideoCall.swift").read_text()
     assert 'kpDetector = try loadModel("kp_detector")' in swift
     assert (
-        'values.merge(try predict(generatorPerFrame, ["source_features": state["source_features"]!, "kp_source_value": call["kp_value"]!, "kp_driving_value": keypoints["kp_value"]!])) { _, new in new }'
-        in swift
+        'values.merge(try predict(generatorPerFrame, ["source_features": state["source_features"]!, '
+        '"kp_source_value": call["kp_value"]!, "kp_driving_value": keypoints["kp_value"]!])) { _, new in new }' in swift
     )
     assert verify_bundle(tmp_path / "b")["files"] == 10
 

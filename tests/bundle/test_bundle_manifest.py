@@ -105,7 +105,8 @@ def test_a_1_0_manifest_is_refused_with_what_it_lacks(bundle: Path) -> None:
     (bundle / "manifest.json").write_text(json.dumps({**data, "schema_version": "1.0"}))
     with pytest.raises(
         CompressError,
-        match=r"schema_version '1.0' is not supported .* it has no flow, task or assets; rebuild it with the recipe's bundle stage",
+        match=r"schema_version '1.0' is not supported .* it has no flow, task or assets; "
+        r"rebuild it with the recipe's bundle stage",
     ):
         load_manifest(bundle)
 
@@ -201,7 +202,7 @@ def test_quality_says_which_files_and_data_it_was_measured_on_in_manifest_and_ca
     assert manifest.metrics.quality.measured_on.model_dump() == on
     card = (tmp_path / "b" / "MODEL_CARD.md").read_text()
     assert (
-        "Measured on the shipped ONNX files through onnxruntime (kp_detector int8), on synthetic (data.eval): 16 samples."
-        in card
+        "Measured on the shipped ONNX files through onnxruntime (kp_detector int8), "
+        "on synthetic (data.eval): 16 samples." in card
     )
     assert "quantize, when it ran, measures" not in card

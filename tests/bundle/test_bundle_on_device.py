@@ -221,8 +221,8 @@ def test_the_card_of_an_on_device_bundle_has_no_call_wording_and_lists_the_task_
     card = (_with_table(restore, tmp_path) / "MODEL_CARD.md").read_text()
     assert not re.search(r"\bcall|sender|receiver|face|reference frame|camera frame", card, re.IGNORECASE)
     assert (
-        "Restore a frame from a noisy, blurred copy, with the generic family, on one device: one app runs every part: net (every frame)."
-        in card
+        "Restore a frame from a noisy, blurred copy, with the generic family, on one device: "
+        "one app runs every part: net (every frame)." in card
     )
     assert "|  | psnr (dB, higher is better) | l1 (lower is better) | ssim (higher is better) |" in card
     assert "| vs teacher | 35 | 0.01 | 0.97 |" in card

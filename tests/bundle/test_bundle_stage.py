@@ -107,7 +107,9 @@ def test_the_stage_needs_exported_models(tiny, tmp_path: Path) -> None:
 
 
 class GenericWithTable(GenericFamily):
-    """The generic family plus an asset computed from the model, as a dense-correspondence family ships its vertex embeddings."""
+    """The generic family plus an asset computed from the model, as a dense-correspondence family ships its
+    vertex embeddings.
+    """
 
     def assets(self, model: nn.Module) -> list[Asset]:
         return [Asset("head_bias", model.head.bias.detach().numpy(), "the output layer's bias")]

@@ -142,7 +142,9 @@ def kp_specs(prefix: str, num_kp: int, with_jacobian: bool, frame: str) -> list[
             (1, num_kp, 2),
             layout="NK2",
             value_range=(-1.0, 1.0),
-            normalization="keypoint (x, y); (-1, -1) and (1, 1) are the centres of the top-left and bottom-right pixels",
+            normalization=(
+                "keypoint (x, y); (-1, -1) and (1, 1) are the centres of the top-left and bottom-right pixels"
+            ),
             description=f"keypoints of the {frame}",
         )
     ]
@@ -163,7 +165,10 @@ def kp_specs(prefix: str, num_kp: int, with_jacobian: bool, frame: str) -> list[
 @register_family
 class FommFamily(Family):
     name = "fomm"
-    description = "First Order Motion Model (Siarohin et al., NeurIPS 2019): keypoints + jacobians, dense motion, occlusion-aware generator"
+    description = (
+        "First Order Motion Model (Siarohin et al., NeurIPS 2019): "
+        "keypoints + jacobians, dense motion, occlusion-aware generator"
+    )
     task = TASK
     default_input_size = frame_shape(TEACHER_CONFIGS[DEFAULT_TEACHER])
     checkpoint_layout = (
@@ -410,7 +415,8 @@ def _interface_layers(model: nn.Module, network: str) -> list[nn.Module]:
     layers = [net.get_submodule(n) for n in INTERFACE_LAYERS[network] if _has_submodule(net, n)]
     if not layers:
         raise CompressError(
-            f"fomm: {network} has none of the interface layers {INTERFACE_LAYERS[network]}; pruning would change its outputs"
+            f"fomm: {network} has none of the interface layers {INTERFACE_LAYERS[network]}; "
+            "pruning would change its outputs"
         )
     return layers
 

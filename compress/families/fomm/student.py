@@ -386,7 +386,8 @@ class MobileGenerator(nn.Module):
             region_masks = self.region_masks(kp_driving["value"])
         elif region_masks.shape[2:] != source_image.shape[2:]:
             raise CompressError(
-                f"fomm student: region_masks {list(region_masks.shape)} must have the frame size {list(source_image.shape[2:])}"
+                f"fomm student: region_masks {list(region_masks.shape)} "
+                f"must have the frame size {list(source_image.shape[2:])}"
             )
         out = self._refine(0, self.bottleneck(out), region_masks)
         for level, block in enumerate(self.up_blocks, start=1):
