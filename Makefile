@@ -4,7 +4,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PIP := $(BIN)/python -m pip --disable-pip-version-check
 
-.PHONY: install demo test smoke bench clean
+.PHONY: install demo test lint smoke bench clean
 
 install: $(STAMP)
 
@@ -18,15 +18,20 @@ $(STAMP): pyproject.toml constraints.txt
 demo: install
 	$(BIN)/compress run recipes/fomm-mobile-demo.yaml
 
-test: install
+test: install lint
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests
+
+# Style and hygiene (pyproject.toml [tool.ruff]): the line length, imports, pyflakes, formatting.
+lint: install
+	$(BIN)/ruff check compress tests
+	$(BIN)/ruff format --check compress tests
 
 # The full-size path (recipes/fomm-mobile.yaml) on a randomly initialised vox-256 teacher
 # (no official weights can be downloaded here), with a few steps per stage: every stage runs.
 SMOKE := --set stages.distill.steps=2 --set stages.distill.batch_size=2 --set stages.distill.train_samples=4 \
 	--set stages.distill.eval_batches=1 --set stages.prune.iterations=1 --set stages.prune.importance=magnitude \
 	--set stages.prune.finetune.steps=1 --set stages.prune.finetune.batch_size=2 --set stages.prune.finetune.train_samples=2 \
-	--set stages.prune.finetune.eval_batches=1 --set stages.quantize.calibration_samples=2 --set stages.quantize.eval_batches=1 \
+	--set stages.prune.finetune.eval_batches=1 --set stages.quantize.calibration_samples=2 --set stages.quantize.eval_samples=1 \
 	--set stages.profile.runs=3 --set stages.profile.warmup=1 --set stages.bundle.out=exported/smoke/bundle
 
 smoke: install

@@ -6,6 +6,7 @@ Public API (imported lazily, so `compress --help` does not load torch):
     load_teacher(family, path, config)  an official or own teacher checkpoint
     inspect_model(family, model)        params, MB and GFLOPs per network and part
 """
+
 from __future__ import annotations
 
 import importlib

@@ -1,7 +1,9 @@
 """Batches of a family's data for a run: one place that resolves the recipe's data sources and sizes."""
+
 from __future__ import annotations
 
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import torch
 from torch.utils.data import Dataset

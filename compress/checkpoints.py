@@ -6,6 +6,7 @@ a pickle that needs code is refused unless the caller passes `trust=True`
 family, the config and a structure spec (channel counts changed by pruning), so pruned
 models reload without pickling whole modules.
 """
+
 from __future__ import annotations
 
 import json
@@ -70,7 +71,11 @@ def load_state_dict_checked(model: nn.Module, state: dict[str, torch.Tensor], pa
     ]
     if missing or unexpected or mismatched:
         lines = [f"{path}: checkpoint does not fit the {what or 'model'} architecture"]
-        for label, items in (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", mismatched)):
+        for label, items in (
+            ("missing keys", missing),
+            ("unexpected keys", unexpected),
+            ("shape mismatches", mismatched),
+        ):
             if items:
                 more = f" (and {len(items) - 10} more)" if len(items) > 10 else ""
                 lines.append(f"  {label} ({len(items)}): " + ", ".join(items[:10]) + more)
@@ -110,13 +115,23 @@ def apply_structure(model: nn.Module, spec: dict[str, dict[str, int]], state: di
             setattr(m, key, value)
         prefix = f"{name}." if name else ""
         for pname, param in list(m.named_parameters(recurse=False)):
-            m._parameters[pname] = nn.Parameter(torch.empty_like(state.get(prefix + pname, param)), requires_grad=param.requires_grad)
+            m._parameters[pname] = nn.Parameter(
+                torch.empty_like(state.get(prefix + pname, param)), requires_grad=param.requires_grad
+            )
         for bname, buf in list(m.named_buffers(recurse=False)):
             if buf is not None and prefix + bname in state:
                 m._buffers[bname] = torch.empty_like(state[prefix + bname])
 
 
-def save_model(path: str | Path, model: nn.Module, *, family: str, kind: str, config: dict[str, Any], extra: dict[str, Any] | None = None) -> Path:
+def save_model(
+    path: str | Path,
+    model: nn.Module,
+    *,
+    family: str,
+    kind: str,
+    config: dict[str, Any],
+    extra: dict[str, Any] | None = None,
+) -> Path:
     """Write a model as safetensors + metadata (family, kind, config, structure), atomically."""
     path = Path(path)
     meta = {

@@ -2,13 +2,14 @@
 
 Exit codes: 0 ok, 1 a target gate failed, 2 bad usage or input.
 """
+
 from __future__ import annotations
 
 import json
 import os
 import sys
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any
 
 import typer
 from rich.console import Console
@@ -16,7 +17,12 @@ from rich.table import Table
 
 from compress.errors import CompressError
 
-app = typer.Typer(help="Compress face-video teacher networks into mobile models and prove they run in real time.", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+app = typer.Typer(
+    help="Compress face-video teacher networks into mobile models and prove they run in real time.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
 bundle_app = typer.Typer(help="Verify, publish and pull model bundles.", no_args_is_help=True)
 teacher_app = typer.Typer(help="Train the demo teacher.", no_args_is_help=True)
 app.add_typer(bundle_app, name="bundle")
@@ -34,24 +40,44 @@ def _table(title: str, rows: list[dict[str, Any]], columns: list[str] | None = N
     for c in columns:
         table.add_column(c, justify="right" if rows and isinstance(rows[0].get(c), (int, float)) else "left")
     for r in rows:
-        table.add_row(*("" if r.get(c) is None else f"{r[c]:.4g}" if isinstance(r.get(c), float) else str(r[c]) for c in columns))
+        table.add_row(
+            *("" if r.get(c) is None else f"{r[c]:.4g}" if isinstance(r.get(c), float) else str(r[c]) for c in columns)
+        )
     return table
 
 
 @app.command()
 def run(
     recipe: Path = typer.Argument(..., help="Recipe YAML, or the name of a shipped recipe (see `compress recipes`)."),
-    checkpoint: Optional[Path] = typer.Option(None, help="Teacher checkpoint; overrides the recipe's teacher.checkpoint."),
-    data: Optional[str] = typer.Option(None, help="Video folder or file for every data split; overrides data.train/eval/calibration."),
-    out_dir: Optional[Path] = typer.Option(None, "--out", help="Folder for run folders (default exported/runs)."),
-    run_dir: Optional[Path] = typer.Option(None, "--run-dir", help="Run folder to use (default: <out>/<recipe>-<hash>; with --resume, the recipe's latest run)."),
-    set_: list[str] = typer.Option([], "--set", help="Override a recipe field, e.g. --set stages.distill.steps=200 (repeatable)."),
-    resume: bool = typer.Option(False, help="Continue the recipe's latest run: keep stages whose config, inputs and code are unchanged; rerun from the first that changed."),
-    until: Optional[str] = typer.Option(None, help="Stop after this stage."),
+    checkpoint: Path | None = typer.Option(None, help="Teacher checkpoint; overrides the recipe's teacher.checkpoint."),
+    data: str | None = typer.Option(
+        None, help="Video folder or file for every data split; overrides data.train/eval/calibration."
+    ),
+    out_dir: Path | None = typer.Option(None, "--out", help="Folder for run folders (default exported/runs)."),
+    run_dir: Path | None = typer.Option(
+        None,
+        "--run-dir",
+        help="Run folder to use (default: <out>/<recipe>-<hash>; with --resume, the recipe's latest run).",
+    ),
+    set_: list[str] = typer.Option(
+        [], "--set", help="Override a recipe field, e.g. --set stages.distill.steps=200 (repeatable)."
+    ),
+    resume: bool = typer.Option(
+        False,
+        help=(
+            "Continue the recipe's latest run: keep stages whose config, inputs and code are unchanged; "
+            "rerun from the first that changed."
+        ),
+    ),
+    until: str | None = typer.Option(None, help="Stop after this stage."),
     nproc: int = typer.Option(1, help="Distillation processes on this machine (torchrun/DDP)."),
-    trust_checkpoint: bool = typer.Option(False, help="Allow checkpoints that need pickled code (only for files you trust)."),
+    trust_checkpoint: bool = typer.Option(
+        False, help="Allow checkpoints that need pickled code (only for files you trust)."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the run summary as JSON."),
-    verbose: bool = typer.Option(False, help="Print every finding of stages that report per-node findings (lint), not a summary."),
+    verbose: bool = typer.Option(
+        False, help="Print every finding of stages that report per-node findings (lint), not a summary."
+    ),
 ) -> None:
     """Run a recipe's stages: lint, distill, prune, export, quantize, profile, bundle."""
     from compress.recipe import load_recipe
@@ -61,7 +87,18 @@ def run(
     if data:
         overrides += [f"data.{k}={data}" for k in ("train", "eval", "calibration")]
     r = load_recipe(recipe, overrides)
-    summary = run_recipe(r, checkpoint=checkpoint, out=out_dir, resume=resume, run_dir=run_dir, until=until, trust_checkpoint=trust_checkpoint, nproc=nproc, quiet=as_json, verbose=verbose)
+    summary = run_recipe(
+        r,
+        checkpoint=checkpoint,
+        out=out_dir,
+        resume=resume,
+        run_dir=run_dir,
+        until=until,
+        trust_checkpoint=trust_checkpoint,
+        nproc=nproc,
+        quiet=as_json,
+        verbose=verbose,
+    )
     if os.environ.get("RANK", "0") != "0":
         return  # under torchrun, rank 0 reports
     if as_json:
@@ -69,14 +106,18 @@ def run(
     else:
         out.print(_table(f"run {summary.run_dir}", summary.stages, ["stage", "status", "wall_s", "summary"]))
         if summary.gates:
-            out.print(_table("targets", [g.to_json() for g in summary.gates], ["name", "target", "value", "margin", "passed"]))
+            out.print(
+                _table("targets", [g.to_json() for g in summary.gates], ["name", "target", "value", "margin", "passed"])
+            )
         if "bundle" in summary.artifacts:
             out.print(f"bundle: {summary.artifacts['bundle']}")
     check_gates(summary)
 
 
 @app.command()
-def recipes(folder: Optional[Path] = typer.Option(None, help="Folder of recipe YAML files (default: the shipped recipes).")) -> None:
+def recipes(
+    folder: Path | None = typer.Option(None, help="Folder of recipe YAML files (default: the shipped recipes)."),
+) -> None:
     """List recipes, one line each: `compress run NAME` runs a shipped one from any folder."""
     from compress.recipe import SHIPPED_RECIPES, list_recipes
 
@@ -87,8 +128,12 @@ def recipes(folder: Optional[Path] = typer.Option(None, help="Folder of recipe Y
 @app.command()
 def inspect(
     target: Path = typer.Argument(..., help="A checkpoint, one of our model files, or a recipe."),
-    family: Optional[str] = typer.Option(None, help="Model family of a public checkpoint (default: recognised from its keys and shapes)."),
-    config: Optional[str] = typer.Option(None, help="Named config of a public checkpoint (default: recognised, e.g. vox-256)."),
+    family: str | None = typer.Option(
+        None, help="Model family of a public checkpoint (default: recognised from its keys and shapes)."
+    ),
+    config: str | None = typer.Option(
+        None, help="Named config of a public checkpoint (default: recognised, e.g. vox-256)."
+    ),
     trust_checkpoint: bool = typer.Option(False, help="Allow checkpoints that need pickled code."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
@@ -100,7 +145,10 @@ def inspect(
     if as_json:
         _print_json(report)
         return
-    out.print(f"{target}: {fam.name} {kind}, {report['params']:,} params, {report['fp32_mb']} MB fp32, {report['int8_mb']} MB int8")
+    out.print(
+        f"{target}: {fam.name} {kind}, {report['params']:,} params, "
+        f"{report['fp32_mb']} MB fp32, {report['int8_mb']} MB int8"
+    )
     out.print(_table("networks", report["networks"]))
     out.print(_table("deployable parts", report["parts"]))
     out.print(_table("heaviest modules", report["top_modules"]))
@@ -109,8 +157,8 @@ def inspect(
 @app.command()
 def lint(
     target: Path = typer.Argument(..., help="A recipe or a checkpoint."),
-    family: Optional[str] = typer.Option(None, help="Model family of a checkpoint."),
-    config: Optional[str] = typer.Option(None, help="Named config of an official checkpoint."),
+    family: str | None = typer.Option(None, help="Model family of a checkpoint."),
+    config: str | None = typer.Option(None, help="Named config of an official checkpoint."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON (every finding)."),
     verbose: bool = typer.Option(False, help="Print every finding, not a summary per part."),
 ) -> None:
@@ -152,9 +200,11 @@ def profile(
 def evaluate(
     model: Path = typer.Argument(..., help="A checkpoint, a run folder or a bundle."),
     data: str = typer.Option("synthetic", help="'synthetic' or a video folder/file."),
-    family: Optional[str] = typer.Option(None, help="Model family of an official checkpoint."),
-    config: Optional[str] = typer.Option(None, help="Named config of an official checkpoint."),
-    limit: int = typer.Option(8, "--limit", "--videos", help="Held-out items to evaluate (videos for video families, images otherwise)."),
+    family: str | None = typer.Option(None, help="Model family of an official checkpoint."),
+    config: str | None = typer.Option(None, help="Named config of an official checkpoint."),
+    limit: int = typer.Option(
+        8, "--limit", "--videos", help="Held-out items to evaluate (videos for video families, images otherwise)."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Quality in the family's task metrics vs ground truth, next to the task's trivial baseline."""
@@ -174,7 +224,9 @@ def families(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) 
         return
     for r in rows:
         task = r["task"]
-        metrics = ", ".join(f"{m['name']} ({'higher' if m['higher_is_better'] else 'lower'} is better)" for m in task["metrics"])
+        metrics = ", ".join(
+            f"{m['name']} ({'higher' if m['higher_is_better'] else 'lower'} is better)" for m in task["metrics"]
+        )
         out.print(f"[bold]{r['name']}[/bold]: {r['description']}")
         out.print(f"  task ({task['flow']}): {task['description']}")
         out.print(f"  metrics: {metrics}")
@@ -192,7 +244,9 @@ def bundle_verify(path: Path = typer.Argument(..., help="Bundle folder.")) -> No
 
 
 @bundle_app.command("publish")
-def bundle_publish(path: Path = typer.Argument(..., help="Bundle folder."), to: Path = typer.Option(..., help="Registry folder.")) -> None:
+def bundle_publish(
+    path: Path = typer.Argument(..., help="Bundle folder."), to: Path = typer.Option(..., help="Registry folder.")
+) -> None:
     """Add a bundle to a registry (a folder servable by any static web server)."""
     from compress.bundle.registry import publish_command
 
@@ -215,7 +269,7 @@ def bundle_pull(
 def teacher_train(
     recipe: Path = typer.Argument(..., help="Teacher-training recipe (e.g. recipes/teachers/fomm-demo-teacher.yaml)."),
     out_path: Path = typer.Option(..., "--out", help="Where to write the trained teacher (.safetensors)."),
-    steps: Optional[int] = typer.Option(None, help="Override the number of training steps."),
+    steps: int | None = typer.Option(None, help="Override the number of training steps."),
 ) -> None:
     """Train a teacher from scratch on the family's data with the family's own objective (the demo teachers)."""
     from compress.teacher_train import train_command

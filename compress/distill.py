@@ -9,6 +9,7 @@ and on Ctrl-C outside the stage folder, so `--resume` continues the same loss cu
 `python -m compress.distill --spec SPEC.json` is the worker that `compress run --nproc N`
 launches under torchrun.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -32,12 +33,12 @@ from torch.utils.data import Dataset
 
 from compress.batches import collate, iterate_batches, recipe_dataset
 from compress.checkpoints import atomic_path, load_raw, save_model
-from compress.families.loading import load_model
 from compress.errors import CompressError
 from compress.families.base import Family
+from compress.families.loading import load_model
 from compress.families.registry import get_family
 from compress.recipe import DistillConfig, Recipe
-from compress.run import RunContext, StageResult, data_hashes, sha256_file
+from compress.run import RunContext, StageResult, data_hashes, measured_on, sha256_file
 
 STATE_FILE = "distill-state.pt"
 
@@ -66,17 +67,25 @@ class FeatureTap:
     def _hook(self, name: str):
         def hook(_m: nn.Module, _i: Any, output: Any) -> None:
             self.out[name] = output[0] if isinstance(output, (tuple, list)) else output
+
         return hook
 
 
-def build_adapters(student_feats: dict[str, torch.Tensor], teacher_feats: dict[str, torch.Tensor], pairs: dict[str, str]) -> nn.ModuleDict:
+def build_adapters(
+    student_feats: dict[str, torch.Tensor], teacher_feats: dict[str, torch.Tensor], pairs: dict[str, str]
+) -> nn.ModuleDict:
     """1x1 convolutions from each student feature's channels to its teacher feature's channels."""
     return nn.ModuleDict(
-        {s.replace(".", "__"): nn.Conv2d(student_feats[s].shape[1], teacher_feats[t].shape[1], 1) for s, t in pairs.items()}
+        {
+            s.replace(".", "__"): nn.Conv2d(student_feats[s].shape[1], teacher_feats[t].shape[1], 1)
+            for s, t in pairs.items()
+        }
     )
 
 
-def feature_loss(adapters: nn.ModuleDict, s_feats: dict[str, torch.Tensor], t_feats: dict[str, torch.Tensor], pairs: dict[str, str]) -> torch.Tensor:
+def feature_loss(
+    adapters: nn.ModuleDict, s_feats: dict[str, torch.Tensor], t_feats: dict[str, torch.Tensor], pairs: dict[str, str]
+) -> torch.Tensor:
     total = torch.zeros(())
     for s, t in pairs.items():
         mapped = adapters[s.replace(".", "__")](s_feats[s])
@@ -147,7 +156,9 @@ def distill(
     teacher = placed(teacher, device).eval()  # its outputs are computed under no_grad
     student.to(device).train()
     try:
-        return _train_loop(student, teacher, family, cfg, train, out_dir, state_path, tag, distributed, progress, rank, world, device)
+        return _train_loop(
+            student, teacher, family, cfg, train, out_dir, state_path, tag, distributed, progress, rank, world, device
+        )
     finally:
         student.to(home)  # the caller evaluates and saves where the student came from
 
@@ -168,8 +179,21 @@ def _device_of(module: nn.Module) -> torch.device:
     return tensor.device if tensor is not None else torch.device("cpu")
 
 
-def _train_loop(student: nn.Module, teacher: nn.Module, family: Family, cfg: DistillConfig, train: Dataset, out_dir: Path | None,
-                state_path: Path | None, tag: str, distributed: bool, progress: bool, rank: int, world: int, device: torch.device) -> DistillReport:
+def _train_loop(
+    student: nn.Module,
+    teacher: nn.Module,
+    family: Family,
+    cfg: DistillConfig,
+    train: Dataset,
+    out_dir: Path | None,
+    state_path: Path | None,
+    tag: str,
+    distributed: bool,
+    progress: bool,
+    rank: int,
+    world: int,
+    device: torch.device,
+) -> DistillReport:
 
     pairs = dict(cfg.feature_layers)
     s_tap = FeatureTap(student, list(pairs)) if pairs else None
@@ -185,7 +209,9 @@ def _train_loop(student: nn.Module, teacher: nn.Module, family: Family, cfg: Dis
     trainable = Trainable(student, adapters)
     engine: nn.Module = trainable
     if distributed:
-        engine = nn.parallel.DistributedDataParallel(trainable, device_ids=None if device.type == "cpu" else [device.index])
+        engine = nn.parallel.DistributedDataParallel(
+            trainable, device_ids=None if device.type == "cpu" else [device.index]
+        )
     opt = make_optimizer([p for p in trainable.parameters() if p.requires_grad], cfg)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, cfg))
 
@@ -203,7 +229,17 @@ def _train_loop(student: nn.Module, teacher: nn.Module, family: Family, cfg: Dis
     def save_state(step: int) -> None:
         if rank == 0 and state_path is not None:
             with atomic_path(state_path) as tmp:
-                torch.save({"tag": tag, "step": step, "trainable": trainable.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "rng": torch.get_rng_state()}, tmp)
+                torch.save(
+                    {
+                        "tag": tag,
+                        "step": step,
+                        "trainable": trainable.state_dict(),
+                        "optimizer": opt.state_dict(),
+                        "scheduler": sched.state_dict(),
+                        "rng": torch.get_rng_state(),
+                    },
+                    tmp,
+                )
 
     log = _Log(out_dir if rank == 0 else None, start_step)
     cache: dict[int, dict[str, Any]] = {}
@@ -213,9 +249,13 @@ def _train_loop(student: nn.Module, teacher: nn.Module, family: Family, cfg: Dis
     try:
         with bar if bar else nullcontext():
             for step in range(start_step, cfg.steps):
-                idx = global_batch_indices(step, cfg.batch_size, len(train), cfg.seed)[rank * local : (rank + 1) * local]
+                idx = global_batch_indices(step, cfg.batch_size, len(train), cfg.seed)[
+                    rank * local : (rank + 1) * local
+                ]
                 batch = _to(collate(train, idx), device)
-                t_out, t_feats = _teacher_outputs(family, teacher, batch, idx, cache if cfg.cache_teacher else None, t_tap)
+                t_out, t_feats = _teacher_outputs(
+                    family, teacher, batch, idx, cache if cfg.cache_teacher else None, t_tap
+                )
                 s_out = engine(batch, family)
                 loss, terms = family.distill_loss(t_out, s_out, batch, weights)
                 if pairs and cfg.feature_weight:
@@ -257,17 +297,29 @@ class Trainable(nn.Module):
         return family.forward(self.student, batch)
 
 
-def _teacher_outputs(family: Family, teacher: nn.Module, batch: dict[str, torch.Tensor], idx: list[int], cache: dict[int, dict[str, Any]] | None, tap: FeatureTap | None) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+def _teacher_outputs(
+    family: Family,
+    teacher: nn.Module,
+    batch: dict[str, torch.Tensor],
+    idx: list[int],
+    cache: dict[int, dict[str, Any]] | None,
+    tap: FeatureTap | None,
+) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     """Teacher outputs for a batch; with a cache, each sample's outputs are computed once."""
     if cache is not None and all(i in cache for i in idx):
         outs = [cache[i] for i in idx]
         stacked = {k: torch.stack([o[k] for o in outs]) for k in outs[0]}
-        return {k: v for k, v in stacked.items() if not k.startswith("feat:")}, {k[5:]: v for k, v in stacked.items() if k.startswith("feat:")}
+        return {k: v for k, v in stacked.items() if not k.startswith("feat:")}, {
+            k[5:]: v for k, v in stacked.items() if k.startswith("feat:")
+        }
     with torch.no_grad():
         out = family.forward(teacher, batch)
     feats = dict(tap.out) if tap else {}
     if cache is not None:
-        flat = {**{k: v for k, v in out.items() if isinstance(v, torch.Tensor)}, **{f"feat:{k}": v for k, v in feats.items()}}
+        flat = {
+            **{k: v for k, v in out.items() if isinstance(v, torch.Tensor)},
+            **{f"feat:{k}": v for k, v in feats.items()},
+        }
         for j, i in enumerate(idx):
             cache[i] = {k: v[j].detach() for k, v in flat.items()}
     return out, feats
@@ -290,7 +342,9 @@ def _progress(enabled: bool, total: int, done: int):
         return None
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    p = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), transient=True)
+    p = Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), transient=True
+    )
     task = p.add_task("distill", total=total, completed=done)
 
     class _Bar(tuple):
@@ -374,7 +428,13 @@ def plot_loss_curve(csv_path: Path, png_path: Path) -> None:
 def resume_tag(cfg: DistillConfig, student_config: dict[str, Any], recipe: Recipe, teacher: Path) -> str:
     """Work left by an interrupted run is continued only under the same tag: the same settings,
     student, teacher and data, by content (a teacher replaced under the same name is another teacher)."""
-    inputs = [cfg.model_dump(mode="json"), student_config, recipe.data.model_dump(mode="json"), data_hashes(recipe), sha256_file(teacher)]
+    inputs = [
+        cfg.model_dump(mode="json"),
+        student_config,
+        recipe.data.model_dump(mode="json"),
+        data_hashes(recipe),
+        sha256_file(teacher),
+    ]
     return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -391,7 +451,14 @@ def distill_stage(cfg: DistillConfig, ctx: RunContext) -> StageResult:
     student_path = work / "student.safetensors"
 
     if ctx.nproc > 1 and "WORLD_SIZE" not in os.environ:
-        spec = {"teacher": str(ctx.path(teacher_rel)), "recipe": str(recipe.source), "recipe_json": recipe.to_json(), "config": config, "tag": tag, "work": str(work)}
+        spec = {
+            "teacher": str(ctx.path(teacher_rel)),
+            "recipe": str(recipe.source),
+            "recipe_json": recipe.to_json(),
+            "config": config,
+            "tag": tag,
+            "work": str(work),
+        }
         report = _launch_workers(spec, ctx.nproc, work)
     else:
         report = asdict_report(_train(family, recipe, cfg, config, ctx.teacher(), work, tag, progress=not ctx.quiet))
@@ -407,14 +474,22 @@ def distill_stage(cfg: DistillConfig, ctx: RunContext) -> StageResult:
             shutil.copyfile(src, ctx.stage_dir / name)
     out = ctx.stage_dir / "student.safetensors"
     save_model(out, student, family=family.name, kind="student", config=config)
-    eval_data = recipe_dataset(recipe, family, config, "eval", cfg.eval_batches * cfg.batch_size)
-    quality = family.quality(student, iterate_batches(eval_data, cfg.batch_size), teacher=ctx.teacher())
+    eval_batches = list(
+        iterate_batches(
+            recipe_dataset(recipe, family, config, "eval", cfg.eval_batches * cfg.batch_size), cfg.batch_size
+        )
+    )
+    quality = family.quality(student, eval_batches, teacher=ctx.teacher())
+    on = measured_on(ctx, "the distilled student in torch, fp32", eval_batches)
     _clear(work)
     report.pop("history", None)
     return StageResult(
-        artifacts={"model": ctx.rel(out), "quality": quality},
+        artifacts={"model": ctx.rel(out), "quality": {**quality, "measured_on": on}},
         metrics={"training": report, "quality": quality},
-        summary=f"{report['steps']} steps, loss {report['final_loss']:.4f}, {family.task.headline(quality)}, {report['steps_per_s']:.2f} steps/s x{report['world_size']}",
+        summary=(
+            f"{report['steps']} steps, loss {report['final_loss']:.4f}, {family.task.headline(quality)}, "
+            f"{report['steps_per_s']:.2f} steps/s x{report['world_size']}"
+        ),
     )
 
 
@@ -422,7 +497,16 @@ def asdict_report(report: DistillReport) -> dict[str, Any]:
     return asdict(report)
 
 
-def _train(family: Family, recipe: Any, cfg: DistillConfig, config: dict[str, Any], teacher: nn.Module, work: Path, tag: str, progress: bool) -> DistillReport:
+def _train(
+    family: Family,
+    recipe: Any,
+    cfg: DistillConfig,
+    config: dict[str, Any],
+    teacher: nn.Module,
+    work: Path,
+    tag: str,
+    progress: bool,
+) -> DistillReport:
     """One rank's share of the distillation; rank 0 saves the student into `work`."""
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
     if distributed and not dist.is_initialized():
@@ -444,7 +528,17 @@ def _launch_workers(spec: dict[str, Any], nproc: int, work: Path) -> dict[str, A
 
     spec_path = work / "spec.json"
     spec_path.write_text(json.dumps(spec))
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", "-m", "compress.distill", "--spec", str(spec_path)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc_per_node={nproc}",
+        "-m",
+        "compress.distill",
+        "--spec",
+        str(spec_path),
+    ]
     proc = subprocess.run(cmd, env={**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")})
     if proc.returncode != 0:
         raise CompressError(f"distillation workers failed (exit {proc.returncode}): {' '.join(cmd)}")

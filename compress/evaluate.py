@@ -4,12 +4,14 @@ MODEL is one of our model files, an official checkpoint (with --family), a run f
 current model) or a bundle. Bundles and ONNX files run through onnxruntime, not torch: what is
 measured is what ships.
 """
+
 from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 import torch
@@ -62,7 +64,9 @@ def run_parts(run_dir: Path) -> tuple[str, dict[str, Path] | None, Path]:
     return read_model_meta(model_file)["family"], onnx, model_file  # type: ignore[index]
 
 
-def load_evaluable(target: Path, family: str | None, config: str | None, trust: bool = False) -> tuple[Family, Any, str]:
+def load_evaluable(
+    target: Path, family: str | None, config: str | None, trust: bool = False
+) -> tuple[Family, Any, str]:
     """(family, model usable by family.forward, how it runs) for any MODEL the command accepts."""
     if target.is_dir() and (target / "manifest.json").is_file():
         name, files = bundle_parts(target)
@@ -97,11 +101,20 @@ def evaluate(family: Family, model: Any, batches: Iterable[dict[str, torch.Tenso
     return report
 
 
-def evaluate_command(target: Path, data: str, family: str | None, config: str | None, limit: int, as_json: bool) -> None:
+def evaluate_command(
+    target: Path, data: str, family: str | None, config: str | None, limit: int, as_json: bool
+) -> None:
     fam, model, runtime = load_evaluable(target, family, config)
     size = fam.model_input_size(model)
     result = evaluate(fam, model, fam.eval_batches(data, size, seed=0, limit=limit))
-    report = {"model": str(target), "data": data, "runtime": runtime, "family": fam.name, "primary_metric": fam.task.primary.name, **result}
+    report = {
+        "model": str(target),
+        "data": data,
+        "runtime": runtime,
+        "family": fam.name,
+        "primary_metric": fam.task.primary.name,
+        **result,
+    }
     if as_json:
         sys.stdout.write(json.dumps(report, indent=2) + "\n")
         return
@@ -112,7 +125,10 @@ def evaluate_command(target: Path, data: str, family: str | None, config: str | 
     table = Table(title=f"{target} on {data} ({runtime}, {result['model']['samples']} samples)", title_justify="left")
     table.add_column("")
     for m in metrics:
-        table.add_column(f"{m.name}{' ' + m.unit if m.unit else ''} ({'higher' if m.higher_is_better else 'lower'} is better)", justify="right")
+        table.add_column(
+            f"{m.name}{' ' + m.unit if m.unit else ''} ({'higher' if m.higher_is_better else 'lower'} is better)",
+            justify="right",
+        )
     for row in ("model", "baseline"):
         if row in result:
             table.add_row(row, *(f"{result[row][m.name]:.4f}" for m in metrics))

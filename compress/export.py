@@ -14,6 +14,7 @@ and several real ones (the family's eval data through `calibration_inputs`). Per
   passed      = max_abs_err <= atol + rtol * max |torch|   on every input
 On Linux the Core ML program is inspected instead (ops, I/O names and shapes, weight dtypes).
 """
+
 from __future__ import annotations
 
 import io
@@ -24,9 +25,10 @@ import sys
 import tempfile
 import warnings
 from collections import Counter
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -139,7 +141,9 @@ def _coremltools() -> Any:
 
 
 # -- ONNX ------------------------------------------------------------------------------------
-def export_onnx(part: Part, path: str | Path, opset: int = 17, simplify: bool = True, metadata: dict[str, str] | None = None) -> Path:
+def export_onnx(
+    part: Part, path: str | Path, opset: int = 17, simplify: bool = True, metadata: dict[str, str] | None = None
+) -> Path:
     """Write `part` as an ONNX file: static shapes, simplified, checked, with metadata_props."""
     import onnx
 
@@ -148,13 +152,18 @@ def export_onnx(part: Part, path: str | Path, opset: int = 17, simplify: bool = 
     try:
         model = onnx_model(part, opset)
     except Exception as exc:
-        raise CompressError(f"export: {part.name}: ONNX export failed ({_first_line(exc)}); `compress lint` names the module to fix") from exc
+        raise CompressError(
+            f"export: {part.name}: ONNX export failed ({_first_line(exc)}); `compress lint` names the module to fix"
+        ) from exc
     if simplify:
         import onnxsim
 
         model, ok = onnxsim.simplify(model)
         if not ok:
-            raise CompressError(f"export: {part.name}: onnxsim's simplified model does not match the original; set export.simplify: false")
+            raise CompressError(
+                f"export: {part.name}: onnxsim's simplified model does not match the original; "
+                "set export.simplify: false"
+            )
     for value, spec in zip([*model.graph.input, *model.graph.output], [*part.inputs, *part.outputs]):
         value.doc_string = spec.description
     model.doc_string = part.description
@@ -168,10 +177,20 @@ def export_onnx(part: Part, path: str | Path, opset: int = 17, simplify: bool = 
 def part_metadata(part: Part, metadata: dict[str, str] | None = None) -> dict[str, str]:
     """Bundle metadata (name, version, family, ...) plus the part's role, cadence and input normalization."""
     normalization = {
-        s.name: {"layout": s.layout, "value_range": list(s.value_range) if s.value_range else None, "normalization": s.normalization}
+        s.name: {
+            "layout": s.layout,
+            "value_range": list(s.value_range) if s.value_range else None,
+            "normalization": s.normalization,
+        }
         for s in part.inputs
     }
-    return {**(metadata or {}), "part": part.name, "role": part.role, "cadence": part.cadence, "normalization": json.dumps(normalization)}
+    return {
+        **(metadata or {}),
+        "part": part.name,
+        "role": part.role,
+        "cadence": part.cadence,
+        "normalization": json.dumps(normalization),
+    }
 
 
 def check_outputs(part: Part) -> None:
@@ -180,13 +199,20 @@ def check_outputs(part: Part) -> None:
         outputs = part.module(*part.example_inputs())
     if not isinstance(outputs, tuple) or len(outputs) != len(part.outputs):
         got = f"a tuple of {len(outputs)}" if isinstance(outputs, tuple) else type(outputs).__name__
-        raise CompressError(f"export: {part.name}: forward returns {got}, the part declares {len(part.outputs)} outputs ({', '.join(s.name for s in part.outputs)})")
+        raise CompressError(
+            f"export: {part.name}: forward returns {got}, the part declares {len(part.outputs)} outputs "
+            f"({', '.join(s.name for s in part.outputs)})"
+        )
     for out, spec in zip(outputs, part.outputs):
         if tuple(out.shape) != tuple(spec.shape):
-            raise CompressError(f"export: {part.name}: output {spec.name} has shape {tuple(out.shape)}, the part declares {spec.shape}")
+            raise CompressError(
+                f"export: {part.name}: output {spec.name} has shape {tuple(out.shape)}, the part declares {spec.shape}"
+            )
 
 
-def onnx_parity(part: Part, onnx_path: str | Path, inputs: list[tuple[torch.Tensor, ...]], rtol: float, atol: float) -> dict[str, dict[str, Any]]:
+def onnx_parity(
+    part: Part, onnx_path: str | Path, inputs: list[tuple[torch.Tensor, ...]], rtol: float, atol: float
+) -> dict[str, dict[str, Any]]:
     """Torch vs onnxruntime per output: {output: {max_abs_err, max_rel_err, passed}}."""
     import onnxruntime as ort
 
@@ -201,9 +227,14 @@ def onnx_parity(part: Part, onnx_path: str | Path, inputs: list[tuple[torch.Tens
     return _parity(part, inputs, run, rtol, atol)
 
 
-def _parity(part: Part, inputs: list[tuple[torch.Tensor, ...]], run: Any, rtol: float, atol: float) -> dict[str, dict[str, Any]]:
+def _parity(
+    part: Part, inputs: list[tuple[torch.Tensor, ...]], run: Any, rtol: float, atol: float
+) -> dict[str, dict[str, Any]]:
     if not inputs:
-        raise CompressError(f"export: {part.name}: no inputs to check parity on (set export.random_inputs or export.real_inputs above 0)")
+        raise CompressError(
+            f"export: {part.name}: no inputs to check parity on "
+            "(set export.random_inputs or export.real_inputs above 0)"
+        )
     stats = {s.name: {"max_abs_err": 0.0, "max_rel_err": 0.0, "passed": True} for s in part.outputs}
     with eval_mode(part.module), torch.no_grad():
         for x in inputs:
@@ -220,14 +251,19 @@ def _parity(part: Part, inputs: list[tuple[torch.Tensor, ...]], run: Any, rtol: 
 
 
 # -- Core ML ---------------------------------------------------------------------------------
-def export_coreml(part: Part, path: str | Path, target: str = "iOS16", precision: str = "fp16", metadata: dict[str, str] | None = None) -> Path:
+def export_coreml(
+    part: Part, path: str | Path, target: str = "iOS16", precision: str = "fp16", metadata: dict[str, str] | None = None
+) -> Path:
     """Write `part` as a Core ML ML program (.mlpackage folder) with I/O descriptions and metadata."""
     check_outputs(part)
     path = Path(path)
     try:
         model = coreml_convert(part, target, precision)
     except Exception as exc:
-        raise CompressError(f"export: {part.name}: Core ML conversion failed ({_first_line(exc)}); `compress lint` names the module to fix") from exc
+        raise CompressError(
+            f"export: {part.name}: Core ML conversion failed ({_first_line(exc)}); "
+            "`compress lint` names the module to fix"
+        ) from exc
     model.short_description = part.description or part.name
     for spec in part.inputs:
         model.input_description[spec.name] = _describe(spec)
@@ -313,7 +349,9 @@ def _feature(feature: Any) -> dict[str, Any]:
     }
 
 
-def coreml_parity(part: Part, path: str | Path, inputs: list[tuple[torch.Tensor, ...]], rtol: float, atol: float) -> dict[str, dict[str, Any]]:
+def coreml_parity(
+    part: Part, path: str | Path, inputs: list[tuple[torch.Tensor, ...]], rtol: float, atol: float
+) -> dict[str, dict[str, Any]]:
     """Torch vs Core ML per output (macOS only: coremltools cannot predict elsewhere)."""
     if sys.platform != "darwin":
         raise CompressError(f"Core ML parity of {part.name}: {COREML_NO_PREDICT}")
@@ -333,7 +371,10 @@ def check_coreml_program(part: Part, info: dict[str, Any], path: Path) -> None:
     if declared != found:
         raise CompressError(f"export: {part.name}: {path} has inputs/outputs {found}, the part declares {declared}")
     if info["unsupported_ops"]:
-        raise CompressError(f"export: {part.name}: {path} uses ops that {info['target']} does not define: {info['unsupported_ops']}; raise export.minimum_deployment_target")
+        raise CompressError(
+            f"export: {part.name}: {path} uses ops that {info['target']} does not define: {info['unsupported_ops']}; "
+            "raise export.minimum_deployment_target"
+        )
 
 
 # -- the stage -------------------------------------------------------------------------------
@@ -357,7 +398,13 @@ def export_stage(cfg: ExportConfig, ctx: RunContext) -> StageResult:
             records[part.name]["onnx"] = {"size_bytes": path.stat().st_size, "opset": cfg.opset, "parity": parity}
             ctx.log(f"{part.name}: onnx {_worst(parity)}")
         if "coreml" in cfg.formats:
-            path = export_coreml(part, ctx.stage_dir / "coreml" / f"{part.name}.mlpackage", cfg.minimum_deployment_target, cfg.compute_precision, bundle)
+            path = export_coreml(
+                part,
+                ctx.stage_dir / "coreml" / f"{part.name}.mlpackage",
+                cfg.minimum_deployment_target,
+                cfg.compute_precision,
+                bundle,
+            )
             info = inspect_coreml(path)
             check_coreml_program(part, info, path)
             record: dict[str, Any] = {"program": info}
@@ -405,7 +452,10 @@ def real_inputs(ctx: RunContext, model: nn.Module, count: int) -> dict[str, list
 def _require_parity(part: Part, fmt: str, parity: dict[str, dict[str, Any]], rtol: float, atol: float) -> None:
     failed = {name: row for name, row in parity.items() if not row["passed"]}
     if failed:
-        detail = "; ".join(f"output {n}: max abs err {r['max_abs_err']:.3g}, max rel err {r['max_rel_err']:.3g}" for n, r in failed.items())
+        detail = "; ".join(
+            f"output {n}: max abs err {r['max_abs_err']:.3g}, max rel err {r['max_rel_err']:.3g}"
+            for n, r in failed.items()
+        )
         raise CompressError(
             f"export: {part.name}: {fmt} output differs from torch beyond rtol={rtol} atol={atol} ({detail}); "
             "look for ops whose export changes semantics (align_corners, padding modes) or raise export.rtol"

@@ -1,4 +1,5 @@
 """`compress inspect`: parameters, fp32/int8 size and GFLOPs per network, part and module."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -12,15 +13,22 @@ from compress.families.registry import get_family
 from compress.stats import PartStats, count_macs, count_params, count_used_params, size_mb
 
 
-def load_for_inspect(target: str | Path, family: str | None = None, config: str | None = None, trust: bool = False) -> tuple[Family, nn.Module, str]:
-    """A recipe (its teacher), one of our model files, or a public checkpoint (family and config recognised unless given)."""
+def load_for_inspect(
+    target: str | Path, family: str | None = None, config: str | None = None, trust: bool = False
+) -> tuple[Family, nn.Module, str]:
+    """A recipe (its teacher), one of our model files, or a public checkpoint
+    (family and config recognised unless given)."""
     from compress.recipe import is_recipe, load_recipe
 
     target = Path(target)
     if is_recipe(target):
         recipe = load_recipe(target)
         fam = get_family(recipe.family)
-        return fam, load_teacher_model(fam, recipe.resolve(recipe.teacher.checkpoint), recipe.teacher.config, trust)[0], "teacher"
+        return (
+            fam,
+            load_teacher_model(fam, recipe.resolve(recipe.teacher.checkpoint), recipe.teacher.config, trust)[0],
+            "teacher",
+        )
     return load_checkpoint(target, family, config, trust)
 
 
@@ -35,11 +43,25 @@ def inspect_model(family: Family, model: nn.Module, per_module: bool = True) -> 
         inputs = part.example_inputs()
         macs = count_macs(part.module, inputs, per_module=True)
         assert isinstance(macs, dict)
-        parts.append({**PartStats(part.name, count_used_params(part.module, inputs), 2 * sum(macs.values()) / 1e9).to_json(), "role": part.role, "cadence": part.cadence})
+        parts.append(
+            {
+                **PartStats(part.name, count_used_params(part.module, inputs), 2 * sum(macs.values()) / 1e9).to_json(),
+                "role": part.role,
+                "cadence": part.cadence,
+            }
+        )
         if per_module:
             named = dict(part.module.named_modules())
             for name, m in sorted(macs.items(), key=lambda kv: -kv[1])[:15]:
-                modules.append({"part": part.name, "module": name, "type": type(named[name]).__name__, "params": count_params(named[name]), "gflops": round(2 * m / 1e9, 4)})
+                modules.append(
+                    {
+                        "part": part.name,
+                        "module": name,
+                        "type": type(named[name]).__name__,
+                        "params": count_params(named[name]),
+                        "gflops": round(2 * m / 1e9, 4),
+                    }
+                )
     total = count_params(model)
     return {
         "family": family.name,

@@ -11,6 +11,7 @@ every aten op with the module that called it and the Python line. Then:
   coreml_cpu_only   ops Core ML runs on the CPU only (grid_sample -> MIL resample).
 The first two are errors (`compress run` stops before training), the last two warnings.
 """
+
 from __future__ import annotations
 
 import logging
@@ -31,9 +32,16 @@ from compress.run import RunContext, StageResult
 
 Category = Literal["onnx", "coreml", "int8_float", "coreml_cpu_only"]
 Severity = Literal["error", "warning"]
-SEVERITY: dict[str, Severity] = {"onnx": "error", "coreml": "error", "int8_float": "warning", "coreml_cpu_only": "warning"}
+SEVERITY: dict[str, Severity] = {
+    "onnx": "error",
+    "coreml": "error",
+    "int8_float": "warning",
+    "coreml_cpu_only": "warning",
+}
 
-_INVERSE_HINT = "replace torch.inverse with a closed-form inverse (for 2x2 or 3x3 matrices: the adjugate over the determinant)"
+_INVERSE_HINT = (
+    "replace torch.inverse with a closed-form inverse (for 2x2 or 3x3 matrices: the adjugate over the determinant)"
+)
 _AFFINE_GRID_HINT = (
     "build the grid explicitly: a constant coordinate grid (torch.linspace in x and y, stacked) "
     "transformed by the affine matrix, instead of F.affine_grid"
@@ -42,8 +50,18 @@ _AFFINE_GRID_HINT = (
 # Core ML's linalg_inv converter folds constant inputs only; its affine_grid converter only
 # works when grid_sample consumes the grid directly, and then mis-binds it.
 KNOWN_CULPRITS: dict[str, dict[str, str]] = {
-    "onnx": {"inverse": _INVERSE_HINT, "linalg_inv": _INVERSE_HINT, "linalg_inv_ex": _INVERSE_HINT, "affine_grid_generator": _AFFINE_GRID_HINT},
-    "coreml": {"inverse": _INVERSE_HINT, "linalg_inv": _INVERSE_HINT, "linalg_inv_ex": _INVERSE_HINT, "affine_grid_generator": _AFFINE_GRID_HINT},
+    "onnx": {
+        "inverse": _INVERSE_HINT,
+        "linalg_inv": _INVERSE_HINT,
+        "linalg_inv_ex": _INVERSE_HINT,
+        "affine_grid_generator": _AFFINE_GRID_HINT,
+    },
+    "coreml": {
+        "inverse": _INVERSE_HINT,
+        "linalg_inv": _INVERSE_HINT,
+        "linalg_inv_ex": _INVERSE_HINT,
+        "affine_grid_generator": _AFFINE_GRID_HINT,
+    },
 }
 ONNX_AFFINE_GRID_OPSET = 20  # AffineGrid joined ONNX in opset 20
 # aten op -> the ONNX op the TorchScript exporter emits for it (compute ops that see feature maps).
@@ -68,7 +86,13 @@ ONNX_OP = {
     "layer_norm": "LayerNormalization",
     "group_norm": "InstanceNormalization",
 }
-COREML_CPU_ONLY = {"grid_sampler": "Core ML runs grid_sample (MIL resample) on the CPU only: keep its input small (warp low-resolution features) and count the CPU time in the latency budget"}
+COREML_CPU_ONLY = {
+    "grid_sampler": (
+        "Core ML runs grid_sample (MIL resample) on the CPU only: "
+        "keep its input small (warp low-resolution features) "
+        "and count the CPU time in the latency budget"
+    )
+}
 FEATURE_MAP_RANK = 4
 
 
@@ -87,7 +111,10 @@ class Finding:
 
     def line(self) -> str:
         where = f" at {self.location}" if self.location else ""
-        return f"{self.severity:7} {self.category:15} {self.part}: {self.module_path or '<model>'}: {self.op}{where}\n        {self.hint}"
+        return (
+            f"{self.severity:7} {self.category:15} {self.part}: {self.module_path or '<model>'}: {self.op}{where}\n"
+            f"        {self.hint}"
+        )
 
 
 @dataclass(frozen=True)
@@ -193,7 +220,10 @@ def lint_part(part: Part, model: nn.Module | None = None, *, opset: int = 17, ta
     for site in sites:
         onnx_op = ONNX_OP.get(site.name)
         if onnx_op in float_ops and site.rank >= FEATURE_MAP_RANK:
-            hint = f"onnxruntime's int8 quantizer has no kernel for ONNX {onnx_op}: it runs in float between dequantize/quantize; keep it off large feature maps"
+            hint = (
+                f"onnxruntime's int8 quantizer has no kernel for ONNX {onnx_op}: "
+                "it runs in float between dequantize/quantize; keep it off large feature maps"
+            )
             findings.append(_finding(part, site, "int8_float", hint))
         if site.name in COREML_CPU_ONLY:
             findings.append(_finding(part, site, "coreml_cpu_only", COREML_CPU_ONLY[site.name]))
@@ -244,7 +274,16 @@ def _blame(part: Part, sites: list[OpSite], error: str, category: Category, culp
     hint = f"{exporter} failed on this op ({first_line}): rewrite it with supported ops"
     if named:
         return [_finding(part, s, category, hint) for s in named]
-    return [Finding(part.name, "", "unknown", category, SEVERITY[category], f"{exporter} failed ({first_line}); no single op could be blamed")]
+    return [
+        Finding(
+            part.name,
+            "",
+            "unknown",
+            category,
+            SEVERITY[category],
+            f"{exporter} failed ({first_line}); no single op could be blamed",
+        )
+    ]
 
 
 def _names_op(error: str, site: OpSite) -> bool:
@@ -278,7 +317,9 @@ def summarize_findings(findings: list[Finding]) -> list[str]:
         mine = [f for f in findings if f.part == part]
         counts = ", ".join(f"{n} {c}" for c in SEVERITY if (n := sum(f.category == c for f in mine)))
         worst = min(mine, key=lambda f: (f.severity != "error", list(SEVERITY).index(f.category)))
-        lines.append(f"{part}: {counts}; worst: {worst.severity} {worst.category} {worst.module_path or '<model>'}: {worst.op}")
+        lines.append(
+            f"{part}: {counts}; worst: {worst.severity} {worst.category} {worst.module_path or '<model>'}: {worst.op}"
+        )
         lines.append(f"    {worst.hint}")
     return lines
 
@@ -316,19 +357,27 @@ def lint_stage(cfg: LintConfig, ctx: RunContext) -> StageResult:
             f"lint: the {kind} ({ctx.recipe.family}) has ops that will not export; fix them before training:\n"
             + format_findings(failing)
         )
-    for line in (format_findings(findings).splitlines() if ctx.verbose else summarize_findings(findings)):
+    for line in format_findings(findings).splitlines() if ctx.verbose else summarize_findings(findings):
         ctx.log(line)
     if findings and not ctx.verbose:
         ctx.log(f"every finding: {ctx.rel(ctx.stage_dir / 'record.json')} (or compress run --verbose)")
     counts = {c: sum(f.category == c for f in findings) for c in SEVERITY}
     warnings_ = sum(f.severity == "warning" for f in findings)
     return StageResult(
-        metrics={"network": kind, "opset": opset, "target": target, "counts": counts, "findings": [f.to_json() for f in findings]},
+        metrics={
+            "network": kind,
+            "opset": opset,
+            "target": target,
+            "counts": counts,
+            "findings": [f.to_json() for f in findings],
+        },
         summary=f"linted the {kind}: {len(findings) - warnings_} errors, {warnings_} warnings",
     )
 
 
-def lint_target(path_or_recipe: str | Path | Recipe, family: str | Family | None = None, config: str | dict[str, Any] | None = None) -> list[Finding]:
+def lint_target(
+    path_or_recipe: str | Path | Recipe, family: str | Family | None = None, config: str | dict[str, Any] | None = None
+) -> list[Finding]:
     """`compress lint RECIPE|CHECKPOINT`: findings for a recipe's network or a checkpoint's model.
 
     A recipe lints what it will export (see `recipe_network`) at its export opset and target.

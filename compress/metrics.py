@@ -7,6 +7,7 @@ channels averaged), the formula used by FOMM-era evaluations and `skimage` with
 `gaussian_weights=True`. Images smaller than the window use the largest odd window that
 fits, so 8x8 crops still get a score.
 """
+
 from __future__ import annotations
 
 from typing import Literal
@@ -28,7 +29,9 @@ def l1(a: torch.Tensor, b: torch.Tensor, reduction: Reduction = "mean") -> float
     return _reduce((a - b).abs().flatten(1).mean(1), reduction)
 
 
-def psnr(a: torch.Tensor, b: torch.Tensor, data_range: float = 1.0, reduction: Reduction = "mean") -> float | torch.Tensor:
+def psnr(
+    a: torch.Tensor, b: torch.Tensor, data_range: float = 1.0, reduction: Reduction = "mean"
+) -> float | torch.Tensor:
     """Peak signal-to-noise ratio in dB per sample: 10 log10(data_range^2 / MSE).
 
     Capped at PSNR_MAX_DB (identical images) so batch means and JSON reports stay finite.
@@ -38,7 +41,9 @@ def psnr(a: torch.Tensor, b: torch.Tensor, data_range: float = 1.0, reduction: R
     return _reduce((10 * torch.log10(data_range**2 / mse)).float(), reduction)
 
 
-def ssim(a: torch.Tensor, b: torch.Tensor, data_range: float = 1.0, reduction: Reduction = "mean") -> float | torch.Tensor:
+def ssim(
+    a: torch.Tensor, b: torch.Tensor, data_range: float = 1.0, reduction: Reduction = "mean"
+) -> float | torch.Tensor:
     """Structural similarity per sample (1 for identical images)."""
     _check_images(a, b)
     with torch.no_grad():
@@ -70,7 +75,9 @@ def keypoint_distance(kp_a: torch.Tensor, kp_b: torch.Tensor, reduction: Reducti
     Keypoints are [B, K, 2] (e.g. FOMM kp["value"]) or [B, K, 3] (face-vid2vid's 3-D keypoints).
     """
     if kp_a.shape != kp_b.shape or kp_a.dim() != 3 or kp_a.shape[-1] not in (2, 3):
-        raise ValueError(f"keypoints must both be [B, K, 2] or [B, K, 3]; got {tuple(kp_a.shape)} and {tuple(kp_b.shape)}")
+        raise ValueError(
+            f"keypoints must both be [B, K, 2] or [B, K, 3]; got {tuple(kp_a.shape)} and {tuple(kp_b.shape)}"
+        )
     return _reduce((kp_a - kp_b).norm(dim=-1).mean(1), reduction)
 
 

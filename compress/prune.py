@@ -21,12 +21,14 @@ The search: the least pruning ratio that meets the budget, by bisection on deep 
 network for scope "uniform", one ratio ranked across all networks for scope "global"). A budget
 that cannot be met even at the largest ratio is reported with how far it missed.
 """
+
 from __future__ import annotations
 
 import copy
 import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any
 
 import torch
 import torch_pruning as tp
@@ -35,13 +37,13 @@ from torch.overrides import TorchFunctionMode
 
 from compress.batches import iterate_batches, recipe_dataset
 from compress.checkpoints import save_model
-from compress.families.loading import load_model
 from compress.distill import distill
 from compress.errors import CompressError
 from compress.families.base import Family, Part, Prunable
+from compress.families.loading import load_model
 from compress.families.task import Task
 from compress.recipe import DistillConfig, PruneConfig
-from compress.run import Gate, RunContext, StageResult
+from compress.run import Gate, RunContext, StageResult, measured_on
 from compress.stats import count_params, gflops, size_mb
 
 IMPORTANCE = ("magnitude", "taylor", "bn_scale")
@@ -81,7 +83,9 @@ class ChannelFlow(TorchFunctionMode):
         self.cut: list[torch.Tensor] = []
         self.pinned: list[torch.Tensor] = []
 
-    def __torch_function__(self, func: Callable, types: Any, args: Sequence[Any] = (), kwargs: dict | None = None) -> Any:
+    def __torch_function__(
+        self, func: Callable, types: Any, args: Sequence[Any] = (), kwargs: dict | None = None
+    ) -> Any:
         kwargs = dict(kwargs or {})
         name = getattr(func, "__name__", "")
         if name == "grid_sample":
@@ -142,7 +146,9 @@ class FlowTrace:
     def __init__(self) -> None:
         self.flow = ChannelFlow()
 
-    def __call__(self, module: nn.Module, inputs: torch.Tensor | Sequence[torch.Tensor]) -> tuple[Any, list[torch.Tensor]]:
+    def __call__(
+        self, module: nn.Module, inputs: torch.Tensor | Sequence[torch.Tensor]
+    ) -> tuple[Any, list[torch.Tensor]]:
         self.flow = ChannelFlow()
         with self.flow:
             out = module(inputs) if isinstance(inputs, torch.Tensor) else module(*inputs)
@@ -208,7 +214,9 @@ def _protected(model: nn.Module, prunable: Prunable, protect: Sequence[str]) -> 
     missing = [n for n in protect if n not in modules]
     if missing:
         examples = ", ".join(n for n in list(modules)[1:6])
-        raise CompressError(f"prune.protect: the model has no module {missing[0]!r} (module paths look like {examples})")
+        raise CompressError(
+            f"prune.protect: the model has no module {missing[0]!r} (module paths look like {examples})"
+        )
     return [*prunable.protected, *(modules[n] for n in protect)]
 
 
@@ -239,7 +247,10 @@ def prune_model(
     prunables = family.prunables(pruned)
     names = {"global"} if scope == "global" else {p.name for p in prunables}
     if not set(ratios) <= names:
-        raise CompressError(f"prune: ratios for {sorted(set(ratios) - names)}: scope {scope!r} takes ratios for {', '.join(sorted(names))}")
+        raise CompressError(
+            f"prune: ratios for {sorted(set(ratios) - names)}: "
+            f"scope {scope!r} takes ratios for {', '.join(sorted(names))}"
+        )
     if scope == "global":
         ratio = ratios.get("global", 0.0)
         if ratio > 0:
@@ -251,14 +262,30 @@ def prune_model(
     else:
         for p in prunables:
             if ratios.get(p.name, 0.0) > 0:
-                _step(p.module, p.example_inputs, importance, ratios[p.name], _protected(pruned, p, protect), p.customized_pruners, round_to)
+                _step(
+                    p.module,
+                    p.example_inputs,
+                    importance,
+                    ratios[p.name],
+                    _protected(pruned, p, protect),
+                    p.customized_pruners,
+                    round_to,
+                )
     for p in pruned.parameters():
         p.grad = None
     return pruned.eval()
 
 
-def _step(module: nn.Module, inputs: tuple[torch.Tensor, ...], importance: str, ratio: float, ignored: list[nn.Module],
-          custom: dict[Any, Any], round_to: int, global_pruning: bool = False) -> None:
+def _step(
+    module: nn.Module,
+    inputs: tuple[torch.Tensor, ...],
+    importance: str,
+    ratio: float,
+    ignored: list[nn.Module],
+    custom: dict[Any, Any],
+    round_to: int,
+    global_pruning: bool = False,
+) -> None:
     trace = FlowTrace()
     with torch.enable_grad():  # DepGraph traces through autograd
         pruner = _Pruner(
@@ -299,7 +326,9 @@ class Budget:
         return cls(cfg.size_mb, cfg.precision, dict(cfg.gflops), cfg.gflops_ratio, dict(cfg.latency_ms), cfg.device)
 
     @classmethod
-    def from_targets(cls, targets: dict[str, float], precision: str = "int8", device: str = "profile:iphone8") -> Budget:
+    def from_targets(
+        cls, targets: dict[str, float], precision: str = "int8", device: str = "profile:iphone8"
+    ) -> Budget:
         """The budget of resolved `targets` (absolute limits)."""
         budget = cls(targets.get("size_mb"), precision, device=device)
         for key, limit in targets.items():
@@ -329,18 +358,27 @@ class Budget:
         for key in out:
             kind, _, name = key.partition(":")
             if kind == "gflops" and name not in networks:
-                raise CompressError(f"prune.gflops: the {family.name} family has no network or part {name!r} (known: {', '.join(networks)})")
+                raise CompressError(
+                    f"prune.gflops: the {family.name} family has no network or part {name!r} "
+                    f"(known: {', '.join(networks)})"
+                )
             if kind == "latency_ms" and name not in parts:
-                raise CompressError(f"prune.latency_ms: the {family.name} family has no part {name!r} (known: {', '.join(parts)})")
+                raise CompressError(
+                    f"prune.latency_ms: the {family.name} family has no part {name!r} (known: {', '.join(parts)})"
+                )
         return out
 
 
 def cycle_targets(start: dict[str, float], targets: dict[str, float], fraction: float) -> dict[str, float]:
     """Limits a geometric `fraction` of the way from `start` (measured) to `targets` (cycle i of n: i / n)."""
-    return {k: t if start[k] <= t or fraction >= 1 else start[k] * (t / start[k]) ** fraction for k, t in targets.items()}
+    return {
+        k: t if start[k] <= t or fraction >= 1 else start[k] * (t / start[k]) ** fraction for k, t in targets.items()
+    }
 
 
-def _measurable(family: Family, model: nn.Module, prunables: list[Prunable] | None = None) -> dict[str, tuple[nn.Module, tuple[torch.Tensor, ...]]]:
+def _measurable(
+    family: Family, model: nn.Module, prunables: list[Prunable] | None = None
+) -> dict[str, tuple[nn.Module, tuple[torch.Tensor, ...]]]:
     """{network or part name: (flat-tensor module, example inputs)}."""
     out = {p.name: (p.module, p.example_inputs) for p in prunables or family.prunables(model)}
     for part in family.parts(model):
@@ -348,7 +386,9 @@ def _measurable(family: Family, model: nn.Module, prunables: list[Prunable] | No
     return out
 
 
-def measure(family: Family, model: nn.Module, metrics: Iterable[str], precision: str = "int8", device: str = "profile:iphone8") -> dict[str, float]:
+def measure(
+    family: Family, model: nn.Module, metrics: Iterable[str], precision: str = "int8", device: str = "profile:iphone8"
+) -> dict[str, float]:
     """The value of each metric ("size_mb", "gflops:NAME", "latency_ms:NAME") for `model`."""
     metrics = list(metrics)
     prunables = family.prunables(model)
@@ -408,7 +448,11 @@ def miss_message(metric: str, value: float, target: float, device: str = "") -> 
 def network_stats(family: Family, model: nn.Module, precision: str = "int8") -> dict[str, dict[str, float]]:
     """{network: {params, size_mb at precision, gflops}} of each prunable network."""
     return {
-        p.name: {"params": count_params(p.module), "size_mb": round(size_mb(count_params(p.module), precision), 4), "gflops": round(gflops(p.module, p.example_inputs), 4)}
+        p.name: {
+            "params": count_params(p.module),
+            "size_mb": round(size_mb(count_params(p.module), precision), 4),
+            "gflops": round(gflops(p.module, p.example_inputs), 4),
+        }
         for p in family.prunables(model)
     }
 
@@ -472,7 +516,9 @@ def prune_to_budget(
     gradients = None
     if importance == "taylor":
         if calibration_batches is None:
-            raise CompressError("prune: importance 'taylor' needs calibration batches (a backward pass ranks the channels)")
+            raise CompressError(
+                "prune: importance 'taylor' needs calibration batches (a backward pass ranks the channels)"
+            )
         gradients = taylor_gradients(family, model, calibration_batches, teacher, loss_weights)
 
     probes = 0
@@ -480,7 +526,16 @@ def prune_to_budget(
     def attempt(ratios: dict[str, float], metrics: Iterable[str]) -> tuple[nn.Module, dict[str, float]]:
         nonlocal probes
         probes += 1
-        pruned = prune_model(family, model, ratios, scope=scope, importance=importance, round_to=round_to, protect=protect, gradients=gradients)
+        pruned = prune_model(
+            family,
+            model,
+            ratios,
+            scope=scope,
+            importance=importance,
+            round_to=round_to,
+            protect=protect,
+            gradients=gradients,
+        )
         return pruned, measure(family, pruned, metrics, precision, device)
 
     networks = [p.name for p in family.prunables(model)]
@@ -492,13 +547,25 @@ def prune_to_budget(
     achieved = measure(family, pruned, targets, precision, device)
     misses = [miss_message(k, achieved[k], t, device) for k, t in targets.items() if achieved[k] > t * (1 + 1e-9)]
     return PruneReport(
-        pruned, ratios, targets, achieved, misses,
-        network_stats(family, model, precision), network_stats(family, pruned, precision), probes, time.perf_counter() - start,
+        pruned,
+        ratios,
+        targets,
+        achieved,
+        misses,
+        network_stats(family, model, precision),
+        network_stats(family, pruned, precision),
+        probes,
+        time.perf_counter() - start,
     )
 
 
-def _uniform_search(family: Family, model: nn.Module, networks: list[str], targets: dict[str, float],
-                    attempt: Callable[[dict[str, float], Iterable[str]], tuple[nn.Module, dict[str, float]]]) -> tuple[dict[str, float], nn.Module]:
+def _uniform_search(
+    family: Family,
+    model: nn.Module,
+    networks: list[str],
+    targets: dict[str, float],
+    attempt: Callable[[dict[str, float], Iterable[str]], tuple[nn.Module, dict[str, float]]],
+) -> tuple[dict[str, float], nn.Module]:
     """Per network: the least ratio meeting the targets only it affects; then one common floor
     on all networks' ratios for the targets several share (the total size)."""
     owners = {k: _owners(family, model, k) for k in targets}
@@ -506,7 +573,8 @@ def _uniform_search(family: Family, model: nn.Module, networks: list[str], targe
     for net in networks:
         own = {k: t for k, t in targets.items() if owners[k] == {net}}
         if own:
-            ratios[net] = _least_ratio(lambda r: attempt({net: r}, own), own)[0]  # the others leave `own` alone
+            # the others leave `own` alone; the lambda runs within this iteration
+            ratios[net] = _least_ratio(lambda r, net=net, own=own: attempt({net: r}, own), own)[0]
     shared = {k: t for k, t in targets.items() if len(owners[k]) > 1}
     if not shared:
         return ratios, attempt(ratios, ())[0]
@@ -515,7 +583,9 @@ def _uniform_search(family: Family, model: nn.Module, networks: list[str], targe
     return {n: max(base[n], floor) for n in networks}, pruned
 
 
-def _least_ratio(attempt: Callable[[float], tuple[nn.Module, dict[str, float]]], targets: dict[str, float]) -> tuple[float, nn.Module, dict[str, float]]:
+def _least_ratio(
+    attempt: Callable[[float], tuple[nn.Module, dict[str, float]]], targets: dict[str, float]
+) -> tuple[float, nn.Module, dict[str, float]]:
     """Bisection for the least ratio whose result fits `targets`; MAX_RATIO's result if none does."""
 
     def fits(values: dict[str, float]) -> bool:
@@ -536,8 +606,13 @@ def _least_ratio(attempt: Callable[[float], tuple[nn.Module, dict[str, float]]],
 
 
 # -- Taylor importance -------------------------------------------------------------------------------------
-def taylor_gradients(family: Family, model: nn.Module, batches: Iterable[dict[str, torch.Tensor]],
-                     teacher: nn.Module | None = None, loss_weights: dict[str, Any] | None = None) -> dict[str, torch.Tensor]:
+def taylor_gradients(
+    family: Family,
+    model: nn.Module,
+    batches: Iterable[dict[str, torch.Tensor]],
+    teacher: nn.Module | None = None,
+    loss_weights: dict[str, Any] | None = None,
+) -> dict[str, torch.Tensor]:
     """{parameter name: gradient} of the Taylor loss summed over `batches` (model in eval mode).
 
     Parameters the loss does not reach get zero gradients (Taylor importance reads every layer of a group).
@@ -558,7 +633,9 @@ def taylor_gradients(family: Family, model: nn.Module, batches: Iterable[dict[st
         n += 1
     if n == 0:
         raise CompressError("prune: importance 'taylor' got no calibration batches")
-    return {name: (p.grad if p.grad is not None else torch.zeros_like(p)).detach() for name, p in work.named_parameters()}
+    return {
+        name: (p.grad if p.grad is not None else torch.zeros_like(p)).detach() for name, p in work.named_parameters()
+    }
 
 
 # -- the stage ------------------------------------------------------------------------------------------------
@@ -578,7 +655,9 @@ def prune_stage(cfg: PruneConfig, ctx: RunContext) -> StageResult:
     ft = cfg.finetune or DistillConfig()
 
     def batches(split: str, count: int) -> list[dict[str, torch.Tensor]]:
-        return list(iterate_batches(recipe_dataset(recipe, family, meta["config"], split, count * ft.batch_size), ft.batch_size))
+        return list(
+            iterate_batches(recipe_dataset(recipe, family, meta["config"], split, count * ft.batch_size), ft.batch_size)
+        )
 
     eval_batches = batches("eval", ft.eval_batches)
     calibration = batches("calibration", TAYLOR_BATCHES) if cfg.importance == "taylor" else None
@@ -591,23 +670,53 @@ def prune_stage(cfg: PruneConfig, ctx: RunContext) -> StageResult:
         ctx.log(f"cycle {i}/{cfg.iterations}: " + ", ".join(f"{k} <= {v:.4g}" for k, v in limits.items()))
         # Pruning the teacher itself: a distillation loss against it is zero, so Taylor uses the output norm.
         reference = None if (rel == ctx.artifacts["teacher"] and i == 1) else teacher
-        report = prune_to_budget(family, model, cycle, cfg.importance, cfg.scope, cfg.round_to, cfg.protect, calibration, reference, family.loss_weights(ft.loss))
+        report = prune_to_budget(
+            family,
+            model,
+            cycle,
+            cfg.importance,
+            cfg.scope,
+            cfg.round_to,
+            cfg.protect,
+            calibration,
+            reference,
+            family.loss_weights(ft.loss),
+        )
         model = report.model
-        row: dict[str, Any] = {"cycle": i, **report.to_json(), "quality_pruned": family.quality(model, eval_batches, teacher=teacher)}
+        row: dict[str, Any] = {
+            "cycle": i,
+            **report.to_json(),
+            "quality_pruned": family.quality(model, eval_batches, teacher=teacher),
+        }
         if cfg.finetune is not None:
             train = recipe_dataset(recipe, family, meta["config"], "train", cfg.finetune.train_samples)
-            tuned = distill(model, teacher, family, cfg.finetune, train, ctx.stage_dir / f"finetune-{i}", progress=not ctx.quiet)
+            tuned = distill(
+                model, teacher, family, cfg.finetune, train, ctx.stage_dir / f"finetune-{i}", progress=not ctx.quiet
+            )
             row["finetune"] = {"steps": tuned.steps, "final_loss": tuned.final_loss, "wall_s": round(tuned.wall_s, 2)}
             row["quality_finetuned"] = family.quality(model, eval_batches, teacher=teacher)
         cycles.append(row)
         ctx.log(f"cycle {i}: ratios {row['ratios']}, " + ("budget met" if report.met else "; ".join(report.misses)))
 
     out = ctx.stage_dir / "pruned.safetensors"
-    save_model(out, model, family=family.name, kind=meta["kind"], config=meta["config"], extra={"pruned_from": rel, "ratios": cycles[-1]["ratios"]})
+    save_model(
+        out,
+        model,
+        family=family.name,
+        kind=meta["kind"],
+        config=meta["config"],
+        extra={"pruned_from": rel, "ratios": cycles[-1]["ratios"]},
+    )
     achieved, misses = report.achieved, report.misses
     final_quality = cycles[-1].get("quality_finetuned", cycles[-1]["quality_pruned"])
     gates = [
-        Gate(f"prune.{k}", t, achieved[k], achieved[k] <= t * (1 + 1e-9), miss_message(k, achieved[k], t, cfg.device) if achieved[k] > t * (1 + 1e-9) else "")
+        Gate(
+            f"prune.{k}",
+            t,
+            achieved[k],
+            achieved[k] <= t * (1 + 1e-9),
+            miss_message(k, achieved[k], t, cfg.device) if achieved[k] > t * (1 + 1e-9) else "",
+        )
         for k, t in targets.items()
     ]
     metrics = {
@@ -628,21 +737,30 @@ def prune_stage(cfg: PruneConfig, ctx: RunContext) -> StageResult:
         "quality_after": final_quality,
         "cycles": cycles,
     }
-    return StageResult(artifacts={"model": ctx.rel(out), "quality": final_quality}, metrics=metrics, gates=gates, summary=_summary(metrics, family.task))
+    on = measured_on(ctx, f"the pruned {meta['kind']} in torch, fp32", eval_batches)
+    return StageResult(
+        artifacts={"model": ctx.rel(out), "quality": {**final_quality, "measured_on": on}},
+        metrics=metrics,
+        gates=gates,
+        summary=_summary(metrics, family.task),
+    )
 
 
 def _input_model(cfg: PruneConfig, ctx: RunContext) -> str:
     if cfg.model == "teacher":
         return ctx.artifacts["teacher"]
     if cfg.model == "model" and "model" not in ctx.artifacts:
-        raise CompressError("prune.model: 'model' needs an earlier stage that makes one (distill); use model: teacher or auto")
+        raise CompressError(
+            "prune.model: 'model' needs an earlier stage that makes one (distill); use model: teacher or auto"
+        )
     return ctx.artifacts.get("model") or ctx.artifacts["teacher"]
 
 
 def _summary(metrics: dict[str, Any], task: Task) -> str:
     before, after = metrics["networks_before"], metrics["networks_after"]
     networks = ", ".join(
-        f"{n} {before[n]['params'] / 1e3:.0f}k -> {after[n]['params'] / 1e3:.0f}k params ({before[n]['gflops']:.3g} -> {after[n]['gflops']:.3g} GFLOPs)"
+        f"{n} {before[n]['params'] / 1e3:.0f}k -> {after[n]['params'] / 1e3:.0f}k params "
+        f"({before[n]['gflops']:.3g} -> {after[n]['gflops']:.3g} GFLOPs)"
         for n in before
     )
     size = f"{_total(before):.3g} -> {_total(after):.3g} MB {metrics['precision']}"

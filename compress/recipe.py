@@ -3,6 +3,7 @@
 A recipe is YAML. Errors name the file, the key path and the YAML line. `--set a.b=c`
 overrides any field (stages are addressed by name: `stages.distill.steps=200`).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -20,7 +21,8 @@ SEMVER = re.compile(r"^\d+\.\d+\.\d+(?:-[0-9A-Za-z.-]+)?(?:\+[0-9A-Za-z.-]+)?$")
 
 
 def check_semver(v: str) -> str:
-    """`v` if it is a semantic version (MAJOR.MINOR.PATCH[-pre][+build]); ValueError otherwise (for pydantic validators)."""
+    """`v` if it is a semantic version (MAJOR.MINOR.PATCH[-pre][+build]); ValueError otherwise
+    (for pydantic validators)."""
     if not SEMVER.match(v):
         raise ValueError(f"version {v!r} is not semver (MAJOR.MINOR.PATCH)")
     return v
@@ -44,7 +46,12 @@ class DistillConfig(Strict):
     warmup_steps: int = Field(0, ge=0)
     weight_decay: float = 0.0
     seed: int = 0
-    loss: dict[str, Any] = Field(default_factory=dict, description="the family's loss-term weights (`compress families` lists them); omitted terms keep their defaults")
+    loss: dict[str, Any] = Field(
+        default_factory=dict,
+        description=(
+            "the family's loss-term weights (`compress families` lists them); omitted terms keep their defaults"
+        ),
+    )
     feature_layers: dict[str, str] = Field(
         default_factory=dict, description="student module path -> teacher module path, matched through 1x1 adapters"
     )
@@ -52,7 +59,9 @@ class DistillConfig(Strict):
     cache_teacher: bool = True
     checkpoint_every: int = Field(100, ge=1)
     eval_batches: int = Field(4, ge=1)
-    device: Literal["cpu", "cuda", "mps"] = Field("cpu", description="where training runs; models are evaluated and exported on the CPU afterwards")
+    device: Literal["cpu", "cuda", "mps"] = Field(
+        "cpu", description="where training runs; models are evaluated and exported on the CPU afterwards"
+    )
     train_samples: int = Field(512, ge=1, description="clip pairs drawn per epoch from the train split")
 
 
@@ -85,24 +94,37 @@ class ExportConfig(Strict):
     real_inputs: int = Field(3, ge=0)
 
 
+RENAMED_QUANTIZE_KEYS = {
+    "max_psnr_drop_db": "max_quality_drop: the drop of the family's primary metric, in its unit (dB for fomm's psnr); "
+    "`compress families` lists each family's primary metric",
+    "eval_batches": "eval_samples (it always counted samples)",
+}
+
+
 class QuantizeConfig(Strict):
     formats: list[Literal["onnx", "coreml"]] = ["onnx", "coreml"]
     onnx_engine: Literal["ort", "nncf"] = "ort"
     target: Literal["auto", "x86", "x86-vnni", "arm"] = "auto"
     per_channel: bool = True
     calibration_samples: int = Field(32, ge=1)
-    eval_batches: int = Field(4, ge=1)
-    max_quality_drop: float | None = Field(None, ge=0, description="int8 drop of the family's primary metric allowed, in its unit; default: the family's")
+    eval_samples: int = Field(
+        16, ge=1, description="held-out samples the int8 gates and the shipped files' quality are measured on"
+    )
+    max_quality_drop: float | None = Field(
+        None, ge=0, description="int8 drop of the family's primary metric allowed, in its unit; default: the family's"
+    )
     ship_when_slower: Literal["int8", "fp32"] = "int8"
     coreml_mode: Literal["auto", "weights", "w8a8"] = "auto"
-    qat: DistillConfig | None = Field(None, description="quantization-aware training of the ONNX int8 parts (nncf), distilled against the teacher")
+    qat: DistillConfig | None = Field(
+        None, description="quantization-aware training of the ONNX int8 parts (nncf), distilled against the teacher"
+    )
 
     @model_validator(mode="before")
     @classmethod
     def _renamed(cls, data: Any) -> Any:
-        if isinstance(data, dict) and "max_psnr_drop_db" in data:
-            raise ValueError("max_psnr_drop_db was renamed max_quality_drop: the drop of the family's primary metric, "
-                             "in its unit (dB for fomm's psnr); `compress families` lists each family's primary metric")
+        for old, new in RENAMED_QUANTIZE_KEYS.items():
+            if isinstance(data, dict) and old in data:
+                raise ValueError(f"{old} was renamed {new}")
         return data
 
 
@@ -226,7 +248,7 @@ def _stage_item(item: Any, index: int) -> tuple[str, Any]:
         item = {item: {}}
     if not isinstance(item, dict) or len(item) != 1:
         raise ValueError(f"stages[{index}] must be a one-key mapping like {{export: {{}}}}")
-    (name, body), = item.items()
+    ((name, body),) = item.items()
     if name not in STAGE_CONFIGS:
         raise ValueError(f"stages[{index}]: unknown stage {name!r}; known: {', '.join(STAGE_CONFIGS)}")
     return name, body
@@ -245,17 +267,22 @@ def find_recipe(name_or_path: str | Path) -> Path:
     shipped = SHIPPED_RECIPES / f"{path.name.removesuffix('.yaml')}.yaml"
     if path.parent == Path(".") and shipped.is_file():
         return shipped
-    raise CompressError(f"{path}: recipe not found: neither a file nor a shipped recipe (`compress recipes` lists them)")
+    raise CompressError(
+        f"{path}: recipe not found: neither a file nor a shipped recipe (`compress recipes` lists them)"
+    )
 
 
 def is_recipe(target: str | Path) -> bool:
     """Whether a command-line target names a recipe (a YAML file or a shipped recipe's name)."""
     path = Path(target)
-    return path.suffix in (".yaml", ".yml") or (not path.exists() and path.parent == Path(".") and (SHIPPED_RECIPES / f"{path.name}.yaml").is_file())
+    return path.suffix in (".yaml", ".yml") or (
+        not path.exists() and path.parent == Path(".") and (SHIPPED_RECIPES / f"{path.name}.yaml").is_file()
+    )
 
 
 def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
-    """Read, override and validate a recipe (a path or a shipped recipe's name); every error names file, key path and line."""
+    """Read, override and validate a recipe (a path or a shipped recipe's name); every error names
+    file, key path and line."""
     path = find_recipe(path)
     text = path.read_text()
     try:
@@ -377,7 +404,9 @@ def _loss_errors(path: Path, recipe: Recipe, lines: dict[str, int]) -> list[str]
         try:
             schema.model_validate(config.loss)
         except ValidationError as exc:
-            errors += _format_errors(path, exc, lines, prefix=".".join(filter(None, [f"stages[{i}]", stage.name, field, "loss"])))
+            errors += _format_errors(
+                path, exc, lines, prefix=".".join(filter(None, [f"stages[{i}]", stage.name, field, "loss"]))
+            )
     return errors
 
 
@@ -409,7 +438,10 @@ def list_recipes(folder: str | Path = SHIPPED_RECIPES) -> list[tuple[Path, str]]
     for p in sorted(Path(folder).glob("*.yaml")):
         try:
             data = yaml.safe_load(p.read_text()) or {}
-            desc = f"{data.get('family', '?')}: {data.get('description', '').strip().splitlines()[0] if data.get('description') else ''}"
+            desc = (
+                f"{data.get('family', '?')}: "
+                f"{data.get('description', '').strip().splitlines()[0] if data.get('description') else ''}"
+            )
         except yaml.YAMLError:
             desc = "(not valid YAML)"
         rows.append((p, desc))
@@ -418,7 +450,12 @@ def list_recipes(folder: str | Path = SHIPPED_RECIPES) -> list[tuple[Path, str]]
 
 def schema_markdown() -> str:
     """docs/recipes.md, generated from the schema so the reference never drifts from the code."""
-    lines = ["# Recipe reference", "", "Generated by `python -m compress.recipe > docs/recipes.md` from `compress/recipe.py`.", ""]
+    lines = [
+        "# Recipe reference",
+        "",
+        "Generated by `python -m compress.recipe > docs/recipes.md` from `compress/recipe.py`.",
+        "",
+    ]
 
     def table(title: str, model: type[BaseModel]) -> None:
         lines.extend([f"## {title}", "", "| field | type | default | meaning |", "|---|---|---|---|"])
@@ -428,13 +465,23 @@ def schema_markdown() -> str:
             default = "required" if f.is_required() else (f.default_factory() if f.default_factory else f.default)  # type: ignore[call-arg]
             if isinstance(default, BaseModel):
                 default = "see below"
-            kind = f.annotation.__name__ if isinstance(f.annotation, type) else re.sub(r"[\w.]*\.(\w+)", r"\1", str(f.annotation))
+            kind = (
+                f.annotation.__name__
+                if isinstance(f.annotation, type)
+                else re.sub(r"[\w.]*\.(\w+)", r"\1", str(f.annotation))
+            )
             kind = kind.replace("|", "\\|")
             lines.append(f"| `{name}` | {kind} | `{default}` | {f.description or ''} |")
         lines.append("")
 
     table("Top level", Recipe)
-    for title, model in (("teacher", TeacherSpec), ("student", StudentSpec), ("data", DataSpec), ("targets", Targets), ("targets.fps[]", FpsTarget)):
+    for title, model in (
+        ("teacher", TeacherSpec),
+        ("student", StudentSpec),
+        ("data", DataSpec),
+        ("targets", Targets),
+        ("targets.fps[]", FpsTarget),
+    ):
         table(title, model)
     for name, model in STAGE_CONFIGS.items():
         table(f"stage `{name}`", model)

@@ -14,6 +14,7 @@ current directory, the repository root when `make bench` runs it).
     python -m compress.results --from-json docs/results.json   # re-render the reports only
     python -m compress.results --models-table [RECIPE ...]     # docs/models/<family>.md table
 """
+
 from __future__ import annotations
 
 import argparse
@@ -22,16 +23,16 @@ import platform
 import re
 import shutil
 import tempfile
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from compress.checkpoints import portable
 from compress.families.base import Family, batch_size
 from compress.families.task import Metric
-from compress.checkpoints import portable
 
 DEMO = Path("recipes") / "fomm-mobile-demo.yaml"
 COMPARISON = Path("recipes") / "fomm-teacher-pruned-demo.yaml"
@@ -48,12 +49,16 @@ def latency(files: dict[str, Path], runs: int) -> dict[str, Any]:
 
     out: dict[str, Any] = {"host_ms": {}, "iphone8_fps": {}}
     for part, path in files.items():
-        out["host_ms"][part] = {str(t): profile(path, "host", threads=t, warmup=3, runs=runs, top_ops=0)[0]["p50_ms"] for t in (1, 2)}
+        out["host_ms"][part] = {
+            str(t): profile(path, "host", threads=t, warmup=3, runs=runs, top_ops=0)[0]["p50_ms"] for t in (1, 2)
+        }
         out["iphone8_fps"][part] = profile(path, "profile:iphone8", threads=1, runs=1, top_ops=0)[0]["fps"]
     return out
 
 
-def calibration_feeds(family: Family, model: torch.nn.Module, files: dict[str, Path], batches: list[dict[str, torch.Tensor]], count: int) -> dict[str, list[dict[str, np.ndarray]]]:
+def calibration_feeds(
+    family: Family, model: torch.nn.Module, files: dict[str, Path], batches: list[dict[str, torch.Tensor]], count: int
+) -> dict[str, list[dict[str, np.ndarray]]]:
     from compress.evaluate import OnnxPart
 
     feeds: dict[str, list[dict[str, np.ndarray]]] = {p: [] for p in files}
@@ -65,13 +70,21 @@ def calibration_feeds(family: Family, model: torch.nn.Module, files: dict[str, P
     return feeds
 
 
-def measure(label: str, family: Family, model_file: Path, teacher: torch.nn.Module, batches: list[dict[str, torch.Tensor]], work: Path, runs: int,
-            shipped_int8: dict[str, Path] | None = None) -> list[dict[str, Any]]:
+def measure(
+    label: str,
+    family: Family,
+    model_file: Path,
+    teacher: torch.nn.Module,
+    batches: list[dict[str, torch.Tensor]],
+    work: Path,
+    runs: int,
+    shipped_int8: dict[str, Path] | None = None,
+) -> list[dict[str, Any]]:
     """The fp32 row of a model file and its int8 row: the files a run shipped, or quantized here
     with the quantize stage's function (no accuracy gate) for models no run quantized."""
-    from compress.families.loading import load_model
     from compress.evaluate import OnnxPart
     from compress.export import export_onnx
+    from compress.families.loading import load_model
     from compress.inspect import inspect_model
     from compress.quantize.onnx import OnnxQuantConfig, quantize_onnx
 
@@ -79,18 +92,28 @@ def measure(label: str, family: Family, model_file: Path, teacher: torch.nn.Modu
     stats = inspect_model(family, model, per_module=False)
     fp32 = {p.name: export_onnx(p, work / f"{label}-{p.name}.onnx") for p in family.parts(model)}
     feeds = calibration_feeds(family, model, fp32, batches, count=32)
-    int8 = shipped_int8 or {p: quantize_onnx(f, work / f"{label}-{p}.int8.onnx", feeds[p], OnnxQuantConfig(latency_runs=0)).path for p, f in fp32.items()}
-    base = {"model": label, "kind": meta["kind"], "params": stats["params"], "gflops": {p["name"]: p["gflops"] for p in stats["parts"]}}
+    int8 = shipped_int8 or {
+        p: quantize_onnx(f, work / f"{label}-{p}.int8.onnx", feeds[p], OnnxQuantConfig(latency_runs=0)).path
+        for p, f in fp32.items()
+    }
+    base = {
+        "model": label,
+        "kind": meta["kind"],
+        "params": stats["params"],
+        "gflops": {p["name"]: p["gflops"] for p in stats["parts"]},
+    }
     rows = []
     for precision, files in (("fp32", fp32), ("int8", int8)):
         pipeline = family.pipeline({p: OnnxPart(f) for p, f in files.items()})
-        rows.append({
-            **base,
-            "precision": precision,
-            "mb": round(sum(f.stat().st_size for f in files.values()) / 1e6, 3),
-            **latency(files, runs),
-            "quality": family.quality(model if precision == "fp32" else pipeline, batches, teacher=teacher),
-        })
+        rows.append(
+            {
+                **base,
+                "precision": precision,
+                "mb": round(sum(f.stat().st_size for f in files.values()) / 1e6, 3),
+                **latency(files, runs),
+                "quality": family.quality(model if precision == "fp32" else pipeline, batches, teacher=teacher),
+            }
+        )
     return rows
 
 
@@ -103,10 +126,17 @@ def stage_walls(summary: Any) -> dict[str, float]:
     return {s["stage"]: s["wall_s"] for s in summary.stages}
 
 
-def run(root: Path, out: Path, runs: int, limit: int, recipe_path: Path = DEMO, comparison_path: Path = COMPARISON,
-        quiet: bool = False) -> dict[str, Any]:
-    from compress.families.loading import load_model
+def run(
+    root: Path,
+    out: Path,
+    runs: int,
+    limit: int,
+    recipe_path: Path = DEMO,
+    comparison_path: Path = COMPARISON,
+    quiet: bool = False,
+) -> dict[str, Any]:
     from compress.evaluate import evaluate
+    from compress.families.loading import load_model
     from compress.families.registry import get_family
     from compress.recipe import load_recipe
     from compress.run import run_recipe
@@ -132,18 +162,29 @@ def run(root: Path, out: Path, runs: int, limit: int, recipe_path: Path = DEMO, 
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
         for label, path in models:
-            rows += measure(label, family, path, teacher, batches, Path(tmp), runs, shipped if path == student_file else None)
+            rows += measure(
+                label, family, path, teacher, batches, Path(tmp), runs, shipped if path == student_file else None
+            )
     for r in rows:
         r["shipped"] = r["model"] == "distilled + pruned" and r["precision"] == ("int8" if shipped else "fp32")
     return {
-        "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "host": {"machine": platform.machine(), "processor": platform.processor() or platform.machine(), "torch_threads": torch.get_num_threads()},
+        "created_utc": datetime.now(UTC).isoformat(timespec="seconds"),
+        "host": {
+            "machine": platform.machine(),
+            "processor": platform.processor() or platform.machine(),
+            "torch_threads": torch.get_num_threads(),
+        },
         "command": "make bench",
         "family": family.name,
         "task": family.task.to_json(),
         "parts": part_records(family, teacher),
         "recipe": {"name": recipe.name, "student": _config_label(recipe.student.config), "comparison": comparison.name},
-        "eval": {"data": recipe.data.eval, "limit": limit, "samples": sum(batch_size(b) for b in batches), "input_size": list(size)},
+        "eval": {
+            "data": recipe.data.eval,
+            "limit": limit,
+            "samples": sum(batch_size(b) for b in batches),
+            "input_size": list(size),
+        },
         "latency_runs": runs,
         "baseline": evaluate(family, teacher, batches).get("baseline"),
         "rows": rows,
@@ -168,7 +209,10 @@ def _config_label(config: str | dict[str, Any] | None) -> str:
 # -- reports: pure functions of the results JSON ------------------------------------------------
 def metrics(res: dict[str, Any]) -> list[Metric]:
     """The task's metrics as recorded in the results (primary first)."""
-    return [Metric(m["name"], m["unit"], m["higher_is_better"], m.get("description", ""), tuple(m["against"])) for m in res["task"]["metrics"]]
+    return [
+        Metric(m["name"], m["unit"], m["higher_is_better"], m.get("description", ""), tuple(m["against"]))
+        for m in res["task"]["metrics"]
+    ]
 
 
 def primary(res: dict[str, Any]) -> Metric:
@@ -224,8 +268,9 @@ def _row_label(row: dict[str, Any]) -> str:
 def _quality_columns(res: dict[str, Any]) -> list[tuple[str, Metric, str]]:
     """(quality group, metric, header) for each metric vs ground truth, then each vs the teacher."""
     ms = metrics(res)
-    return ([("vs_ground_truth", m, f"{m.name} vs GT") for m in ms if "ground_truth" in m.against]
-            + [("vs_teacher", m, f"{m.name} vs teacher") for m in ms if "teacher" in m.against])
+    return [("vs_ground_truth", m, f"{m.name} vs GT") for m in ms if "ground_truth" in m.against] + [
+        ("vs_teacher", m, f"{m.name} vs teacher") for m in ms if "teacher" in m.against
+    ]
 
 
 def _metric_legend(res: dict[str, Any]) -> str:
@@ -243,37 +288,77 @@ def results_markdown(res: dict[str, Any]) -> str:
     frame = per_frame_parts(res)
     quality = _quality_columns(res)
     ev = res["eval"]
-    head = ["model", "params", "MB", f"GFLOPs {' / '.join(parts)}", f"host ms 1 thr per frame ({' + '.join(frame)})", "host ms 2 thr",
-            *(f"iPhone 8 fps {p} (pred.)" for p in frame), *(h for _, _, h in quality)]
+    head = [
+        "model",
+        "params",
+        "MB",
+        f"GFLOPs {' / '.join(parts)}",
+        f"host ms 1 thr per frame ({' + '.join(frame)})",
+        "host ms 2 thr",
+        *(f"iPhone 8 fps {p} (pred.)" for p in frame),
+        *(h for _, _, h in quality),
+    ]
     lines = [
-        "# Results", "",
-        f"Measured by `make bench` on {res['created_utc']} ({res['host']['processor']}); every figure below comes from that one run.",
-        f"Family {res['family']}: {res['task']['description']}. Quality: the family's evaluation protocol on {ev['samples']} held-out "
-        f"{ev['data']} samples (limit {ev['limit']}, {ev['input_size'][0]}x{ev['input_size'][1]}). Latency: onnxruntime on this host, "
+        "# Results",
+        "",
+        f"Measured by `make bench` on {res['created_utc']} ({res['host']['processor']}); "
+        "every figure below comes from that one run.",
+        f"Family {res['family']}: {res['task']['description']}. "
+        f"Quality: the family's evaluation protocol on {ev['samples']} held-out "
+        f"{ev['data']} samples (limit {ev['limit']}, {ev['input_size'][0]}x{ev['input_size'][1]}). "
+        "Latency: onnxruntime on this host, "
         f"p50 of {res['latency_runs']} runs, per frame = the parts that run for every frame; "
         "iPhone 8 fps predicted by the calibrated cost model (compress/bench/devices/iphone8.yaml, docs/latency.md). "
-        "MB: size of the ONNX files. GFLOPs: 2 x multiply-accumulates of convolutions.", "",
-        _metric_legend(res), "",
-        "| " + " | ".join(head) + " |", "|" + "---|" * len(head),
+        "MB: size of the ONNX files. GFLOPs: 2 x multiply-accumulates of convolutions.",
+        "",
+        _metric_legend(res),
+        "",
+        "| " + " | ".join(head) + " |",
+        "|" + "---|" * len(head),
     ]
     for r in res["rows"]:
         ms2 = sum(r["host_ms"][p]["2"] for p in frame)
-        cells = [_row_label(r), f"{r['params']:,}", f"{r['mb']:.3f}", " / ".join(f"{r['gflops'][p]:.3f}" for p in parts),
-                 f"{per_frame(r, res, 'host_ms'):.2f}", f"{ms2:.2f}", *(f"{r['iphone8_fps'][p]:.0f}" for p in frame),
-                 *(number(r["quality"][group][m.name]) for group, m, _ in quality)]
+        cells = [
+            _row_label(r),
+            f"{r['params']:,}",
+            f"{r['mb']:.3f}",
+            " / ".join(f"{r['gflops'][p]:.3f}" for p in parts),
+            f"{per_frame(r, res, 'host_ms'):.2f}",
+            f"{ms2:.2f}",
+            *(f"{r['iphone8_fps'][p]:.0f}" for p in frame),
+            *(number(r["quality"][group][m.name]) for group, m, _ in quality),
+        ]
         lines.append("| " + " | ".join(cells) + " |")
     b = res.get("baseline")
     if b:
-        lines += ["", f"Baseline \"{baseline_label(res)}\": "
-                  + ", ".join(f"{m.name} {with_unit(m, b[m.name])}" for m in metrics(res) if m.name in b) + "."]
+        lines += [
+            "",
+            f'Baseline "{baseline_label(res)}": '
+            + ", ".join(f"{m.name} {with_unit(m, b[m.name])}" for m in metrics(res) if m.name in b)
+            + ".",
+        ]
     stages = list(dict.fromkeys(s for walls in res["stage_wall_s"].values() for s in walls))
-    lines += ["", "## Wall time of each stage (s)", "", "| recipe | " + " | ".join(stages) + " |", "|---|" + "---|" * len(stages)]
+    lines += [
+        "",
+        "## Wall time of each stage (s)",
+        "",
+        "| recipe | " + " | ".join(stages) + " |",
+        "|---|" + "---|" * len(stages),
+    ]
     for recipe, walls in res["stage_wall_s"].items():
         lines.append(f"| {recipe} | " + " | ".join(f"{walls[s]:.1f}" if s in walls else "" for s in stages) + " |")
     lines += checks_markdown(res)
-    lines += ["", "![size vs quality](pareto.png)", "", f"Distillation loss of the demo run ({res['recipe']['name']}, stage distill):", "",
-              "![distillation loss](distill_loss.png)", "",
-              "Reproduce: `make bench` (writes this page, results.json, pareto.png, distill_loss.png and the README headline)."]
+    lines += [
+        "",
+        "![size vs quality](pareto.png)",
+        "",
+        f"Distillation loss of the demo run ({res['recipe']['name']}, stage distill):",
+        "",
+        "![distillation loss](distill_loss.png)",
+        "",
+        "Reproduce: `make bench` "
+        "(writes this page, results.json, pareto.png, distill_loss.png and the README headline).",
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -287,24 +372,40 @@ def beats_baseline(res: dict[str, Any], model: str = "distilled student") -> boo
 
 
 def checks_markdown(res: dict[str, Any]) -> list[str]:
-    """The issues' acceptance figures in the task's primary metric, from the bench rows and the demo run's stage records."""
+    """The issues' acceptance figures in the task's primary metric, from the bench rows and the demo run's
+    stage records.
+    """
     p = primary(res)
     rows = {_row_label(r): r for r in res["rows"]}
     teacher, student = (rows[m]["quality"]["vs_ground_truth"][p.name] for m in ("teacher", "distilled student"))
-    lines = ["", "## Acceptance figures of the demo run", "",
-             f"Checks in the primary metric, {p.name} vs ground truth ({direction(p)}); \"worse\": the second value vs the first, relative to the first.", "",
-             "| check | value |", "|---|---|",
-             f"| teacher / distilled student (table above) | {with_unit(p, teacher)} / {with_unit(p, student)}: "
-             f"{_worse_text(p, teacher, student)} (target <= {MAX_WORSE['distill']:.0%} worse) |"]
+    lines = [
+        "",
+        "## Acceptance figures of the demo run",
+        "",
+        f"Checks in the primary metric, {p.name} vs ground truth ({direction(p)}); "
+        '"worse": the second value vs the first, relative to the first.',
+        "",
+        "| check | value |",
+        "|---|---|",
+        f"| teacher / distilled student (table above) | {with_unit(p, teacher)} / {with_unit(p, student)}: "
+        f"{_worse_text(p, teacher, student)} (target <= {MAX_WORSE['distill']:.0%} worse) |",
+    ]
     verdict = beats_baseline(res)
     if verdict is not None:
-        lines.append(f"| student beats \"{baseline_label(res)}\" ({p.name} {with_unit(p, res['baseline'][p.name])}) | {'yes' if verdict else 'no'} |")
+        lines.append(
+            f'| student beats "{baseline_label(res)}" ({p.name} {with_unit(p, res["baseline"][p.name])}) '
+            f"| {'yes' if verdict else 'no'} |"
+        )
     prune = res.get("prune")
     if prune:
         before, after = (prune[k]["vs_ground_truth"][p.name] for k in ("quality_before", "quality_after"))
-        lines.append(f"| prune to {', '.join(f'{k} <= {v:.4g}' for k, v in prune['targets'].items())}, fine-tune: before / after "
-                     f"(prune record, eval split) | {with_unit(p, before)} / {with_unit(p, after)}: {_worse_text(p, before, after)} "
-                     f"(target <= {MAX_WORSE['prune']:.0%} worse) |")
+        lines.append(
+            f"| prune to {', '.join(f'{k} <= {v:.4g}' for k, v in prune['targets'].items())}, "
+            "fine-tune: before / after "
+            f"(prune record, eval split) | {with_unit(p, before)} / {with_unit(p, after)}: "
+            f"{_worse_text(p, before, after)} "
+            f"(target <= {MAX_WORSE['prune']:.0%} worse) |"
+        )
     q = res.get("quantize")
     if not q:
         return lines
@@ -313,12 +414,19 @@ def checks_markdown(res: dict[str, Any]) -> list[str]:
     for part in _onnx_parts(q):
         o, c = q[part]["onnx"], q[part].get("coreml", {})
         lat = o.get("latency") or {}
-        lines.append(f"| {part}: ONNX fp32/int8 size, int8/fp32 host latency (1 thread), int8 quality gate; Core ML fp32/8-bit size | "
-                     f"{o['fp32_over_int8_size']:.2f}x, {lat.get('int8_over_fp32', float('nan')):.2f}, {_gate_text(o.get('gate'))}; "
-                     f"{_ratio(c.get('fp32_over_int8_size'))} |")
+        lines.append(
+            f"| {part}: ONNX fp32/int8 size, int8/fp32 host latency (1 thread), int8 quality gate; "
+            "Core ML fp32/8-bit size | "
+            f"{o['fp32_over_int8_size']:.2f}x, {lat.get('int8_over_fp32', float('nan')):.2f}, "
+            f"{_gate_text(o.get('gate'))}; "
+            f"{_ratio(c.get('fp32_over_int8_size'))} |"
+        )
     totals = format_totals(bench_rows(q))
-    lines.append("| all parts: ONNX fp32/int8 size (target about 4x); Core ML fp32/8-bit size (target >= 3.5x) | "
-                 + "; ".join(f"{totals[f]['fp32_over_int8_size']:.2f}x" if f in totals else "-" for f in ("onnx", "coreml")) + " |")
+    lines.append(
+        "| all parts: ONNX fp32/int8 size (target about 4x); Core ML fp32/8-bit size (target >= 3.5x) | "
+        + "; ".join(f"{totals[f]['fp32_over_int8_size']:.2f}x" if f in totals else "-" for f in ("onnx", "coreml"))
+        + " |"
+    )
     return lines + int8_bytes_markdown(q)
 
 
@@ -343,18 +451,31 @@ def int8_bytes_markdown(quantize: dict[str, Any]) -> list[str]:
     parts = _onnx_parts(quantize)
     if not parts:
         return []
-    lines = ["", "### Where the int8 ONNX bytes go (KB)", "",
-             "Per-channel QDQ stores, next to each output channel's int8 weights, a float weight scale, an int32 bias "
-             "and the bias's float scale: 12 bytes, more than the 9 int8 weights of a 3x3 depthwise channel, whose fp32 "
-             "form is 40 bytes: a depthwise layer shrinks about 2x, a small pointwise one about 3x, and Q/DQ nodes add graph bytes. "
-             "(All-zero weight and bias zero points are left out.) \"graph\" is the rest of the file.", "",
-             "| part | fp32 file | int8 file | fp32 / int8 | int8 + uint8 (weights, activation zero points) | int32 (biases) | float32 (scales, constants) | graph |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        "",
+        "### Where the int8 ONNX bytes go (KB)",
+        "",
+        "Per-channel QDQ stores, next to each output channel's int8 weights, a float weight scale, an int32 bias "
+        "and the bias's float scale: 12 bytes, more than the 9 int8 weights of a 3x3 depthwise channel, whose fp32 "
+        "form is 40 bytes: a depthwise layer shrinks about 2x, a small pointwise one about 3x, "
+        "and Q/DQ nodes add graph bytes. "
+        '(All-zero weight and bias zero points are left out.) "graph" is the rest of the file.',
+        "",
+        "| part | fp32 file | int8 file | fp32 / int8 | int8 + uint8 (weights, activation zero points) "
+        "| int32 (biases) | float32 (scales, constants) | graph |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     totals = [0.0] * 6
     for part in parts:
         o = quantize[part]["onnx"]
         by_type = o["int8_file"]["bytes_by_type"]
-        cells = [o["fp32_bytes"], o["int8_bytes"], by_type.get("INT8", 0) + by_type.get("UINT8", 0), by_type.get("INT32", 0), by_type.get("FLOAT", 0)]
+        cells = [
+            o["fp32_bytes"],
+            o["int8_bytes"],
+            by_type.get("INT8", 0) + by_type.get("UINT8", 0),
+            by_type.get("INT32", 0),
+            by_type.get("FLOAT", 0),
+        ]
         cells.append(o["int8_bytes"] - sum(by_type.values()))
         totals = [t + c for t, c in zip(totals, cells)]
         lines.append(_bytes_row(part, cells))
@@ -369,7 +490,11 @@ def _onnx_parts(quantize: dict[str, Any]) -> list[str]:
 
 def _bytes_row(label: str, cells: list[float]) -> str:
     fp32, int8, *rest = cells
-    return f"| {label} | {fp32 / 1e3:.1f} | {int8 / 1e3:.1f} | {fp32 / int8:.2f}x | " + " | ".join(f"{c / 1e3:.1f}" for c in rest) + " |"
+    return (
+        f"| {label} | {fp32 / 1e3:.1f} | {int8 / 1e3:.1f} | {fp32 / int8:.2f}x | "
+        + " | ".join(f"{c / 1e3:.1f}" for c in rest)
+        + " |"
+    )
 
 
 def headline_markdown(res: dict[str, Any]) -> str:
@@ -378,11 +503,27 @@ def headline_markdown(res: dict[str, Any]) -> str:
     shipped = next(r for r in res["rows"] if r.get("shipped"))
     quality = [m for m in metrics(res) if "ground_truth" in m.against]
     size = "x".join(map(str, res["eval"]["input_size"]))
-    head = ["", "MB", "GFLOPs per frame", "iPhone 8 fps (busiest phone, predicted)", "host fps 1 thread", *(f"{m.name} vs GT" for m in quality)]
+    head = [
+        "",
+        "MB",
+        "GFLOPs per frame",
+        "iPhone 8 fps (busiest phone, predicted)",
+        "host fps 1 thread",
+        *(f"{m.name} vs GT" for m in quality),
+    ]
     lines = ["|" + "|".join(f" {h} " if h else " " for h in head) + "|", "|" + "---|" * len(head)]
-    for label, r in ((f"teacher ({res['family']}, {size})", teacher), (f"shipped student ({res['recipe']['student']}, {_row_label(shipped)})", shipped)):
-        cells = [label, f"{r['mb']:.2f}", f"{per_frame(r, res, 'gflops'):.3f}", f"{device_fps(r, res):.0f}", f"{1000 / per_frame(r, res, 'host_ms'):.0f}",
-                 *(number(r["quality"]["vs_ground_truth"][m.name]) for m in quality)]
+    for label, r in (
+        (f"teacher ({res['family']}, {size})", teacher),
+        (f"shipped student ({res['recipe']['student']}, {_row_label(shipped)})", shipped),
+    ):
+        cells = [
+            label,
+            f"{r['mb']:.2f}",
+            f"{per_frame(r, res, 'gflops'):.3f}",
+            f"{device_fps(r, res):.0f}",
+            f"{1000 / per_frame(r, res, 'host_ms'):.0f}",
+            *(number(r["quality"]["vs_ground_truth"][m.name]) for m in quality),
+        ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + f"\n\nMeasured by `make bench` ({res['created_utc']}); details in docs/results.md.\n"
 
@@ -434,12 +575,20 @@ def models_table(recipes: list[Path]) -> tuple[str, str]:
         meta = read_model_meta(checkpoint) if checkpoint is not None and teacher_config is None else None
         if meta is not None:  # one of our model files: its own config
             teacher_label, teacher_config = checkpoint.name, meta["config"]
-        for label, role, config, build in ((teacher_label, "teacher", teacher_config, family.build_teacher),
-                                           (_config_label(recipe.student.config), "student", recipe.student.config, family.build_student)):
+        for label, role, config, build in (
+            (teacher_label, "teacher", teacher_config, family.build_teacher),
+            (_config_label(recipe.student.config), "student", recipe.student.config, family.build_student),
+        ):
             report = inspect_model(family, build(family.resolve_config(config, role)), per_module=False)
             for p in report["parts"]:
-                lines.append(f"| {label} | {role} | {p['name']} | {p['params']:,} | {p['fp32_mb']:.2f} | {p['int8_mb']:.2f} | {p['gflops']:.3f} |")
-            lines.append(f"| {label} | {role} | **all** | {report['params']:,} | {report['fp32_mb']:.2f} | {report['int8_mb']:.2f} | |")
+                lines.append(
+                    f"| {label} | {role} | {p['name']} | {p['params']:,} | {p['fp32_mb']:.2f} | {p['int8_mb']:.2f} "
+                    f"| {p['gflops']:.3f} |"
+                )
+            lines.append(
+                f"| {label} | {role} | **all** | {report['params']:,} | {report['fp32_mb']:.2f} "
+                f"| {report['int8_mb']:.2f} | |"
+            )
     return family.name, "\n".join(lines) + "\n"
 
 
@@ -466,20 +615,48 @@ def write_reports(res: dict[str, Any], docs: Path, readme: Path) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--root", type=Path, default=Path.cwd(), help="the repository: recipes, docs and README.md (default: the current directory)")
+    parser.add_argument(
+        "--root",
+        type=Path,
+        default=Path.cwd(),
+        help="the repository: recipes, docs and README.md (default: the current directory)",
+    )
     parser.add_argument("--runs", type=int, default=30, help="latency repeats per file and thread count (p50 reported)")
-    parser.add_argument("--limit", "--videos", dest="limit", type=int, default=8,
-                        help="held-out items for quality, in the family's unit (FOMM: videos)")
+    parser.add_argument(
+        "--limit",
+        "--videos",
+        dest="limit",
+        type=int,
+        default=8,
+        help="held-out items for quality, in the family's unit (FOMM: videos)",
+    )
     parser.add_argument("--recipe", type=Path, default=DEMO, help="the recipe to bench (relative to --root)")
-    parser.add_argument("--comparison", type=Path, default=COMPARISON,
-                        help="the recipe that prunes the teacher straight to the student's size (relative to --root)")
-    parser.add_argument("--out", type=Path, default=None, help="where the bench's runs go (default: ROOT/exported/bench)")
+    parser.add_argument(
+        "--comparison",
+        type=Path,
+        default=COMPARISON,
+        help="the recipe that prunes the teacher straight to the student's size (relative to --root)",
+    )
+    parser.add_argument(
+        "--out", type=Path, default=None, help="where the bench's runs go (default: ROOT/exported/bench)"
+    )
     parser.add_argument("--docs", type=Path, default=None, help="default: ROOT/docs")
-    parser.add_argument("--from-json", type=Path, default=None, metavar="RESULTS_JSON",
-                        help="measure nothing: rewrite results.md, pareto.png and the README headline from a results.json")
-    parser.add_argument("--models-table", nargs="*", type=Path, default=None, metavar="RECIPE",
-                        help="only rewrite the teacher-vs-student table in docs/models/<family>.md from these recipes' "
-                             f"teacher and student (default: {' '.join(map(str, MODELS_TABLE_RECIPES))})")
+    parser.add_argument(
+        "--from-json",
+        type=Path,
+        default=None,
+        metavar="RESULTS_JSON",
+        help="measure nothing: rewrite results.md, pareto.png and the README headline from a results.json",
+    )
+    parser.add_argument(
+        "--models-table",
+        nargs="*",
+        type=Path,
+        default=None,
+        metavar="RECIPE",
+        help="only rewrite the teacher-vs-student table in docs/models/<family>.md from these recipes' "
+        f"teacher and student (default: {' '.join(map(str, MODELS_TABLE_RECIPES))})",
+    )
     args = parser.parse_args(argv)
     root = args.root.resolve()
     docs = args.docs or root / "docs"

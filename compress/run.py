@@ -14,6 +14,7 @@ Artifact keys used by the stages:
   latency        [profile rows]                  (profile)
   quality        {metric: value}                 (distill, prune, quantize)
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -25,22 +26,33 @@ import platform
 import re
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from torch import nn
 
 from compress.checkpoints import atomic_path
-from compress.families.loading import load_model
 from compress.errors import CompressError, GateFailed
 from compress.families.base import Family
+from compress.families.loading import load_model
 from compress.families.registry import get_family
 from compress.recipe import Recipe
 
 RECORD = "record.json"
-PACKAGES = ("torch", "onnx", "onnxruntime", "onnxsim", "coremltools", "torch-pruning", "nncf", "numpy", "mobile-compress")
+PACKAGES = (
+    "torch",
+    "onnx",
+    "onnxruntime",
+    "onnxsim",
+    "coremltools",
+    "torch-pruning",
+    "nncf",
+    "numpy",
+    "mobile-compress",
+)
 
 
 @dataclass
@@ -55,7 +67,14 @@ class Gate:
 
     def to_json(self) -> dict[str, Any]:
         margin = None if self.value is None else self.value - self.target
-        return {"name": self.name, "target": self.target, "value": self.value, "passed": self.passed, "margin": margin, "detail": self.detail}
+        return {
+            "name": self.name,
+            "target": self.target,
+            "value": self.value,
+            "passed": self.passed,
+            "margin": margin,
+            "detail": self.detail,
+        }
 
 
 @dataclass
@@ -64,7 +83,9 @@ class StageResult:
     metrics: dict[str, Any] = field(default_factory=dict)
     gates: list[Gate] = field(default_factory=list)
     summary: str = ""
-    external: list[Path] = field(default_factory=list)  # files written outside the run folder (the bundle): resume checks them too
+    external: list[Path] = field(
+        default_factory=list
+    )  # files written outside the run folder (the bundle): resume checks them too
 
 
 @dataclass
@@ -106,6 +127,18 @@ class RunContext:
             from rich.console import Console
 
             Console(stderr=True).print(f"  {msg}", highlight=False, soft_wrap=True)
+
+
+def measured_on(ctx: RunContext, model: str, batches: list[dict[str, Any]]) -> dict[str, Any]:
+    """What a quality figure describes: which model files, on which data, how many samples."""
+    from compress.families.base import batch_size
+
+    data = ctx.recipe.data.eval
+    return {
+        "model": model,
+        "data": f"{data} (data.eval, held out, seed {ctx.recipe.data.seed})",
+        "samples": sum(batch_size(b) for b in batches),
+    }
 
 
 def is_rank0() -> bool:
@@ -224,7 +257,11 @@ def default_run_dir(recipe: Recipe, out: Path | None) -> Path:
 def latest_run_dir(recipe: Recipe, out: Path | None) -> Path | None:
     """The most recently written run folder of this recipe (any config), finished or not."""
     base = out or Path("exported/runs")
-    runs = [p for p in base.glob(f"{recipe.name}-*") if re.fullmatch(rf"{re.escape(recipe.name)}-[0-9a-f]{{8}}", p.name) and p.is_dir()]
+    runs = [
+        p
+        for p in base.glob(f"{recipe.name}-*")
+        if re.fullmatch(rf"{re.escape(recipe.name)}-[0-9a-f]{{8}}", p.name) and p.is_dir()
+    ]
 
     def written(run: Path) -> float:
         return max((f.stat().st_mtime for f in [run, *run.glob(f"*/{RECORD}")]), default=0.0)
@@ -248,7 +285,9 @@ def run_recipe(
     """Run a recipe's stages in order; `resume` skips stages whose inputs and config are unchanged."""
     family = get_family(recipe.family)
     if until is not None and recipe.stage(until) is None:
-        raise CompressError(f"--until {until}: the recipe has no stage {until!r} (it has {', '.join(s.name for s in recipe.stages)})")
+        raise CompressError(
+            f"--until {until}: the recipe has no stage {until!r} (it has {', '.join(s.name for s in recipe.stages)})"
+        )
     base = Path(out) if out else None
     # --resume continues the recipe's latest run even after a config change: the per-stage keys
     # below decide what reruns; without it, each config gets a folder of its own.
@@ -260,8 +299,14 @@ def run_recipe(
     run_dir.mkdir(parents=True, exist_ok=True)
 
     artifacts: dict[str, Any] = {"teacher": _prepare_teacher(recipe, family, run_dir, checkpoint, trust_checkpoint)}
-    base_key = {"family": recipe.family, "student": family.resolve_config(recipe.student.config, "student"), "data": recipe.data.model_dump(mode="json"),
-                "data_content": data_hashes(recipe), "targets": recipe.targets.model_dump(mode="json"), "code": code_hash()}
+    base_key = {
+        "family": recipe.family,
+        "student": family.resolve_config(recipe.student.config, "student"),
+        "data": recipe.data.model_dump(mode="json"),
+        "data_content": data_hashes(recipe),
+        "targets": recipe.targets.model_dump(mode="json"),
+        "code": code_hash(),
+    }
     stages_out: list[dict[str, Any]] = []
     gates: list[Gate] = []
     changed = not resume
@@ -275,7 +320,12 @@ def run_recipe(
             continue
         key = hashlib.sha256(
             json.dumps(
-                {"stage": stage.name, "config": stage.config.model_dump(mode="json"), "base": base_key, "inputs": artifact_hashes(artifacts, run_dir)},
+                {
+                    "stage": stage.name,
+                    "config": stage.config.model_dump(mode="json"),
+                    "base": base_key,
+                    "inputs": artifact_hashes(artifacts, run_dir),
+                },
                 sort_keys=True,
             ).encode()
         ).hexdigest()
@@ -283,8 +333,18 @@ def run_recipe(
         record = _read_record(final)
         if not changed and record and record.get("key") == key and _outputs_intact(record, run_dir):
             artifacts.update(record["artifacts"])
-            gates += [Gate(**{k: g[k] for k in ("name", "target", "value", "passed", "detail")}) for g in record.get("gates", [])]
-            stages_out.append({"stage": stage.name, "status": "resumed", "wall_s": record["wall_s"], "summary": record.get("summary", "")})
+            gates += [
+                Gate(**{k: g[k] for k in ("name", "target", "value", "passed", "detail")})
+                for g in record.get("gates", [])
+            ]
+            stages_out.append(
+                {
+                    "stage": stage.name,
+                    "status": "resumed",
+                    "wall_s": record["wall_s"],
+                    "summary": record.get("summary", ""),
+                }
+            )
             _say(quiet, f"[dim]{stage.name}: unchanged, kept from {final}[/dim]")
             if until == stage.name:
                 break
@@ -294,7 +354,19 @@ def run_recipe(
         start = time.perf_counter()
         with atomic_path(final) as tmp:
             tmp.mkdir()
-            ctx = RunContext(recipe, family, run_dir, tmp, stage.name, dict(artifacts), trust_checkpoint, nproc, resume, quiet, verbose)
+            ctx = RunContext(
+                recipe,
+                family,
+                run_dir,
+                tmp,
+                stage.name,
+                dict(artifacts),
+                trust_checkpoint,
+                nproc,
+                resume,
+                quiet,
+                verbose,
+            )
             result = stage_function(stage.name)(stage.config, ctx)
             wall = time.perf_counter() - start
             rec = {
@@ -309,7 +381,7 @@ def run_recipe(
                 "gates": [g.to_json() for g in result.gates],
                 "summary": result.summary,
                 "wall_s": round(wall, 3),
-                "finished_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                "finished_utc": datetime.now(UTC).isoformat(timespec="seconds"),
                 "packages": package_versions(),
             }
             (tmp / RECORD).write_text(json.dumps(rec, indent=2, default=str))
@@ -324,7 +396,11 @@ def run_recipe(
 
 
 def _stage_outputs(tmp: Path, final: Path, run_dir: Path) -> dict[str, str]:
-    return {str((final / p.relative_to(tmp)).relative_to(run_dir)): sha256_file(p) for p in sorted(tmp.rglob("*")) if p.is_file() and p.name != RECORD}
+    return {
+        str((final / p.relative_to(tmp)).relative_to(run_dir)): sha256_file(p)
+        for p in sorted(tmp.rglob("*"))
+        if p.is_file() and p.name != RECORD
+    }
 
 
 def _read_record(folder: Path) -> dict[str, Any] | None:
@@ -352,7 +428,14 @@ def _prepare_teacher(recipe: Recipe, family: Family, run_dir: Path, checkpoint: 
         shutil.copyfile(path, target)
         return target.name
     model, config = load_teacher_model(family, path, recipe.teacher.config, trust=trust)
-    save_model(target, model, family=family.name, kind="teacher", config=config, extra={"source": str(path) if path else "random-init"})
+    save_model(
+        target,
+        model,
+        family=family.name,
+        kind="teacher",
+        config=config,
+        extra={"source": str(path) if path else "random-init"},
+    )
     return target.name
 
 
@@ -366,4 +449,6 @@ def _say(quiet: bool, msg: str) -> None:
 def check_gates(summary: RunSummary) -> None:
     failed = [g for g in summary.gates if not g.passed]
     if failed:
-        raise GateFailed("target missed: " + "; ".join(f"{g.name}: {g.value} vs {g.target} {g.detail}".strip() for g in failed))
+        raise GateFailed(
+            "target missed: " + "; ".join(f"{g.name}: {g.value} vs {g.target} {g.detail}".strip() for g in failed)
+        )

@@ -4,6 +4,7 @@ Convention: GFLOPs = 2 x multiply-accumulates of convolutions, transposed convol
 linear layers (elementwise ops, norms, pools and grid_sample are not counted), per forward
 pass; 1-D, 2-D and 3-D convolutions are counted alike.
 """
+
 from __future__ import annotations
 
 import math
@@ -40,7 +41,9 @@ def count_used_params(module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> in
     the whole generator), so `count_params` would count the generator twice.
     """
     called: set[int] = set()
-    _forward_with_hooks(module, inputs, [m.register_forward_pre_hook(lambda mod, _i: called.add(id(mod))) for m in module.modules()])
+    _forward_with_hooks(
+        module, inputs, [m.register_forward_pre_hook(lambda mod, _i: called.add(id(mod))) for m in module.modules()]
+    )
     return sum(p.numel() for m in module.modules() if id(m) in called for p in m.parameters(recurse=False))
 
 
@@ -71,8 +74,10 @@ def count_macs(module: nn.Module, inputs: tuple[torch.Tensor, ...], per_module: 
     hooks = []
     for name, m in module.named_modules():
         if isinstance(m, (_CONV, nn.Linear)):
+
             def hook(mod: nn.Module, _inp: Any, out: torch.Tensor, name: str = name) -> None:
                 counts[name] = counts.get(name, 0) + _conv_macs(mod, out)
+
             hooks.append(m.register_forward_hook(hook))
     _forward_with_hooks(module, inputs, hooks)
     return counts if per_module else sum(counts.values())
@@ -89,4 +94,10 @@ class PartStats:
     gflops: float
 
     def to_json(self) -> dict[str, Any]:
-        return {"name": self.name, "params": self.params, "fp32_mb": round(size_mb(self.params), 4), "int8_mb": round(size_mb(self.params, "int8"), 4), "gflops": round(self.gflops, 4)}
+        return {
+            "name": self.name,
+            "params": self.params,
+            "fp32_mb": round(size_mb(self.params), 4),
+            "int8_mb": round(size_mb(self.params, "int8"), 4),
+            "gflops": round(self.gflops, 4),
+        }

@@ -4,6 +4,7 @@ No pretrained model can be downloaded here, so the demo recipes use small teache
 the CPU on the family's synthetic data (`Family.teacher_loss`, e.g. FOMM's unsupervised
 objective). The training spec is a small YAML of its own (recipes/teachers/*.yaml).
 """
+
 from __future__ import annotations
 
 import json
@@ -17,8 +18,8 @@ from pydantic import Field, ValidationError
 
 from compress.batches import collate, iterate_batches
 from compress.checkpoints import portable, save_model
-from compress.families.loading import load_model
 from compress.errors import CompressError
+from compress.families.loading import load_model
 from compress.families.registry import get_family
 from compress.recipe import Strict
 
@@ -26,7 +27,9 @@ from compress.recipe import Strict
 class TeacherTraining(Strict):
     family: str
     config: str | dict[str, Any]
-    init: str | None = Field(None, description="start from this teacher file (path relative to the spec): a second training phase")
+    init: str | None = Field(
+        None, description="start from this teacher file (path relative to the spec): a second training phase"
+    )
     data: str = "synthetic"
     seed: int = 0
     steps: int = Field(2000, ge=1)
@@ -34,7 +37,9 @@ class TeacherTraining(Strict):
     lr: float = Field(2e-3, gt=0)
     train_samples: int = Field(4096, ge=1)
     eval_batches: int = Field(8, ge=1)
-    weights: dict[str, Any] = Field(default_factory=dict, description="the family's teacher-objective weights; omitted terms keep their defaults")
+    weights: dict[str, Any] = Field(
+        default_factory=dict, description="the family's teacher-objective weights; omitted terms keep their defaults"
+    )
 
 
 def load_training(path: Path) -> TeacherTraining:
@@ -43,14 +48,20 @@ def load_training(path: Path) -> TeacherTraining:
     except FileNotFoundError:
         raise CompressError(f"{path}: teacher training spec not found") from None
     except ValidationError as exc:
-        raise CompressError(f"{path}: " + "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())) from None
+        raise CompressError(
+            f"{path}: " + "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        ) from None
 
 
-def train_teacher(spec: TeacherTraining, base: Path = Path("."), progress: bool = True) -> tuple[torch.nn.Module, dict[str, Any]]:
+def train_teacher(
+    spec: TeacherTraining, base: Path = Path("."), progress: bool = True
+) -> tuple[torch.nn.Module, dict[str, Any]]:
     family = get_family(spec.family)
     config = family.resolve_config(spec.config, "teacher")
     if family.task.teacher_loss is None:
-        raise CompressError(f"family {spec.family}: no teacher-training objective; train its teacher elsewhere and load the checkpoint")
+        raise CompressError(
+            f"family {spec.family}: no teacher-training objective; train its teacher elsewhere and load the checkpoint"
+        )
     weights = family.loss_weights(spec.weights, family.task.teacher_loss)
     torch.manual_seed(spec.seed)
     if spec.init:
@@ -81,7 +92,12 @@ def train_teacher(spec: TeacherTraining, base: Path = Path("."), progress: bool 
     model.eval()
     held_out = family.dataset(spec.data, "test", size, spec.seed, spec.eval_batches * spec.batch_size)
     quality = family.quality(model, iterate_batches(held_out, spec.batch_size))["vs_ground_truth"]
-    report = {"steps": spec.steps, "wall_s": round(time.perf_counter() - t0, 1), "final_loss": history[-1]["loss"], "held_out": quality}
+    report = {
+        "steps": spec.steps,
+        "wall_s": round(time.perf_counter() - t0, 1),
+        "final_loss": history[-1]["loss"],
+        "held_out": quality,
+    }
     return model, report
 
 
@@ -91,7 +107,11 @@ def train_command(path: Path, out: Path, steps: int | None) -> None:
         spec = spec.model_copy(update={"steps": steps})
     model, report = train_teacher(spec, base=path.parent)
     config = get_family(spec.family).resolve_config(spec.config, "teacher")
-    command = f"compress teacher train {portable(path)} --out {portable(out)}"  # provenance that names no machine's folders
-    save_model(out, model, family=spec.family, kind="teacher", config=config, extra={"source": command, "training": report})
+    command = (
+        f"compress teacher train {portable(path)} --out {portable(out)}"  # provenance that names no machine's folders
+    )
+    save_model(
+        out, model, family=spec.family, kind="teacher", config=config, extra={"source": command, "training": report}
+    )
     print(json.dumps(report, indent=2))
     print(f"teacher written to {out}")

@@ -1,4 +1,5 @@
 """Shared fixtures: tiny recipes of the generic family, written into tmp_path."""
+
 from __future__ import annotations
 
 import os

@@ -1,4 +1,5 @@
 """Stage functions that exercise the runner itself (crashes, artifacts); not shipped stages."""
+
 from __future__ import annotations
 
 from compress.run import Gate, StageResult
@@ -12,7 +13,12 @@ def writes_then_crashes(cfg, ctx):
 def writes_artifact(cfg, ctx):
     out = ctx.stage_dir / "artifact.txt"
     out.write_text("payload")
-    return StageResult(artifacts={"exported": {"net": {"onnx": ctx.rel(out)}}}, metrics={"n": 1}, gates=[Gate("size_mb", 3.0, 2.5, True)], summary="wrote")
+    return StageResult(
+        artifacts={"exported": {"net": {"onnx": ctx.rel(out)}}},
+        metrics={"n": 1},
+        gates=[Gate("size_mb", 3.0, 2.5, True)],
+        summary="wrote",
+    )
 
 
 def passes(cfg, ctx):

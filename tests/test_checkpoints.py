@@ -1,4 +1,5 @@
 """Safe checkpoint loading: weights_only pickles, safetensors, refusals with clear messages."""
+
 from __future__ import annotations
 
 import collections
@@ -7,9 +8,9 @@ import pytest
 import torch
 
 from compress.checkpoints import atomic_path, load_raw, load_state_dict_checked, save_model
-from compress.families.loading import load_model
 from compress.errors import CompressError
 from compress.families.base import Family
+from compress.families.loading import load_model
 from compress.families.registry import get_family
 
 

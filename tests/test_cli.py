@@ -1,4 +1,5 @@
 """The command line: help for every command, exit codes 0 / 1 / 2, JSON output."""
+
 from __future__ import annotations
 
 import json
@@ -10,7 +11,19 @@ import torch
 
 from compress.cli import main
 
-COMMANDS = ["run", "recipes", "families", "inspect", "lint", "profile", "eval", "bundle verify", "bundle publish", "bundle pull", "teacher train"]
+COMMANDS = [
+    "run",
+    "recipes",
+    "families",
+    "inspect",
+    "lint",
+    "profile",
+    "eval",
+    "bundle verify",
+    "bundle publish",
+    "bundle pull",
+    "teacher train",
+]
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:

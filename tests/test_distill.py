@@ -1,4 +1,5 @@
 """Distillation: logs, quality record, exact resume, feature adapters, and DDP vs one process."""
+
 from __future__ import annotations
 
 import csv
@@ -65,7 +66,15 @@ def test_stage_writes_student_logs_curve_and_quality(write_recipe, tmp_path):
 
 def test_loss_decreases(generic, tmp_path):
     family, teacher, data = generic
-    report = distill(fresh_student(family), teacher, family, DistillConfig(steps=40, batch_size=4, lr=3e-3), data, tmp_path, progress=False)
+    report = distill(
+        fresh_student(family),
+        teacher,
+        family,
+        DistillConfig(steps=40, batch_size=4, lr=3e-3),
+        data,
+        tmp_path,
+        progress=False,
+    )
     losses = [r["loss"] for r in report.history]
     assert sum(losses[-5:]) < 0.7 * sum(losses[:5])
 
@@ -79,7 +88,9 @@ def test_resume_after_ctrl_c_continues_the_same_run(generic, tmp_path):
     state = tmp_path / "b" / "state.pt"
     interrupted = fresh_student(family)
     with pytest.raises(KeyboardInterrupt):
-        distill(interrupted, teacher, family, cfg, InterruptAfter(data, 4 * 3 + 2), tmp_path / "b", state, progress=False)
+        distill(
+            interrupted, teacher, family, cfg, InterruptAfter(data, 4 * 3 + 2), tmp_path / "b", state, progress=False
+        )
     resumed = fresh_student(family)
     report = distill(resumed, teacher, family, cfg, data, tmp_path / "b", state, progress=False)
     assert report.resumed_from == 3
@@ -99,7 +110,15 @@ def test_feature_matching_trains_through_adapters(generic, tmp_path):
 def test_unknown_feature_layer_is_named(generic, tmp_path):
     family, teacher, data = generic
     with pytest.raises(Exception, match="no module named 'nope'"):
-        distill(fresh_student(family), teacher, family, DistillConfig(steps=1, batch_size=4, feature_layers={"nope": "body.0"}), data, tmp_path, progress=False)
+        distill(
+            fresh_student(family),
+            teacher,
+            family,
+            DistillConfig(steps=1, batch_size=4, feature_layers={"nope": "body.0"}),
+            data,
+            tmp_path,
+            progress=False,
+        )
 
 
 @pytest.mark.slow
@@ -129,8 +148,23 @@ def test_torchrun_of_compress_run_writes_from_rank_0_only(write_recipe, tmp_path
 
     path = write_recipe([{"distill": {**FAST_DISTILL, "steps": 2}}])
     proc = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "compress", "run", str(path), "--out", str(tmp_path / "runs"), "--json"],
-        capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node=2",
+            "-m",
+            "compress",
+            "run",
+            str(path),
+            "--out",
+            str(tmp_path / "runs"),
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     (run_dir,) = (tmp_path / "runs").iterdir()

@@ -1,4 +1,5 @@
 """`compress eval`: the FOMM reconstruction protocol on videos, bundles (through onnxruntime) and the demo teacher."""
+
 from __future__ import annotations
 
 import json
@@ -29,7 +30,9 @@ def student_file(tmp_path):
     family = get_family("fomm")
     config = family.resolve_config("mobile-64", "student")
     torch.manual_seed(0)
-    return save_model(tmp_path / "student.safetensors", family.build_student(config), family="fomm", kind="student", config=config)
+    return save_model(
+        tmp_path / "student.safetensors", family.build_student(config), family="fomm", kind="student", config=config
+    )
 
 
 def test_a_folder_of_odd_sized_mp4_files_evaluates(tmp_path, student_file):
@@ -54,18 +57,35 @@ def test_empty_video_folder_exits_2(tmp_path, student_file):
 @pytest.mark.slow
 def test_a_bundle_evaluates_through_onnxruntime_like_torch(tmp_path, student_file):
     recipe = tmp_path / "r.yaml"
-    recipe.write_text(yaml.safe_dump({
-        "name": "eval-bundle", "family": "fomm", "teacher": {"checkpoint": str(student_file.parent / "teacher.safetensors")},
-        "stages": [{"export": {"formats": ["onnx"], "real_inputs": 0}}, {"bundle": {"formats": ["onnx"], "out": str(tmp_path / "bundle")}}],
-    }))
+    recipe.write_text(
+        yaml.safe_dump(
+            {
+                "name": "eval-bundle",
+                "family": "fomm",
+                "teacher": {"checkpoint": str(student_file.parent / "teacher.safetensors")},
+                "stages": [
+                    {"export": {"formats": ["onnx"], "real_inputs": 0}},
+                    {"bundle": {"formats": ["onnx"], "out": str(tmp_path / "bundle")}},
+                ],
+            }
+        )
+    )
     family = get_family("fomm")
     config = family.resolve_config("mobile-64", "student")
     torch.manual_seed(1)
-    save_model(student_file.parent / "teacher.safetensors", family.build_student(config), family="fomm", kind="student", config=config)
+    save_model(
+        student_file.parent / "teacher.safetensors",
+        family.build_student(config),
+        family="fomm",
+        kind="student",
+        config=config,
+    )
     run = run_cli("run", str(recipe), "--out", str(tmp_path / "runs"))
     assert run.returncode == 0, run.stderr
     via_onnx = json.loads(run_cli("eval", str(tmp_path / "bundle"), "--videos", "2", "--json").stdout)
-    via_torch = json.loads(run_cli("eval", str(student_file.parent / "teacher.safetensors"), "--videos", "2", "--json").stdout)
+    via_torch = json.loads(
+        run_cli("eval", str(student_file.parent / "teacher.safetensors"), "--videos", "2", "--json").stdout
+    )
     assert via_onnx["runtime"] == "onnxruntime (bundle)"
     assert via_onnx["model"]["l1"] == pytest.approx(via_torch["model"]["l1"], rel=1e-3)
 

@@ -1,4 +1,5 @@
 """Export: ONNX (opset 17, simplified, metadata, parity) and Core ML (inspected program), end to end."""
+
 from __future__ import annotations
 
 import json
@@ -33,8 +34,12 @@ def onnx_path(part: Part, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module", params=["fp16", "fp32"])
-def coreml_package(request: pytest.FixtureRequest, part: Part, tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path]:
-    path = export_coreml(part, tmp_path_factory.mktemp("coreml") / "net.mlpackage", precision=request.param, metadata=BUNDLE)
+def coreml_package(
+    request: pytest.FixtureRequest, part: Part, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[str, Path]:
+    path = export_coreml(
+        part, tmp_path_factory.mktemp("coreml") / "net.mlpackage", precision=request.param, metadata=BUNDLE
+    )
     return request.param, path
 
 

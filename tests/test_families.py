@@ -1,4 +1,5 @@
 """Families are discoverable: `compress families`, and checkpoints recognised by their keys and shapes."""
+
 from __future__ import annotations
 
 import json
@@ -29,7 +30,11 @@ def test_families_json_lists_each_family_with_configs_metrics_and_flow():
     fomm = rows["fomm"]
     assert "vox-256" in fomm["configs"]["teacher"] and "mobile-256" in fomm["configs"]["student"]
     assert fomm["task"]["flow"] == "video_call" and fomm["task"]["primary_metric"] == fomm["task"]["metrics"][0]["name"]
-    assert fomm["task"]["metrics"][0]["name"] == "psnr" and fomm["task"]["metrics"][0]["unit"] == "dB" and fomm["task"]["metrics"][0]["higher_is_better"] is True
+    assert (
+        fomm["task"]["metrics"][0]["name"] == "psnr"
+        and fomm["task"]["metrics"][0]["unit"] == "dB"
+        and fomm["task"]["metrics"][0]["higher_is_better"] is True
+    )
     assert rows["generic"]["task"]["flow"] == "on_device"
 
 

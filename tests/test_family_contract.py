@@ -5,6 +5,7 @@ conversion, scoring against both references, one distillation step, one prune st
 quantize stage's pipeline gate, a bundle of its flow that verifies, its description and its
 loss schema.
 """
+
 from __future__ import annotations
 
 import copy
@@ -90,7 +91,9 @@ def test_student_parts_convert_to_coreml_programs_with_the_declared_interface(bu
         path = export_coreml(part, tmp_path / f"{part.name}.mlpackage")
         info = inspect_coreml(path)
         check_coreml_program(part, info, path)  # I/O names and shapes, ops the target defines
-        assert [f["dtype"] for f in info["inputs"] + info["outputs"]] == ["FLOAT32"] * (len(part.inputs) + len(part.outputs))
+        assert [f["dtype"] for f in info["inputs"] + info["outputs"]] == ["FLOAT32"] * (
+            len(part.inputs) + len(part.outputs)
+        )
 
 
 def test_quality_reports_every_task_metric_against_each_reference(built: Built) -> None:
@@ -135,22 +138,39 @@ def test_pipeline_gate_measures_no_drop_for_each_fp32_part(built: Built) -> None
     for name, path in parts.items():
         gate = PipelineGate(family, parts, name, [built.batch], max_drop=family.task.primary.default_max_drop or 0.0)
         assert gate.metric == f"{family.task.primary.name}_drop"
-        assert gate.fp32_value == pytest.approx(torch_value, rel=1e-3, abs=1e-3)  # the exported pipeline scores like torch
+        assert gate.fp32_value == pytest.approx(
+            torch_value, rel=1e-3, abs=1e-3
+        )  # the exported pipeline scores like torch
         assert gate.measure(path) == 0.0 and gate.passes(0.0)
 
 
 def test_a_bundle_of_the_student_follows_the_task_flow_and_verifies(built: Built, tmp_path: Path) -> None:
     family, student = built.family, built.models["student"]
-    teacher = save_model(tmp_path / "teacher.safetensors", built.models["teacher"], family=family.name, kind="teacher",
-                         config=family.resolve_config(built.configs["teacher"], "teacher"))
+    teacher = save_model(
+        tmp_path / "teacher.safetensors",
+        built.models["teacher"],
+        family=family.name,
+        kind="teacher",
+        config=family.resolve_config(built.configs["teacher"], "teacher"),
+    )
     source = BundleSource(
-        name=f"{family.name}-contract", version="0.1.0", family=family.name, recipe_sha256="0" * 64, stages=["export", "bundle"],
-        teacher=teacher, task=family.task, parts=family.parts(student), assets=family.assets(student),
+        name=f"{family.name}-contract",
+        version="0.1.0",
+        family=family.name,
+        recipe_sha256="0" * 64,
+        stages=["export", "bundle"],
+        teacher=teacher,
+        task=family.task,
+        parts=family.parts(student),
+        assets=family.assets(student),
         files={name: {"onnx": ShippedFile(path, "fp32")} for name, path in built.onnx["student"].items()},
-        quality=family.quality(student, [built.batch], teacher=built.models["teacher"]), snippets=["python"],
+        quality=family.quality(student, [built.batch], teacher=built.models["teacher"]),
+        snippets=["python"],
     )
     manifest = write_bundle(tmp_path / "bundle", source)
-    assert manifest.flow == family.task.flow and [a.name for a in manifest.assets] == [a.name for a in family.assets(student)]
+    assert manifest.flow == family.task.flow and [a.name for a in manifest.assets] == [
+        a.name for a in family.assets(student)
+    ]
     assert set(manifest.metrics.quality.vs_ground_truth) == {m.name for m in family.task.against("ground_truth")}
     assert verify_bundle(tmp_path / "bundle")["files"] >= len(built.onnx["student"]) + len(manifest.assets)
 
@@ -179,8 +199,20 @@ def test_loss_weights_default_to_the_schema_and_reject_unknown_terms(built: Buil
             family.loss_weights({"no_such_term": 1.0}, schema)
 
 
-STAGE_MODULES = ["lint.py", "distill.py", "prune.py", "export.py", "quantize", "bench/stage.py", "bundle", "evaluate.py",
-                 "teacher_train.py", "results.py", "run.py", "inspect.py"]
+STAGE_MODULES = [
+    "lint.py",
+    "distill.py",
+    "prune.py",
+    "export.py",
+    "quantize",
+    "bench/stage.py",
+    "bundle",
+    "evaluate.py",
+    "teacher_train.py",
+    "results.py",
+    "run.py",
+    "inspect.py",
+]
 
 
 def test_no_stage_module_imports_a_family_or_names_a_family_metric() -> None:

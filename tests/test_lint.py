@@ -1,4 +1,5 @@
 """Op lint: unexportable ops are errors naming their module; int8-float and CPU-only ops are warnings."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -13,8 +14,8 @@ from compress.checkpoints import save_model
 from compress.errors import CompressError
 from compress.export import coreml_convert, onnx_model
 from compress.families import registry
-from compress.families.generic import TASK as GENERIC_TASK
 from compress.families.base import Family, Part, TensorSpec
+from compress.families.generic import TASK as GENERIC_TASK
 from compress.families.registry import get_family
 from compress.lint import Finding, lint_model, lint_part, lint_target, summarize_findings
 from compress.recipe import load_recipe
@@ -69,7 +70,16 @@ class MotionFamily(Family):
 
     def parts(self, model: nn.Module) -> list[Part]:
         out_shape = tuple(model(torch.zeros(1, 3, SIZE, SIZE))[0].shape)
-        return [Part("motion", "sender", "per_frame", model, [TensorSpec("image", (1, 3, SIZE, SIZE))], [TensorSpec("out", out_shape)])]
+        return [
+            Part(
+                "motion",
+                "sender",
+                "per_frame",
+                model,
+                [TensorSpec("image", (1, 3, SIZE, SIZE))],
+                [TensorSpec("out", out_shape)],
+            )
+        ]
 
 
 @pytest.fixture
@@ -98,9 +108,9 @@ def test_unexportable_op_is_an_error_naming_its_module(head: str, op: str) -> No
 def test_known_culprit_ops_really_fail_both_exporters(head: str) -> None:
     # The lint's KNOWN_CULPRITS table: these ops fail whatever the surrounding network.
     part = MotionFamily().parts(MotionNet(head))[0]
-    with pytest.raises(Exception):
+    with pytest.raises(Exception):  # noqa: B017 - each exporter raises its own exception types
         onnx_model(part, 17)
-    with pytest.raises(Exception):
+    with pytest.raises(Exception):  # noqa: B017
         coreml_convert(part, "iOS16", "fp32", frontend_only=True)
 
 
@@ -113,7 +123,10 @@ def test_op_without_lowering_is_blamed_from_the_exporter_message() -> None:
     net.add_module("scan", CumulativeMax())
     part = Part("scan", "receiver", "per_frame", net, [TensorSpec("x", (1, 3, 4, 4))], [TensorSpec("y", (1, 3, 4, 4))])
     findings = lint_part(part, net)
-    assert {(f.category, f.module_path, f.op) for f in findings} == {("onnx", "scan", "aten::cummax"), ("coreml", "scan", "aten::cummax")}
+    assert {(f.category, f.module_path, f.op) for f in findings} == {
+        ("onnx", "scan", "aten::cummax"),
+        ("coreml", "scan", "aten::cummax"),
+    }
 
 
 def test_generic_family_lints_clean() -> None:
@@ -134,7 +147,10 @@ def test_fomm_grid_sample_is_cpu_only_in_coreml_and_float_under_int8() -> None:
     findings = lint_model(family, family.build_student(family.resolve_config("mobile-64", "student")))
     assert not [f for f in findings if f.severity == "error"]
     warp = {(f.category, f.module_path) for f in findings if f.op == "aten::grid_sampler"}
-    assert {("coreml_cpu_only", "generator.dense_motion_network"), ("int8_float", "generator.dense_motion_network")} <= warp
+    assert {
+        ("coreml_cpu_only", "generator.dense_motion_network"),
+        ("int8_float", "generator.dense_motion_network"),
+    } <= warp
     assert ("coreml_cpu_only", "generator") in warp  # the warp of the source features in generator.animate
 
 
@@ -145,7 +161,9 @@ def _write_recipe(tmp_path: Path, family: str, stages: str) -> Path:
 
 
 def test_run_stops_at_lint_before_training(tmp_path: Path, motion_family: Family) -> None:
-    recipe = load_recipe(_write_recipe(tmp_path, motion_family.name, "[{lint: {}}, {distill: {steps: 1}}, {export: {}}]"))
+    recipe = load_recipe(
+        _write_recipe(tmp_path, motion_family.name, "[{lint: {}}, {distill: {steps: 1}}, {export: {}}]")
+    )
     run_dir = tmp_path / "run"
     with pytest.raises(CompressError) as info:
         run_recipe(recipe, run_dir=run_dir, quiet=True)
@@ -166,7 +184,13 @@ def test_lint_target_reads_a_recipe(tmp_path: Path) -> None:
 
 def test_lint_target_reads_our_checkpoint(tmp_path: Path, motion_family: Family) -> None:
     config = {"head": "inverse"}
-    path = save_model(tmp_path / "m.safetensors", motion_family.build_teacher(config), family=motion_family.name, kind="teacher", config=config)
+    path = save_model(
+        tmp_path / "m.safetensors",
+        motion_family.build_teacher(config),
+        family=motion_family.name,
+        kind="teacher",
+        config=config,
+    )
     assert [f.module_path for f in _errors(lint_target(path), "onnx")] == ["motion.1"]
 
 
@@ -179,10 +203,15 @@ def test_lint_target_needs_a_family_for_foreign_checkpoints(tmp_path: Path) -> N
 
 def test_summary_gives_each_part_its_counts_and_worst_finding() -> None:
     findings = [Finding("gen", f"m{i}", "aten::sum", "int8_float", "warning", "hint w") for i in range(9)]
-    findings += [Finding("gen", "warp", "aten::inverse", "onnx", "error", "hint e"), Finding("kp", "k", "aten::exp", "int8_float", "warning", "hint k")]
+    findings += [
+        Finding("gen", "warp", "aten::inverse", "onnx", "error", "hint e"),
+        Finding("kp", "k", "aten::exp", "int8_float", "warning", "hint k"),
+    ]
     assert summarize_findings(findings) == [
-        "gen: 1 onnx, 9 int8_float; worst: error onnx warp: aten::inverse", "    hint e",
-        "kp: 1 int8_float; worst: warning int8_float k: aten::exp", "    hint k",
+        "gen: 1 onnx, 9 int8_float; worst: error onnx warp: aten::inverse",
+        "    hint e",
+        "kp: 1 int8_float; worst: warning int8_float k: aten::exp",
+        "    hint k",
     ]
 
 

@@ -1,4 +1,5 @@
 """Frame and keypoint metrics against known values and an independent SSIM reference."""
+
 from __future__ import annotations
 
 import numpy as np

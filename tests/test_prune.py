@@ -1,4 +1,5 @@
 """Pruning: DepGraph through FOMM's custom ops, budgets and their search, criteria, safe structure, the stage."""
+
 from __future__ import annotations
 
 import json
@@ -15,9 +16,9 @@ from torch import nn
 
 from compress.bench import costmodel
 from compress.checkpoints import save_model
-from compress.families.loading import load_model
 from compress.errors import CompressError, GateFailed
 from compress.families.base import Family, Prunable
+from compress.families.loading import load_model
 from compress.families.registry import get_family
 from compress.prune import (
     MAX_RATIO,
@@ -116,8 +117,12 @@ def test_fomm_groups_remove_exactly_the_channels_they_name(config, role):
     family, model = fomm_model(config, role)
     for prunable in family.prunables(model):
         trace = FlowTrace()
-        graph = tp.DependencyGraph().build_dependency(prunable.module, prunable.example_inputs, forward_fn=trace, verbose=False)
-        ignored = [m for layer in [*prunable.protected, *pinned_layers(graph, trace.flow.pinned)] for m in layer.modules()]
+        graph = tp.DependencyGraph().build_dependency(
+            prunable.module, prunable.example_inputs, forward_fn=trace, verbose=False
+        )
+        ignored = [
+            m for layer in [*prunable.protected, *pinned_layers(graph, trace.flow.pinned)] for m in layer.modules()
+        ]
         roots = []
         for group in graph.get_all_groups(ignored_layers=ignored):
             dep, full = group[0]
@@ -142,7 +147,13 @@ def test_fomm_interface_layers_keep_their_width():
     family, model = fomm_model("mobile-64", "student")
     pruned = prune_model(family, model, {"kp_detector": 0.6, "generator": 0.6})
     before, after = widths(model), widths(pruned)
-    for name in ("kp_detector.kp", "kp_detector.jacobian", "generator.final", "generator.dense_motion_network.mask", "generator.dense_motion_network.occlusion"):
+    for name in (
+        "kp_detector.kp",
+        "kp_detector.jacobian",
+        "generator.final",
+        "generator.dense_motion_network.mask",
+        "generator.dense_motion_network.occlusion",
+    ):
         assert after[name] == before[name], name
     assert after["generator.bottleneck.0.body.0.3"] < before["generator.bottleneck.0.body.0.3"]
     with torch.no_grad():
@@ -157,7 +168,7 @@ def test_size_budget_is_met_with_the_least_ratio(generic, scope):
     target = 0.4 * measure(family, model, ["size_mb"])["size_mb"]
     report = prune_to_budget(family, model, Budget(size_mb=target), scope=scope)
     assert report.met and report.achieved["size_mb"] <= target
-    (key, ratio), = report.ratios.items()
+    ((key, ratio),) = report.ratios.items()
     less = prune_model(family, model, {key: ratio - RATIO_TOLERANCE}, scope=scope)
     assert measure(family, less, ["size_mb"])["size_mb"] > target
     assert all(w % 8 == 0 for n, w in widths(report.model).items() if n != "head")
@@ -169,7 +180,10 @@ class TwinFamily(Family):
     name = "twin-test"
 
     def prunables(self, model):
-        return [Prunable(n, getattr(model, n), (torch.rand(1, 3, 32, 32),), protected=[getattr(model, n).head]) for n in ("a", "b")]
+        return [
+            Prunable(n, getattr(model, n), (torch.rand(1, 3, 32, 32),), protected=[getattr(model, n).head])
+            for n in ("a", "b")
+        ]
 
     def parts(self, model):
         return []
@@ -200,7 +214,10 @@ def test_gflops_ratio_keeps_that_share_of_each_networks_gflops(generic):
 
 def test_latency_budget_uses_the_device_profiles_cost_model(generic, tmp_path, monkeypatch):
     family, model = generic
-    profile = {"device": "test-phone", "calibrations": {1: {"coefficients": {"conv.gmac": 20.0, "memory.mb": 0.5, "layer": 0.01}}}}
+    profile = {
+        "device": "test-phone",
+        "calibrations": {1: {"coefficients": {"conv.gmac": 20.0, "memory.mb": 0.5, "layer": 0.01}}},
+    }
     (tmp_path / "test-phone.yaml").write_text(yaml.safe_dump(profile))
     monkeypatch.setattr(costmodel, "DEVICES_DIR", tmp_path)
     start = measure(family, model, ["latency_ms:net"], device="profile:test-phone")["latency_ms:net"]
@@ -258,14 +275,25 @@ def _dead_channel(model: nn.Module, criterion: str, channel: int = 5) -> None:
 def test_criterion_prunes_the_channel_it_ranks_lowest(generic, criterion):
     family, model = generic
     _dead_channel(model, criterion)
-    batches = [next(iter(torch.utils.data.DataLoader(family.dataset("synthetic", "calibration", (32, 32), 0, 4), batch_size=4)))]
+    batches = [
+        next(
+            iter(torch.utils.data.DataLoader(family.dataset("synthetic", "calibration", (32, 32), 0, 4), batch_size=4))
+        )
+    ]
     image = torch.rand(2, 3, 32, 32)
     with torch.no_grad():
         expected = model(image)
     # Only the stem's group (stem, up, and their readers) may lose a channel, one of its 32.
     one_channel = {"net": 1 / 32}, ["down.0"]
-    chosen = prune_model(family, model, one_channel[0], importance=criterion, round_to=1, protect=one_channel[1],
-                         gradients=_gradients(family, model, batches) if criterion == "taylor" else None)
+    chosen = prune_model(
+        family,
+        model,
+        one_channel[0],
+        importance=criterion,
+        round_to=1,
+        protect=one_channel[1],
+        gradients=_gradients(family, model, batches) if criterion == "taylor" else None,
+    )
     by_magnitude = prune_model(family, model, one_channel[0], round_to=1, protect=one_channel[1])
     assert widths(chosen)["stem.0"] == widths(by_magnitude)["stem.0"] == 31
     with torch.no_grad():
@@ -289,19 +317,34 @@ def test_taylor_needs_calibration_batches(generic):
 def test_pruned_model_reloads_from_spec_and_exports_to_onnx_and_coreml(generic, tmp_path):
     family, model = generic
     pruned = prune_model(family, model, {"net": 0.5})
-    path = save_model(tmp_path / "pruned.safetensors", pruned, family="generic", kind="teacher", config=family.resolve_config("teacher-32", "teacher"))
+    path = save_model(
+        tmp_path / "pruned.safetensors",
+        pruned,
+        family="generic",
+        kind="teacher",
+        config=family.resolve_config("teacher-32", "teacher"),
+    )
     reloaded, _ = load_model(path)
     image = torch.rand(1, 3, 32, 32)
     with torch.no_grad():
         expected = pruned(image)
         torch.testing.assert_close(reloaded(image), expected)
-        torch.onnx.export(reloaded, (image,), tmp_path / "pruned.onnx", input_names=["image"], opset_version=17, dynamo=False)
+        torch.onnx.export(
+            reloaded, (image,), tmp_path / "pruned.onnx", input_names=["image"], opset_version=17, dynamo=False
+        )
         traced = torch.jit.trace(reloaded, (image,))
-    (onnx_out,) = ort.InferenceSession(str(tmp_path / "pruned.onnx"), providers=["CPUExecutionProvider"]).run(None, {"image": image.numpy()})
+    (onnx_out,) = ort.InferenceSession(str(tmp_path / "pruned.onnx"), providers=["CPUExecutionProvider"]).run(
+        None, {"image": image.numpy()}
+    )
     np.testing.assert_allclose(onnx_out, expected.numpy(), rtol=1e-4, atol=1e-5)
     import coremltools as ct
 
-    program = ct.convert(traced, inputs=[ct.TensorType(name="image", shape=image.shape)], convert_to="milinternal", pass_pipeline=ct.PassPipeline.EMPTY)
+    program = ct.convert(
+        traced,
+        inputs=[ct.TensorType(name="image", shape=image.shape)],
+        convert_to="milinternal",
+        pass_pipeline=ct.PassPipeline.EMPTY,
+    )
     convs = [op for op in program.functions["main"].operations if op.op_type == "conv"]
     assert [int(op.weight.val.shape[0]) for op in convs] == list(widths(pruned).values())
 
@@ -313,7 +356,9 @@ def test_pruned_depthwise_student_reloads_from_spec(tmp_path):
     reloaded, _ = load_model(path)
     batch = {"source": torch.rand(1, 3, 64, 64), "driving": torch.rand(1, 3, 64, 64)}
     with torch.no_grad():
-        torch.testing.assert_close(family.forward(reloaded, batch)["prediction"], family.forward(pruned, batch)["prediction"])
+        torch.testing.assert_close(
+            family.forward(reloaded, batch)["prediction"], family.forward(pruned, batch)["prediction"]
+        )
 
 
 # -- the stage ------------------------------------------------------------------------------------------

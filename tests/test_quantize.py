@@ -1,4 +1,5 @@
 """The quantize stage: int8 ONNX (onnxruntime and NNCF), 8-bit Core ML, the quality gate and its fallback."""
+
 from __future__ import annotations
 
 import json
@@ -22,9 +23,9 @@ from compress.families.registry import get_family
 from compress.quantize import EvalSet, OnnxQuantConfig, PipelineGate, quantize_coreml, quantize_onnx
 from compress.quantize.bench import bench_rows, format_totals
 from compress.quantize.coreml import resolve_mode
-from compress.quantize.qat import QuantizedPipeline, fold_batchnorms
 from compress.quantize.gate import first_outputs, sqnr_db
 from compress.quantize.onnx import Latency, QuantReport, compact_names, drop_zero_points, int8_and_float_nodes
+from compress.quantize.qat import QuantizedPipeline, fold_batchnorms
 from compress.quantize.stage import ship_onnx
 from compress.quantize.targets import cpu_flags, host_target, int8_types
 from compress.recipe import QuantizeConfig, load_recipe
@@ -35,7 +36,15 @@ RNG = np.random.default_rng(0)
 
 
 def export_onnx(module: nn.Module, shape: tuple[int, ...], path: Path) -> Path:
-    torch.onnx.export(module.eval(), (torch.rand(shape),), str(path), dynamo=False, opset_version=17, input_names=["image"], output_names=["output"])
+    torch.onnx.export(
+        module.eval(),
+        (torch.rand(shape),),
+        str(path),
+        dynamo=False,
+        opset_version=17,
+        input_names=["image"],
+        output_names=["output"],
+    )
     return path
 
 
@@ -79,7 +88,13 @@ class WideNet(nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
-        self.body = nn.Sequential(nn.Conv2d(3, 128, 3, padding=1), nn.ReLU(), nn.Conv2d(128, 128, 3, padding=1), nn.ReLU(), nn.Conv2d(128, 3, 3, padding=1))
+        self.body = nn.Sequential(
+            nn.Conv2d(3, 128, 3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(128, 128, 3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(128, 3, 3, padding=1),
+        )
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor]:
         return (self.body(x),)
@@ -134,7 +149,9 @@ def test_onnx_int8_model_has_int8_weights_and_passes_the_gate(student, tmp_path)
     report = quantize_onnx(fp32, tmp_path / "net.int8.onnx", calibration, FAST, evaluation)
     model = onnx.load(str(report.path))
     weights = {i.name: i for i in model.graph.initializer}
-    dq_inputs = [weights[n.input[0]] for n in model.graph.node if n.op_type == "DequantizeLinear" and n.input[0] in weights]
+    dq_inputs = [
+        weights[n.input[0]] for n in model.graph.node if n.op_type == "DequantizeLinear" and n.input[0] in weights
+    ]
     assert dq_inputs and {w.data_type for w in dq_inputs} <= {onnx.TensorProto.INT8, onnx.TensorProto.INT32}
     assert report.int8_bytes < report.fp32_bytes
     assert report.gate["metric"] == "sqnr_db" and report.gate["passed"] and report.fallback is None
@@ -161,7 +178,9 @@ def test_compact_names_keeps_outputs_io_and_compute_node_names(student):
     assert len(compact.SerializeToString()) < len(model.SerializeToString())
     assert [i.name for i in compact.graph.input] == ["image"] and [o.name for o in compact.graph.output] == ["output"]
     assert [n.name for n in compact.graph.node] == [n.name for n in model.graph.node]
-    np.testing.assert_array_equal(first_outputs(compact, evaluation.inputs)[0], first_outputs(fp32, evaluation.inputs)[0])
+    np.testing.assert_array_equal(
+        first_outputs(compact, evaluation.inputs)[0], first_outputs(fp32, evaluation.inputs)[0]
+    )
 
 
 def ort_optimized_ops(path: Path, tmp_path: Path) -> Counter:
@@ -197,7 +216,9 @@ def test_dropping_zero_points_keeps_outputs_and_int8_kernels(student, tmp_path):
     dequantize = [n for n in after.graph.node if n.op_type == "DequantizeLinear"]
     assert all(len(n.input) == 2 for n in dequantize if n.input[0] in constants)
     assert all(len(n.input) == 3 for n in dequantize if n.input[0] not in constants)  # activations keep theirs
-    np.testing.assert_array_equal(first_outputs(after, evaluation.inputs)[0], first_outputs(before, evaluation.inputs)[0])
+    np.testing.assert_array_equal(
+        first_outputs(after, evaluation.inputs)[0], first_outputs(before, evaluation.inputs)[0]
+    )
     fused = ort_optimized_ops(without_zp, tmp_path)
     assert fused == ort_optimized_ops(with_zp, tmp_path) and fused["QLinearConv"] > 0
 
@@ -208,15 +229,21 @@ def test_pipeline_gate_measures_the_family_quality_drop(student, tmp_path):
     batches = list(iterate_batches(family.dataset("synthetic", "eval", (32, 32), 0, 3), 1))
     gate = PipelineGate(family, {"net": fp32}, "net", batches, max_drop=0.3)
     assert gate.metric == "psnr_drop"  # the generic family's primary metric
-    assert gate.fp32_value == pytest.approx(evaluate(family, model, batches)["model"]["psnr"], abs=1e-3)  # what `compress eval` reports
+    assert gate.fp32_value == pytest.approx(
+        evaluate(family, model, batches)["model"]["psnr"], abs=1e-3
+    )  # what `compress eval` reports
     assert gate.measure(fp32) == 0.0
     report = quantize_onnx(fp32, tmp_path / "net.int8.onnx", calibration, FAST, gate)
-    assert report.gate["basis"].startswith("family pipeline") and report.gate["value"] == gate.measure(report.path) != 0.0
+    assert (
+        report.gate["basis"].startswith("family pipeline") and report.gate["value"] == gate.measure(report.path) != 0.0
+    )
 
 
 def test_latency_of_both_models_is_measured_on_the_host(student, tmp_path):
     fp32, calibration, _, _ = student
-    report = quantize_onnx(fp32, tmp_path / "net.int8.onnx", calibration, OnnxQuantConfig(latency_runs=3, latency_warmup=1))
+    report = quantize_onnx(
+        fp32, tmp_path / "net.int8.onnx", calibration, OnnxQuantConfig(latency_runs=3, latency_warmup=1)
+    )
     assert report.latency.fp32_ms > 0 and report.latency.int8_ms > 0
     assert report.to_json()["latency"]["int8_over_fp32"] == report.latency.int8_ms / report.latency.fp32_ms
 
@@ -228,7 +255,10 @@ def test_failing_gate_falls_back_layer_by_layer_until_it_passes(tmp_path):
     report = quantize_onnx(fp32, tmp_path / "outlier.int8.onnx", feeds(8, (1, 3, 16, 16)), FAST, EvalSet(inputs))
     assert report.gate["value_all_int8"] < FAST.min_sqnr_db  # all-int8 fails...
     assert report.gate["passed"] and report.gate["value"] >= FAST.min_sqnr_db  # ...and the fallback makes it pass
-    assert report.fallback.excluded == ["/conv2/Conv", "/conv1/Conv"] or report.fallback.excluded == ["/conv1/Conv", "/conv2/Conv"]
+    assert report.fallback.excluded == ["/conv2/Conv", "/conv1/Conv"] or report.fallback.excluded == [
+        "/conv1/Conv",
+        "/conv2/Conv",
+    ]
     assert int8_and_float_nodes(onnx.load(str(report.path)))[0] == ["/conv0/Conv"]  # the ordinary layer stays int8
     assert report.float_ops == {"Conv": 2}
 
@@ -261,7 +291,9 @@ def test_grid_sample_stays_float_and_is_listed(tmp_path):
 
 def test_nncf_engine_writes_a_qdq_model(student, tmp_path):
     fp32, calibration, evaluation, _ = student
-    report = quantize_onnx(fp32, tmp_path / "net.nncf.onnx", calibration, OnnxQuantConfig(engine="nncf", latency_runs=0), evaluation)
+    report = quantize_onnx(
+        fp32, tmp_path / "net.nncf.onnx", calibration, OnnxQuantConfig(engine="nncf", latency_runs=0), evaluation
+    )
     ops = {n.op_type for n in onnx.load(str(report.path)).graph.node}
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops
     assert report.engine == "nncf" and report.int8_nodes and report.gate["passed"]
@@ -277,7 +309,9 @@ def test_missing_model_and_empty_calibration_are_clear_errors(student, tmp_path)
 
 # -- what ships ------------------------------------------------------------------------------
 def _report_with_latency(ratio: float) -> QuantReport:
-    report = QuantReport(Path("q/net.int8.onnx"), "ort", int8_types("x86"), 400, 100, ["conv"], {}, gate={"passed": True, "rule": "r"})
+    report = QuantReport(
+        Path("q/net.int8.onnx"), "ort", int8_types("x86"), 400, 100, ["conv"], {}, gate={"passed": True, "rule": "r"}
+    )
     report.latency = Latency(1.0, ratio, 3, 1, host_int8_dot_product=False)
     return report
 
@@ -290,23 +324,37 @@ def test_slower_int8_ships_for_size_by_default_and_says_so():
 
 def test_slower_int8_leaves_fp32_shipped_when_the_recipe_says_fp32():
     previous = {"path": "export/net.onnx", "precision": "fp32"}
-    entry, note = ship_onnx(_report_with_latency(1.5), QuantizeConfig(ship_when_slower="fp32"), "q/net.int8.onnx", previous, "export/net.onnx")
+    entry, note = ship_onnx(
+        _report_with_latency(1.5),
+        QuantizeConfig(ship_when_slower="fp32"),
+        "q/net.int8.onnx",
+        previous,
+        "export/net.onnx",
+    )
     assert entry == previous and note.startswith("fp32 ships")
 
 
 def test_faster_int8_ships_whatever_the_recipe_says():
-    entry, _ = ship_onnx(_report_with_latency(0.5), QuantizeConfig(ship_when_slower="fp32"), "q/net.int8.onnx", None, "export/net.onnx")
+    entry, _ = ship_onnx(
+        _report_with_latency(0.5), QuantizeConfig(ship_when_slower="fp32"), "q/net.int8.onnx", None, "export/net.onnx"
+    )
     assert entry["precision"] == "int8"
 
 
 # -- Core ML ---------------------------------------------------------------------------------
-def convert_coreml(module: nn.Module, shape: tuple[int, ...], path: Path, precision: str = "fp32", target: str = "iOS16") -> Path:
+def convert_coreml(
+    module: nn.Module, shape: tuple[int, ...], path: Path, precision: str = "fp32", target: str = "iOS16"
+) -> Path:
     import coremltools as ct
 
     traced = torch.jit.trace(module.eval(), (torch.rand(shape),))
-    mlmodel = ct.convert(traced, inputs=[ct.TensorType(name="image", shape=shape)], convert_to="mlprogram",
-                         compute_precision=ct.precision.FLOAT32 if precision == "fp32" else ct.precision.FLOAT16,
-                         minimum_deployment_target=getattr(ct.target, target))
+    mlmodel = ct.convert(
+        traced,
+        inputs=[ct.TensorType(name="image", shape=shape)],
+        convert_to="mlprogram",
+        compute_precision=ct.precision.FLOAT32 if precision == "fp32" else ct.precision.FLOAT16,
+        minimum_deployment_target=getattr(ct.target, target),
+    )
     mlmodel.save(str(path))
     return path
 
@@ -320,7 +368,9 @@ def test_coreml_8bit_weights_are_int8_and_under_a_3_5th_of_fp32(tmp_path):
 
 
 def test_coreml_8bit_weights_include_small_depthwise_kernels(tmp_path):
-    depthwise = nn.Sequential(nn.Conv2d(3, 16, 1), nn.Conv2d(16, 16, 3, padding=1, groups=16))  # 144 weights each < 2048
+    depthwise = nn.Sequential(
+        nn.Conv2d(3, 16, 1), nn.Conv2d(16, 16, 3, padding=1, groups=16)
+    )  # 144 weights each < 2048
     fp32 = convert_coreml(depthwise, (1, 3, 16, 16), tmp_path / "dw.mlpackage")
     report = quantize_coreml(fp32, tmp_path / "dw.int8.mlpackage", mode="weights")
     assert report.weights.get("INT8", 0) >= 3 * 16 + 16 * 9  # both kernels (plus their zero points)
@@ -340,16 +390,26 @@ def test_w8a8_falls_back_to_weights_where_coremltools_cannot_predict(tmp_path):
 
 # -- the stage -------------------------------------------------------------------------------
 SMALL = {"teacher": {"config": "student-32"}}  # no distill: the run quantizes this small teacher
-STAGE = {"calibration_samples": 4, "eval_batches": 2, "target": "x86"}
+STAGE = {"calibration_samples": 4, "eval_samples": 2, "target": "x86"}
 TIMING = {"profile": {"runs": 3, "warmup": 1}}  # the quantize stage times with the profile stage's settings
 
 
 def test_stage_quantizes_every_exported_format_and_updates_shipped(write_recipe, tmp_path):
-    recipe = load_recipe(write_recipe([{"export": {"real_inputs": 1, "random_inputs": 1}}, {"quantize": STAGE}, TIMING], **SMALL))
+    recipe = load_recipe(
+        write_recipe([{"export": {"real_inputs": 1, "random_inputs": 1}}, {"quantize": STAGE}, TIMING], **SMALL)
+    )
     summary = run_recipe(recipe, run_dir=tmp_path / "run", until="quantize", quiet=True)
-    assert summary.artifacts["quantized"] == {"net": {"onnx": "quantize/net.int8.onnx", "coreml": "quantize/net.int8.mlpackage"}}
-    assert summary.artifacts["shipped"]["net"]["coreml"] == {"path": "quantize/net.int8.mlpackage", "precision": "int8-weights"}
-    assert summary.artifacts["shipped"]["net"]["onnx"] == {"path": "quantize/net.int8.onnx", "precision": "int8"}  # ship_when_slower: int8
+    assert summary.artifacts["quantized"] == {
+        "net": {"onnx": "quantize/net.int8.onnx", "coreml": "quantize/net.int8.mlpackage"}
+    }
+    assert summary.artifacts["shipped"]["net"]["coreml"] == {
+        "path": "quantize/net.int8.mlpackage",
+        "precision": "int8-weights",
+    }
+    assert summary.artifacts["shipped"]["net"]["onnx"] == {
+        "path": "quantize/net.int8.onnx",
+        "precision": "int8",
+    }  # ship_when_slower: int8
     record = json.loads((tmp_path / "run" / "quantize" / "record.json").read_text())
     onnx_metrics, coreml_metrics = record["metrics"]["net"]["onnx"], record["metrics"]["net"]["coreml"]
     assert onnx_metrics["gate"]["metric"] == "psnr_drop" and onnx_metrics["gate_basis"].startswith("family pipeline")
@@ -357,18 +417,26 @@ def test_stage_quantizes_every_exported_format_and_updates_shipped(write_recipe,
     assert onnx_metrics["types"]["target"] == "x86" and onnx_metrics["types"]["reduce_range"] is True
     assert coreml_metrics["fp_weights"] == "FLOAT16" and coreml_metrics["fp32_basis"].startswith("an fp32 conversion")
     assert record["metrics"]["eval_samples"] == {"net": 2} and record["metrics"]["calibration_samples"] == {"net": 4}
-    assert [g["name"] for g in record["gates"]] == ["quantize.net.onnx.psnr_drop", "quantize.pipeline.psnr_drop"] and summary.passed
-    assert set(summary.artifacts["quality"]["int8_vs_fp32"]) == {"net", "pipeline"}
+    assert [g["name"] for g in record["gates"]] == [
+        "quantize.net.onnx.psnr_drop",
+        "quantize.pipeline.psnr_drop",
+    ] and summary.passed
+    assert set(record["metrics"]["int8_vs_fp32"]) == {"net", "pipeline"}
     rows = bench_rows(record["metrics"])  # what `python -m compress.quantize.bench` prints
     assert [(r["part"], r["format"]) for r in rows] == [("net", "onnx"), ("net", "coreml")]
     assert rows[0]["int8_over_fp32_latency"] == onnx_metrics["latency"]["int8_over_fp32"]
 
 
 def test_bench_totals_add_up_the_parts_of_each_format():
-    rows = [{"format": "onnx", "fp32_bytes": 400, "int8_bytes": 150}, {"format": "onnx", "fp32_bytes": 200, "int8_bytes": 50},
-            {"format": "coreml", "fp32_bytes": 300, "int8_bytes": 120}]
-    assert format_totals(rows) == {"onnx": {"fp32_bytes": 600, "int8_bytes": 200, "fp32_over_int8_size": 3.0},
-                                   "coreml": {"fp32_bytes": 300, "int8_bytes": 120, "fp32_over_int8_size": 2.5}}
+    rows = [
+        {"format": "onnx", "fp32_bytes": 400, "int8_bytes": 150},
+        {"format": "onnx", "fp32_bytes": 200, "int8_bytes": 50},
+        {"format": "coreml", "fp32_bytes": 300, "int8_bytes": 120},
+    ]
+    assert format_totals(rows) == {
+        "onnx": {"fp32_bytes": 600, "int8_bytes": 200, "fp32_over_int8_size": 3.0},
+        "coreml": {"fp32_bytes": 300, "int8_bytes": 120, "fp32_over_int8_size": 2.5},
+    }
 
 
 def test_stage_without_export_says_what_to_add(write_recipe, tmp_path):
@@ -377,11 +445,19 @@ def test_stage_without_export_says_what_to_add(write_recipe, tmp_path):
         run_recipe(recipe, run_dir=tmp_path / "run", quiet=True)
 
 
-@pytest.mark.skipif(shutil.which("c++") is None, reason="nncf compiles its CPU fake-quantize kernels on first use: needs a C++ compiler")
+@pytest.mark.skipif(
+    shutil.which("c++") is None, reason="nncf compiles its CPU fake-quantize kernels on first use: needs a C++ compiler"
+)
 def test_stage_with_qat_trains_the_quantized_parts_and_writes_int8_qdq(write_recipe, tmp_path):
     qat = {"steps": 3, "batch_size": 2, "train_samples": 4, "lr": 1e-4, "checkpoint_every": 3}
-    stages = [{"export": {"formats": ["onnx"], "real_inputs": 1, "random_inputs": 1}}, {"quantize": {**STAGE, "qat": qat}}, TIMING]
-    summary = run_recipe(load_recipe(write_recipe(stages, **SMALL)), run_dir=tmp_path / "run", until="quantize", quiet=True)
+    stages = [
+        {"export": {"formats": ["onnx"], "real_inputs": 1, "random_inputs": 1}},
+        {"quantize": {**STAGE, "qat": qat}},
+        TIMING,
+    ]
+    summary = run_recipe(
+        load_recipe(write_recipe(stages, **SMALL)), run_dir=tmp_path / "run", until="quantize", quiet=True
+    )
     record = json.loads((tmp_path / "run" / "quantize" / "record.json").read_text())
     assert record["metrics"]["qat"]["steps"] == 3
     assert record["metrics"]["net"]["onnx"]["engine"] == "nncf-qat" and summary.passed
@@ -400,7 +476,9 @@ def test_stage_refuses_qat_without_onnx_naming_the_field(write_recipe, tmp_path)
 
 
 def test_folding_batchnorms_keeps_the_outputs():
-    net = nn.Sequential(nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU()), nn.Conv2d(8, 3, 1)).eval()
+    net = nn.Sequential(
+        nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU()), nn.Conv2d(8, 3, 1)
+    ).eval()
     with torch.no_grad():
         net[0][1].running_mean.uniform_(-1, 1)
         net[0][1].running_var.uniform_(0.5, 2)
@@ -413,6 +491,39 @@ def test_folding_batchnorms_keeps_the_outputs():
 
 def test_qat_pipeline_trains_with_the_batchnorm_statistics_it_has():
     net = nn.Sequential(nn.Conv2d(3, 3, 1), nn.BatchNorm2d(3))
-    part = Part("net", "receiver", "per_frame", net, [TensorSpec("image", (1, 3, 8, 8))], [TensorSpec("prediction", (1, 3, 8, 8))])
-    pipeline = QuantizedPipeline(get_family("generic"), [part], (8, 8)).train()
+    part = Part(
+        "net",
+        "receiver",
+        "per_frame",
+        net,
+        [TensorSpec("image", (1, 3, 8, 8))],
+        [TensorSpec("prediction", (1, 3, 8, 8))],
+    )
+    QuantizedPipeline(get_family("generic"), [part], (8, 8)).train()
     assert net[0].training and not net[1].training  # one sample per call: batch statistics would be one frame's
+
+
+def test_the_run_quality_after_quantize_is_that_of_the_shipped_files(write_recipe, tmp_path):
+    recipe = load_recipe(
+        write_recipe(
+            [
+                {"export": {"formats": ["onnx"], "real_inputs": 1, "random_inputs": 1}},
+                {"quantize": {**STAGE, "formats": ["onnx"]}},
+                TIMING,
+            ],
+            **SMALL,
+        )
+    )
+    summary = run_recipe(recipe, run_dir=tmp_path / "run", until="quantize", quiet=True)
+    quality = summary.artifacts["quality"]
+    assert quality["measured_on"]["model"] == "the shipped ONNX files through onnxruntime (net int8)"
+    assert quality["measured_on"]["samples"] == STAGE["eval_samples"] and set(quality["vs_ground_truth"]) == {
+        "psnr",
+        "l1",
+        "ssim",
+    }
+
+
+def test_the_old_sample_count_key_is_refused_with_its_new_name(write_recipe):
+    with pytest.raises(CompressError, match="eval_batches was renamed eval_samples"):
+        load_recipe(write_recipe([{"export": {}}, {"quantize": {"eval_batches": 4}}]))

@@ -1,4 +1,5 @@
 """The recipe schema: validation errors name the file, key path and YAML line; --set overrides."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -96,7 +97,9 @@ def test_compress_recipes_lists_the_shipped_recipes_from_any_folder(tmp_path):
     import subprocess
     import sys
 
-    proc = subprocess.run([sys.executable, "-m", "compress", "recipes"], capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "compress", "recipes"], capture_output=True, text=True, cwd=tmp_path, timeout=120
+    )
     assert proc.returncode == 0 and "fomm-mobile-demo  fomm:" in proc.stdout
 
 
@@ -106,5 +109,7 @@ def test_every_shipped_recipe_file_is_package_data():
 
     root = Path(__file__).parent.parent
     patterns = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["compress"]
-    shipped = [p.relative_to(root / "compress").as_posix() for p in (root / "compress" / "recipes").rglob("*") if p.is_file()]
+    shipped = [
+        p.relative_to(root / "compress").as_posix() for p in (root / "compress" / "recipes").rglob("*") if p.is_file()
+    ]
     assert shipped and all(any(fnmatch.fnmatch(f, pat) for pat in patterns) for f in shipped)

@@ -1,4 +1,5 @@
 """The bench reports (compress/results.py) render from the results JSON alone, for any family's task."""
+
 from __future__ import annotations
 
 import copy
@@ -20,31 +21,59 @@ def metric(name: str, unit: str, higher: bool, against: tuple[str, ...] = ("grou
 
 def row(model: str, precision: str, quality: dict[str, float], teacher_quality: dict[str, float], **extra) -> dict:
     return {
-        "model": model, "kind": "student", "params": 1234, "precision": precision, "mb": 0.5,
+        "model": model,
+        "kind": "student",
+        "params": 1234,
+        "precision": precision,
+        "mb": 0.5,
         "gflops": {"enc": 0.1, "ctx": 0.2, "dec": 0.3},
         "host_ms": {"enc": {"1": 2.0, "2": 1.5}, "ctx": {"1": 100.0, "2": 90.0}, "dec": {"1": 3.0, "2": 2.5}},
         "iphone8_fps": {"enc": 400.0, "ctx": 10.0, "dec": 100.0},
-        "quality": {"vs_ground_truth": quality, "vs_teacher": teacher_quality}, **extra,
+        "quality": {"vs_ground_truth": quality, "vs_teacher": teacher_quality},
+        **extra,
     }
 
 
-def result(metrics: list[dict], baseline: dict[str, float] | None, student: dict[str, float], teacher: dict[str, float],
-           roles: tuple[str, str, str] = ("sender", "receiver", "receiver")) -> dict:
+def result(
+    metrics: list[dict],
+    baseline: dict[str, float] | None,
+    student: dict[str, float],
+    teacher: dict[str, float],
+    roles: tuple[str, str, str] = ("sender", "receiver", "receiver"),
+) -> dict:
     """A results dict as `run` writes it; parts enc (per frame), ctx (per call), dec (per frame)."""
     names = [m["name"] for m in metrics]
     vs_teacher = {n: 0.5 for n in names}
     return {
-        "created_utc": "2026-01-01T00:00:00+00:00", "host": {"processor": "x86_64"}, "command": "make bench",
-        "family": "fam", "task": {"description": "a task", "primary_metric": names[0], "metrics": metrics, "baseline_label": "output = input"},
-        "parts": [{"name": p, "role": r, "cadence": c} for p, r, c in zip(PARTS, roles, ("per_frame", "per_call", "per_frame"))],
+        "created_utc": "2026-01-01T00:00:00+00:00",
+        "host": {"processor": "x86_64"},
+        "command": "make bench",
+        "family": "fam",
+        "task": {
+            "description": "a task",
+            "primary_metric": names[0],
+            "metrics": metrics,
+            "baseline_label": "output = input",
+        },
+        "parts": [
+            {"name": p, "role": r, "cadence": c}
+            for p, r, c in zip(PARTS, roles, ("per_frame", "per_call", "per_frame"))
+        ],
         "recipe": {"name": "fam-demo", "student": "small", "comparison": "fam-pruned"},
         "eval": {"data": "synthetic", "limit": 2, "samples": 16, "input_size": [32, 32]},
         "latency_runs": 3,
         "baseline": None if baseline is None else {**baseline, "samples": 16},
-        "rows": [row("teacher", "fp32", teacher, vs_teacher), row("distilled student", "fp32", student, vs_teacher),
-                 row("distilled + pruned", "int8", student, vs_teacher, shipped=True)],
+        "rows": [
+            row("teacher", "fp32", teacher, vs_teacher),
+            row("distilled student", "fp32", student, vs_teacher),
+            row("distilled + pruned", "int8", student, vs_teacher, shipped=True),
+        ],
         "stage_wall_s": {"fam-demo": {"lint": 1.0, "distill": 2.0}, "fam-pruned": {"prune": 3.0}},
-        "prune": {"targets": {"gflops": 0.5}, "quality_before": {"vs_ground_truth": teacher}, "quality_after": {"vs_ground_truth": student}},
+        "prune": {
+            "targets": {"gflops": 0.5},
+            "quality_before": {"vs_ground_truth": teacher},
+            "quality_after": {"vs_ground_truth": student},
+        },
         "quantize": None,
         "loss_curve": "/nonexistent/loss.png",
     }
@@ -57,21 +86,39 @@ ERROR_TASK = [metric("error", "px", False), metric("accuracy", "%", True)]
 
 
 def header(markdown: str, first: str) -> list[str]:
-    line = next(l for l in markdown.splitlines() if l.startswith(first))
-    return [c.strip() for c in line.strip("|").split("|")]
+    found = next(row for row in markdown.splitlines() if row.startswith(first))
+    return [c.strip() for c in found.strip("|").split("|")]
 
 
 def test_quality_columns_come_from_the_task_metrics():
-    psnr = results.results_markdown(result(PSNR_TASK, {"psnr": 20.0, "l1": 0.05}, {"psnr": 24.0, "l1": 0.04}, {"psnr": 25.0, "l1": 0.03}))
-    assert header(psnr, "| model")[-5:] == ["psnr vs GT", "l1 vs GT", "psnr vs teacher", "l1 vs teacher", "kp vs teacher"]
+    psnr = results.results_markdown(
+        result(PSNR_TASK, {"psnr": 20.0, "l1": 0.05}, {"psnr": 24.0, "l1": 0.04}, {"psnr": 25.0, "l1": 0.03})
+    )
+    assert header(psnr, "| model")[-5:] == [
+        "psnr vs GT",
+        "l1 vs GT",
+        "psnr vs teacher",
+        "l1 vs teacher",
+        "kp vs teacher",
+    ]
     assert "psnr (dB, higher is better, primary)" in psnr and "kp (lower is better, vs teacher only)" in psnr
     assert 'Baseline "output = input": psnr 20.00 dB, l1 0.0500.' in psnr
 
-    error = results.results_markdown(result(ERROR_TASK, {"error": 3.0, "accuracy": 50.0}, {"error": 2.0, "accuracy": 60.0},
-                                            {"error": 1.9, "accuracy": 61.0}, roles=("app", "app", "app")))
+    error = results.results_markdown(
+        result(
+            ERROR_TASK,
+            {"error": 3.0, "accuracy": 50.0},
+            {"error": 2.0, "accuracy": 60.0},
+            {"error": 1.9, "accuracy": 61.0},
+            roles=("app", "app", "app"),
+        )
+    )
     assert header(error, "| model")[-4:] == ["error vs GT", "accuracy vs GT", "error vs teacher", "accuracy vs teacher"]
     assert "psnr" not in error and "error (px, lower is better, primary)" in error
-    assert "| teacher / distilled student (table above) | 1.90 px / 2.00 px: 0.10 px (5.3%) worse (target <= 15% worse) |" in error
+    assert (
+        "| teacher / distilled student (table above) | 1.90 px / 2.00 px: 0.10 px (5.3%) worse (target <= 15% worse) |"
+        in error
+    )
 
 
 def test_parts_come_from_cadence_not_names():
@@ -81,8 +128,13 @@ def test_parts_come_from_cadence_not_names():
     assert results.per_frame(r, res, "host_ms") == 5.0  # enc + dec; the per-call ctx (100 ms) is left out
     assert results.per_frame(r, res, "gflops") == pytest.approx(0.4)
     md = results.results_markdown(res)
-    assert header(md, "| model")[3:8] == ["GFLOPs enc / ctx / dec", "host ms 1 thr per frame (enc + dec)", "host ms 2 thr",
-                                          "iPhone 8 fps enc (pred.)", "iPhone 8 fps dec (pred.)"]
+    assert header(md, "| model")[3:8] == [
+        "GFLOPs enc / ctx / dec",
+        "host ms 1 thr per frame (enc + dec)",
+        "host ms 2 thr",
+        "iPhone 8 fps enc (pred.)",
+        "iPhone 8 fps dec (pred.)",
+    ]
     # A video call: sender (enc, 400 fps) and receiver (dec, 100 fps) run on two phones; the receiver is the busiest.
     assert results.device_fps(r, res) == pytest.approx(100.0)
     # On one phone the per-frame parts run one after the other: 1 / (1/400 + 1/100) = 80 fps.
@@ -93,21 +145,40 @@ def test_parts_come_from_cadence_not_names():
 def test_part_records_take_cadence_and_role_from_the_family():
     family = get_family("generic")
     model = family.build_student(family.resolve_config("student-32", "student"))
-    assert results.part_records(family, model) == [{"name": p.name, "role": p.role, "cadence": p.cadence} for p in family.parts(model)]
+    assert results.part_records(family, model) == [
+        {"name": p.name, "role": p.role, "cadence": p.cadence} for p in family.parts(model)
+    ]
 
 
-@pytest.mark.parametrize("task, baseline, student, teacher, beats", [
-    (PSNR_TASK, {"psnr": 20.0, "l1": 0.05}, {"psnr": 24.0, "l1": 0.04}, {"psnr": 25.0, "l1": 0.03}, True),
-    (PSNR_TASK, {"psnr": 26.0, "l1": 0.05}, {"psnr": 24.0, "l1": 0.04}, {"psnr": 25.0, "l1": 0.03}, False),
-    (ERROR_TASK, {"error": 3.0, "accuracy": 50.0}, {"error": 2.0, "accuracy": 40.0}, {"error": 1.9, "accuracy": 61.0}, True),
-    (ERROR_TASK, {"error": 1.0, "accuracy": 50.0}, {"error": 2.0, "accuracy": 60.0}, {"error": 1.9, "accuracy": 61.0}, False),
-])
+@pytest.mark.parametrize(
+    "task, baseline, student, teacher, beats",
+    [
+        (PSNR_TASK, {"psnr": 20.0, "l1": 0.05}, {"psnr": 24.0, "l1": 0.04}, {"psnr": 25.0, "l1": 0.03}, True),
+        (PSNR_TASK, {"psnr": 26.0, "l1": 0.05}, {"psnr": 24.0, "l1": 0.04}, {"psnr": 25.0, "l1": 0.03}, False),
+        (
+            ERROR_TASK,
+            {"error": 3.0, "accuracy": 50.0},
+            {"error": 2.0, "accuracy": 40.0},
+            {"error": 1.9, "accuracy": 61.0},
+            True,
+        ),
+        (
+            ERROR_TASK,
+            {"error": 1.0, "accuracy": 50.0},
+            {"error": 2.0, "accuracy": 60.0},
+            {"error": 1.9, "accuracy": 61.0},
+            False,
+        ),
+    ],
+)
 def test_beats_baseline_in_the_primary_metrics_direction(task, baseline, student, teacher, beats):
     res = result(task, baseline, student, teacher)
     assert results.beats_baseline(res) is beats
     p = task[0]["name"]
-    line = next(l for l in results.checks_markdown(res) if l.startswith('| student beats "output = input"'))
-    assert line.startswith(f'| student beats "output = input" ({p} ') and line.endswith(f"| {'yes' if beats else 'no'} |")
+    line = next(row for row in results.checks_markdown(res) if row.startswith('| student beats "output = input"'))
+    assert line.startswith(f'| student beats "output = input" ({p} ') and line.endswith(
+        f"| {'yes' if beats else 'no'} |"
+    )
 
 
 def test_no_baseline_no_verdict():
@@ -127,7 +198,9 @@ def test_worse_follows_the_direction():
 
 def test_reports_render_from_json_under_root(tmp_path: Path):
     """`--from-json` rewrites results.md, pareto.png and the README headline under --root, measuring nothing."""
-    res = result(ERROR_TASK, {"error": 3.0, "accuracy": 50.0}, {"error": 2.0, "accuracy": 60.0}, {"error": 1.9, "accuracy": 61.0})
+    res = result(
+        ERROR_TASK, {"error": 3.0, "accuracy": 50.0}, {"error": 2.0, "accuracy": 60.0}, {"error": 1.9, "accuracy": 61.0}
+    )
     (tmp_path / "docs").mkdir()
     source = tmp_path / "in.json"
     source.write_text(json.dumps(res))
@@ -136,8 +209,15 @@ def test_reports_render_from_json_under_root(tmp_path: Path):
     assert json.loads((tmp_path / "docs" / "results.json").read_text()) == res
     assert (tmp_path / "docs" / "pareto.png").stat().st_size > 0
     readme = (tmp_path / "README.md").read_text()
-    assert header(readme, "| |") == ["", "MB", "GFLOPs per frame", "iPhone 8 fps (busiest phone, predicted)", "host fps 1 thread",
-                                     "error vs GT", "accuracy vs GT"]
+    assert header(readme, "| |") == [
+        "",
+        "MB",
+        "GFLOPs per frame",
+        "iPhone 8 fps (busiest phone, predicted)",
+        "host fps 1 thread",
+        "error vs GT",
+        "accuracy vs GT",
+    ]
     assert "| teacher (fam, 32x32) | 0.50 | 0.400 | 100 | 200 | 1.90 | 61.00 |" in readme
     assert "| shipped student (small, distilled + pruned + int8) |" in readme
     assert (tmp_path / "docs" / "results.md").read_text() == results.results_markdown(copy.deepcopy(res))
@@ -148,4 +228,7 @@ def test_models_table_goes_through_the_recipes_family(write_recipe):
     family, table = results.models_table([recipe])
     assert family == "generic"
     lines = table.splitlines()
-    assert [l.split("|")[1:3] for l in lines if "**all**" in l] == [[" teacher-32 ", " teacher "], [" student-32 ", " student "]]
+    assert [row.split("|")[1:3] for row in lines if "**all**" in row] == [
+        [" teacher-32 ", " teacher "],
+        [" student-32 ", " student "],
+    ]

@@ -1,4 +1,5 @@
 """The stage runner: run folder, records, resume, and no half-written artifacts."""
+
 from __future__ import annotations
 
 import json
@@ -100,14 +101,22 @@ def test_lint_runs_first_even_when_the_recipe_omits_it(write_recipe, tmp_path, t
 def test_cli_resume_after_a_set_override_reruns_only_the_changed_stage_and_those_after(write_recipe, tmp_path):
     from tests.test_cli import run_cli
 
-    path = write_recipe([{"distill": FAST_DISTILL}, {"export": {"formats": ["onnx"], "real_inputs": 1, "random_inputs": 1}}])
+    path = write_recipe(
+        [{"distill": FAST_DISTILL}, {"export": {"formats": ["onnx"], "real_inputs": 1, "random_inputs": 1}}]
+    )
     first = run_cli("run", str(path), "--out", str(tmp_path / "runs"), "--json")
     assert first.returncode == 0, first.stderr
-    again = run_cli("run", str(path), "--out", str(tmp_path / "runs"), "--resume", "--set", "stages.export.opset=18", "--json")
+    again = run_cli(
+        "run", str(path), "--out", str(tmp_path / "runs"), "--resume", "--set", "stages.export.opset=18", "--json"
+    )
     assert again.returncode == 0, again.stderr
     before, after = json.loads(first.stdout), json.loads(again.stdout)
     assert after["run_dir"] == before["run_dir"]
-    assert [(s["stage"], s["status"]) for s in after["stages"]] == [("lint", "resumed"), ("distill", "resumed"), ("export", "ran")]
+    assert [(s["stage"], s["status"]) for s in after["stages"]] == [
+        ("lint", "resumed"),
+        ("distill", "resumed"),
+        ("export", "ran"),
+    ]
 
 
 def test_cli_run_dir_names_the_run_folder(write_recipe, tmp_path):
@@ -115,4 +124,7 @@ def test_cli_run_dir_names_the_run_folder(write_recipe, tmp_path):
 
     proc = run_cli("run", str(write_recipe(["lint"])), "--run-dir", str(tmp_path / "mine"), "--json")
     assert proc.returncode == 0, proc.stderr
-    assert json.loads(proc.stdout)["run_dir"] == str(tmp_path / "mine") and (tmp_path / "mine" / "lint" / "record.json").is_file()
+    assert (
+        json.loads(proc.stdout)["run_dir"] == str(tmp_path / "mine")
+        and (tmp_path / "mine" / "lint" / "record.json").is_file()
+    )

@@ -1,4 +1,5 @@
 """Compute counts: multiply-accumulates of 1-D, 2-D and 3-D (transposed) convolutions, counted alike."""
+
 from __future__ import annotations
 
 import torch

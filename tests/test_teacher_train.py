@@ -1,4 +1,5 @@
 """`compress teacher train`: any family's teacher, trained with that family's own objective."""
+
 from __future__ import annotations
 
 import pytest
@@ -11,8 +12,19 @@ from compress.teacher_train import load_training, train_command, train_teacher
 
 def spec(tmp_path, **fields):
     path = tmp_path / "teacher.yaml"
-    path.write_text(yaml.safe_dump({"family": "generic", "config": "teacher-32", "steps": 3, "batch_size": 2,
-                                    "train_samples": 4, "eval_batches": 1, **fields}))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "family": "generic",
+                "config": "teacher-32",
+                "steps": 3,
+                "batch_size": 2,
+                "train_samples": 4,
+                "eval_batches": 1,
+                **fields,
+            }
+        )
+    )
     return path
 
 

@@ -7,6 +7,7 @@ onnxruntime's build.sh --android) to /data/local/tmp, runs it pinned to the big 
 `taskset MASK` (f0: CPUs 4-7, the big cluster of most 4+4 phones) and parses its report. The
 binary does one untimed warm-up run of its own before the timed ones.
 """
+
 from __future__ import annotations
 
 import re
@@ -45,10 +46,15 @@ def parse_device(device: str) -> AdbTarget:
     query = {k: v[-1] for k, v in parse_qs(query_text).items()}
     unknown = set(query) - set(OPTIONS)
     if unknown:
-        raise CompressError(f"--device {device}: unknown option(s) {', '.join(sorted(unknown))}; known: {', '.join(OPTIONS)}")
+        raise CompressError(
+            f"--device {device}: unknown option(s) {', '.join(sorted(unknown))}; known: {', '.join(OPTIONS)}"
+        )
     if "perf_test" not in query:
-        raise CompressError(f"--device {device}: say where the Android onnxruntime_perf_test binary is: "
-                            f"adb{':' + serial if serial else ''}?perf_test=/path/to/onnxruntime_perf_test (build it with onnxruntime's build.sh --android)")
+        raise CompressError(
+            f"--device {device}: say where the Android onnxruntime_perf_test binary is: "
+            f"adb{':' + serial if serial else ''}?perf_test=/path/to/onnxruntime_perf_test "
+            "(build it with onnxruntime's build.sh --android)"
+        )
     perf_test = Path(query["perf_test"]).expanduser()
     if not perf_test.is_file():
         raise CompressError(f"--device {device}: onnxruntime_perf_test not found at {perf_test}")
@@ -67,15 +73,23 @@ def parse_perf_test_output(text: str) -> dict[str, float | None]:
     pct = {name: float(value) * 1e3 for name, value in PERCENTILE.findall(text)}
     mean_ms = float(mean.group(1))
     p50 = pct.get("P50")
-    return {"mean_ms": mean_ms, "p50_ms": p50, "p90_ms": pct.get("P90"), "p99_ms": pct.get("P99"), "min_ms": pct.get("Min"),
-            "fps": 1e3 / (p50 or mean_ms)}
+    return {
+        "mean_ms": mean_ms,
+        "p50_ms": p50,
+        "p90_ms": pct.get("P90"),
+        "p99_ms": pct.get("P99"),
+        "min_ms": pct.get("Min"),
+        "fps": 1e3 / (p50 or mean_ms),
+    }
 
 
 def _adb(target: AdbTarget, *args: str, timeout: float = 600) -> str:
     cmd = ["adb", *(["-s", target.serial] if target.serial else []), *args]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     if proc.returncode != 0:
-        raise CompressError(f"adb: `{shlex.join(cmd)}` failed (exit {proc.returncode}):\n{(proc.stderr or proc.stdout).strip()[-2000:]}")
+        raise CompressError(
+            f"adb: `{shlex.join(cmd)}` failed (exit {proc.returncode}):\n{(proc.stderr or proc.stdout).strip()[-2000:]}"
+        )
     return proc.stdout
 
 
@@ -88,20 +102,30 @@ def parse_devices(text: str) -> list[str]:
 def check_device(target: AdbTarget, serials: list[str]) -> None:
     """The device to use is connected and unambiguous, given the ready `serials`."""
     if target.serial and target.serial not in serials:
-        raise CompressError(f"adb:{target.serial}: no such device connected and authorized (adb devices lists: {', '.join(serials) or 'none'})")
+        raise CompressError(
+            f"adb:{target.serial}: no such device connected and authorized "
+            f"(adb devices lists: {', '.join(serials) or 'none'})"
+        )
     if not serials:
-        raise CompressError("adb: no Android device connected (adb devices lists none ready); plug the phone in and allow USB debugging")
+        raise CompressError(
+            "adb: no Android device connected (adb devices lists none ready); plug the phone in and allow USB debugging"
+        )
     if not target.serial and len(serials) > 1:
         raise CompressError(f"adb: several devices connected ({', '.join(serials)}); pick one with --device adb:SERIAL")
 
 
 def connected_serials() -> list[str]:
     if shutil.which("adb") is None:
-        raise CompressError("adb: the adb tool is not on PATH; install Android platform-tools (apt-get install adb) and enable USB debugging on the phone")
+        raise CompressError(
+            "adb: the adb tool is not on PATH; install Android platform-tools (apt-get install adb) "
+            "and enable USB debugging on the phone"
+        )
     return parse_devices(subprocess.run(["adb", "devices"], capture_output=True, text=True, timeout=60).stdout)
 
 
-def measure(models: list[Path], device: str, threads: int = 1, warmup: int = 5, runs: int = 30, top: int = 10) -> list[dict[str, Any]]:
+def measure(
+    models: list[Path], device: str, threads: int = 1, warmup: int = 5, runs: int = 30, top: int = 10
+) -> list[dict[str, Any]]:
     """Measure each model on the phone; `warmup` and `top` are the binary's own (one warm-up, no op table)."""
     target = parse_device(device)
     check_device(target, connected_serials())
@@ -116,7 +140,10 @@ def measure(models: list[Path], device: str, threads: int = 1, warmup: int = 5, 
     for i, model in enumerate(models):
         remote = f"{REMOTE_DIR}/model-{i}.onnx"
         _adb(target, "push", str(model), remote)
-        cmd = f"cd {REMOTE_DIR} && LD_LIBRARY_PATH={REMOTE_DIR} taskset {target.taskset} {binary} -e cpu -m times -r {runs} -x {threads} -y 1 -I {remote}"
+        cmd = (
+            f"cd {REMOTE_DIR} && LD_LIBRARY_PATH={REMOTE_DIR} taskset {target.taskset} {binary} "
+            f"-e cpu -m times -r {runs} -x {threads} -y 1 -I {remote}"
+        )
         stats = parse_perf_test_output(_adb(target, "shell", cmd))
         results.append({"model": str(model), "threads": threads, "warmup": 1, "runs": runs, **stats, "ops": []})
         _adb(target, "shell", f"rm -f {remote}")

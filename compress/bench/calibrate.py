@@ -7,6 +7,7 @@ The fit is non-negative least squares on relative error (each row divided by its
 562 ms network does not drown a 24 ms one. Feature groups share one coefficient, which is how a
 profile with few reference points keeps its free parameters few.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -14,9 +15,10 @@ import hashlib
 import json
 import os
 import platform
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import onnx
@@ -48,8 +50,21 @@ IPHONE8_COLUMNS: Columns = [["conv.gmac"], ["conv_int8.gmac"], ["depthwise.mb"],
 # The host has as many reference points as we care to measure, so every class gets its own
 # terms, fitted in two steps: memory-bound ops and the per-layer overhead on single-op graphs
 # (where nothing else runs), then the convs on whole networks less that memory-bound share.
-HOST_OP_SPECIFIC = ("Sigmoid", "Exp", "HardSwish", "Pow", "GlobalAveragePool", "Resize", "AveragePool", "MaxPool", "Softmax", "ReduceSum")
-HOST_MEMORY_COLUMNS: Columns = [["memory.mb"], ["memory.mseg"], ["grid_sample.mb"], ["layer"], ["run"]] + [[f"op:{t}.mb"] for t in HOST_OP_SPECIFIC]
+HOST_OP_SPECIFIC = (
+    "Sigmoid",
+    "Exp",
+    "HardSwish",
+    "Pow",
+    "GlobalAveragePool",
+    "Resize",
+    "AveragePool",
+    "MaxPool",
+    "Softmax",
+    "ReduceSum",
+)
+HOST_MEMORY_COLUMNS: Columns = [["memory.mb"], ["memory.mseg"], ["grid_sample.mb"], ["layer"], ["run"]] + [
+    [f"op:{t}.mb"] for t in HOST_OP_SPECIFIC
+]
 HOST_CONV_COLUMNS: Columns = [[f"{c}.{unit}"] for c in ("conv", "depthwise") for unit in ("gmac", "mtap", "mb")]
 HOST_CHANNEL_BLOCK = 8  # onnxruntime's NCHWc blocking on AVX2 (16 on AVX-512)
 
@@ -79,7 +94,12 @@ def price(features: Sequence[dict[str, float]], coefficients: dict[str, float]) 
     return np.array([sum(coefficients.get(k, 0.0) * v for k, v in f.items()) for f in features])
 
 
-def fit(features: Sequence[dict[str, float]], measured_ms: Sequence[float], columns: Columns, fixed: dict[str, float] | None = None) -> Fit:
+def fit(
+    features: Sequence[dict[str, float]],
+    measured_ms: Sequence[float],
+    columns: Columns,
+    fixed: dict[str, float] | None = None,
+) -> Fit:
     """Non-negative coefficients minimising the relative error of sum(coef * feature) vs measured.
 
     `fixed` coefficients (fitted earlier) are kept: their share is taken off the measurements first.
@@ -96,7 +116,11 @@ def machine_name() -> str:
     """CPU model and count, for the records of host measurements."""
     model = platform.processor() or platform.machine()
     try:
-        model = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name"))
+        model = next(
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        )
     except (OSError, StopIteration):
         pass
     return f"{model}, {len(os.sched_getaffinity(0))} CPUs"
@@ -107,8 +131,13 @@ def write_profile(path: Path, header: dict[str, Any], fits: dict[int, Fit], extr
     data["calibrations"] = {
         threads: {
             "coefficients": {k: round(v, 6) for k, v in f.coefficients.items()},
-            "fit": {"method": "nnls on relative error", "columns": [" + ".join(g) for g in f.columns],
-                    "free_parameters": len(f.columns), "points": len(f.measured), "rms_relative_error": round(f.rms, 4)},
+            "fit": {
+                "method": "nnls on relative error",
+                "columns": [" + ".join(g) for g in f.columns],
+                "free_parameters": len(f.columns),
+                "points": len(f.measured),
+                "rms_relative_error": round(f.rms, 4),
+            },
             **extra.get(threads, {}),
         }
         for threads, f in fits.items()
@@ -142,22 +171,32 @@ def calibrate_iphone8(workdir: Path, out: Path | None = None) -> Path:
         # iOS 16 Core ML runs 8-bit-weight models with float compute: the profile stage predicts from the float graph
         "int8_compute": False,
         "sources": [
-            {"figures": f"{TFLITE_BENCHMARKS} (TensorFlow Lite performance benchmarks, iOS benchmark app, num_threads 1, iPhone 8)",
-             "models": "TensorFlow Lite hosted models (Mobilenet_1.0_224 float and quant, NASNet mobile, SqueezeNet, Inception_ResNet_V2)"},
+            {
+                "figures": f"{TFLITE_BENCHMARKS} "
+                "(TensorFlow Lite performance benchmarks, iOS benchmark app, num_threads 1, iPhone 8)",
+                "models": "TensorFlow Lite hosted models "
+                "(Mobilenet_1.0_224 float and quant, NASNet mobile, SqueezeNet, Inception_ResNet_V2)",
+            },
         ],
         "notes": [
             "Architectures re-written in compress/bench/zoo.py; the cost model needs only their shapes.",
-            "SqueezeNet: the page does not say 1.0 or 1.1. We use 1.0 (0.82 GMACs): 1.1 (0.35 GMACs) could not take 44.3 ms "
-            "when MobileNetV1 (0.57 GMACs, mostly the same 1x1 convs) takes 32.2 ms on the same CPU.",
-            "The quantized MobileNet is priced as the float graph with int8 convs and 1-byte tensors. It is the only int8 "
-            "reference, so conv_int8.gmac is whatever makes that one point exact once the memory-bound term shrinks with "
-            "1-byte tensors: trust int8 predictions only for MobileNet-like networks.",
-            "GridSample shares the memory-bound coefficient and FOMM's broadcasting keypoint arithmetic is priced by bytes "
-            "only: no published reference has them, so FOMM predictions extrapolate.",
+            "SqueezeNet: the page does not say 1.0 or 1.1. We use 1.0 (0.82 GMACs): 1.1 (0.35 GMACs) could not take "
+            "44.3 ms when MobileNetV1 (0.57 GMACs, mostly the same 1x1 convs) takes 32.2 ms on the same CPU.",
+            "The quantized MobileNet is priced as the float graph with int8 convs and 1-byte tensors. It is the only "
+            "int8 reference, so conv_int8.gmac is whatever makes that one point exact once the memory-bound term "
+            "shrinks with 1-byte tensors: trust int8 predictions only for MobileNet-like networks.",
+            "GridSample shares the memory-bound coefficient and FOMM's broadcasting keypoint arithmetic is priced by "
+            "bytes only: no published reference has them, so FOMM predictions extrapolate.",
             "4 free parameters for 5 points: the residuals below are the honest in-sample error, not a validation.",
         ],
         "references": [
-            {"network": name, "precision": precision, "published_ms": ms, "predicted_ms": round(pred, 2), "residual": f"{(pred / ms - 1) * 100:+.1f}%"}
+            {
+                "network": name,
+                "precision": precision,
+                "published_ms": ms,
+                "predicted_ms": round(pred, 2),
+                "residual": f"{(pred / ms - 1) * 100:+.1f}%",
+            }
             for (name, precision, ms), pred in zip(IPHONE8_POINTS, result.predicted)
         ],
     }
@@ -191,7 +230,9 @@ class HostTimes:
     median_repeat: list[float]
 
 
-def host_latencies(paths: Sequence[Path], threads: int = 1, rounds: int = 4, warmup: int = 3, runs: int = 20) -> HostTimes:
+def host_latencies(
+    paths: Sequence[Path], threads: int = 1, rounds: int = 4, warmup: int = 3, runs: int = 20
+) -> HostTimes:
     """Measure every model in `rounds` interleaved rounds, so a busy spell hits them all.
 
     At one thread the runner thread's CPU time is used (onnxruntime computes on the calling
@@ -218,16 +259,21 @@ def host_latencies(paths: Sequence[Path], threads: int = 1, rounds: int = 4, war
     def repeat(estimate) -> list[float]:
         return [float(x) for x in np.abs(estimate(values[:half]) / estimate(values[half:]) - 1)]
 
-    return HostTimes([float(x) for x in fastest(values)], repeat(fastest), [float(x) for x in median(values)], repeat(median))
+    return HostTimes(
+        [float(x) for x in fastest(values)], repeat(fastest), [float(x) for x in median(values)], repeat(median)
+    )
 
 
 HOST_CALIBRATION_SEEDS = range(0, 40)
 MICRO_SHAPES = [(8, 128, 128), (16, 64, 64), (32, 32, 32), (64, 64, 64), (128, 16, 16), (32, 128, 128)]
 
 
-def _single_op(node: onnx.NodeProto, inputs: dict[str, tuple[int, ...]], constants: dict[str, np.ndarray] | None = None) -> onnx.ModelProto:
+def _single_op(
+    node: onnx.NodeProto, inputs: dict[str, tuple[int, ...]], constants: dict[str, np.ndarray] | None = None
+) -> onnx.ModelProto:
     graph = helper.make_graph(
-        [node], node.op_type,
+        [node],
+        node.op_type,
         [helper.make_tensor_value_info(k, onnx.TensorProto.FLOAT, list(v)) for k, v in inputs.items()],
         [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, None)],
         initializer=[numpy_helper.from_array(v, k) for k, v in (constants or {}).items()],
@@ -242,29 +288,45 @@ def _micro_ops(c: int, h: int, w: int) -> dict[str, onnx.ModelProto]:
     x = {"x": (1, c, h, w)}
     k = max(1, c // 8)
     node = helper.make_node
-    unary = {name: _single_op(node(name, ["x"], ["y"]), x) for name in ("Sigmoid", "Exp", "HardSwish", "GlobalAveragePool")}
+    unary = {
+        name: _single_op(node(name, ["x"], ["y"]), x) for name in ("Sigmoid", "Exp", "HardSwish", "GlobalAveragePool")
+    }
     return {
         **{name.lower(): model for name, model in unary.items()},
         "add": _single_op(node("Add", ["x", "x2"], ["y"]), {**x, "x2": (1, c, h, w)}),
         "mul-per-channel": _single_op(node("Mul", ["x", "s"], ["y"]), x, {"s": np.ones((1, c, 1, 1), np.float32)}),
         "pow": _single_op(node("Pow", ["x", "e"], ["y"]), x, {"e": np.array(2.0, np.float32)}),
         "concat": _single_op(node("Concat", ["x", "x2"], ["y"], axis=1), {**x, "x2": (1, c, h, w)}),
-        "resize-x2": _single_op(node("Resize", ["x", "", "scales"], ["y"], mode="nearest"), x, {"scales": np.array([1, 1, 2, 2], np.float32)}),
+        "resize-x2": _single_op(
+            node("Resize", ["x", "", "scales"], ["y"], mode="nearest"),
+            x,
+            {"scales": np.array([1, 1, 2, 2], np.float32)},
+        ),
         "avgpool-3x3": _single_op(node("AveragePool", ["x"], ["y"], kernel_shape=[3, 3], pads=[1, 1, 1, 1]), x),
         "maxpool-2x2": _single_op(node("MaxPool", ["x"], ["y"], kernel_shape=[2, 2], strides=[2, 2]), x),
         "softmax-spatial": _single_op(node("Softmax", ["x"], ["y"], axis=-1), {"x": (1, c, h * w)}),
-        "reducesum-spatial": _single_op(node("ReduceSum", ["x", "axes"], ["y"], keepdims=1), x, {"axes": np.array([2, 3], np.int64)}),
-        "gridsample": _single_op(node("GridSample", ["x", "grid"], ["y"], align_corners=1), {**x, "grid": (1, h, w, 2)}),
+        "reducesum-spatial": _single_op(
+            node("ReduceSum", ["x", "axes"], ["y"], keepdims=1), x, {"axes": np.array([2, 3], np.int64)}
+        ),
+        "gridsample": _single_op(
+            node("GridSample", ["x", "grid"], ["y"], align_corners=1), {**x, "grid": (1, h, w, 2)}
+        ),
         "sub-broadcast": _single_op(node("Sub", ["a", "b"], ["y"]), {"a": (1, k, h, w, 2), "b": (1, k, 1, 1, 2)}),
-        "relu-chain-8": _chain("Relu", 8, (1, c, h // 8, w // 8)),  # tiny nodes: tells the per-node from the per-call cost
+        "relu-chain-8": _chain(
+            "Relu", 8, (1, c, h // 8, w // 8)
+        ),  # tiny nodes: tells the per-node from the per-call cost
     }
 
 
 def _chain(op: str, length: int, shape: tuple[int, ...]) -> onnx.ModelProto:
     names = ["x"] + [f"t{i}" for i in range(length - 1)] + ["y"]
     nodes = [helper.make_node(op, [a], [b]) for a, b in zip(names, names[1:])]
-    graph = helper.make_graph(nodes, f"{op}-chain", [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, list(shape))],
-                              [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, None)])
+    graph = helper.make_graph(
+        nodes,
+        f"{op}-chain",
+        [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, list(shape))],
+        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, None)],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     return model
@@ -283,10 +345,18 @@ def memory_microbenchmarks(workdir: Path) -> list[tuple[str, Path]]:
 
 
 def host_features(paths: Sequence[Path]) -> list[dict[str, float]]:
-    return [costmodel.totals(costmodel.analyse(p, channel_block=HOST_CHANNEL_BLOCK), frozenset(HOST_OP_SPECIFIC)) for p in paths]
+    return [
+        costmodel.totals(costmodel.analyse(p, channel_block=HOST_CHANNEL_BLOCK), frozenset(HOST_OP_SPECIFIC))
+        for p in paths
+    ]
 
 
-def fit_host(micro_feats: Sequence[dict[str, float]], micro_ms: Sequence[float], net_feats: Sequence[dict[str, float]], net_ms: Sequence[float]) -> Fit:
+def fit_host(
+    micro_feats: Sequence[dict[str, float]],
+    micro_ms: Sequence[float],
+    net_feats: Sequence[dict[str, float]],
+    net_ms: Sequence[float],
+) -> Fit:
     """Memory-bound and per-layer terms from single-op graphs, then conv terms from networks."""
     memory = fit(micro_feats, micro_ms, HOST_MEMORY_COLUMNS)
     nets = fit(net_feats, net_ms, HOST_CONV_COLUMNS, fixed=memory.coefficients)
@@ -303,15 +373,24 @@ def calibrate_host(workdir: Path, threads: Sequence[int] = (1,), out: Path | Non
         times = host_latencies(paths, t, rounds)
         m, measured = len(micro), times.fastest
         fits[t] = fit_host(feats[:m], measured[:m], feats[m:], measured[m:])
-        extra[t] = {"single_op_graphs": m, "measurement_repeatability_median": round(float(np.median(times.fastest_repeat)), 4),
-                    "measured": f"fastest of {rounds} x 20 runs, " + ("runner thread CPU time (1 thread)" if t == 1 else "wall time")}
+        extra[t] = {
+            "single_op_graphs": m,
+            "measurement_repeatability_median": round(float(np.median(times.fastest_repeat)), 4),
+            "measured": f"fastest of {rounds} x 20 runs, "
+            + ("runner thread CPU time (1 thread)" if t == 1 else "wall time"),
+        }
     header = {
         "device": "host-x86",
         "description": f"the machine that ran the calibration ({machine_name()}), onnxruntime CPU",
         "channel_block": HOST_CHANNEL_BLOCK,
-        "sources": [{"measured": f"python -m compress.bench.calibrate host: {len(micro)} single-op graphs (memory-bound terms), then "
-                     f"{len(nets)} varied conv nets (zoo.random_convnet_spec seeds {HOST_CALIBRATION_SEEDS.start}-{HOST_CALIBRATION_SEEDS.stop - 1}); "
-                     f"fastest run of {rounds} rounds"}],
+        "sources": [
+            {
+                "measured": f"python -m compress.bench.calibrate host: {len(micro)} single-op graphs "
+                f"(memory-bound terms), then {len(nets)} varied conv nets "
+                f"(zoo.random_convnet_spec seeds {HOST_CALIBRATION_SEEDS.start}-{HOST_CALIBRATION_SEEDS.stop - 1}); "
+                f"fastest run of {rounds} rounds"
+            }
+        ],
     }
     return write_profile(out or costmodel.profile_path("host-x86"), header, fits, extra)
 
@@ -321,7 +400,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("device", choices=["iphone8", "host"])
     parser.add_argument("--threads", type=int, nargs="+", default=[1])
     parser.add_argument("--rounds", type=int, default=4)
-    parser.add_argument("--workdir", type=Path, default=Path("exported/bench/nets"), help="where exported nets are kept and reused")
+    parser.add_argument(
+        "--workdir", type=Path, default=Path("exported/bench/nets"), help="where exported nets are kept and reused"
+    )
     parser.add_argument("--out", type=Path, help="profile YAML to write (default compress/bench/devices/<device>.yaml)")
     args = parser.parse_args(argv)
     args.workdir.mkdir(parents=True, exist_ok=True)

@@ -3,6 +3,7 @@
 Core ML runs models only on macOS; elsewhere coremltools converts but cannot predict, so this
 device refuses with a clear message (use profile:iphone8 for a prediction).
 """
+
 from __future__ import annotations
 
 import platform
@@ -20,8 +21,10 @@ ARRAY_DTYPES = {65568: np.float32, 65552: np.float16, 65600: np.float64, 131104:
 
 def check_platform() -> None:
     if platform.system() != "Darwin":
-        raise CompressError(f"--device coreml: Core ML predictions need macOS (this is {platform.system()}); "
-                            "run `compress profile` on a Mac, or use --device profile:iphone8 for a predicted latency")
+        raise CompressError(
+            f"--device coreml: Core ML predictions need macOS (this is {platform.system()}); "
+            "run `compress profile` on a Mac, or use --device profile:iphone8 for a predicted latency"
+        )
 
 
 def random_inputs(model: Any, seed: int = 0) -> dict[str, np.ndarray]:
@@ -31,11 +34,15 @@ def random_inputs(model: Any, seed: int = 0) -> dict[str, np.ndarray]:
         array = feature.type.multiArrayType
         if not feature.type.HasField("multiArrayType"):
             raise CompressError(f"coreml: input {feature.name!r} is not a multiarray; only tensor inputs can be timed")
-        feeds[feature.name] = rng.random(tuple(array.shape), dtype=np.float32).astype(ARRAY_DTYPES.get(array.dataType, np.float32))
+        feeds[feature.name] = rng.random(tuple(array.shape), dtype=np.float32).astype(
+            ARRAY_DTYPES.get(array.dataType, np.float32)
+        )
     return feeds
 
 
-def measure(models: list[Path], threads: int = 1, warmup: int = 5, runs: int = 30, top: int = 10) -> list[dict[str, Any]]:
+def measure(
+    models: list[Path], threads: int = 1, warmup: int = 5, runs: int = 30, top: int = 10
+) -> list[dict[str, Any]]:
     """p50/p90/p99/fps of each .mlpackage / .mlmodel; Core ML picks its own thread count, so threads is None."""
     check_platform()
     import coremltools as ct
@@ -52,6 +59,19 @@ def measure(models: list[Path], threads: int = 1, warmup: int = 5, runs: int = 3
             model.predict(feeds)
             times.append((time.perf_counter() - start) * 1e3)
         p50, p90, p99 = (float(np.percentile(times, q)) for q in (50, 90, 99))
-        results.append({"model": str(path), "threads": None, "warmup": warmup, "runs": runs, "p50_ms": p50, "p90_ms": p90, "p99_ms": p99,
-                        "mean_ms": float(np.mean(times)), "fps": 1e3 / p50, "times_ms": times, "ops": []})
+        results.append(
+            {
+                "model": str(path),
+                "threads": None,
+                "warmup": warmup,
+                "runs": runs,
+                "p50_ms": p50,
+                "p90_ms": p90,
+                "p99_ms": p99,
+                "mean_ms": float(np.mean(times)),
+                "fps": 1e3 / p50,
+                "times_ms": times,
+                "ops": [],
+            }
+        )
     return results

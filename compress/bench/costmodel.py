@@ -19,12 +19,14 @@ profile may price an op type's bytes on their own ("op:Softmax.mb") where one me
 would not fit them all. Coefficients come from `calibrate` (YAML under compress/bench/devices/),
 one set per thread count.
 """
+
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import reduce
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import onnx
 import yaml
@@ -36,8 +38,36 @@ DEVICES_DIR = Path(__file__).with_name("devices")
 CLASSES = ("conv", "conv_int8", "depthwise", "memory", "grid_sample")
 FEATURES = tuple(f"{c}.{unit}" for c in CLASSES for unit in ("gmac", "mb", "mtap", "mseg")) + ("layer", "run")
 DENSE_CLASSES = {"conv", "conv_int8", "depthwise"}
-ELEMENTWISE = {"Add", "Sub", "Mul", "Div", "Pow", "Where", "Max", "Min", "Equal", "Greater", "Less", "And", "Or", "PRelu", "Sum", "Mean"}
-SHAPE_ONLY = {"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Shape", "Constant", "ConstantOfShape", "Identity", "Dropout", "Size"}
+ELEMENTWISE = {
+    "Add",
+    "Sub",
+    "Mul",
+    "Div",
+    "Pow",
+    "Where",
+    "Max",
+    "Min",
+    "Equal",
+    "Greater",
+    "Less",
+    "And",
+    "Or",
+    "PRelu",
+    "Sum",
+    "Mean",
+}
+SHAPE_ONLY = {
+    "Reshape",
+    "Flatten",
+    "Squeeze",
+    "Unsqueeze",
+    "Shape",
+    "Constant",
+    "ConstantOfShape",
+    "Identity",
+    "Dropout",
+    "Size",
+}
 QUANT = {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear"}
 FUSED_INTO_CONV = {"Relu", "Clip", "LeakyRelu", "Sigmoid", "Tanh", "HardSigmoid", "HardSwish", "BatchNormalization"}
 DENSE = {"Conv", "ConvTranspose", "Gemm", "MatMul", "QLinearConv", "ConvInteger", "QLinearMatMul", "MatMulInteger"}
@@ -61,8 +91,13 @@ class NodeCost:
         if self.op_class == "free":
             return {}
         mb = f"op:{self.op_type}.mb" if self.op_type in op_specific else f"{self.op_class}.mb"
-        return {f"{self.op_class}.gmac": self.macs / 1e9, mb: self.bytes / 1e6,
-                f"{self.op_class}.mtap": self.taps / 1e6, f"{self.op_class}.mseg": self.segments / 1e6, "layer": 1.0}
+        return {
+            f"{self.op_class}.gmac": self.macs / 1e9,
+            mb: self.bytes / 1e6,
+            f"{self.op_class}.mtap": self.taps / 1e6,
+            f"{self.op_class}.mseg": self.segments / 1e6,
+            "layer": 1.0,
+        }
 
 
 def _prod(dims: Iterable[int]) -> int:
@@ -106,7 +141,9 @@ def load_model(model: str | Path | onnx.ModelProto) -> onnx.ModelProto:
 
 
 def is_quantized(model: onnx.ModelProto) -> bool:
-    return any(n.op_type in QUANT or n.op_type.startswith("QLinear") or n.op_type.endswith("Integer") for n in model.graph.node)
+    return any(
+        n.op_type in QUANT or n.op_type.startswith("QLinear") or n.op_type.endswith("Integer") for n in model.graph.node
+    )
 
 
 def analyse(model: str | Path | onnx.ModelProto, precision: str = "auto", channel_block: int = 1) -> list[NodeCost]:
@@ -135,8 +172,15 @@ def analyse(model: str | Path | onnx.ModelProto, precision: str = "auto", channe
     return costs
 
 
-def _node_cost(n: onnx.NodeProto, shapes: _Shapes, producer: dict, consumers: dict, fused_outputs: set[str], int8_graph: bool,
-               channel_block: int) -> NodeCost:
+def _node_cost(
+    n: onnx.NodeProto,
+    shapes: _Shapes,
+    producer: dict,
+    consumers: dict,
+    fused_outputs: set[str],
+    int8_graph: bool,
+    channel_block: int,
+) -> NodeCost:
     name, op = n.name or n.output[0], n.op_type
     if op in SHAPE_ONLY or op in QUANT:
         return NodeCost(name, op, "free")
@@ -246,8 +290,10 @@ class DeviceProfile:
     def coef(self, threads: int) -> dict[str, float]:
         if threads not in self.coefficients:
             have = ", ".join(str(t) for t in sorted(self.coefficients))
-            raise CompressError(f"{self.path}: device profile {self.name!r} is calibrated for threads {have}, not {threads}; "
-                                f"use one of those or calibrate it (python -m compress.bench.calibrate)")
+            raise CompressError(
+                f"{self.path}: device profile {self.name!r} is calibrated for threads {have}, not {threads}; "
+                f"use one of those or calibrate it (python -m compress.bench.calibrate)"
+            )
         return self.coefficients[threads]
 
     @property
@@ -279,23 +325,37 @@ def load_profile(name: str, path: Path | None = None) -> DeviceProfile:
     path = path or profile_path(name)
     if not path.is_file():
         known = ", ".join(sorted(p.stem for p in DEVICES_DIR.glob("*.yaml"))) or "none"
-        raise CompressError(f"profile:{name}: no device profile {path} (known: {known}); "
-                            f"create one with python -m compress.bench.calibrate")
+        raise CompressError(
+            f"profile:{name}: no device profile {path} (known: {known}); "
+            f"create one with python -m compress.bench.calibrate"
+        )
     data = yaml.safe_load(path.read_text()) or {}
     try:
-        coefficients = {int(t): {k: float(v) for k, v in c["coefficients"].items()} for t, c in data["calibrations"].items()}
+        coefficients = {
+            int(t): {k: float(v) for k, v in c["coefficients"].items()} for t, c in data["calibrations"].items()
+        }
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
-        raise CompressError(f"{path}: expected calibrations: {{THREADS: {{coefficients: {{feature: ms per unit}}}}}} ({exc})") from None
+        raise CompressError(
+            f"{path}: expected calibrations: {{THREADS: {{coefficients: {{feature: ms per unit}}}}}} ({exc})"
+        ) from None
     unknown = {k for c in coefficients.values() for k in c if not is_feature(k)}
     if unknown:
         raise CompressError(f"{path}: unknown cost features {sorted(unknown)}; known: {', '.join(FEATURES)}")
     return DeviceProfile(data.get("device", name), path, coefficients, data)
 
 
-def predict(model: str | Path | onnx.ModelProto, device: str | DeviceProfile, threads: int = 1, precision: str = "auto") -> dict[str, Any]:
+def predict(
+    model: str | Path | onnx.ModelProto, device: str | DeviceProfile, threads: int = 1, precision: str = "auto"
+) -> dict[str, Any]:
     """Predicted latency of a model on a device profile, with the per-node breakdown."""
     profile = device if isinstance(device, DeviceProfile) else load_profile(device.removeprefix("profile:"))
     costs = analyse(model, precision, profile.channel_block)
     per_node = [(c, profile.node_ms(c, threads)) for c in costs if c.op_class != "free"]
     total = profile.run_ms(threads) + sum(ms for _, ms in per_node)
-    return {"device": f"profile:{profile.name}", "threads": threads, "ms": total, "nodes": per_node, "totals": totals(costs, profile.op_specific(threads))}
+    return {
+        "device": f"profile:{profile.name}",
+        "threads": threads,
+        "ms": total,
+        "nodes": per_node,
+        "totals": totals(costs, profile.op_specific(threads)),
+    }

@@ -4,6 +4,7 @@ The measurement runs in a fresh interpreter (remote_runner.py, the same runner `
 devices use) so that the caller's threads (torch, a previous session) do not share its cores,
 and so that the CPU mask is set before onnxruntime creates its thread pool.
 """
+
 from __future__ import annotations
 
 import json
@@ -35,9 +36,32 @@ def parse_cores(text: str) -> list[int]:
     return cores
 
 
-def runner_command(python: str, runner: str, models: list[str], threads: int, warmup: int, runs: int, top: int,
-                   cores: list[int] | None = None, priority: str = "normal") -> list[str]:
-    cmd = [python, runner, *models, "--threads", str(threads), "--warmup", str(warmup), "--runs", str(runs), "--top", str(top), "--priority", priority]
+def runner_command(
+    python: str,
+    runner: str,
+    models: list[str],
+    threads: int,
+    warmup: int,
+    runs: int,
+    top: int,
+    cores: list[int] | None = None,
+    priority: str = "normal",
+) -> list[str]:
+    cmd = [
+        python,
+        runner,
+        *models,
+        "--threads",
+        str(threads),
+        "--warmup",
+        str(warmup),
+        "--runs",
+        str(runs),
+        "--top",
+        str(top),
+        "--priority",
+        priority,
+    ]
     if cores:
         cmd += ["--cores", ",".join(str(c) for c in cores)]
     return cmd
@@ -51,8 +75,15 @@ def parse_runner_output(stdout: str, where: str) -> dict[str, Any]:
         raise CompressError(f"{where}: the latency runner printed no JSON result:\n{stdout[-2000:]}") from None
 
 
-def measure(models: list[Path], threads: int = 1, warmup: int = 5, runs: int = 30, top: int = 10,
-            cores: list[int] | None = None, priority: str = "normal") -> list[dict[str, Any]]:
+def measure(
+    models: list[Path],
+    threads: int = 1,
+    warmup: int = 5,
+    runs: int = 30,
+    top: int = 10,
+    cores: list[int] | None = None,
+    priority: str = "normal",
+) -> list[dict[str, Any]]:
     """p50/p90/p99/fps (and the `top` slowest ops) of each model, measured here.
 
     `priority` "realtime" or "high" shields the runs from other processes where this user may
@@ -61,7 +92,9 @@ def measure(models: list[Path], threads: int = 1, warmup: int = 5, runs: int = 3
     if threads < 1:
         raise CompressError(f"--threads {threads}: must be at least 1")
     cores = cores or default_cores(threads)
-    cmd = runner_command(sys.executable, str(RUNNER), [str(m) for m in models], threads, warmup, runs, top, cores, priority)
+    cmd = runner_command(
+        sys.executable, str(RUNNER), [str(m) for m in models], threads, warmup, runs, top, cores, priority
+    )
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         raise CompressError(f"host: measuring {', '.join(str(m) for m in models)} failed:\n{proc.stderr[-2000:]}")

@@ -7,6 +7,7 @@ Devices:
   coreml                                             Core ML on this Mac's CPU (measured)
   profile:NAME                                       the cost model of compress/bench/devices/NAME.yaml (predicted)
 """
+
 from __future__ import annotations
 
 import json
@@ -40,7 +41,9 @@ def resolve_target(target: str | Path) -> list[ModelFile]:
     """Every model file a target names: a model file, a run folder (summary.json) or a bundle (manifest.json)."""
     path = Path(target)
     if not path.exists():
-        raise CompressError(f"{path}: no such file or folder (expected an .onnx file, an .mlpackage, a run folder or a bundle)")
+        raise CompressError(
+            f"{path}: no such file or folder (expected an .onnx file, an .mlpackage, a run folder or a bundle)"
+        )
     fmt = format_of(path)
     if fmt:
         return [ModelFile(path.stem, fmt, path)]
@@ -64,17 +67,27 @@ def _read_json(path: Path) -> dict[str, Any]:
 def _bundle_files(folder: Path) -> list[ModelFile]:
     manifest = _read_json(folder / "manifest.json")
     try:
-        files = [ModelFile(p["name"], fmt, folder / entry["path"]) for p in manifest["parts"] for fmt, entry in p["files"].items()]
+        files = [
+            ModelFile(p["name"], fmt, folder / entry["path"])
+            for p in manifest["parts"]
+            for fmt, entry in p["files"].items()
+        ]
     except (KeyError, TypeError) as exc:
-        raise CompressError(f"{folder / 'manifest.json'}: expected parts[i].name and parts[i].files[format].path ({exc})") from None
+        raise CompressError(
+            f"{folder / 'manifest.json'}: expected parts[i].name and parts[i].files[format].path ({exc})"
+        ) from None
     return _existing(files, folder / "manifest.json")
 
 
 def _run_files(folder: Path) -> list[ModelFile]:
     artifacts = _read_json(folder / "summary.json").get("artifacts") or {}
     if not (artifacts.get("shipped") or artifacts.get("exported")):
-        raise CompressError(f"{folder / 'summary.json'}: the run has no shipped or exported models yet; run its export stage first")
-    return _existing([ModelFile(m.part, m.format, folder / m.rel) for m in run_models(artifacts)], folder / "summary.json")
+        raise CompressError(
+            f"{folder / 'summary.json'}: the run has no shipped or exported models yet; run its export stage first"
+        )
+    return _existing(
+        [ModelFile(m.part, m.format, folder / m.rel) for m in run_models(artifacts)], folder / "summary.json"
+    )
 
 
 @dataclass(frozen=True)
@@ -90,11 +103,18 @@ def run_models(artifacts: dict[str, Any], precision: str = "shipped") -> list[Ru
     the exports ({part: {format: path}}) or the int8 models ({part: {format: path}})."""
     a = artifacts
     if precision == "shipped" and a.get("shipped"):
-        return [RunModel(part, fmt, e["path"], e.get("precision", "fp32")) for part, by_fmt in a["shipped"].items() for fmt, e in by_fmt.items()]
+        return [
+            RunModel(part, fmt, e["path"], e.get("precision", "fp32"))
+            for part, by_fmt in a["shipped"].items()
+            for fmt, e in by_fmt.items()
+        ]
     key = "quantized" if precision == "int8" else "exported"
     if not a.get(key):
         stage = "quantize" if key == "quantized" else "export"
-        raise CompressError(f"profile (precision: {precision}): the run has no {key} models; add a {stage} stage before profile in the recipe")
+        raise CompressError(
+            f"profile (precision: {precision}): the run has no {key} models; "
+            f"add a {stage} stage before profile in the recipe"
+        )
     label = "int8" if key == "quantized" else "fp32"
     return [RunModel(part, fmt, rel, label) for part, by_fmt in a[key].items() for fmt, rel in by_fmt.items()]
 
@@ -118,8 +138,10 @@ def device_kind(device: str) -> str:
         return "ssh"
     if device.startswith("profile:"):
         return "profile"
-    raise CompressError(f"--device {device}: unknown device; use host, ssh://user@host[:port], adb[:SERIAL], coreml or profile:NAME "
-                        f"(profiles: {', '.join(sorted(p.stem for p in costmodel.DEVICES_DIR.glob('*.yaml')))})")
+    raise CompressError(
+        f"--device {device}: unknown device; use host, ssh://user@host[:port], adb[:SERIAL], coreml or profile:NAME "
+        f"(profiles: {', '.join(sorted(p.stem for p in costmodel.DEVICES_DIR.glob('*.yaml')))})"
+    )
 
 
 def device_format(device: str) -> str:
@@ -133,13 +155,20 @@ def _host_options(device: str) -> dict[str, Any]:
     query = {k: v[-1] for k, v in parse_qs(device.partition("?")[2]).items()}
     unknown = set(query) - {"cores", "priority"}
     if unknown:
-        raise CompressError(f"--device {device}: unknown option(s) {', '.join(sorted(unknown))}; known: cores, priority")
+        raise CompressError(
+            f"--device {device}: unknown option(s) {', '.join(sorted(unknown))}; known: cores, priority"
+        )
     if query.get("priority", "normal") not in ("normal", "high", "realtime"):
         raise CompressError(f"--device {device}: priority must be normal, high or realtime")
-    return {"cores": parse_cores(query["cores"]) if "cores" in query else None, "priority": query.get("priority", "normal")}
+    return {
+        "cores": parse_cores(query["cores"]) if "cores" in query else None,
+        "priority": query.get("priority", "normal"),
+    }
 
 
-def measure_files(paths: list[Path], device: str, threads: int, warmup: int, runs: int, top: int) -> list[dict[str, Any]]:
+def measure_files(
+    paths: list[Path], device: str, threads: int, warmup: int, runs: int, top: int
+) -> list[dict[str, Any]]:
     """Raw per-file results of one device, in the order of `paths`."""
     kind = device_kind(device)
     if kind == "host":
@@ -166,11 +195,20 @@ def predicted(path: Path, device: str, threads: int, top: int) -> dict[str, Any]
     ops = sorted(pred["nodes"], key=lambda item: item[1], reverse=True)[:top]
     total = pred["ms"] or 1.0
     ms = pred["ms"]
-    return {"model": str(path), "threads": threads, "p50_ms": ms, "p90_ms": ms, "p99_ms": ms, "fps": 1e3 / ms if ms else None,
-            "ops": [{"node": c.name, "op_type": c.op_type, "ms": node_ms, "share": node_ms / total} for c, node_ms in ops]}
+    return {
+        "model": str(path),
+        "threads": threads,
+        "p50_ms": ms,
+        "p90_ms": ms,
+        "p99_ms": ms,
+        "fps": 1e3 / ms if ms else None,
+        "ops": [{"node": c.name, "op_type": c.op_type, "ms": node_ms, "share": node_ms / total} for c, node_ms in ops],
+    }
 
 
-def profile(target: str | Path, device: str = "host", threads: int = 1, warmup: int = 5, runs: int = 30, top_ops: int = 10) -> list[dict[str, Any]]:
+def profile(
+    target: str | Path, device: str = "host", threads: int = 1, warmup: int = 5, runs: int = 30, top_ops: int = 10
+) -> list[dict[str, Any]]:
     """Latency rows of every model file in `target` that `device` runs.
 
     Each row: file, part, device, source ("measured" | "predicted"), threads, p50_ms, p90_ms,
@@ -198,18 +236,33 @@ def check_readable(file: ModelFile) -> None:
     try:
         onnx.load(str(file.path), load_external_data=False)
     except Exception as exc:  # protobuf raises DecodeError, truncated files other errors
-        raise CompressError(f"{file.path}: not a readable ONNX model ({type(exc).__name__}: {str(exc)[:200]}); "
-                            "re-export it (compress run RECIPE --until export) or check the download") from None
+        raise CompressError(
+            f"{file.path}: not a readable ONNX model ({type(exc).__name__}: {str(exc)[:200]}); "
+            "re-export it (compress run RECIPE --until export) or check the download"
+        ) from None
 
 
 def to_row(file: Path | str, part: str, device: str, source: str, raw: dict[str, Any]) -> dict[str, Any]:
-    values = {"file": str(file), "part": part, "device": device, "source": source, **{k: raw.get(k) for k in ROW_KEYS[4:]}}
+    values = {
+        "file": str(file),
+        "part": part,
+        "device": device,
+        "source": source,
+        **{k: raw.get(k) for k in ROW_KEYS[4:]},
+    }
     return {**values, "ops": raw.get("ops", [])}
 
 
 # -- the CLI command -------------------------------------------------------------------------
-def profile_command(target: str, device: str = "host", threads: int = 1, warmup: int = 5, runs: int = 30, top: int = 10,
-                    as_json: bool = False) -> list[dict[str, Any]]:
+def profile_command(
+    target: str,
+    device: str = "host",
+    threads: int = 1,
+    warmup: int = 5,
+    runs: int = 30,
+    top: int = 10,
+    as_json: bool = False,
+) -> list[dict[str, Any]]:
     """`compress profile TARGET --device D ...`: print a table per file (or JSON) and return the rows."""
     rows = profile(target, device, threads, warmup, runs, top)
     if as_json:
@@ -232,8 +285,16 @@ def print_rows(rows: list[dict[str, Any]]) -> None:
     for col in ("part", "device", "source", "threads", "p50 ms", "p90 ms", "p99 ms", "fps"):
         summary.add_column(col, justify="left" if col in ("part", "device", "source") else "right")
     for r in rows:
-        summary.add_row(r["part"], r["device"], r["source"], str(r["threads"] or "-"), _ms(r["p50_ms"]), _ms(r["p90_ms"]), _ms(r["p99_ms"]),
-                        "-" if r["fps"] is None else f"{r['fps']:.1f}")
+        summary.add_row(
+            r["part"],
+            r["device"],
+            r["source"],
+            str(r["threads"] or "-"),
+            _ms(r["p50_ms"]),
+            _ms(r["p90_ms"]),
+            _ms(r["p99_ms"]),
+            "-" if r["fps"] is None else f"{r['fps']:.1f}",
+        )
     console.print(summary)
     for r in rows:
         if not r["ops"]:

@@ -12,6 +12,7 @@ A second, profiling session (kept out of the timings: profiling slows every node
 per-op table. The process pins itself to `cores` before onnxruntime starts any thread, so the
 worker threads inherit the mask.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -129,7 +130,14 @@ def op_table(ort, model: str, threads: int, feeds: dict, top: int, spinning: boo
 
 def summarise(times: list[float]) -> dict:
     p50, p90, p99 = (float(np.percentile(times, q)) for q in (50, 90, 99))
-    return {"p50_ms": p50, "p90_ms": p90, "p99_ms": p99, "mean_ms": float(np.mean(times)), "fps": 1e3 / p50, "times_ms": times}
+    return {
+        "p50_ms": p50,
+        "p90_ms": p90,
+        "p99_ms": p99,
+        "mean_ms": float(np.mean(times)),
+        "fps": 1e3 / p50,
+        "times_ms": times,
+    }
 
 
 def measure(model: str, threads: int, warmup: int, runs: int, top: int, spinning: bool = True, seed: int = 0) -> dict:
@@ -138,7 +146,14 @@ def measure(model: str, threads: int, warmup: int, runs: int, top: int, spinning
     session = ort.InferenceSession(model, session_options(ort, threads, spinning), providers=["CPUExecutionProvider"])
     feeds = random_inputs(session, seed)
     wall, cpu = time_runs(session, feeds, warmup, runs)
-    result = {"model": model, "threads": threads, "warmup": warmup, "runs": runs, **summarise(wall), "cpu_times_ms": cpu}
+    result = {
+        "model": model,
+        "threads": threads,
+        "warmup": warmup,
+        "runs": runs,
+        **summarise(wall),
+        "cpu_times_ms": cpu,
+    }
     result["ops"] = op_table(ort, model, threads, feeds, top, spinning) if top > 0 else []
     return result
 
@@ -158,7 +173,9 @@ def main(argv: list[str] | None = None) -> None:
     priority = raise_priority(args.priority)
     import onnxruntime as ort
 
-    results = [measure(m, args.threads, args.warmup, args.runs, args.top, spinning=priority != "realtime") for m in args.models]
+    results = [
+        measure(m, args.threads, args.warmup, args.runs, args.top, spinning=priority != "realtime") for m in args.models
+    ]
     json.dump(
         {
             "onnxruntime": ort.__version__,

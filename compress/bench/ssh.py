@@ -8,6 +8,7 @@ removes the folder. Key-based authentication only (BatchMode: never a password p
 unknown host key is accepted on first use and checked afterwards (StrictHostKeyChecking
 accept-new), against `known_hosts` when given.
 """
+
 from __future__ import annotations
 
 import shlex
@@ -43,7 +44,16 @@ class SshTarget:
 
     def options(self) -> list[str]:
         """OpenSSH options shared by ssh and scp."""
-        opts = ["-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=accept-new", "-o", "ConnectTimeout=15", "-o", "LogLevel=ERROR"]
+        opts = [
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "StrictHostKeyChecking=accept-new",
+            "-o",
+            "ConnectTimeout=15",
+            "-o",
+            "LogLevel=ERROR",
+        ]
         if self.port:
             opts += ["-o", f"Port={self.port}"]
         if self.known_hosts:
@@ -61,7 +71,9 @@ def parse_device(device: str) -> SshTarget:
     query = {k: v[-1] for k, v in parse_qs(url.query).items()}
     unknown = set(query) - set(OPTIONS)
     if unknown:
-        raise CompressError(f"--device {device}: unknown option(s) {', '.join(sorted(unknown))}; known: {', '.join(OPTIONS)}")
+        raise CompressError(
+            f"--device {device}: unknown option(s) {', '.join(sorted(unknown))}; known: {', '.join(OPTIONS)}"
+        )
     try:
         port = url.port
         timeout = float(query.get("timeout", 600))
@@ -72,27 +84,48 @@ def parse_device(device: str) -> SshTarget:
         raise CompressError(f"--device {device}: identity file {paths['identity']} not found")
     if query.get("priority", "normal") not in ("normal", "high", "realtime"):
         raise CompressError(f"--device {device}: priority must be normal, high or realtime")
-    return SshTarget(url.hostname, url.username, port, paths.get("identity"), paths.get("known_hosts"), query.get("python", "python3"),
-                     query.get("cores", ""), query.get("priority", "normal"), timeout)
+    return SshTarget(
+        url.hostname,
+        url.username,
+        port,
+        paths.get("identity"),
+        paths.get("known_hosts"),
+        query.get("python", "python3"),
+        query.get("cores", ""),
+        query.get("priority", "normal"),
+        timeout,
+    )
 
 
 def _run(cmd: list[str], target: SshTarget, what: str) -> str:
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=target.timeout)
     except subprocess.TimeoutExpired:
-        raise CompressError(f"ssh://{target.destination}: {what} took more than {target.timeout:.0f} s (raise ?timeout=)") from None
+        raise CompressError(
+            f"ssh://{target.destination}: {what} took more than {target.timeout:.0f} s (raise ?timeout=)"
+        ) from None
     if proc.returncode != 0:
-        hint = " (check the key: ssh-copy-id, ?identity=; and the host key in known_hosts)" if proc.returncode == 255 else ""
-        raise CompressError(f"ssh://{target.destination}: {what} failed (exit {proc.returncode}){hint}:\n{proc.stderr.strip()[-2000:]}")
+        hint = (
+            " (check the key: ssh-copy-id, ?identity=; and the host key in known_hosts)"
+            if proc.returncode == 255
+            else ""
+        )
+        raise CompressError(
+            f"ssh://{target.destination}: {what} failed (exit {proc.returncode}){hint}:\n{proc.stderr.strip()[-2000:]}"
+        )
     return proc.stdout
 
 
-def measure(models: list[Path], device: str, threads: int = 1, warmup: int = 5, runs: int = 30, top: int = 10) -> list[dict[str, Any]]:
+def measure(
+    models: list[Path], device: str, threads: int = 1, warmup: int = 5, runs: int = 30, top: int = 10
+) -> list[dict[str, Any]]:
     """Measure each model on the device; results as the host's, model paths the local ones."""
     target = parse_device(device)
     for tool in ("ssh", "scp"):
         if shutil.which(tool) is None:
-            raise CompressError(f"--device {device}: the {tool} client is not installed (apt-get install openssh-client)")
+            raise CompressError(
+                f"--device {device}: the {tool} client is not installed (apt-get install openssh-client)"
+            )
     ssh = ["ssh", *target.options(), target.destination]
     remote_dir = _run(ssh + ["mktemp -d /tmp/compress-bench.XXXXXX"], target, "creating a folder on the device").strip()
     try:
@@ -102,10 +135,24 @@ def measure(models: list[Path], device: str, threads: int = 1, warmup: int = 5, 
             for name, model in zip(names, models):
                 (Path(staging) / name).symlink_to(Path(model).resolve())
             files = [str(RUNNER)] + [str(Path(staging) / n) for n in names]
-            _run(["scp", "-q", *target.options(), *files, f"{target.destination}:{remote_dir}/"], target, "copying the models")
+            _run(
+                ["scp", "-q", *target.options(), *files, f"{target.destination}:{remote_dir}/"],
+                target,
+                "copying the models",
+            )
         cores = [int(c) for c in target.cores.split(",") if c] or None
         remote_models = [f"{remote_dir}/{n}" for n in names]
-        cmd = runner_command(target.python, f"{remote_dir}/{RUNNER.name}", remote_models, threads, warmup, runs, top, cores, target.priority)
+        cmd = runner_command(
+            target.python,
+            f"{remote_dir}/{RUNNER.name}",
+            remote_models,
+            threads,
+            warmup,
+            runs,
+            top,
+            cores,
+            target.priority,
+        )
         out = _run(ssh + [shlex.join(cmd)], target, "measuring")
     finally:
         subprocess.run(ssh + [f"rm -rf {shlex.quote(remote_dir)}"], capture_output=True, timeout=60)

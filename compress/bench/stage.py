@@ -5,6 +5,7 @@ of the stage config and of the recipe's fps targets, at every thread count. Each
 becomes a Gate ("fps PART @ DEVICE"): passed when the best measured or predicted fps of that
 part on that device reaches the target; the runner then exits 1 on any missed target.
 """
+
 from __future__ import annotations
 
 import json
@@ -28,7 +29,10 @@ def thread_counts(device: str, wanted: list[int], ctx: RunContext) -> list[int]:
     if not kept:
         profile.coef(wanted[0])  # raises, naming the calibrated thread counts
     if len(kept) < len(wanted):
-        ctx.log(f"{device}: calibrated for threads {sorted(profile.coefficients)}; skipping {sorted(set(wanted) - set(kept))}")
+        ctx.log(
+            f"{device}: calibrated for threads {sorted(profile.coefficients)}; "
+            f"skipping {sorted(set(wanted) - set(kept))}"
+        )
     return kept
 
 
@@ -38,7 +42,10 @@ def fps_gate(target: FpsTarget, rows: list[dict[str, Any]]) -> Gate:
     if not matching:
         return Gate(name, target.fps, None, False, "not profiled")
     best = max(matching, key=lambda r: r["fps"])
-    detail = f"{best['source']} p50 {best['p50_ms']:.2f} ms at {best['threads']} thread(s), {best['precision']} {best['format']}"
+    detail = (
+        f"{best['source']} p50 {best['p50_ms']:.2f} ms at {best['threads']} thread(s), "
+        f"{best['precision']} {best['format']}"
+    )
     return Gate(name, target.fps, round(best["fps"], 3), best["fps"] >= target.fps, detail)
 
 
@@ -48,7 +55,10 @@ def float_compute(device: str) -> bool:
     On an iPhone 8 (A11, iOS 16) Core ML decompresses 8-bit weights and computes in float, so
     the shipped int8 file runs at the speed of the float graph: predict from the fp32 export.
     """
-    return device_kind(device) == "profile" and load_profile(device.removeprefix("profile:")).meta.get("int8_compute") is False
+    return (
+        device_kind(device) == "profile"
+        and load_profile(device.removeprefix("profile:")).meta.get("int8_compute") is False
+    )
 
 
 def profile_stage(cfg: ProfileConfig, ctx: RunContext) -> StageResult:
@@ -58,30 +68,42 @@ def profile_stage(cfg: ProfileConfig, ctx: RunContext) -> StageResult:
     targets = ctx.recipe.targets.fps
     for i, t in enumerate(targets):
         if t.part not in parts:
-            raise CompressError(f"targets.fps[{i}].part: {t.part!r} is not a part of this run (parts: {', '.join(sorted(parts))})")
+            raise CompressError(
+                f"targets.fps[{i}].part: {t.part!r} is not a part of this run (parts: {', '.join(sorted(parts))})"
+            )
     devices = list(dict.fromkeys([*cfg.devices, *(t.device for t in targets)]))
     rows: list[dict[str, Any]] = []
     for device in devices:
         fmt = device_format(device)
         chosen = [m for m in (float_models if float_compute(device) else models) if m.format == fmt]
         if not chosen:
-            raise CompressError(f"profile: device {device} runs {fmt} models and the run has none; add {fmt} to the export formats")
+            raise CompressError(
+                f"profile: device {device} runs {fmt} models and the run has none; add {fmt} to the export formats"
+            )
         source = "predicted" if device_kind(device) == "profile" else "measured"
         for threads in thread_counts(device, cfg.threads, ctx):
             ctx.log(f"{device}: {len(chosen)} {fmt} model(s), {threads} thread(s)")
             raw = measure_files([ctx.path(m.rel) for m in chosen], device, threads, cfg.warmup, cfg.runs, TOP_OPS)
-            rows += [to_row(m.rel, m.part, device, source, r) | {"format": m.format, "precision": m.precision} for m, r in zip(chosen, raw)]
+            rows += [
+                to_row(m.rel, m.part, device, source, r) | {"format": m.format, "precision": m.precision}
+                for m, r in zip(chosen, raw)
+            ]
     gates = [fps_gate(t, rows) for t in targets]
     out = ctx.stage_dir / "latency.json"
     out.write_text(json.dumps(rows, indent=2))
     metrics = {
         f"{r['part']} @ {r['device']} x{r['threads']}": {
-            "p50_ms": _round(r["p50_ms"]), "p90_ms": _round(r["p90_ms"]), "fps": _round(r["fps"]), "source": r["source"],
+            "p50_ms": _round(r["p50_ms"]),
+            "p90_ms": _round(r["p90_ms"]),
+            "fps": _round(r["fps"]),
+            "source": r["source"],
         }
         for r in rows
     }
     passed = sum(g.passed for g in gates)
-    summary = f"{len(rows)} latency rows on {len(devices)} device(s)" + (f"; fps targets {passed}/{len(gates)} met" if gates else "")
+    summary = f"{len(rows)} latency rows on {len(devices)} device(s)" + (
+        f"; fps targets {passed}/{len(gates)} met" if gates else ""
+    )
     return StageResult(artifacts={"latency": rows}, metrics=metrics, gates=gates, summary=summary)
 
 

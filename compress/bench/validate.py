@@ -9,6 +9,7 @@ reports the share of held-out networks predicted within +-10 % and +-20 % of the
 A benchmark, not a test: it prints a table and writes JSON; docs/latency.md's figures come
 only from that JSON (--update-docs).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -28,7 +29,11 @@ from compress.bench import calibrate, zoo
 from compress.checkpoints import atomic_path
 
 HELD_OUT_SEEDS = range(100, 140)
-ZOO_HELD_OUT = ("mobilenet_v1_1.0_224", "squeezenet_1.0", "nasnet_mobile")  # Inception-ResNet-V2 takes seconds a run here
+ZOO_HELD_OUT = (
+    "mobilenet_v1_1.0_224",
+    "squeezenet_1.0",
+    "nasnet_mobile",
+)  # Inception-ResNet-V2 takes seconds a run here
 DOC_BEGIN, DOC_END = "<!-- validate:begin -->", "<!-- validate:end -->"
 
 
@@ -71,7 +76,9 @@ def validate(workdir: Path, rounds: int = 4, with_fomm: bool = True) -> dict[str
     start = time.perf_counter()
     micro = calibrate.memory_microbenchmarks(workdir)
     calib = calibrate.convnet_set(calibrate.HOST_CALIBRATION_SEEDS, workdir)
-    held = calibrate.convnet_set(HELD_OUT_SEEDS, workdir) + zoo_nets(workdir) + (fomm_nets(workdir) if with_fomm else [])
+    held = (
+        calibrate.convnet_set(HELD_OUT_SEEDS, workdir) + zoo_nets(workdir) + (fomm_nets(workdir) if with_fomm else [])
+    )
     nets = calib + held
     exported_s = time.perf_counter() - start
     paths = [p for _, p in micro] + [p for _, p, _ in nets]
@@ -85,20 +92,34 @@ def validate(workdir: Path, rounds: int = 4, with_fomm: bool = True) -> dict[str
     micro_pred = calibrate.price(feats_all[:m], result.coefficients)
     micro_err = micro_pred / np.array(measured_all[:m]) - 1
     rows = [
-        {"network": name, "set": "calibration" if i < n else "held-out", "kind": info.get("kind", "convnet"), "spec": info,
-         "measured_ms": measured[i], "predicted_ms": float(predicted[i]), "error": float(predicted[i] / measured[i] - 1),
-         "repeatability": repeat[i], "median_ms": times.median[m + i], "median_repeatability": times.median_repeat[m + i]}
+        {
+            "network": name,
+            "set": "calibration" if i < n else "held-out",
+            "kind": info.get("kind", "convnet"),
+            "spec": info,
+            "measured_ms": measured[i],
+            "predicted_ms": float(predicted[i]),
+            "error": float(predicted[i] / measured[i] - 1),
+            "repeatability": repeat[i],
+            "median_ms": times.median[m + i],
+            "median_repeatability": times.median_repeat[m + i],
+        }
         for i, (name, _, info) in enumerate(nets)
     ]
     errors = np.array([r["error"] for r in rows if r["set"] == "held-out"])
     return {
         "machine": calibrate.machine_name(),
-        "method": f"1 thread, runner thread CPU time, fastest of {rounds} rounds x 20 runs, real-time priority where allowed",
+        "method": f"1 thread, runner thread CPU time, fastest of {rounds} rounds x 20 runs, "
+        "real-time priority where allowed",
         "rounds": rounds,
         "channel_block": calibrate.HOST_CHANNEL_BLOCK,
         "coefficients": result.coefficients,
-        "calibration": {"networks": n, "rms_relative_error": result.rms, "single_op_graphs": m,
-                        "single_op_rms_relative_error": float(np.sqrt(np.mean(micro_err**2)))},
+        "calibration": {
+            "networks": n,
+            "rms_relative_error": result.rms,
+            "single_op_graphs": m,
+            "single_op_rms_relative_error": float(np.sqrt(np.mean(micro_err**2))),
+        },
         "held_out": {
             "networks": len(errors),
             "within_10pct": float(np.mean(np.abs(errors) <= 0.10)),
@@ -111,8 +132,10 @@ def validate(workdir: Path, rounds: int = 4, with_fomm: bool = True) -> dict[str
         "wall_s": round(time.perf_counter() - start, 1),
         "export_s": round(exported_s, 1),
         "rows": rows,
-        "single_op_rows": [{"graph": name, "measured_ms": ms, "predicted_ms": float(pred)}
-                           for (name, _), ms, pred in zip(micro, measured_all[:m], micro_pred)],
+        "single_op_rows": [
+            {"graph": name, "measured_ms": ms, "predicted_ms": float(pred)}
+            for (name, _), ms, pred in zip(micro, measured_all[:m], micro_pred)
+        ],
     }
 
 
@@ -123,17 +146,28 @@ def print_report(report: dict[str, Any], console: Console) -> None:
     for r in report["rows"]:
         style = "" if abs(r["error"]) <= 0.10 else ("yellow" if abs(r["error"]) <= 0.20 else "red")
         error = f"{r['error'] * 100:+.1f}%"
-        table.add_row(r["network"], r["set"], f"{r['measured_ms']:.2f}", f"{r['predicted_ms']:.2f}", f"[{style}]{error}[/{style}]" if style else error)
+        table.add_row(
+            r["network"],
+            r["set"],
+            f"{r['measured_ms']:.2f}",
+            f"{r['predicted_ms']:.2f}",
+            f"[{style}]{error}[/{style}]" if style else error,
+        )
     console.print(table)
     console.print(summary_line(report))
 
 
 def summary_line(report: dict[str, Any]) -> str:
     h = report["held_out"]
-    return (f"held-out: {h['networks']} networks, {h['within_10pct'] * 100:.0f}% within +-10%, {h['within_20pct'] * 100:.0f}% within +-20% "
-            f"(median |error| {h['median_abs_error'] * 100:.1f}%, max {h['max_abs_error'] * 100:.1f}%); "
-            f"calibration: {report['calibration']['networks']} networks, rms {report['calibration']['rms_relative_error'] * 100:.1f}%; "
-            f"measurement repeatability (median |first half / second half of the rounds - 1|) {report['repeatability_median'] * 100:.1f}%")
+    return (
+        f"held-out: {h['networks']} networks, {h['within_10pct'] * 100:.0f}% within +-10%, "
+        f"{h['within_20pct'] * 100:.0f}% within +-20% "
+        f"(median |error| {h['median_abs_error'] * 100:.1f}%, max {h['max_abs_error'] * 100:.1f}%); "
+        f"calibration: {report['calibration']['networks']} networks, "
+        f"rms {report['calibration']['rms_relative_error'] * 100:.1f}%; "
+        f"measurement repeatability (median |first half / second half of the rounds - 1|) "
+        f"{report['repeatability_median'] * 100:.1f}%"
+    )
 
 
 def docs_section(report: dict[str, Any], json_path: Path) -> str:
@@ -153,13 +187,20 @@ def docs_section(report: dict[str, Any], json_path: Path) -> str:
     ]
     for kind, errs in sorted(kinds.items()):
         e = np.array(errs)
-        lines.append(f"| {kind} | {len(e)} | {np.mean(e <= 0.1) * 100:.0f} % | {np.mean(e <= 0.2) * 100:.0f} % | {np.median(e) * 100:.1f} % |")
-    lines.append(f"| **all** | **{h['networks']}** | **{h['within_10pct'] * 100:.0f} %** | **{h['within_20pct'] * 100:.0f} %** "
-                 f"| **{h['median_abs_error'] * 100:.1f} %** |")
+        lines.append(
+            f"| {kind} | {len(e)} | {np.mean(e <= 0.1) * 100:.0f} % | {np.mean(e <= 0.2) * 100:.0f} % "
+            f"| {np.median(e) * 100:.1f} % |"
+        )
+    lines.append(
+        f"| **all** | **{h['networks']}** | **{h['within_10pct'] * 100:.0f} %** | **{h['within_20pct'] * 100:.0f} %** "
+        f"| **{h['median_abs_error'] * 100:.1f} %** |"
+    )
     lines += [
         "",
-        f"Calibration: {report['calibration']['networks']} conv nets, in-sample rms error {report['calibration']['rms_relative_error'] * 100:.1f} %. "
-        f"How well a network's measured latency repeats, as the median over networks of |estimate from the first half of the rounds / "
+        f"Calibration: {report['calibration']['networks']} conv nets, "
+        f"in-sample rms error {report['calibration']['rms_relative_error'] * 100:.1f} %. "
+        f"How well a network's measured latency repeats, as the median over networks of "
+        f"|estimate from the first half of the rounds / "
         f"from the second half - 1|: {report['repeatability_median'] * 100:.1f} % for the fastest run (used above), "
         f"{report['median_estimator_repeatability_median'] * 100:.1f} % for the median of per-round p50s.",
         DOC_END,
@@ -178,7 +219,9 @@ def update_docs(doc: Path, section: str) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="validate the latency cost model on this host")
     parser.add_argument("--rounds", type=int, default=4)
-    parser.add_argument("--workdir", type=Path, default=Path("exported/bench/nets"), help="exported nets are kept here and reused")
+    parser.add_argument(
+        "--workdir", type=Path, default=Path("exported/bench/nets"), help="exported nets are kept here and reused"
+    )
     parser.add_argument("--out", type=Path, default=Path("exported/bench/latency-validate.json"))
     parser.add_argument("--no-fomm", action="store_true", help="leave out the FOMM parts")
     parser.add_argument("--update-docs", type=Path, help="rewrite the generated section of this markdown file")

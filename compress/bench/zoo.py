@@ -9,25 +9,36 @@ plus a generator of varied conv nets for validating the method on the host:
   NASNet-A mobile 4@1056   (Zoph et al. 2018; TF-slim nasnet_utils cell definitions)
   Inception-ResNet-V2      (Szegedy et al. 2016; TF-slim inception_resnet_v2), 299x299
 """
+
 from __future__ import annotations
 
 import random
 import warnings
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 
-def conv_bn(cin: int, cout: int, k: int | tuple[int, int], stride: int = 1, padding: int | tuple[int, int] | str | None = None,
-            groups: int = 1, act: type[nn.Module] | None = nn.ReLU) -> nn.Sequential:
+def conv_bn(
+    cin: int,
+    cout: int,
+    k: int | tuple[int, int],
+    stride: int = 1,
+    padding: int | tuple[int, int] | str | None = None,
+    groups: int = 1,
+    act: type[nn.Module] | None = nn.ReLU,
+) -> nn.Sequential:
     """Conv -> BatchNorm -> activation, 'same' padding by default (TF-slim style)."""
     kh, kw = (k, k) if isinstance(k, int) else k
     pad = (kh // 2, kw // 2) if padding is None else padding
-    layers: list[nn.Module] = [nn.Conv2d(cin, cout, (kh, kw), stride, pad, groups=groups, bias=False), nn.BatchNorm2d(cout)]
+    layers: list[nn.Module] = [
+        nn.Conv2d(cin, cout, (kh, kw), stride, pad, groups=groups, bias=False),
+        nn.BatchNorm2d(cout),
+    ]
     if act is not None:
         layers.append(act())
     return nn.Sequential(*layers)
@@ -75,11 +86,23 @@ def squeezenet_1_0(classes: int = 1001) -> nn.Module:
         return nn.MaxPool2d(3, 2, ceil_mode=True)
 
     return nn.Sequential(
-        nn.Conv2d(3, 96, 7, 2), nn.ReLU(), pool(),
-        Fire(96, 16, 64), Fire(128, 16, 64), Fire(128, 32, 128), pool(),
-        Fire(256, 32, 128), Fire(256, 48, 192), Fire(384, 48, 192), Fire(384, 64, 256), pool(),
+        nn.Conv2d(3, 96, 7, 2),
+        nn.ReLU(),
+        pool(),
+        Fire(96, 16, 64),
+        Fire(128, 16, 64),
+        Fire(128, 32, 128),
+        pool(),
+        Fire(256, 32, 128),
+        Fire(256, 48, 192),
+        Fire(384, 48, 192),
+        Fire(384, 64, 256),
+        pool(),
         Fire(512, 64, 256),
-        nn.Conv2d(512, classes, 1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+        nn.Conv2d(512, classes, 1),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
     )
 
 
@@ -92,8 +115,12 @@ class SepConvStack(nn.Module):
         layers: list[nn.Module] = []
         for i in range(2):
             c = cin if i == 0 else cout
-            layers += [nn.ReLU(), nn.Conv2d(c, c, k, stride if i == 0 else 1, k // 2, groups=c, bias=False),
-                       nn.Conv2d(c, cout, 1, bias=False), nn.BatchNorm2d(cout)]
+            layers += [
+                nn.ReLU(),
+                nn.Conv2d(c, c, k, stride if i == 0 else 1, k // 2, groups=c, bias=False),
+                nn.Conv2d(c, cout, 1, bias=False),
+                nn.BatchNorm2d(cout),
+            ]
         self.body = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -139,12 +166,26 @@ class CellOp(nn.Module):
 # TF-slim nasnet_utils: (left op, right op, left input, right input) per block, and the states
 # concatenated into the cell output. States: 0 = this cell's input, 1 = the previous cell's
 # output, >= 2 = the blocks' outputs in order.
-NORMAL_CELL = ([("sep5", "sep3", 0, 1), ("sep5", "sep3", 1, 1), ("avg", "id", 0, 1), ("avg", "avg", 1, 1), ("sep3", "id", 0, 0)], [1, 2, 3, 4, 5, 6])
-REDUCTION_CELL = ([("sep5", "sep7", 0, 1), ("max", "sep7", 0, 1), ("avg", "sep5", 0, 1), ("id", "avg", 3, 2), ("sep3", "max", 2, 0)], [3, 4, 5, 6])
+NORMAL_CELL = (
+    [("sep5", "sep3", 0, 1), ("sep5", "sep3", 1, 1), ("avg", "id", 0, 1), ("avg", "avg", 1, 1), ("sep3", "id", 0, 0)],
+    [1, 2, 3, 4, 5, 6],
+)
+REDUCTION_CELL = (
+    [("sep5", "sep7", 0, 1), ("max", "sep7", 0, 1), ("avg", "sep5", 0, 1), ("id", "avg", 3, 2), ("sep3", "max", 2, 0)],
+    [3, 4, 5, 6],
+)
 
 
 class NASCell(nn.Module):
-    def __init__(self, cell: tuple[list[tuple[str, str, int, int]], list[int]], c_in: int, c_prev: int, prev_reduced: bool, filters: int, stride: int):
+    def __init__(
+        self,
+        cell: tuple[list[tuple[str, str, int, int]], list[int]],
+        c_in: int,
+        c_prev: int,
+        prev_reduced: bool,
+        filters: int,
+        stride: int,
+    ):
         super().__init__()
         self.blocks, self.outputs = cell
         self.base = nn.Sequential(nn.ReLU(), conv_bn(c_in, filters, 1, act=None))
@@ -156,7 +197,8 @@ class NASCell(nn.Module):
             self.prev = nn.Identity()
         self.ops = nn.ModuleList(
             CellOp(op, filters, filters, stride if idx < 2 else 1)
-            for left, right, li, ri in self.blocks for op, idx in ((left, li), (right, ri))
+            for left, right, li, ri in self.blocks
+            for op, idx in ((left, li), (right, ri))
         )
 
     def forward(self, x: torch.Tensor, prev: torch.Tensor) -> torch.Tensor:
@@ -227,23 +269,61 @@ def _seq(*convs: tuple) -> nn.Sequential:
 
 def inception_resnet_v2(classes: int = 1001) -> nn.Module:
     def block35() -> nn.Module:
-        return ResidualInception(Branches(_seq((320, 32, 1)), _seq((320, 32, 1), (32, 32, 3)), _seq((320, 32, 1), (32, 48, 3), (48, 64, 3))), 128, 320, 0.17)
+        return ResidualInception(
+            Branches(_seq((320, 32, 1)), _seq((320, 32, 1), (32, 32, 3)), _seq((320, 32, 1), (32, 48, 3), (48, 64, 3))),
+            128,
+            320,
+            0.17,
+        )
 
     def block17() -> nn.Module:
-        return ResidualInception(Branches(_seq((1088, 192, 1)), _seq((1088, 128, 1), (128, 160, (1, 7)), (160, 192, (7, 1)))), 384, 1088, 0.10)
+        return ResidualInception(
+            Branches(_seq((1088, 192, 1)), _seq((1088, 128, 1), (128, 160, (1, 7)), (160, 192, (7, 1)))),
+            384,
+            1088,
+            0.10,
+        )
 
     def block8(relu: bool = True) -> nn.Module:
-        return ResidualInception(Branches(_seq((2080, 192, 1)), _seq((2080, 192, 1), (192, 224, (1, 3)), (224, 256, (3, 1)))), 448, 2080, 0.20, relu)
+        return ResidualInception(
+            Branches(_seq((2080, 192, 1)), _seq((2080, 192, 1), (192, 224, (1, 3)), (224, 256, (3, 1)))),
+            448,
+            2080,
+            0.20,
+            relu,
+        )
 
-    stem = [_seq((3, 32, 3, 2, 0), (32, 32, 3, 1, 0), (32, 64, 3)), nn.MaxPool2d(3, 2), _seq((64, 80, 1), (80, 192, 3, 1, 0)), nn.MaxPool2d(3, 2)]
-    mixed_5b = Branches(_seq((192, 96, 1)), _seq((192, 48, 1), (48, 64, 5)), _seq((192, 64, 1), (64, 96, 3), (96, 96, 3)),
-                        nn.Sequential(nn.AvgPool2d(3, 1, 1, count_include_pad=False), conv_bn(192, 64, 1)))
-    mixed_6a = Branches(_seq((320, 384, 3, 2, 0)), _seq((320, 256, 1), (256, 256, 3), (256, 384, 3, 2, 0)), nn.MaxPool2d(3, 2))
-    mixed_7a = Branches(_seq((1088, 256, 1), (256, 384, 3, 2, 0)), _seq((1088, 256, 1), (256, 288, 3, 2, 0)),
-                        _seq((1088, 256, 1), (256, 288, 3), (288, 320, 3, 2, 0)), nn.MaxPool2d(3, 2))
+    stem = [
+        _seq((3, 32, 3, 2, 0), (32, 32, 3, 1, 0), (32, 64, 3)),
+        nn.MaxPool2d(3, 2),
+        _seq((64, 80, 1), (80, 192, 3, 1, 0)),
+        nn.MaxPool2d(3, 2),
+    ]
+    mixed_5b = Branches(
+        _seq((192, 96, 1)),
+        _seq((192, 48, 1), (48, 64, 5)),
+        _seq((192, 64, 1), (64, 96, 3), (96, 96, 3)),
+        nn.Sequential(nn.AvgPool2d(3, 1, 1, count_include_pad=False), conv_bn(192, 64, 1)),
+    )
+    mixed_6a = Branches(
+        _seq((320, 384, 3, 2, 0)), _seq((320, 256, 1), (256, 256, 3), (256, 384, 3, 2, 0)), nn.MaxPool2d(3, 2)
+    )
+    mixed_7a = Branches(
+        _seq((1088, 256, 1), (256, 384, 3, 2, 0)),
+        _seq((1088, 256, 1), (256, 288, 3, 2, 0)),
+        _seq((1088, 256, 1), (256, 288, 3), (288, 320, 3, 2, 0)),
+        nn.MaxPool2d(3, 2),
+    )
     features = nn.Sequential(
-        *stem, mixed_5b, *(block35() for _ in range(10)), mixed_6a, *(block17() for _ in range(20)), mixed_7a,
-        *(block8() for _ in range(9)), block8(relu=False), conv_bn(2080, 1536, 1),
+        *stem,
+        mixed_5b,
+        *(block35() for _ in range(10)),
+        mixed_6a,
+        *(block17() for _ in range(20)),
+        mixed_7a,
+        *(block8() for _ in range(9)),
+        block8(relu=False),
+        conv_bn(2080, 1536, 1),
     )
     return Classifier(features, 1536, classes)
 
@@ -284,14 +364,21 @@ class ConvNetSpec:
         return asdict(self)
 
 
-ACTS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "relu6": nn.ReLU6, "hardswish": nn.Hardswish, "sigmoid": nn.Sigmoid}
+ACTS: dict[str, type[nn.Module]] = {
+    "relu": nn.ReLU,
+    "relu6": nn.ReLU6,
+    "hardswish": nn.Hardswish,
+    "sigmoid": nn.Sigmoid,
+}
 
 
 class ConvBlock(nn.Module):
     def __init__(self, cin: int, cout: int, k: int, stride: int, depthwise: bool, residual: bool, act: type[nn.Module]):
         super().__init__()
         if depthwise:
-            self.body: nn.Module = nn.Sequential(conv_bn(cin, cin, k, stride, groups=cin, act=act), conv_bn(cin, cout, 1, act=act))
+            self.body: nn.Module = nn.Sequential(
+                conv_bn(cin, cin, k, stride, groups=cin, act=act), conv_bn(cin, cout, 1, act=act)
+            )
         else:
             self.body = conv_bn(cin, cout, k, stride, act=act)
         self.residual = residual and stride == 1 and cin == cout
@@ -308,7 +395,9 @@ class FlowWarp(nn.Module):
         super().__init__()
         self.flow = nn.Conv2d(channels, 2, 3, padding=1)
         ys, xs = torch.meshgrid(torch.linspace(-1, 1, size), torch.linspace(-1, 1, size), indexing="ij")
-        self.register_buffer("identity", torch.stack([xs, ys], -1)[None])  # an explicit grid: affine_grid does not export
+        self.register_buffer(
+            "identity", torch.stack([xs, ys], -1)[None]
+        )  # an explicit grid: affine_grid does not export
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         grid = self.identity + torch.tanh(self.flow(x)).permute(0, 2, 3, 1) * 0.1
@@ -321,14 +410,29 @@ class ConvNet(nn.Module):
     def __init__(self, spec: ConvNetSpec):
         super().__init__()
         act = ACTS[spec.act]
-        self.stem = nn.Sequential(conv_bn(3, spec.stem, 3, 2, act=act), *([FlowWarp(spec.stem, -(-spec.resolution // 2))] if spec.warp else []))
+        self.stem = nn.Sequential(
+            conv_bn(3, spec.stem, 3, 2, act=act),
+            *([FlowWarp(spec.stem, -(-spec.resolution // 2))] if spec.warp else []),
+        )
         self.stages = nn.ModuleList()
         widths = [spec.stem]
         for channels, blocks, stride in spec.stages:
-            self.stages.append(nn.Sequential(*(
-                ConvBlock(widths[-1] if b == 0 else channels, channels, spec.kernel, stride if b == 0 else 1, spec.depthwise, spec.residual, act)
-                for b in range(blocks)
-            )))
+            self.stages.append(
+                nn.Sequential(
+                    *(
+                        ConvBlock(
+                            widths[-1] if b == 0 else channels,
+                            channels,
+                            spec.kernel,
+                            stride if b == 0 else 1,
+                            spec.depthwise,
+                            spec.residual,
+                            act,
+                        )
+                        for b in range(blocks)
+                    )
+                )
+            )
             widths.append(channels)
         self.up_strides = [stride for _, _, stride in spec.stages][::-1] if spec.decoder else []
         self.decoder = nn.ModuleList()
@@ -388,7 +492,9 @@ def random_convnet_spec(seed: int, mmacs: tuple[float, float] = (20.0, 400.0)) -
         width = rng.choice([8, 16, 24, 32, 48, 64])
         stages = []
         for i in range(rng.randint(2, 4)):
-            stages.append((int(width * 2**i * rng.choice([1.0, 1.5])), rng.randint(1, 3), 2 if i else rng.choice([1, 2])))
+            stages.append(
+                (int(width * 2**i * rng.choice([1.0, 1.5])), rng.randint(1, 3), 2 if i else rng.choice([1, 2]))
+            )
         spec = ConvNetSpec(
             name=f"convnet-{seed:03d}",
             resolution=rng.choice([64, 96, 128, 160, 192, 224, 256]),

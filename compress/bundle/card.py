@@ -4,6 +4,7 @@ Written from the manifest alone, so the card can never disagree with it. The ope
 words for when parts run follow the bundle's flow: a video call between two phones, or one
 app on one device.
 """
+
 from __future__ import annotations
 
 from compress.bundle.manifest import InputTensor, Manifest, MetricEntry, RowGate, Tensor
@@ -51,7 +52,9 @@ def _intended_use(m: Manifest) -> str:
     task = f"{m.task.description[:1].upper()}{m.task.description[1:]}, with the {m.family} family"
     snippets = ", ".join(f"`{d.path}`" for d in m.documents if d.path.startswith("snippets/"))
     how = f" The snippets show it with the bundle's names: {snippets}." if snippets else ""
-    return "## Intended use\n\n" + (_call_use(m, task) if m.flow == "video_call" else _app_use(m, task)) + how + _misuse(m)
+    return (
+        "## Intended use\n\n" + (_call_use(m, task) if m.flow == "video_call" else _app_use(m, task)) + how + _misuse(m)
+    )
 
 
 def _call_use(m: Manifest, task: str) -> str:
@@ -59,7 +62,10 @@ def _call_use(m: Manifest, task: str) -> str:
     receivers = [p.name for p in m.parts if p.role == "receiver"]
     flow = []
     if senders:
-        flow.append(f"the sending phone runs {', '.join(senders)} on its camera frames and sends the (small) outputs instead of video")
+        flow.append(
+            f"the sending phone runs {', '.join(senders)} on its camera frames "
+            "and sends the (small) outputs instead of video"
+        )
     if receivers:
         flow.append(f"the receiving phone runs {', '.join(receivers)} to render the frames")
     return (
@@ -73,7 +79,12 @@ def _app_use(m: Manifest, task: str) -> str:
     once = any(p.cadence == "per_call" for p in m.parts)
     return (
         f"{task}, on one device: one app runs every part: {parts}."
-        + (" Parts that run once per session do so when the app starts (e.g. per video or scene), before the per-frame parts." if once else "")
+        + (
+            " Parts that run once per session do so when the app starts (e.g. per video or scene),"
+            " before the per-frame parts."
+            if once
+            else ""
+        )
         + " Inputs come from the app or from the same-named output of a part that ran before."
     )
 
@@ -86,7 +97,16 @@ def _misuse(m: Manifest) -> str:
 
 def _parts(m: Manifest) -> str:
     rows = [
-        [p.name, p.role, RUNS[m.flow][p.cadence], fmt, f.precision, f"`{f.path}`", f"{f.bytes / 1e6:.3f}", f"`{f.sha256[:12]}`"]
+        [
+            p.name,
+            p.role,
+            RUNS[m.flow][p.cadence],
+            fmt,
+            f.precision,
+            f"`{f.path}`",
+            f"{f.bytes / 1e6:.3f}",
+            f"`{f.sha256[:12]}`",
+        ]
         for p in m.parts
         for fmt, f in p.files.items()
     ]
@@ -96,7 +116,18 @@ def _parts(m: Manifest) -> str:
 def _assets(m: Manifest) -> str:
     if not m.assets:
         return ""
-    rows = [[a.name, f"`{a.path}`", a.dtype, "x".join(map(str, a.shape)) or "scalar", f"{a.bytes / 1e6:.3f}", f"`{a.sha256[:12]}`", a.description] for a in m.assets]
+    rows = [
+        [
+            a.name,
+            f"`{a.path}`",
+            a.dtype,
+            "x".join(map(str, a.shape)) or "scalar",
+            f"{a.bytes / 1e6:.3f}",
+            f"`{a.sha256[:12]}`",
+            a.description,
+        ]
+        for a in m.assets
+    ]
     return (
         "## Assets\n\nConstants the app needs besides the models: raw little-endian values in C order, no header.\n\n"
         + _table(["asset", "file", "dtype", "shape", "MB", "sha256", "description"], rows)
@@ -107,8 +138,14 @@ def _tensors(m: Manifest) -> str:
     out = ["## Inputs and outputs"]
     for p in m.parts:
         tensors = [("in", t) for t in p.inputs] + [("out", t) for t in p.outputs]
-        rows = [[way, t.name, "x".join(map(str, t.shape)), t.dtype, t.layout, _range(t), t.normalization, _feed(t)] for way, t in tensors]
-        out.append(f"### {p.name}\n\n" + _table(["", "name", "shape", "dtype", "layout", "range", "normalization", "comes from"], rows))
+        rows = [
+            [way, t.name, "x".join(map(str, t.shape)), t.dtype, t.layout, _range(t), t.normalization, _feed(t)]
+            for way, t in tensors
+        ]
+        out.append(
+            f"### {p.name}\n\n"
+            + _table(["", "name", "shape", "dtype", "layout", "range", "normalization", "comes from"], rows)
+        )
     return "\n\n".join(out)
 
 
@@ -131,12 +168,32 @@ def _quality(m: Manifest) -> str:
     groups = {"vs ground truth": q.vs_ground_truth, "vs teacher": q.vs_teacher}
     measured = {label: values for label, values in groups.items() if values}
     metrics = m.task.metrics
-    extra = sorted({k for values in measured.values() for k in values} - {x.name for x in metrics})  # quality keys the task does not declare
+    extra = sorted(
+        {k for values in measured.values() for k in values} - {x.name for x in metrics}
+    )  # quality keys the task does not declare
     names = [x.name for x in metrics] + extra
-    text = ["## Quality", f"Primary metric: {m.task.primary_metric}." + "".join(f" {x.name}: {x.description}." for x in metrics if x.description)]
+    text = [
+        "## Quality",
+        f"Primary metric: {m.task.primary_metric}."
+        + "".join(f" {x.name}: {x.description}." for x in metrics if x.description),
+    ]
+    if q.measured_on:
+        text.append(
+            f"Measured on {q.measured_on.model}, on {q.measured_on.data}: {q.measured_on.samples} samples. "
+            "Check it on your own data."
+        )
     if measured:
-        text.append(_table(["", *(_metric_header(x) for x in metrics), *extra], [[label, *(values.get(n) for n in names)] for label, values in measured.items()]))
-    text += [f"{label.capitalize()}: {NOT_MEASURED} (no stage of the run reported it; the manifest holds null)." for label, values in groups.items() if not values]
+        text.append(
+            _table(
+                ["", *(_metric_header(x) for x in metrics), *extra],
+                [[label, *(values.get(n) for n in names)] for label, values in measured.items()],
+            )
+        )
+    text += [
+        f"{label.capitalize()}: {NOT_MEASURED} (no stage of the run reported it; the manifest holds null)."
+        for label, values in groups.items()
+        if not values
+    ]
     return "\n\n".join(text)
 
 
@@ -147,15 +204,39 @@ def _metric_header(metric: MetricEntry) -> str:
 
 def _latency(m: Manifest) -> str:
     rows = [
-        [r.part, r.format, r.precision, r.device, r.source, r.threads, r.p50_ms, r.p90_ms, r.p99_ms, r.fps, _row_gate(r.gate)]
+        [
+            r.part,
+            r.format,
+            r.precision,
+            r.device,
+            r.source,
+            r.threads,
+            r.p50_ms,
+            r.p90_ms,
+            r.p99_ms,
+            r.fps,
+            _row_gate(r.gate),
+        ]
         for r in m.metrics.latency
     ]
-    body = _table(["part", "format", "precision", "device", "source", "threads", "p50 ms", "p90 ms", "p99 ms", "fps", "gate"], rows) if rows else f"{NOT_MEASURED} (the recipe has no profile stage)."
+    body = (
+        _table(
+            ["part", "format", "precision", "device", "source", "threads", "p50 ms", "p90 ms", "p99 ms", "fps", "gate"],
+            rows,
+        )
+        if rows
+        else f"{NOT_MEASURED} (the recipe has no profile stage)."
+    )
     gates = [[g.name, g.target, g.value, "pass" if g.passed else "FAIL", g.detail] for g in m.metrics.gates]
     gate_table = "\n\n### Gates\n\n" + _table(["gate", "target", "value", "verdict", "detail"], gates) if gates else ""
     return (
-        "## Latency\n\n"
-        "`measured`: timed on the device; `predicted`: a cost-model estimate from a device profile, not a measurement.\n\n" + body + gate_table
+        (
+            "## Latency\n\n"
+            "`measured`: timed on the device; "
+            "`predicted`: a cost-model estimate from a device profile, not a measurement.\n\n"
+        )
+        + body
+        + gate_table
     )
 
 
@@ -174,9 +255,11 @@ def _size(m: Manifest) -> str:
 def _limitations(m: Manifest) -> str:
     items = [
         "Input shapes are fixed (see the tables above); resize and crop inputs to them.",
-        "Quality numbers come from the recipe's evaluation data; inputs unlike it (content, lighting, cameras) may do worse.",
+        (
+            "Quality numbers come from the recipe's evaluation data; "
+            "inputs unlike it (content, lighting, cameras) may do worse."
+        ),
         "Predicted latencies are estimates; only `measured` rows were timed on hardware.",
-        "Quality is from the last stage that measured it (quantize, when it ran, measures the int8 model); check it on your own data.",
     ]
     if not (m.metrics.quality.vs_ground_truth or m.metrics.quality.vs_teacher):
         items.append("This run reported no quality metrics: evaluate the bundle before shipping it.")
@@ -188,6 +271,7 @@ def _provenance(m: Manifest) -> str:
         "## How it was made\n\n"
         f"- Tool: {m.tool.name} {m.tool.version}, created {m.created_utc}\n"
         f"- Recipe: {m.recipe.name} (sha256 `{m.recipe.sha256}`), stages: {', '.join(m.recipe.stages)}\n"
-        f"- Teacher: sha256 `{m.teacher.sha256}`, {m.teacher.bytes / 1e6:.2f} MB, from {m.teacher.source or 'an unrecorded source'}\n"
+        f"- Teacher: sha256 `{m.teacher.sha256}`, {m.teacher.bytes / 1e6:.2f} MB, "
+        f"from {m.teacher.source or 'an unrecorded source'}\n"
         "- Check the files with `compress bundle verify <bundle folder>`; manifest.json lists every file's sha256."
     )

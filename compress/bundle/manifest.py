@@ -7,11 +7,13 @@ normalization, where each input comes from (`feed`), and the run's quality, late
 gate verdicts. docs/bundle.md documents it field by field; bump SCHEMA_VERSION on any
 incompatible change.
 """
+
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
-from typing import Any, Iterator, Literal
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -23,11 +25,15 @@ from compress.recipe import check_semver
 
 SCHEMA_VERSION = "1.1"
 MANIFEST = "manifest.json"
-# int8: int8 ONNX (QDQ); int8-weights: Core ML 8-bit weights, float compute; w8a8: Core ML 8-bit weights and activations.
+# int8: int8 ONNX (QDQ); int8-weights: Core ML 8-bit weights, float compute;
+# w8a8: Core ML 8-bit weights and activations.
 Precision = Literal["fp32", "fp16", "int8", "int8-weights", "w8a8"]
 Frame = Literal["camera_frame", "reference_frame"]
 # Where inputs come from in each flow: frames of the call, or what the app feeds; and other parts' outputs.
-FEED_SOURCES: dict[str, tuple[str, ...]] = {"video_call": ("camera_frame", "reference_frame", "part_output"), "on_device": ("app_input", "part_output")}
+FEED_SOURCES: dict[str, tuple[str, ...]] = {
+    "video_call": ("camera_frame", "reference_frame", "part_output"),
+    "on_device": ("app_input", "part_output"),
+}
 ASSET_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"  # the file is assets/<name>.bin
 # Element types an asset may have: ones Swift, Kotlin and numpy read from raw little-endian bytes.
 AssetDtype = Literal["float16", "float32", "float64", "int8", "uint8", "int16", "uint16", "int32", "int64"]
@@ -67,13 +73,17 @@ class AssetFile(FileEntry):
     dtype: AssetDtype
     shape: list[int] = Field(description="C order; an empty list is a scalar")
     description: str = ""
-    meta: dict[str, Any] = Field(default_factory=dict, description="facts the family adds, e.g. the mesh the rows belong to")
+    meta: dict[str, Any] = Field(
+        default_factory=dict, description="facts the family adds, e.g. the mesh the rows belong to"
+    )
 
     @model_validator(mode="after")
-    def _bytes_fit_shape(self) -> "AssetFile":
+    def _bytes_fit_shape(self) -> AssetFile:
         expected = int(np.prod(self.shape)) * np.dtype(self.dtype).itemsize
         if self.bytes != expected:
-            raise ValueError(f"asset {self.name!r} has {self.bytes} bytes, but {self.dtype} {self.shape} takes {expected}")
+            raise ValueError(
+                f"asset {self.name!r} has {self.bytes} bytes, but {self.dtype} {self.shape} takes {expected}"
+            )
         return self
 
 
@@ -86,7 +96,7 @@ class Feed(Strict):
     frame: Frame | None = Field(None, description="video call part_output: the frame the producing part ran on")
 
     @model_validator(mode="after")
-    def _complete(self) -> "Feed":
+    def _complete(self) -> Feed:
         if (self.source == "part_output") != (self.part is not None and self.output is not None):
             raise ValueError("part and output are set exactly when source is part_output")
         if self.frame is not None and self.source != "part_output":
@@ -134,7 +144,7 @@ class TaskEntry(Strict):
     metrics: list[MetricEntry] = Field(min_length=1)
 
     @model_validator(mode="after")
-    def _primary_listed(self) -> "TaskEntry":
+    def _primary_listed(self) -> TaskEntry:
         names = [m.name for m in self.metrics]
         if len(set(names)) != len(names):
             raise ValueError(f"metrics listed twice: {sorted({n for n in names if names.count(n) > 1})}")
@@ -160,9 +170,18 @@ class Teacher(Strict):
     source: str | None = Field(None, description="checkpoint the teacher was loaded from, or random-init")
 
 
+class MeasuredOn(Strict):
+    """What the quality figures describe: the model files, the data and how many samples."""
+
+    model: str
+    data: str
+    samples: int = Field(ge=0)
+
+
 class Quality(Strict):
     vs_ground_truth: dict[str, float | None] | None = None
     vs_teacher: dict[str, float | None] | None = None
+    measured_on: MeasuredOn | None = None
 
 
 class RowGate(Strict):
@@ -230,7 +249,7 @@ class Manifest(Strict):
         return check_semver(v)
 
     @model_validator(mode="after")
-    def _consistent(self) -> "Manifest":
+    def _consistent(self) -> Manifest:
         paths = [f.path for f in self.files()]
         dupes = sorted({p for p in paths if paths.count(p) > 1})
         if dupes:
@@ -239,7 +258,8 @@ class Manifest(Strict):
         problems = [
             f"part {p.name!r} has role {p.role!r}, which {self.flow} bundles do not have (roles: {', '.join(roles)}); "
             "the family's task.flow and its parts' roles disagree"
-            for p in self.parts if p.role not in roles
+            for p in self.parts
+            if p.role not in roles
         ]
         outputs = {p.name: {o.name for o in p.outputs} for p in self.parts}
         for part in self.parts:
@@ -272,7 +292,11 @@ def _feed_problem(flow: str, feed: Feed, outputs: dict[str, set[str]]) -> str | 
     if feed.part is not None and feed.output not in outputs.get(feed.part, set()):
         return f"is fed by {feed.part}.{feed.output}, which the bundle does not have"
     if feed.part is not None and (feed.frame is None) == (flow == "video_call"):
-        return "is fed by a part output without the frame it ran on" if flow == "video_call" else "names a frame, which on-device feeds do not have"
+        return (
+            "is fed by a part output without the frame it ran on"
+            if flow == "video_call"
+            else "names a frame, which on-device feeds do not have"
+        )
     return None
 
 
@@ -289,7 +313,9 @@ def load_manifest(bundle: str | Path) -> Manifest:
     found = data.get("schema_version") if isinstance(data, dict) else None
     if found != SCHEMA_VERSION:
         # 1.0 has no task (metric units and directions) to fill in, so it is not upgraded on reading.
-        rebuild = "it has no flow, task or assets; rebuild it with the recipe's bundle stage or " if found == "1.0" else ""
+        rebuild = (
+            "it has no flow, task or assets; rebuild it with the recipe's bundle stage or " if found == "1.0" else ""
+        )
         raise CompressError(
             f"{path}: schema_version {found!r} is not supported (this mobile-compress reads {SCHEMA_VERSION}); "
             f"{rebuild}use the mobile-compress version that wrote the bundle"
@@ -303,7 +329,9 @@ def validate_manifest(data: dict[str, Any], where: str) -> Manifest:
         return Manifest.model_validate(data)
     except ValidationError as exc:
         lines = [f"{'.'.join(str(x) for x in e['loc']) or '(top level)'}: {e['msg']}" for e in exc.errors()]
-        raise CompressError(f"{where}: does not match the manifest schema {SCHEMA_VERSION}:\n  " + "\n  ".join(lines)) from None
+        raise CompressError(
+            f"{where}: does not match the manifest schema {SCHEMA_VERSION}:\n  " + "\n  ".join(lines)
+        ) from None
 
 
 def write_manifest(manifest: Manifest, folder: Path) -> Path:
@@ -324,7 +352,9 @@ def part_entries(parts: list[Part], files: dict[str, dict[str, ModelFile]], flow
     shipped = [p for p in parts if p.name in files]
     unknown = sorted(set(files) - {p.name for p in parts})
     if unknown:
-        raise CompressError(f"shipped parts {unknown} are not parts of the model (it has {[p.name for p in parts]}); re-run export")
+        raise CompressError(
+            f"shipped parts {unknown} are not parts of the model (it has {[p.name for p in parts]}); re-run export"
+        )
     _check_unique_outputs(shipped)
     wire = wire_input if flow == "video_call" else wire_app_input
     return [
@@ -346,7 +376,9 @@ def _check_unique_outputs(parts: list[Part]) -> None:
     for p in parts:
         for spec in p.outputs:
             if spec.name in seen:
-                raise CompressError(f"parts {seen[spec.name]!r} and {p.name!r} both output {spec.name!r}; output names must be unique")
+                raise CompressError(
+                    f"parts {seen[spec.name]!r} and {p.name!r} both output {spec.name!r}; output names must be unique"
+                )
             seen[spec.name] = p.name
 
 
@@ -385,8 +417,10 @@ def wire_app_input(consumer: Part, spec: TensorSpec, parts: list[Part]) -> Feed:
         return Feed(source="app_input")
     if _app_order(producer, parts) > _app_order(consumer, parts):
         raise CompressError(
-            f"part {consumer.name!r} input {spec.name!r} is {producer.name!r}'s output, but {producer.name!r} runs after it "
-            "(an app runs the per-call parts once first, then the per-frame parts, each in the family's order); reorder the family's parts"
+            f"part {consumer.name!r} input {spec.name!r} is {producer.name!r}'s output, "
+            f"but {producer.name!r} runs after it "
+            "(an app runs the per-call parts once first, then the per-frame parts, each in the family's order); "
+            "reorder the family's parts"
         )
     return Feed(source="part_output", part=producer.name, output=spec.name)
 
@@ -397,12 +431,22 @@ def _app_order(part: Part, parts: list[Part]) -> tuple[bool, int]:
 
 def _output_feed(consumer: Part, spec: TensorSpec, producer: Part, output: str, frame: str | None) -> Feed:
     if consumer.role == "sender" and producer.role == "receiver":
-        raise CompressError(f"sender part {consumer.name!r} input {spec.name!r} takes {producer.name!r}'s output, which only the receiver has")
-    ran_on = frame or ("reference_frame" if producer.cadence == "per_call" or consumer.cadence == "per_call" else "camera_frame")
+        raise CompressError(
+            f"sender part {consumer.name!r} input {spec.name!r} takes {producer.name!r}'s output, "
+            "which only the receiver has"
+        )
+    ran_on = frame or (
+        "reference_frame" if producer.cadence == "per_call" or consumer.cadence == "per_call" else "camera_frame"
+    )
     if consumer.cadence == "per_call" and ran_on == "camera_frame":
-        raise CompressError(f"part {consumer.name!r} runs once per call but its input {spec.name!r} changes every frame")
+        raise CompressError(
+            f"part {consumer.name!r} runs once per call but its input {spec.name!r} changes every frame"
+        )
     if producer.cadence == "per_call" and ran_on == "camera_frame":
-        raise CompressError(f"part {consumer.name!r} input {spec.name!r} asks for {producer.name!r} on the camera frame, but that part runs once per call")
+        raise CompressError(
+            f"part {consumer.name!r} input {spec.name!r} asks for {producer.name!r} on the camera frame, "
+            "but that part runs once per call"
+        )
     return Feed(source="part_output", part=producer.name, output=output, frame=ran_on)
 
 

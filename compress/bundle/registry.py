@@ -1,6 +1,7 @@
 """A bundle registry: a plain folder that any static web server can serve.
 
-    REGISTRY/index.json                          {"schema_version", "bundles": {name: {version: {archive, sha256, bytes, created}}}}
+    REGISTRY/index.json                          {"schema_version",
+                                                  "bundles": {name: {version: {archive, sha256, bytes, created}}}}
     REGISTRY/<name>/<name>-<version>.tar.gz      one reproducible archive per version
     REGISTRY/.index.lock                         publishers serialise on it (fcntl)
 
@@ -10,6 +11,7 @@ bundle again is a no-op and a different bundle under a published version is refu
 Pulling trusts nothing: the archive's sha256 must match the index, every member must be a
 regular file or folder inside `<name>-<version>/`, and the extracted bundle must verify.
 """
+
 from __future__ import annotations
 
 import fcntl
@@ -23,9 +25,10 @@ import tarfile
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
-from typing import Any, BinaryIO, Iterator
+from typing import Any, BinaryIO
 
 from compress.bundle.manifest import MANIFEST, load_manifest
 from compress.bundle.verify import verify_bundle
@@ -120,8 +123,14 @@ def _parse_index(raw: bytes, where: str) -> dict[str, Any]:
         index = json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise CompressError(f"{where}: not a valid registry index ({exc})") from None
-    if not isinstance(index, dict) or index.get("schema_version") != INDEX_SCHEMA or not isinstance(index.get("bundles"), dict):
-        raise CompressError(f"{where}: not a registry index of schema {INDEX_SCHEMA} (expected {{'schema_version', 'bundles'}})")
+    if (
+        not isinstance(index, dict)
+        or index.get("schema_version") != INDEX_SCHEMA
+        or not isinstance(index.get("bundles"), dict)
+    ):
+        raise CompressError(
+            f"{where}: not a registry index of schema {INDEX_SCHEMA} (expected {{'schema_version', 'bundles'}})"
+        )
     return index
 
 
@@ -135,16 +144,25 @@ def pull(source: str | Path, spec: str, to: str | Path) -> Path:
     index = _parse_index(_read(source, INDEX), _location(source, INDEX))
     versions = index["bundles"].get(name)
     if not versions:
-        raise CompressError(f"{_location(source, INDEX)}: no bundle named {name!r} (it has: {', '.join(sorted(index['bundles'])) or 'none'})")
+        raise CompressError(
+            f"{_location(source, INDEX)}: no bundle named {name!r} "
+            f"(it has: {', '.join(sorted(index['bundles'])) or 'none'})"
+        )
     version = version or max(versions, key=semver_key)
     if version not in versions:
-        raise CompressError(f"{_location(source, INDEX)}: {name} has no version {version} (it has {', '.join(sorted(versions, key=semver_key))})")
+        raise CompressError(
+            f"{_location(source, INDEX)}: {name} has no version {version} "
+            f"(it has {', '.join(sorted(versions, key=semver_key))})"
+        )
     entry = versions[version]
     archive = _safe_relative(entry.get("archive", ""), f"{_location(source, INDEX)}: {name} {version} archive")
     data = _read(source, archive)
     actual = hashlib.sha256(data).hexdigest()
     if actual != entry.get("sha256"):
-        raise CompressError(f"{_location(source, archive)}: sha256 mismatch: expected {entry.get('sha256')}, actual {actual}; the archive was changed or damaged")
+        raise CompressError(
+            f"{_location(source, archive)}: sha256 mismatch: expected {entry.get('sha256')}, actual {actual}; "
+            "the archive was changed or damaged"
+        )
     top = f"{name}-{version}"
     target = Path(to) / top
     if target.is_dir() and not (target / MANIFEST).is_file() and any(target.iterdir()):
@@ -155,7 +173,10 @@ def pull(source: str | Path, spec: str, to: str | Path) -> Path:
         verify_bundle(bundle)
         manifest = load_manifest(bundle)
         if (manifest.name, manifest.version) != (name, version):
-            raise CompressError(f"{_location(source, archive)}: holds {manifest.name} {manifest.version}, not {name} {version} as the index says")
+            raise CompressError(
+                f"{_location(source, archive)}: holds {manifest.name} {manifest.version}, "
+                f"not {name} {version} as the index says"
+            )
         _hoist(bundle, tmp)
     return target
 
@@ -194,7 +215,10 @@ def _member_problem(m: tarfile.TarInfo, top: str) -> str | None:
         kind = "symlink" if m.issym() else "hardlink"
         base = PurePosixPath(name).parent if m.issym() else PurePosixPath()
         escapes = m.linkname.startswith("/") or _leaves(base / m.linkname)
-        return f"{name}: {kind} to {m.linkname!r}{' leaves the target folder' if escapes else ''}; bundles hold regular files only"
+        return (
+            f"{name}: {kind} to {m.linkname!r}{' leaves the target folder' if escapes else ''}; "
+            "bundles hold regular files only"
+        )
     if not (m.isfile() or m.isdir()):
         return f"{name}: device file, fifo or other special file; bundles hold regular files only"
     return None

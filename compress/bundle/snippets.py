@@ -18,12 +18,13 @@ usage) and the pieces flows share: `helpers` (load and run a model), `frame_help
 -> frame tensor) and `asset_helper` (read an asset file). A `Dialect` says how one line of it
 (load a model, run a part, name a value) is written in that language.
 """
+
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
-from typing import Callable
 
 from compress import __version__
 from compress.bundle.manifest import AssetFile, Feed, InputTensor, Manifest, PartEntry, Tensor, is_image
@@ -92,11 +93,17 @@ def plan_app(manifest: Manifest) -> AppPlan:
     )
 
 
-def _sender_parts_on_reference(manifest: Manifest, sender: list[PartEntry], receiver_feeds: list[Feed]) -> list[PartEntry]:
+def _sender_parts_on_reference(
+    manifest: Manifest, sender: list[PartEntry], receiver_feeds: list[Feed]
+) -> list[PartEntry]:
     """Sender parts that run on the reference frame at call start: per-call ones, those whose
     outputs the receiver takes on the reference frame, and what those depend on."""
     needed = {p.name for p in sender if p.cadence == "per_call"}
-    needed |= {f.part for f in receiver_feeds if f.source == "part_output" and f.frame == "reference_frame" and manifest.part(f.part).role == "sender"}
+    needed |= {
+        f.part
+        for f in receiver_feeds
+        if f.source == "part_output" and f.frame == "reference_frame" and manifest.part(f.part).role == "sender"
+    }
     grew = True
     while grew:
         deps = {i.feed.part for p in sender if p.name in needed for i in p.inputs if i.feed.part}
@@ -149,11 +156,16 @@ def _ref(manifest: Manifest, part: PartEntry, tensor: InputTensor, context: str,
     """Where input `tensor` of `part` is found in the snippet function `context`."""
     feed = tensor.feed
     producer = manifest.part(feed.part) if feed.part else None
-    kind = feed.source if producer is None else f"{producer.role}_{producer.cadence}" + (f"@{feed.frame}" if feed.frame else "")
+    kind = (
+        feed.source
+        if producer is None
+        else f"{producer.role}_{producer.cadence}" + (f"@{feed.frame}" if feed.frame else "")
+    )
     found = FEEDS.get((context, kind))
     if found is None or (found[0] == "values" and feed.output not in local):
         raise CompressError(
-            f"part {part.name!r} input {tensor.name!r} ({kind}) cannot be fed in the snippets' {manifest.flow} program; "
+            f"part {part.name!r} input {tensor.name!r} ({kind}) "
+            f"cannot be fed in the snippets' {manifest.flow} program; "
             "check the part order and the input's name (docs/bundle.md, 'feed')"
         )
     scope, key = found
@@ -176,7 +188,10 @@ def _frame_format(manifest: Manifest) -> Tensor | None:
     key = lambda t: (t.shape, t.layout, t.value_range, t.dtype)  # noqa: E731
     odd = [t.name for t in frames if key(t) != key(first)]
     if odd:
-        raise CompressError(f"frame inputs {[first.name] + odd} differ in shape, layout, range or dtype; the snippets assume one frame format")
+        raise CompressError(
+            f"frame inputs {[first.name] + odd} differ in shape, layout, range or dtype; "
+            "the snippets assume one frame format"
+        )
     if first.shape[1 if first.layout == "NCHW" else 3] != 3:
         raise CompressError(f"frame input {first.name!r} {first.shape} is not 3-channel RGB, which the snippets assume")
     return first
@@ -223,8 +238,15 @@ DIALECTS: dict[str, Dialect] = {
         output="snippets/{flow}.py",
         format="onnx",
         ident=_snake,
-        refs={"camera_frame": "camera_frame", "reference_frame": "reference_frame", "inputs": 'inputs["{key}"]', "values": 'values["{key}"]',
-              "call": 'self.call["{key}"]', "keypoints": 'keypoints["{key}"]', "state": 'self.state["{key}"]'},
+        refs={
+            "camera_frame": "camera_frame",
+            "reference_frame": "reference_frame",
+            "inputs": 'inputs["{key}"]',
+            "values": 'values["{key}"]',
+            "call": 'self.call["{key}"]',
+            "keypoints": 'keypoints["{key}"]',
+            "state": 'self.state["{key}"]',
+        },
         field='        self.{var} = load("{path}")',
         init="",
         run="        values.update(run(self.{var}, {{{args}}}))",
@@ -240,8 +262,15 @@ DIALECTS: dict[str, Dialect] = {
         output="snippets/{Flow}.kt",
         format="onnx",
         ident=_camel,
-        refs={"camera_frame": "cameraFrame", "reference_frame": "referenceFrame", "inputs": 'inputs.getValue("{key}")', "values": 'values.getValue("{key}")',
-              "call": 'call.getValue("{key}")', "keypoints": 'keypoints.getValue("{key}")', "state": 'state.getValue("{key}")'},
+        refs={
+            "camera_frame": "cameraFrame",
+            "reference_frame": "referenceFrame",
+            "inputs": 'inputs.getValue("{key}")',
+            "values": 'values.getValue("{key}")',
+            "call": 'call.getValue("{key}")',
+            "keypoints": 'keypoints.getValue("{key}")',
+            "state": 'state.getValue("{key}")',
+        },
         field='    private val {var} = loadModel(context, "{path}")',
         init="",
         run="        values += {var}.infer(mapOf({args}))",
@@ -258,8 +287,15 @@ DIALECTS: dict[str, Dialect] = {
         output="snippets/{Flow}.swift",
         format="coreml",
         ident=_camel,
-        refs={"camera_frame": "cameraFrame", "reference_frame": "referenceFrame", "inputs": 'inputs["{key}"]!', "values": 'values["{key}"]!',
-              "call": 'call["{key}"]!', "keypoints": 'keypoints["{key}"]!', "state": 'state["{key}"]!'},
+        refs={
+            "camera_frame": "cameraFrame",
+            "reference_frame": "referenceFrame",
+            "inputs": 'inputs["{key}"]!',
+            "values": 'values["{key}"]!',
+            "call": 'call["{key}"]!',
+            "keypoints": 'keypoints["{key}"]!',
+            "state": 'state["{key}"]!',
+        },
         field="    private let {var}: MLModel",
         init='        {var} = try loadModel("{path}")',
         # `predict`, not `run`: inside OnDeviceModel a free function `run` would be shadowed by its `run` method.
@@ -294,8 +330,17 @@ def render_snippet(manifest: Manifest, language: str) -> tuple[str, str]:
         **(_call_values(manifest, dialect) if manifest.flow == "video_call" else _app_values(manifest, dialect)),
     }
     # Shared pieces, filled first; video-call snippets do not load assets (the manifest lists them).
-    pieces = {"helpers": True, "frame_helper": frame is not None, "asset_helper": manifest.flow == "on_device" and bool(manifest.assets)}
-    values.update({piece: fill(_template(language, dialect, piece), values).rstrip("\n") if wanted else "" for piece, wanted in pieces.items()})
+    pieces = {
+        "helpers": True,
+        "frame_helper": frame is not None,
+        "asset_helper": manifest.flow == "on_device" and bool(manifest.assets),
+    }
+    values.update(
+        {
+            piece: fill(_template(language, dialect, piece), values).rstrip("\n") if wanted else ""
+            for piece, wanted in pieces.items()
+        }
+    )
     text = fill(_template(language, dialect, manifest.flow), values)
     return dialect.output.format(flow=manifest.flow, Flow=_pascal(manifest.flow)), text
 
@@ -308,24 +353,42 @@ def _check_types(manifest: Manifest, language: str, dialect: Dialect) -> None:
     """The language's snippet can load every part's format and handle every tensor and asset type."""
     missing = [p.name for p in manifest.parts if dialect.format not in p.files]
     if missing:
-        raise CompressError(f"the {language} snippet loads {dialect.format} models, which parts {missing} do not ship; add {dialect.format!r} to bundle.formats or drop {language!r} from bundle.snippets")
+        raise CompressError(
+            f"the {language} snippet loads {dialect.format} models, which parts {missing} do not ship; "
+            f"add {dialect.format!r} to bundle.formats or drop {language!r} from bundle.snippets"
+        )
     if dialect.float32_only:
-        odd = [f"{p.name}.{t.name} ({t.dtype})" for p in manifest.parts for t in p.inputs + p.outputs if t.dtype != "float32"]
+        odd = [
+            f"{p.name}.{t.name} ({t.dtype})"
+            for p in manifest.parts
+            for t in p.inputs + p.outputs
+            if t.dtype != "float32"
+        ]
         if odd:
-            raise CompressError(f"the {language} snippet handles float32 tensors only, not {', '.join(odd)}; drop {language!r} from bundle.snippets")
+            raise CompressError(
+                f"the {language} snippet handles float32 tensors only, not {', '.join(odd)}; "
+                f"drop {language!r} from bundle.snippets"
+            )
     if dialect.float32_assets and manifest.flow == "on_device":
         odd = [f"{a.name} ({a.dtype})" for a in manifest.assets if a.dtype != "float32"]
         if odd:
-            raise CompressError(f"the {language} snippet reads float32 assets only, not {', '.join(odd)}; drop {language!r} from bundle.snippets")
+            raise CompressError(
+                f"the {language} snippet reads float32 assets only, not {', '.join(odd)}; "
+                f"drop {language!r} from bundle.snippets"
+            )
 
 
 # -- what the templates are filled with ------------------------------------------------------
 def _lines(steps: list[Step], d: Dialect) -> str:
     """One run line per step, each input taken from where it lives."""
+
     def ref(r: Ref) -> str:
         return d.refs[r.scope].format(key=r.key)
 
-    return "\n".join(d.run.format(var=d.ident(s.part.name), args=", ".join(d.arg.format(name=n, expr=ref(r)) for n, r in s.args)) for s in steps)
+    return "\n".join(
+        d.run.format(var=d.ident(s.part.name), args=", ".join(d.arg.format(name=n, expr=ref(r)) for n, r in s.args))
+        for s in steps
+    )
 
 
 def _fields(parts: list[PartEntry], template: str, d: Dialect) -> str:
@@ -335,7 +398,13 @@ def _fields(parts: list[PartEntry], template: str, d: Dialect) -> str:
 def _assets(assets: list[AssetFile], template: str, d: Dialect) -> str:
     """The assets map (declared or filled by `template`), one entry per asset; "" without assets."""
     entries = "\n".join(
-        d.asset_entry.format(name=a.name, path=a.path, resource=a.path.rsplit("/", 1)[-1].removesuffix(".bin"), dtype=a.dtype, shape=", ".join(map(str, a.shape)))
+        d.asset_entry.format(
+            name=a.name,
+            path=a.path,
+            resource=a.path.rsplit("/", 1)[-1].removesuffix(".bin"),
+            dtype=a.dtype,
+            shape=", ".join(map(str, a.shape)),
+        )
         for a in assets
     )
     return template.format(entries=entries) if assets and template else ""
@@ -357,8 +426,14 @@ def _call_values(manifest: Manifest, d: Dialect) -> dict[str, str]:
         return d.with_frame.format(name=frame, var=d.refs[frame]) if with_frame else "values"
 
     return {
-        "per_call_summary": f"the sender runs {_names(plan.sender_start)} on the reference frame, the receiver runs {_names(plan.receiver_start)}",
-        "per_frame_summary": f"the sender runs {_names(plan.sender_frame)} on the camera frame, the receiver runs {_names(plan.receiver_frame)}",
+        "per_call_summary": (
+            f"the sender runs {_names(plan.sender_start)} on the reference frame, "
+            f"the receiver runs {_names(plan.receiver_start)}"
+        ),
+        "per_frame_summary": (
+            f"the sender runs {_names(plan.sender_frame)} on the camera frame, "
+            f"the receiver runs {_names(plan.receiver_frame)}"
+        ),
         "sender_doc": _names(plan.sender),
         "receiver_doc": _names(plan.receiver),
         "result_doc": ", ".join(o.name for s in plan.receiver_frame for o in s.part.outputs) or "none",

@@ -6,6 +6,7 @@ can be written (and tested) without a run. The folder (models, assets, card, sni
 manifest) is written to a temporary sibling and renamed into place only once it verifies, so a
 failed run never leaves half a bundle or replaces a good one.
 """
+
 from __future__ import annotations
 
 import os
@@ -13,7 +14,7 @@ import re
 import shutil
 import zipfile
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import Any, get_args
 
@@ -99,7 +100,10 @@ def write_bundle(out: str | Path, src: BundleSource) -> Manifest:
         raise CompressError(f"{out}: exists and is not a bundle; refusing to replace it (choose another bundle.out)")
     with atomic_path(out) as tmp:
         (tmp / MODELS).mkdir(parents=True)
-        files = {part: {fmt: _copy_model(f, tmp, part, fmt) for fmt, f in sorted(formats.items())} for part, formats in src.files.items()}
+        files = {
+            part: {fmt: _copy_model(f, tmp, part, fmt) for fmt, f in sorted(formats.items())}
+            for part, formats in src.files.items()
+        }
         manifest = build_manifest(src, files, [_write_asset(tmp, a) for a in src.assets])
         snippets = [_write_document(tmp, *render_snippet(manifest, language)) for language in src.snippets]
         # The card names the snippets, so it is rendered from a manifest that lists them.
@@ -115,30 +119,39 @@ def build_manifest(src: BundleSource, files: dict[str, dict[str, ModelFile]], as
     size = _size(files, src.size_target_mb)
     gates = [g for g in [size_gate(size)] if g] + fps_gates(src.latency, src.fps_targets)
     task = src.task_json
-    return validate_manifest({
-        "name": src.name,
-        "version": src.version,
-        "family": src.family,
-        "description": src.description,
-        "created_utc": _created(src.created),
-        "tool": Tool(version=__version__),
-        "recipe": RecipeRef(name=src.name, sha256=src.recipe_sha256, stages=src.stages),
-        "teacher": Teacher(sha256=sha256_file(src.teacher), bytes=src.teacher.stat().st_size, source=src.teacher_source),
-        "flow": task["flow"],
-        "task": {k: task[k] for k in ("description", "primary_metric", "metrics")},
-        "parts": part_entries(src.parts, files, task["flow"]),
-        "assets": assets,
-        "metrics": Metrics(quality=quality_entry(src.quality), latency=[_with_gate(r, src.fps_targets) for r in src.latency], gates=[GateEntry(**g.to_json()) for g in gates]),
-        "size": size,
-    }, f"bundle {src.name} {src.version}")
+    return validate_manifest(
+        {
+            "name": src.name,
+            "version": src.version,
+            "family": src.family,
+            "description": src.description,
+            "created_utc": _created(src.created),
+            "tool": Tool(version=__version__),
+            "recipe": RecipeRef(name=src.name, sha256=src.recipe_sha256, stages=src.stages),
+            "teacher": Teacher(
+                sha256=sha256_file(src.teacher), bytes=src.teacher.stat().st_size, source=src.teacher_source
+            ),
+            "flow": task["flow"],
+            "task": {k: task[k] for k in ("description", "primary_metric", "metrics")},
+            "parts": part_entries(src.parts, files, task["flow"]),
+            "assets": assets,
+            "metrics": Metrics(
+                quality=quality_entry(src.quality),
+                latency=[_with_gate(r, src.fps_targets) for r in src.latency],
+                gates=[GateEntry(**g.to_json()) for g in gates],
+            ),
+            "size": size,
+        },
+        f"bundle {src.name} {src.version}",
+    )
 
 
 def _created(when: datetime | None) -> str:
     """Creation time in UTC; SOURCE_DATE_EPOCH (reproducible builds) wins when set."""
     if when is None:
         epoch = os.environ.get("SOURCE_DATE_EPOCH")
-        when = datetime.fromtimestamp(int(epoch), timezone.utc) if epoch else datetime.now(timezone.utc)
-    return when.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        when = datetime.fromtimestamp(int(epoch), UTC) if epoch else datetime.now(UTC)
+    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _copy_model(f: ShippedFile, root: Path, part: str, fmt: str) -> ModelFile:
@@ -157,18 +170,32 @@ def _copy_model(f: ShippedFile, root: Path, part: str, fmt: str) -> ModelFile:
 
 
 def _write_asset(root: Path, asset: Asset) -> AssetFile:
-    """One asset as raw little-endian bytes in C order under assets/: Swift and Kotlin read it without a numpy parser."""
+    """One asset as raw little-endian bytes in C order under assets/: Swift and Kotlin read it
+    without a numpy parser."""
     array = np.asarray(asset.array)
     if not re.fullmatch(ASSET_NAME, asset.name):
-        raise CompressError(f"asset {asset.name!r}: names are letters, digits, '_', '.' and '-' (it becomes {ASSETS}/<name>.bin)")
+        raise CompressError(
+            f"asset {asset.name!r}: names are letters, digits, '_', '.' and '-' (it becomes {ASSETS}/<name>.bin)"
+        )
     if array.dtype.name not in get_args(AssetDtype):
-        raise CompressError(f"asset {asset.name!r}: dtype {array.dtype} is not one apps read from raw bytes ({', '.join(get_args(AssetDtype))})")
+        raise CompressError(
+            f"asset {asset.name!r}: dtype {array.dtype} is not one apps read from raw bytes "
+            f"({', '.join(get_args(AssetDtype))})"
+        )
     rel = f"{ASSETS}/{asset.name}.bin"
     path = root / rel
     path.parent.mkdir(exist_ok=True)
     path.write_bytes(np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<")).tobytes())
-    return AssetFile(path=rel, sha256=sha256_file(path), bytes=path.stat().st_size, name=asset.name, dtype=array.dtype.name,
-                     shape=list(array.shape), description=asset.description, meta=asset.meta)
+    return AssetFile(
+        path=rel,
+        sha256=sha256_file(path),
+        bytes=path.stat().st_size,
+        name=asset.name,
+        dtype=array.dtype.name,
+        shape=list(array.shape),
+        description=asset.description,
+        meta=asset.meta,
+    )
 
 
 def zip_folder(folder: Path, out: Path, top: str) -> None:
@@ -211,9 +238,19 @@ def fps_gates(rows: list[LatencyRow], targets: list[FpsTarget]) -> list[Gate]:
     gates = []
     for t in targets:
         matching = [r for r in rows if r.device == t.device and r.part == t.part]
-        fps = [r.fps for r in matching if r.shipped and r.fps is not None] or [r.fps for r in matching if r.fps is not None]
+        fps = [r.fps for r in matching if r.shipped and r.fps is not None] or [
+            r.fps for r in matching if r.fps is not None
+        ]
         value = max(fps) if fps else None
-        gates.append(Gate(f"fps:{t.part}@{t.device}", t.fps, value, value is not None and value >= t.fps, "" if fps else "not profiled"))
+        gates.append(
+            Gate(
+                f"fps:{t.part}@{t.device}",
+                t.fps,
+                value,
+                value is not None and value >= t.fps,
+                "" if fps else "not profiled",
+            )
+        )
     return gates
 
 
@@ -221,7 +258,9 @@ def _with_gate(row: LatencyRow, targets: list[FpsTarget]) -> LatencyRow:
     target = next((t for t in targets if t.device == row.device and t.part == row.part), None)
     if target is None:
         return row
-    return row.model_copy(update={"gate": RowGate(target_fps=target.fps, passed=row.fps is not None and row.fps >= target.fps)})
+    return row.model_copy(
+        update={"gate": RowGate(target_fps=target.fps, passed=row.fps is not None and row.fps >= target.fps)}
+    )
 
 
 def quality_entry(quality: dict[str, Any] | None) -> Quality:
@@ -234,7 +273,11 @@ def quality_entry(quality: dict[str, Any] | None) -> Quality:
         kept = {k: (None if v is None else float(v)) for k, v in d.items() if v is None or isinstance(v, (int, float))}
         return kept or None
 
-    return Quality(vs_ground_truth=numbers(quality.get("vs_ground_truth")), vs_teacher=numbers(quality.get("vs_teacher")))
+    return Quality(
+        vs_ground_truth=numbers(quality.get("vs_ground_truth")),
+        vs_teacher=numbers(quality.get("vs_teacher")),
+        measured_on=quality.get("measured_on"),
+    )
 
 
 def latency_rows(latency: Any, run_files: dict[str, tuple[str, str, bool]]) -> list[LatencyRow]:
@@ -249,12 +292,26 @@ def latency_rows(latency: Any, run_files: dict[str, tuple[str, str, bool]]) -> l
         file = str(row.get("file", ""))
         fmt, precision, shipped = run_files.get(file, (_format_of(file), None, False))
         try:
-            out.append(LatencyRow(
-                part=row["part"], format=fmt, precision=precision, shipped=shipped, device=row["device"], source=row["source"],
-                threads=row.get("threads"), p50_ms=row.get("p50_ms"), p90_ms=row.get("p90_ms"), p99_ms=row.get("p99_ms"), fps=row.get("fps"),
-            ))
+            out.append(
+                LatencyRow(
+                    part=row["part"],
+                    format=fmt,
+                    precision=precision,
+                    shipped=shipped,
+                    device=row["device"],
+                    source=row["source"],
+                    threads=row.get("threads"),
+                    p50_ms=row.get("p50_ms"),
+                    p90_ms=row.get("p90_ms"),
+                    p99_ms=row.get("p99_ms"),
+                    fps=row.get("fps"),
+                )
+            )
         except (KeyError, ValueError) as exc:
-            raise CompressError(f"latency artifact row {i} ({file or row}): {exc}; expected part, device, source (measured|predicted), p50_ms, fps") from None
+            raise CompressError(
+                f"latency artifact row {i} ({file or row}): {exc}; "
+                "expected part, device, source (measured|predicted), p50_ms, fps"
+            ) from None
     return out
 
 
@@ -270,10 +327,18 @@ def _format_of(file: str) -> str | None:
 def bundle_stage(cfg: BundleConfig, ctx: RunContext) -> StageResult:
     recipe = ctx.recipe
     shipped = _shipped(ctx)
-    files = {part: {fmt: ShippedFile(ctx.path(v["path"]), v["precision"]) for fmt, v in formats.items() if fmt in cfg.formats} for part, formats in shipped.items()}
+    files = {
+        part: {
+            fmt: ShippedFile(ctx.path(v["path"]), v["precision"]) for fmt, v in formats.items() if fmt in cfg.formats
+        }
+        for part, formats in shipped.items()
+    }
     empty = sorted(p for p, formats in files.items() if not formats)
     if empty:
-        raise CompressError(f"bundle.formats {cfg.formats}: parts {empty} have none of these formats (shipped: {sorted({f for v in shipped.values() for f in v})})")
+        raise CompressError(
+            f"bundle.formats {cfg.formats}: parts {empty} have none of these formats "
+            f"(shipped: {sorted({f for v in shipped.values() for f in v})})"
+        )
     formats = {fmt for formats in files.values() for fmt in formats}
     snippets = [s for s in cfg.snippets if DIALECTS[s].format in formats]
     for s in sorted(set(cfg.snippets) - set(snippets)):
@@ -307,19 +372,37 @@ def bundle_stage(cfg: BundleConfig, ctx: RunContext) -> StageResult:
     mb = ", ".join(f"{fmt} {n / 1e6:.2f} MB" for fmt, n in manifest.size.per_format.items())
     return StageResult(
         artifacts={"bundle": str(out)},
-        metrics={"bundle": str(out), "bytes": manifest.size.total_bytes, "per_format_bytes": manifest.size.per_format, "files": len(list(manifest.files()))},
+        metrics={
+            "bundle": str(out),
+            "bytes": manifest.size.total_bytes,
+            "per_format_bytes": manifest.size.per_format,
+            "files": len(list(manifest.files())),
+        },
         gates=[gate] if gate else [],
-        summary=f"{out}: {manifest.flow}, {len(manifest.parts)} parts ({mb}), {len(manifest.assets)} assets, snippets: {', '.join(snippets) or 'none'}",
+        summary=(
+            f"{out}: {manifest.flow}, {len(manifest.parts)} parts ({mb}), {len(manifest.assets)} assets, "
+            f"snippets: {', '.join(snippets) or 'none'}"
+        ),
         external=sorted(p for p in out.rglob("*") if p.is_file()),
     )
 
 
-def _run_files(ctx: RunContext, shipped: dict[str, dict[str, dict[str, str]]], formats: list[str]) -> dict[str, tuple[str, str | None, bool]]:
+def _run_files(
+    ctx: RunContext, shipped: dict[str, dict[str, dict[str, str]]], formats: list[str]
+) -> dict[str, tuple[str, str | None, bool]]:
     """Run-relative model path -> (format, precision, in the bundle), for labelling latency rows."""
     files: dict[str, tuple[str, str | None, bool]] = {
-        path: (fmt, "fp32", False) for by_format in (ctx.artifacts.get("exported") or {}).values() for fmt, path in by_format.items()
+        path: (fmt, "fp32", False)
+        for by_format in (ctx.artifacts.get("exported") or {}).values()
+        for fmt, path in by_format.items()
     }
-    files.update({v["path"]: (fmt, v["precision"], fmt in formats) for by_format in shipped.values() for fmt, v in by_format.items()})
+    files.update(
+        {
+            v["path"]: (fmt, v["precision"], fmt in formats)
+            for by_format in shipped.values()
+            for fmt, v in by_format.items()
+        }
+    )
     return files
 
 
@@ -328,5 +411,8 @@ def _shipped(ctx: RunContext) -> dict[str, dict[str, dict[str, str]]]:
     if ctx.artifacts.get("shipped"):
         return ctx.artifacts["shipped"]
     if ctx.artifacts.get("exported"):
-        return {part: {fmt: {"path": path, "precision": "fp32"} for fmt, path in formats.items()} for part, formats in ctx.artifacts["exported"].items()}
+        return {
+            part: {fmt: {"path": path, "precision": "fp32"} for fmt, path in formats.items()}
+            for part, formats in ctx.artifacts["exported"].items()
+        }
     raise CompressError("the bundle stage needs exported models: add an export stage before bundle in the recipe")

@@ -1,4 +1,5 @@
 """`compress bundle verify`: the manifest matches the schema and every file matches the manifest."""
+
 from __future__ import annotations
 
 import os
@@ -11,7 +12,8 @@ from compress.run import sha256_file
 
 
 def verify_bundle(path: str | Path) -> dict[str, Any]:
-    """Check schema, presence, size and sha256 of every listed file (models, assets, card, snippets), and that nothing else is there.
+    """Check schema, presence, size and sha256 of every listed file (models, assets, card, snippets),
+    and that nothing else is there.
 
     Returns a report (name, version, files checked, bytes); raises CompressError listing every problem.
     """
@@ -28,7 +30,10 @@ def verify_bundle(path: str | Path) -> dict[str, Any]:
             continue
         actual = sha256_file(file)
         if actual != entry.sha256:
-            problems.append(f"{rel}: sha256 mismatch: expected {entry.sha256}, actual {actual} (the file was changed after bundling)")
+            problems.append(
+                f"{rel}: sha256 mismatch: expected {entry.sha256}, actual {actual} "
+                "(the file was changed after bundling)"
+            )
         elif file.stat().st_size != entry.bytes:
             problems.append(f"{rel}: size mismatch: expected {entry.bytes} bytes, actual {file.stat().st_size}")
     for rel in _files_on_disk(root):
@@ -36,9 +41,14 @@ def verify_bundle(path: str | Path) -> dict[str, Any]:
             problems.append(f"{rel}: not listed in the manifest (an extra file)")
     model_bytes = sum(f.bytes for p in manifest.parts for f in p.files.values())
     if manifest.size.total_bytes != model_bytes:
-        problems.append(f"{MANIFEST}: size.total_bytes is {manifest.size.total_bytes} but the model files add up to {model_bytes}")
+        problems.append(
+            f"{MANIFEST}: size.total_bytes is {manifest.size.total_bytes} but the model files add up to {model_bytes}"
+        )
     if problems:
-        raise CompressError(f"{root}: bundle verification failed ({len(problems)} problem{'s' * (len(problems) > 1)}):\n  " + "\n  ".join(problems))
+        raise CompressError(
+            f"{root}: bundle verification failed ({len(problems)} problem{'s' * (len(problems) > 1)}):\n  "
+            + "\n  ".join(problems)
+        )
     return {
         "bundle": str(root),
         "name": manifest.name,
@@ -63,4 +73,7 @@ def _files_on_disk(root: Path) -> list[str]:
 def verify_command(path: str | Path) -> None:
     """`compress bundle verify PATH`: one line on success; CompressError (exit 2) listing problems otherwise."""
     report = verify_bundle(path)
-    print(f"ok: {report['name']} {report['version']}: {report['files']} files, {report['bytes'] / 1e6:.2f} MB match {Path(path) / MANIFEST}")
+    print(
+        f"ok: {report['name']} {report['version']}: {report['files']} files, "
+        f"{report['bytes'] / 1e6:.2f} MB match {Path(path) / MANIFEST}"
+    )

@@ -7,11 +7,12 @@ driving frame from the source frame and the motion between them. A source is "sy
 (FOMM layout `train/`; for synthetic data, the training seeds), "test" and "eval" the
 held-out ones (`test/`; seeds disjoint from training).
 """
+
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import torch
@@ -56,8 +57,10 @@ class ClipStore:
         self.held_out = split in HELD_OUT
         if self.synthetic:
             if not 1 <= synthetic_clips <= _MAX_CLIPS or seed < 0:
-                raise CompressError(f"synthetic data: need 1..{_MAX_CLIPS} clips and seed >= 0 "
-                                    f"(got clips={synthetic_clips}, seed={seed})")
+                raise CompressError(
+                    f"synthetic data: need 1..{_MAX_CLIPS} clips and seed >= 0 "
+                    f"(got clips={synthetic_clips}, seed={seed})"
+                )
             self.names = [f"synthetic:{synthetic_clip_seed(seed, self.held_out, k)}" for k in range(synthetic_clips)]
             self.videos: list[Path] = []
         else:
@@ -103,7 +106,13 @@ class PairDataset(Dataset):
     """
 
     def __init__(
-        self, source: str | Path, split: str, size: int | tuple[int, int], seed: int = 0, samples: int = 1000, **clip_options: int
+        self,
+        source: str | Path,
+        split: str,
+        size: int | tuple[int, int],
+        seed: int = 0,
+        samples: int = 1000,
+        **clip_options: int,
     ) -> None:
         if samples < 1:
             raise CompressError(f"data samples={samples}: must be at least 1")

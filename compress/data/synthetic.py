@@ -13,6 +13,7 @@ each axis (FOMM's `make_coordinate_grid`, i.e. `grid_sample(..., align_corners=T
 Geometry is laid out in an isotropic frame where the shorter image side spans [-1, 1], so a
 non-square clip shows the same round face with more background.
 """
+
 from __future__ import annotations
 
 import math
@@ -29,8 +30,16 @@ EXPRESSION_NAMES = ("eye_open", "mouth_open", "smile", "brow_raise")
 # Left/right as seen in the image. Mouth and eye points lie inside their masks
 # (the lip points sit mid-way through the lip thickness).
 LANDMARK_NAMES = (
-    "left_eye", "right_eye", "left_brow", "right_brow", "nose_tip",
-    "mouth_left", "mouth_right", "upper_lip", "lower_lip", "chin",
+    "left_eye",
+    "right_eye",
+    "left_brow",
+    "right_brow",
+    "nose_tip",
+    "mouth_left",
+    "mouth_right",
+    "upper_lip",
+    "lower_lip",
+    "chin",
 )
 MIN_SIZE = 8
 
@@ -147,8 +156,18 @@ def _draw_appearance(gen: torch.Generator) -> _Appearance:
     hair_streaks = _noise_texture(gen, 1, (2, 12), 3)  # stretched along y: strands
     background_texture = _noise_texture(gen, 3, (3, 3), 4)
     return _Appearance(
-        skin, hair, lips, iris, clothes, background, head_half, eye_x, mouth_half_width, hairline,
-        torch.cat([skin_detail, hair_streaks], dim=1), background_texture,
+        skin,
+        hair,
+        lips,
+        iris,
+        clothes,
+        background,
+        head_half,
+        eye_x,
+        mouth_half_width,
+        hairline,
+        torch.cat([skin_detail, hair_streaks], dim=1),
+        background_texture,
     )
 
 
@@ -191,8 +210,24 @@ def _draw_motion(gen: torch.Generator, t: Tensor) -> _Motion:
     light_x, light_y = signal(0.6, 0.3, (40, 120)), signal(0.4, 0.2, (40, 120)) - 0.3
     gradient = 0.2 * (0.5 + 0.5 * _smooth(gen, t, (30, 90)))
     gradient_angle = _uniform(gen, 0, 2 * math.pi) + 1.5 * _smooth(gen, t, (60, 160))
-    return _Motion(yaw, pitch, roll, tx, ty, scale, eye_open, mouth_open, smile, brow, gaze_x, gaze_y,
-                   light_x, light_y, gradient, gradient_angle)
+    return _Motion(
+        yaw,
+        pitch,
+        roll,
+        tx,
+        ty,
+        scale,
+        eye_open,
+        mouth_open,
+        smile,
+        brow,
+        gaze_x,
+        gaze_y,
+        light_x,
+        light_y,
+        gradient,
+        gradient_angle,
+    )
 
 
 # -- rendering --------------------------------------------------------------------------------
@@ -222,8 +257,9 @@ def _over(img: Tensor, alpha: Tensor, colour: Tensor) -> Tensor:
 def _sample(texture: Tensor, x: Tensor, y: Tensor) -> Tensor:
     """Texture [1,C,S,S] at coordinates x, y [T,H,W] (repeating by reflection) -> [T,C,H,W]."""
     grid = torch.stack(torch.broadcast_tensors(x, y), dim=-1)
-    return F.grid_sample(texture.expand(grid.shape[0], -1, -1, -1), grid, mode="bilinear",
-                         padding_mode="reflection", align_corners=True)
+    return F.grid_sample(
+        texture.expand(grid.shape[0], -1, -1, -1), grid, mode="bilinear", padding_mode="reflection", align_corners=True
+    )
 
 
 def _col(v: Tensor) -> Tensor:
@@ -271,8 +307,7 @@ def _render(look: _Appearance, m: _Motion, h: int, w: int) -> Clip:
 
     pose = torch.stack([m.yaw, m.pitch, m.roll, m.tx, m.ty, m.scale], dim=1)
     expression = torch.stack([m.eye_open, m.mouth_open, m.smile, m.brow], dim=1)
-    return Clip(img.clamp(0, 1), eye_mask[:, None], mouth_mask[:, None],
-                _landmarks(look, m, h, w), pose, expression)
+    return Clip(img.clamp(0, 1), eye_mask[:, None], mouth_mask[:, None], _landmarks(look, m, h, w), pose, expression)
 
 
 def _background(look: _Appearance, gx: Tensor, gy: Tensor, frames: int) -> Tensor:
@@ -288,7 +323,11 @@ def _body(img: Tensor, look: _Appearance, m: _Motion, gx: Tensor, gy: Tensor, pi
     bx, by = gx - 0.5 * _col(m.tx), gy - 0.3 * _col(m.ty) - 1.25
     shoulders = _coverage(_ellipse_distance(bx, by, 0.85, 0.55), pixel)
     folds = _sample(look.face_texture[:, :1], bx * 0.8, by * 0.8)[:, 0]
-    img = _over(img, shoulders, look.clothes[None, :, None, None] * (0.8 + 0.4 * folds[:, None]) * (1 - 0.3 * (gy[:, None] + 1) / 2))
+    img = _over(
+        img,
+        shoulders,
+        look.clothes[None, :, None, None] * (0.8 + 0.4 * folds[:, None]) * (1 - 0.3 * (gy[:, None] + 1) / 2),
+    )
     nx, ny = gx - 0.85 * _col(m.tx), gy - 0.85 * _col(m.ty) - hh * 1.05
     neck = _coverage(_ellipse_distance(nx, ny, hw * 0.42, hh * 0.8), pixel)
     return _over(img, neck, look.skin * 0.72)
@@ -309,7 +348,9 @@ def _skin(look: _Appearance, m: _Motion, qx: Tensor, qy: Tensor, qz: Tensor, u: 
     return colour * (0.45 + 0.6 * lambert)[:, None]
 
 
-def _eyes(img: Tensor, look: _Appearance, m: _Motion, qx: Tensor, qy: Tensor, visible: Tensor, px: Tensor) -> tuple[Tensor, Tensor]:
+def _eyes(
+    img: Tensor, look: _Appearance, m: _Motion, qx: Tensor, qy: Tensor, visible: Tensor, px: Tensor
+) -> tuple[Tensor, Tensor]:
     # Both eyes in one pass: mirror the face about x = 0 (the eyes never reach the midline).
     side = torch.sign(qx)
     ex, ey = qx.abs() - look.eye_x, qy - _EYE_Y
@@ -328,7 +369,9 @@ def _eyes(img: Tensor, look: _Appearance, m: _Motion, qx: Tensor, qy: Tensor, vi
     return img, ((inside < 0) & (visible > 0.5)).float()
 
 
-def _brows_and_nose(img: Tensor, look: _Appearance, m: _Motion, qx: Tensor, qy: Tensor, visible: Tensor, px: Tensor) -> Tensor:
+def _brows_and_nose(
+    img: Tensor, look: _Appearance, m: _Motion, qx: Tensor, qy: Tensor, visible: Tensor, px: Tensor
+) -> Tensor:
     bx, by = qx.abs() - look.eye_x, qy - _BROW_Y + 0.06 * _col(m.brow)  # mirrored: both brows
     tilt = by + 0.12 * bx * _col(m.brow)  # raised brows arch outwards
     brow = _coverage(_ellipse_distance(bx, tilt, *_BROW_HALF), px) * visible
@@ -347,7 +390,9 @@ def _mouth_shape(look: _Appearance, m: _Motion) -> tuple[Tensor, Tensor, Tensor,
     return half_w, outer, opening, 1.2 * m.smile
 
 
-def _mouth(img: Tensor, look: _Appearance, m: _Motion, qx: Tensor, qy: Tensor, visible: Tensor, px: Tensor) -> tuple[Tensor, Tensor]:
+def _mouth(
+    img: Tensor, look: _Appearance, m: _Motion, qx: Tensor, qy: Tensor, visible: Tensor, px: Tensor
+) -> tuple[Tensor, Tensor]:
     half_w, outer, opening, curve = (_col(s) for s in _mouth_shape(look, m))
     my = qy - _MOUTH_Y + curve * qx**2  # smiling lifts the corners
     lips_d = _ellipse_distance(qx, my, half_w, outer)
@@ -376,18 +421,21 @@ def _landmarks(look: _Appearance, m: _Motion, h: int, w: int) -> Tensor:
     mid_lip = (outer + opening) / 2
     brow_y = _BROW_Y - 0.06 * m.brow
     ex = torch.full((t,), look.eye_x)
-    points = torch.stack([
-        torch.stack([-ex, torch.full((t,), _EYE_Y)], 1),
-        torch.stack([ex, torch.full((t,), _EYE_Y)], 1),
-        torch.stack([-ex, brow_y], 1),
-        torch.stack([ex, brow_y], 1),
-        torch.tensor(_NOSE_TIP).expand(t, 2),
-        torch.stack([-corner_x, corner_y], 1),
-        torch.stack([corner_x, corner_y], 1),
-        torch.stack([torch.zeros(t), _MOUTH_Y - mid_lip], 1),
-        torch.stack([torch.zeros(t), _MOUTH_Y + mid_lip], 1),
-        torch.tensor([0.0, _CHIN_Y]).expand(t, 2),
-    ], dim=1)  # [T, L, 2]
+    points = torch.stack(
+        [
+            torch.stack([-ex, torch.full((t,), _EYE_Y)], 1),
+            torch.stack([ex, torch.full((t,), _EYE_Y)], 1),
+            torch.stack([-ex, brow_y], 1),
+            torch.stack([ex, brow_y], 1),
+            torch.tensor(_NOSE_TIP).expand(t, 2),
+            torch.stack([-corner_x, corner_y], 1),
+            torch.stack([corner_x, corner_y], 1),
+            torch.stack([torch.zeros(t), _MOUTH_Y - mid_lip], 1),
+            torch.stack([torch.zeros(t), _MOUTH_Y + mid_lip], 1),
+            torch.tensor([0.0, _CHIN_Y]).expand(t, 2),
+        ],
+        dim=1,
+    )  # [T, L, 2]
     qx, qy = points[..., 0], points[..., 1]
     qz = (1 - qx**2 - qy**2).clamp_min(0).sqrt()
     yaw, pitch, roll = m.yaw[:, None], m.pitch[:, None], m.roll[:, None]

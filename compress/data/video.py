@@ -5,10 +5,11 @@ frames, sorted by name. Frames are centre-cropped to the target aspect ratio (a 
 the usual square input) and resized with an anti-aliased bilinear filter, in chunks so a
 long high-resolution video never sits in memory at full size.
 """
+
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import av
 import numpy as np
@@ -130,7 +131,7 @@ def _crop_resize(frames: list[np.ndarray], h: int, w: int) -> torch.Tensor:
     else:
         ch = max(1, round(fw * h / w))
         x0, y0, cw = 0, (fh - ch) // 2, fw
-    batch = torch.from_numpy(np.stack([f[y0:y0 + ch, x0:x0 + cw] for f in frames]))
+    batch = torch.from_numpy(np.stack([f[y0 : y0 + ch, x0 : x0 + cw] for f in frames]))
     batch = batch.permute(0, 3, 1, 2).float()
     if (ch, cw) != (h, w):
         batch = F.interpolate(batch, size=(h, w), mode="bilinear", antialias=True, align_corners=False)

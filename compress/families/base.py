@@ -4,11 +4,13 @@ A family knows its networks (what gets trained, pruned and saved), its deployabl
 gets exported, quantized, profiled and bundled) and its task (metrics, loss terms, app flow,
 assets; see task.py). Stages never import a model, and never name a family's metric.
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any
 
 import torch
 from pydantic import ValidationError
@@ -109,7 +111,7 @@ class OnePartPipeline:
         shape = getattr(part, "shapes", {}).get(input_name)
         self.input_size = tuple(shape[-2:]) if shape else None
 
-    def eval(self) -> "OnePartPipeline":
+    def eval(self) -> OnePartPipeline:
         return self
 
     def __call__(self, inputs: torch.Tensor) -> torch.Tensor:
@@ -200,20 +202,30 @@ class Family:
             return schema.model_validate(weights or {}).model_dump()
         except ValidationError as exc:
             problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-            raise CompressError(f"{self.name} loss weights: {problems}; terms: {', '.join(schema.model_fields)}") from None
+            raise CompressError(
+                f"{self.name} loss weights: {problems}; terms: {', '.join(schema.model_fields)}"
+            ) from None
 
-    def distill_loss(self, teacher_out: dict[str, torch.Tensor], student_out: dict[str, torch.Tensor],
-                     batch: Batch, weights: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
+    def distill_loss(
+        self,
+        teacher_out: dict[str, torch.Tensor],
+        student_out: dict[str, torch.Tensor],
+        batch: Batch,
+        weights: dict[str, Any],
+    ) -> tuple[torch.Tensor, dict[str, float]]:
         """(loss, {term: value}) of the student against the teacher's outputs on one batch."""
         raise NotImplementedError
 
-    def teacher_loss(self, model: nn.Module, batch: Batch, weights: dict[str, Any],
-                     generator: torch.Generator) -> tuple[torch.Tensor, dict[str, float]]:
+    def teacher_loss(
+        self, model: nn.Module, batch: Batch, weights: dict[str, Any], generator: torch.Generator
+    ) -> tuple[torch.Tensor, dict[str, float]]:
         """The objective `compress teacher train` minimises (a teacher trained from scratch)."""
         raise CompressError(f"{self.name}: this family has no teacher-training objective")
 
     # -- evaluation -----------------------------------------------------------------------
-    def score(self, outputs: dict[str, torch.Tensor], batch: Batch, reference: dict[str, torch.Tensor] | None = None) -> Scores:
+    def score(
+        self, outputs: dict[str, torch.Tensor], batch: Batch, reference: dict[str, torch.Tensor] | None = None
+    ) -> Scores:
         """Batch means of the task's metrics vs the batch's ground truth and (given) vs a reference's outputs."""
         raise NotImplementedError
 
@@ -223,14 +235,22 @@ class Family:
 
     @torch.no_grad()
     def quality(self, model: Any, batches: Iterable[Batch], teacher: nn.Module | None = None) -> Scores:
-        """The task's metrics of `model` over `batches`, vs ground truth and (given a teacher) vs the teacher's outputs."""
+        """The task's metrics of `model` over `batches`, vs ground truth and (given a teacher)
+        vs the teacher's outputs."""
         return self.mean_scores(
-            (batch, self.forward(_eval(model), batch), self.forward(teacher.eval(), batch) if teacher is not None else None)
+            (
+                batch,
+                self.forward(_eval(model), batch),
+                self.forward(teacher.eval(), batch) if teacher is not None else None,
+            )
             for batch in batches
         )
 
-    def mean_scores(self, scored: Iterable[tuple[Batch, dict[str, torch.Tensor], dict[str, torch.Tensor] | None]]) -> Scores:
-        """Sample-weighted means of `score` over (batch, outputs, reference) triples (protocols yield batches of different sizes)."""
+    def mean_scores(
+        self, scored: Iterable[tuple[Batch, dict[str, torch.Tensor], dict[str, torch.Tensor] | None]]
+    ) -> Scores:
+        """Sample-weighted means of `score` over (batch, outputs, reference) triples
+        (protocols yield batches of different sizes)."""
         sums: dict[str, dict[str, float]] = {}
         counts: dict[str, int] = {}
         for batch, outputs, reference in scored:
@@ -267,16 +287,23 @@ class Family:
         """A torch Dataset of `samples` items (dicts of tensors) of `split` from `source` ("synthetic" or a path)."""
         raise NotImplementedError
 
-    def calibration_inputs(self, model: nn.Module, batches: Iterable[Batch]) -> Iterator[dict[str, tuple[torch.Tensor, ...]]]:
+    def calibration_inputs(
+        self, model: nn.Module, batches: Iterable[Batch]
+    ) -> Iterator[dict[str, tuple[torch.Tensor, ...]]]:
         """For each sample of the batches, the inputs of every part: {part name: tuple of tensors}."""
         raise NotImplementedError
 
     # -- description ----------------------------------------------------------------------
     def describe(self) -> dict[str, Any]:
         """What `compress families --json` prints for this family."""
-        return {"name": self.name, "description": self.description, "configs": self.config_roles(),
-                "checkpoint_layout": self.checkpoint_layout, "input_size": list(self.default_input_size),
-                "task": self.task.to_json()}
+        return {
+            "name": self.name,
+            "description": self.description,
+            "configs": self.config_roles(),
+            "checkpoint_layout": self.checkpoint_layout,
+            "input_size": list(self.default_input_size),
+            "task": self.task.to_json(),
+        }
 
 
 def _eval(model: Any) -> Any:

@@ -6,10 +6,12 @@ whose embedding is nearest. The "surface" is a unit square with an 8x8 grid of v
 embedded by fixed Fourier features of its (u, v); the images show that square, textured by a
 smooth colour function of (u, v), warped over a noise background.
 """
+
 from __future__ import annotations
 
 import math
-from typing import Any, Iterable, Iterator
+from collections.abc import Iterable, Iterator
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -38,25 +40,38 @@ class EmbeddingWeights(LossWeights):
     """Distillation terms, all on foreground pixels (the background has no vertex)."""
 
     embedding_cosine: float = Field(1.0, description="1 - cosine of the student's embedding vs the teacher's")
-    vertex_kl: float = Field(1.0, description="KL divergence of the student's soft assignment to vertices from the teacher's")
+    vertex_kl: float = Field(
+        1.0, description="KL divergence of the student's soft assignment to vertices from the teacher's"
+    )
     ground_truth: float = Field(0.0, description="cross-entropy of the student's soft assignment vs the true vertex")
-    temperature: float = Field(0.05, gt=0, description="soft assignment: softmax over vertices of -(squared distance) / temperature")
+    temperature: float = Field(
+        0.05, gt=0, description="soft assignment: softmax over vertices of -(squared distance) / temperature"
+    )
 
 
 class EmbeddingTeacherWeights(LossWeights):
     """The teacher's objective: cross-entropy of its soft assignment vs the true vertex."""
 
-    temperature: float = Field(0.05, gt=0, description="soft assignment: softmax over vertices of -(squared distance) / temperature")
+    temperature: float = Field(
+        0.05, gt=0, description="soft assignment: softmax over vertices of -(squared distance) / temperature"
+    )
 
 
 TASK = Task(
     description="per-pixel surface embeddings; a pixel's vertex is the nearest vertex embedding",
     flow="on_device",
     metrics=(
-        Metric("vertex_agreement", "", True, "share of foreground pixels whose nearest vertex is the reference's",
-               default_max_drop=0.02),
+        Metric(
+            "vertex_agreement",
+            "",
+            True,
+            "share of foreground pixels whose nearest vertex is the reference's",
+            default_max_drop=0.02,
+        ),
         Metric("embedding_cosine", "", True, "mean cosine of foreground embeddings vs the reference's"),
-        Metric("vertex_error", "", False, "mean distance on the unit-square surface between predicted and reference vertex"),
+        Metric(
+            "vertex_error", "", False, "mean distance on the unit-square surface between predicted and reference vertex"
+        ),
     ),
     loss=EmbeddingWeights,
     teacher_loss=EmbeddingTeacherWeights,
@@ -170,7 +185,9 @@ def _masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return ((x * mask).flatten(1).sum(1) / mask.flatten(1).sum(1).clamp_min(1)).mean()
 
 
-def _metrics(ids: torch.Tensor, ref_ids: torch.Tensor, embedding: torch.Tensor, ref_embedding: torch.Tensor, mask: torch.Tensor) -> dict[str, float]:
+def _metrics(
+    ids: torch.Tensor, ref_ids: torch.Tensor, embedding: torch.Tensor, ref_embedding: torch.Tensor, mask: torch.Tensor
+) -> dict[str, float]:
     uv = vertex_uv()
     return {
         "vertex_agreement": float(_masked_mean((ids == ref_ids).float(), mask)),
@@ -197,8 +214,15 @@ class EmbeddingFamily(TableFamily):
                 cadence="per_frame",
                 module=Tupled(model),
                 inputs=[TensorSpec("image", (1, 3, s, s), description="camera frame")],
-                outputs=[TensorSpec("embedding", (1, d, s, s), value_range=(-1.0, 1.0), normalization="unit L2 norm along D",
-                                    description="per-pixel embedding; the pixel's vertex is the nearest row of vertex_embeddings")],
+                outputs=[
+                    TensorSpec(
+                        "embedding",
+                        (1, d, s, s),
+                        value_range=(-1.0, 1.0),
+                        normalization="unit L2 norm along D",
+                        description="per-pixel embedding; the pixel's vertex is the nearest row of vertex_embeddings",
+                    )
+                ],
                 description="per-pixel surface embeddings",
             )
         ]
@@ -209,23 +233,38 @@ class EmbeddingFamily(TableFamily):
 
     def assets(self, model: nn.Module) -> list[Asset]:
         table = model.vertex_embeddings.detach().cpu().float().numpy()
-        return [Asset("vertex_embeddings", table, "unit embedding of each surface vertex; a pixel's vertex is the nearest row",
-                      {"vertices": table.shape[0], "dim": table.shape[1], "grid": [GRID, GRID],
-                       "order": f"row i * {GRID} + j is the vertex at (u, v) = (i, j) / {GRID - 1}"})]
+        return [
+            Asset(
+                "vertex_embeddings",
+                table,
+                "unit embedding of each surface vertex; a pixel's vertex is the nearest row",
+                {
+                    "vertices": table.shape[0],
+                    "dim": table.shape[1],
+                    "grid": [GRID, GRID],
+                    "order": f"row i * {GRID} + j is the vertex at (u, v) = (i, j) / {GRID - 1}",
+                },
+            )
+        ]
 
     def forward(self, model: Any, batch: Batch) -> dict[str, torch.Tensor]:
         embedding = model(batch["image"])
         table = getattr(model, "vertex_embeddings", None)
         if table is None:  # exported parts hold no table: the family's own (the bundle's asset)
             table = vertex_table(embedding.shape[1])
-        return {"embedding": embedding, "vertices": table.expand(len(embedding), -1, -1)}  # batched, as distill caches per sample
+        return {
+            "embedding": embedding,
+            "vertices": table.expand(len(embedding), -1, -1),
+        }  # batched, as distill caches per sample
 
     def distill_loss(self, teacher_out, student_out, batch, weights):  # type: ignore[no-untyped-def]
         mask = batch["mask"][:, 0]
         log_s = _log_assignment(student_out, weights["temperature"])
         terms: dict[str, torch.Tensor] = {}
         if weights["embedding_cosine"]:
-            terms["embedding_cosine"] = _masked_mean(1 - F.cosine_similarity(student_out["embedding"], teacher_out["embedding"], dim=1), mask)
+            terms["embedding_cosine"] = _masked_mean(
+                1 - F.cosine_similarity(student_out["embedding"], teacher_out["embedding"], dim=1), mask
+            )
         if weights["vertex_kl"]:
             log_t = _log_assignment(teacher_out, weights["temperature"])
             terms["vertex_kl"] = _masked_mean((log_t.exp() * (log_t - log_s)).sum(1), mask)
@@ -235,10 +274,14 @@ class EmbeddingFamily(TableFamily):
         return loss, {k: float(v.detach()) for k, v in terms.items()}
 
     def teacher_loss(self, model, batch, weights, generator):  # type: ignore[no-untyped-def]
-        loss = F.nll_loss(_log_assignment(self.forward(model, batch), weights["temperature"]), batch["vertex"], ignore_index=-1)
+        loss = F.nll_loss(
+            _log_assignment(self.forward(model, batch), weights["temperature"]), batch["vertex"], ignore_index=-1
+        )
         return loss, {"cross_entropy": float(loss.detach())}
 
-    def score(self, outputs: dict[str, torch.Tensor], batch: Batch, reference: dict[str, torch.Tensor] | None = None) -> Scores:
+    def score(
+        self, outputs: dict[str, torch.Tensor], batch: Batch, reference: dict[str, torch.Tensor] | None = None
+    ) -> Scores:
         mask, truth = batch["mask"][:, 0], batch["vertex"].clamp_min(0)  # background pixels are masked out
         embedding, vertices = outputs["embedding"], outputs["vertices"]
         ids = _sq_distances(embedding, vertices).argmin(1)
@@ -254,7 +297,10 @@ class EmbeddingFamily(TableFamily):
         b, _, h, w = batch["image"].shape
         dim = CONFIGS[DEFAULTS["student"]]["dim"]
         centre = surface_embedding(torch.tensor([[0.5, 0.5]], device="cpu"), dim)[0]
-        return {"embedding": centre[None, :, None, None].expand(b, dim, h, w), "vertices": vertex_table(dim).expand(b, -1, -1)}
+        return {
+            "embedding": centre[None, :, None, None].expand(b, dim, h, w),
+            "vertices": vertex_table(dim).expand(b, -1, -1),
+        }
 
     def pipeline(self, parts):  # type: ignore[no-untyped-def]
         return OnePartPipeline(parts["embedder"], "image")
@@ -264,7 +310,9 @@ class EmbeddingFamily(TableFamily):
             raise CompressError(f"embedding family: data {source!r}: only 'synthetic' is supported")
         return SurfaceImages(tuple(size), split_seed(seed, split), samples)
 
-    def calibration_inputs(self, model: nn.Module, batches: Iterable[Batch]) -> Iterator[dict[str, tuple[torch.Tensor, ...]]]:
+    def calibration_inputs(
+        self, model: nn.Module, batches: Iterable[Batch]
+    ) -> Iterator[dict[str, tuple[torch.Tensor, ...]]]:
         for b in batches:
             for image in b["image"].split(1):
                 yield {"embedder": (image,)}

@@ -3,9 +3,11 @@
 It gives the runner, the stages and the tests something real and fast to run; it is not
 a face model. The task: restore a frame from a noisy, blurred copy.
 """
+
 from __future__ import annotations
 
-from typing import Any, Iterable, Iterator
+from collections.abc import Iterable, Iterator
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -60,7 +62,9 @@ class RestorationNet(nn.Module):
         self.size = size
         self.config = {"width": width, "depth": depth, "size": size}
         self.stem = ConvBlock(3, width)
-        self.down = nn.Sequential(nn.Conv2d(width, width * 2, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(width * 2), nn.ReLU())
+        self.down = nn.Sequential(
+            nn.Conv2d(width, width * 2, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(width * 2), nn.ReLU()
+        )
         self.body = nn.ModuleList(ConvBlock(width * 2, width * 2) for _ in range(depth))
         self.up = ConvBlock(width * 2, width)
         self.head = nn.Conv2d(width, 3, 3, padding=1)
@@ -134,7 +138,9 @@ class GenericFamily(TableFamily):
         loss = F.l1_loss(model(batch["input"]), batch["target"])
         return loss, {"l1": float(loss.detach())}
 
-    def score(self, outputs: dict[str, torch.Tensor], batch: Batch, reference: dict[str, torch.Tensor] | None = None) -> Scores:
+    def score(
+        self, outputs: dict[str, torch.Tensor], batch: Batch, reference: dict[str, torch.Tensor] | None = None
+    ) -> Scores:
         scores = {"vs_ground_truth": frame_metrics(outputs["prediction"], batch["target"])}
         if reference is not None:
             scores["vs_teacher"] = frame_metrics(outputs["prediction"], reference["prediction"])
@@ -151,7 +157,9 @@ class GenericFamily(TableFamily):
             raise CompressError(f"generic family: data {source!r}: only 'synthetic' is supported")
         return NoisyFrames(size[0], split_seed(seed, split), samples)
 
-    def calibration_inputs(self, model: nn.Module, batches: Iterable[dict[str, torch.Tensor]]) -> Iterator[dict[str, tuple[torch.Tensor, ...]]]:
+    def calibration_inputs(
+        self, model: nn.Module, batches: Iterable[dict[str, torch.Tensor]]
+    ) -> Iterator[dict[str, tuple[torch.Tensor, ...]]]:
         for b in batches:
             for i in range(b["input"].shape[0]):
                 yield {"net": (b["input"][i : i + 1],)}

@@ -4,6 +4,7 @@ compress.checkpoints only reads and writes files (safely); this module turns wha
 a model through the family, which knows its layouts (`teacher_state_dict`), its configs and
 which checkpoints are its own (`claims`).
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -32,8 +33,9 @@ def load_model(path: str | Path, family: Family | None = None) -> tuple[nn.Modul
     return model.eval(), meta
 
 
-def load_teacher_model(family: Family, path: str | Path | None, config: str | dict[str, Any] | None,
-                       trust: bool = False, seed: int = 0) -> tuple[nn.Module, dict[str, Any]]:
+def load_teacher_model(
+    family: Family, path: str | Path | None, config: str | dict[str, Any] | None, trust: bool = False, seed: int = 0
+) -> tuple[nn.Module, dict[str, Any]]:
     """(teacher, its full config) from one of our files, a public checkpoint, or (path None) a seeded
     random initialisation. With `config` None, a public checkpoint's config is the one it claims."""
     if path is None:
@@ -68,12 +70,15 @@ def identify_checkpoint(path: str | Path, trust: bool = False) -> tuple[Family, 
         tried.append(f"{name}: {family.checkpoint_layout or 'its own model files only'}")
     if len(unreadable) == len(tried):  # one reader's verdict (corrupt, untrusted pickle) says it all
         raise unreadable[0]
-    raise CompressError(f"{path}: no model family recognises this checkpoint; pass --family and --config. "
-                        "What each family looked for:\n  " + "\n  ".join(tried))
+    raise CompressError(
+        f"{path}: no model family recognises this checkpoint; pass --family and --config. "
+        "What each family looked for:\n  " + "\n  ".join(tried)
+    )
 
 
-def load_checkpoint(path: str | Path, family: str | Family | None = None, config: str | None = None,
-                    trust: bool = False) -> tuple[Family, nn.Module, str]:
+def load_checkpoint(
+    path: str | Path, family: str | Family | None = None, config: str | None = None, trust: bool = False
+) -> tuple[Family, nn.Module, str]:
     """(family, model, kind) of one of our model files or a public checkpoint (family and config
     recognised when not given); kind is "teacher" or "student"."""
     meta = read_model_meta(path)
@@ -87,6 +92,8 @@ def load_checkpoint(path: str | Path, family: str | Family | None = None, config
     return fam, load_teacher_model(fam, path, config, trust)[0], "teacher"
 
 
-def load_teacher(family: str, path: str | Path | None, config: str | dict[str, Any] | None = None, trust: bool = False) -> nn.Module:
+def load_teacher(
+    family: str, path: str | Path | None, config: str | dict[str, Any] | None = None, trust: bool = False
+) -> nn.Module:
     """Public API: `compress.load_teacher("fomm", "vox-cpk.pth.tar", config="vox-256")`."""
     return load_teacher_model(get_family(family), path, config, trust=trust)[0]

@@ -1,4 +1,5 @@
 """One registry of model families, like timm's model registry."""
+
 from __future__ import annotations
 
 from compress.errors import CompressError

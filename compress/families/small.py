@@ -4,6 +4,7 @@
 network; their configs ("teacher-32", "student-32", ...: width, depth, input size) and the
 plumbing around a single network are the same, and live here once.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -33,7 +34,9 @@ class TableFamily(Family):
         config = self.default_configs[role] if config is None else config
         if isinstance(config, str):
             if config not in self.config_table:
-                raise CompressError(f"{self.name} family: unknown config {config!r}; known: {', '.join(self.config_table)}")
+                raise CompressError(
+                    f"{self.name} family: unknown config {config!r}; known: {', '.join(self.config_table)}"
+                )
             return dict(self.config_table[config])
         missing = self.required_keys - set(config)
         if missing:

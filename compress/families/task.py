@@ -3,6 +3,7 @@
 Stages read the task and never a family's own names: the quantize gate bounds the drop of
 the primary metric, summaries print it, the bundle picks its card and snippets by flow.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -46,8 +47,13 @@ class Metric:
         return f"{self.name} {number}{' ' + self.unit if self.unit else ''}"
 
     def to_json(self) -> dict[str, object]:
-        return {"name": self.name, "unit": self.unit, "higher_is_better": self.higher_is_better,
-                "against": list(self.against), "description": self.description}
+        return {
+            "name": self.name,
+            "unit": self.unit,
+            "higher_is_better": self.higher_is_better,
+            "against": list(self.against),
+            "description": self.description,
+        }
 
 
 class LossWeights(BaseModel):
@@ -83,8 +89,14 @@ class Task:
         return tuple(m for m in self.metrics if reference in m.against)
 
     def to_json(self) -> dict[str, object]:
-        return {"description": self.description, "flow": self.flow, "primary_metric": self.primary.name,
-                "metrics": [m.to_json() for m in self.metrics], "baseline_label": self.baseline_label, "loss_terms": self.loss().model_dump()}
+        return {
+            "description": self.description,
+            "flow": self.flow,
+            "primary_metric": self.primary.name,
+            "metrics": [m.to_json() for m in self.metrics],
+            "baseline_label": self.baseline_label,
+            "loss_terms": self.loss().model_dump(),
+        }
 
 
 @dataclass(frozen=True)

@@ -2,13 +2,16 @@
 
     from compress.quantize import quantize_onnx, quantize_coreml, OnnxQuantConfig, EvalSet
 
-    report = quantize_onnx("net.onnx", "net.int8.onnx", calibration_feeds, OnnxQuantConfig(), EvalSet(eval_feeds, targets))
+    report = quantize_onnx(
+        "net.onnx", "net.int8.onnx", calibration_feeds, OnnxQuantConfig(), EvalSet(eval_feeds, targets)
+    )
     report.size_ratio, report.gate, report.fallback, report.latency.ratio
 
     coreml = quantize_coreml("net.mlpackage", "net.int8.mlpackage", mode="auto")
 
 `quantize_stage` is the recipe stage that runs both on every exported part.
 """
+
 from compress.quantize.coreml import CoreMLQuantReport, quantize_coreml
 from compress.quantize.gate import EvalSet, Fallback, OutputGate, PipelineGate, QualityGate, sensitivity_fallback
 from compress.quantize.onnx import Latency, OnnxQuantConfig, QuantReport, quantize_onnx

@@ -6,6 +6,7 @@ Runs the recipe up to its quantize stage in the same run folder `compress run` u
 whose config and inputs are unchanged are kept), then prints one row per part and format
 from the quantize stage's record and writes the rows, with the host, as JSON.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -29,22 +30,46 @@ def bench_rows(metrics: dict[str, Any]) -> list[dict[str, Any]]:
         if "onnx" in formats:
             m = formats["onnx"]
             lat, fb = m["latency"] or {}, m["fallback"] or {}
-            rows.append({
-                "part": part, "format": "onnx", "precision": PAIRS.get(m["types"]["activation"], "int8 (nncf: u8 or s8 activations)"),
-                "fp32_bytes": m["fp32_bytes"], "int8_bytes": m["int8_bytes"], "fp32_over_int8_size": m["fp32_over_int8_size"],
-                "gate": f"{m['gate']['metric']} {m['gate']['value']:.3f} (bound {m['gate']['bound']})", "gate_passed": m["gate"]["passed"],
-                "float_nodes": len(fb.get("float_nodes", [])), "float_ops": m["float_ops"],
-                "fp32_ms": lat.get("fp32_ms"), "int8_ms": lat.get("int8_ms"), "int8_over_fp32_latency": lat.get("int8_over_fp32"),
-                "shipped": m["shipped"], "note": m["ship_note"],
-            })
+            rows.append(
+                {
+                    "part": part,
+                    "format": "onnx",
+                    "precision": PAIRS.get(m["types"]["activation"], "int8 (nncf: u8 or s8 activations)"),
+                    "fp32_bytes": m["fp32_bytes"],
+                    "int8_bytes": m["int8_bytes"],
+                    "fp32_over_int8_size": m["fp32_over_int8_size"],
+                    "gate": f"{m['gate']['metric']} {m['gate']['value']:.3f} (bound {m['gate']['bound']})",
+                    "gate_passed": m["gate"]["passed"],
+                    "float_nodes": len(fb.get("float_nodes", [])),
+                    "float_ops": m["float_ops"],
+                    "fp32_ms": lat.get("fp32_ms"),
+                    "int8_ms": lat.get("int8_ms"),
+                    "int8_over_fp32_latency": lat.get("int8_over_fp32"),
+                    "shipped": m["shipped"],
+                    "note": m["ship_note"],
+                }
+            )
         if "coreml" in formats:
             m = formats["coreml"]
-            rows.append({
-                "part": part, "format": "coreml", "precision": m["mode"],
-                "fp32_bytes": m["fp32_bytes"], "int8_bytes": m["int8_bytes"], "fp32_over_int8_size": m["fp32_over_int8_size"],
-                "gate": "not run (coremltools predicts only on macOS)", "gate_passed": None, "float_nodes": None, "float_ops": None,
-                "fp32_ms": None, "int8_ms": None, "int8_over_fp32_latency": None, "shipped": m["mode"], "note": "; ".join(m["notes"] + [m["fp32_basis"]]),
-            })
+            rows.append(
+                {
+                    "part": part,
+                    "format": "coreml",
+                    "precision": m["mode"],
+                    "fp32_bytes": m["fp32_bytes"],
+                    "int8_bytes": m["int8_bytes"],
+                    "fp32_over_int8_size": m["fp32_over_int8_size"],
+                    "gate": "not run (coremltools predicts only on macOS)",
+                    "gate_passed": None,
+                    "float_nodes": None,
+                    "float_ops": None,
+                    "fp32_ms": None,
+                    "int8_ms": None,
+                    "int8_over_fp32_latency": None,
+                    "shipped": m["mode"],
+                    "note": "; ".join(m["notes"] + [m["fp32_basis"]]),
+                }
+            )
     return rows
 
 
@@ -61,14 +86,24 @@ def format_totals(rows: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
 
 
 COLUMNS = {
-    "part": "part", "format": "format", "precision": "int8 kind", "fp32_bytes": "fp32 bytes", "int8_bytes": "int8 bytes",
-    "fp32_over_int8_size": "fp32/int8 size", "gate": "quality gate", "float_nodes": "nodes back to float",
-    "fp32_ms": "fp32 ms", "int8_ms": "int8 ms", "int8_over_fp32_latency": "int8/fp32 latency", "shipped": "ships",
+    "part": "part",
+    "format": "format",
+    "precision": "int8 kind",
+    "fp32_bytes": "fp32 bytes",
+    "int8_bytes": "int8 bytes",
+    "fp32_over_int8_size": "fp32/int8 size",
+    "gate": "quality gate",
+    "float_nodes": "nodes back to float",
+    "fp32_ms": "fp32 ms",
+    "int8_ms": "int8 ms",
+    "int8_over_fp32_latency": "int8/fp32 latency",
+    "shipped": "ships",
 }
 
 
 def markdown_table(rows: list[dict[str, Any]]) -> str:
     """The rows as a Markdown table (the form docs/stages/quantize.md quotes)."""
+
     def cell(value: Any) -> str:
         return "-" if value is None else f"{value:.3g}" if isinstance(value, float) else str(value)
 
@@ -83,21 +118,38 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("recipe", type=Path)
-    parser.add_argument("--set", dest="overrides", action="append", default=[], help="recipe override, e.g. stages.distill.steps=50")
-    parser.add_argument("--json", type=Path, default=None, help="where to write the rows (default exported/bench/quantize-<recipe>.json)")
+    parser.add_argument(
+        "--set", dest="overrides", action="append", default=[], help="recipe override, e.g. stages.distill.steps=50"
+    )
+    parser.add_argument(
+        "--json",
+        type=Path,
+        default=None,
+        help="where to write the rows (default exported/bench/quantize-<recipe>.json)",
+    )
     args = parser.parse_args(argv)
     recipe = load_recipe(args.recipe, args.overrides)
     if recipe.stage("quantize") is None or recipe.stage("export") is None:
         raise CompressError(f"{args.recipe}: the bench needs a recipe with export and quantize stages")
     # Only the stages up to quantize, in the folder `compress run` uses for the whole recipe.
     upto = [s.name for s in recipe.stages].index("quantize") + 1
-    summary = run_recipe(recipe.model_copy(update={"stages": recipe.stages[:upto]}), run_dir=default_run_dir(recipe, None), resume=True)
+    summary = run_recipe(
+        recipe.model_copy(update={"stages": recipe.stages[:upto]}), run_dir=default_run_dir(recipe, None), resume=True
+    )
     record = json.loads((summary.run_dir / "quantize" / "record.json").read_text())
     rows = bench_rows(record["metrics"])
     result = {
-        "recipe": str(args.recipe), "overrides": args.overrides, "run_dir": str(summary.run_dir),
-        "host": {"machine": platform.machine(), "target": host_target(), "int8_dot_product": host_has_int8_dot_product()},
-        "packages": record["packages"], "rows": rows, "totals": format_totals(rows),
+        "recipe": str(args.recipe),
+        "overrides": args.overrides,
+        "run_dir": str(summary.run_dir),
+        "host": {
+            "machine": platform.machine(),
+            "target": host_target(),
+            "int8_dot_product": host_has_int8_dot_product(),
+        },
+        "packages": record["packages"],
+        "rows": rows,
+        "totals": format_totals(rows),
         "pipeline_as_shipped": record["metrics"].get("pipeline_as_shipped"),
     }
     out = args.json or Path("exported/bench") / f"quantize-{recipe.name}.json"
@@ -105,12 +157,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     out.write_text(json.dumps(result, indent=2))
     print(markdown_table(rows))
     for fmt, t in result["totals"].items():
-        print(f"all parts, {fmt}: {t['fp32_bytes']} -> {t['int8_bytes']} bytes, fp32/int8 size {t['fp32_over_int8_size']:.2f}")
+        print(
+            f"all parts, {fmt}: {t['fp32_bytes']} -> {t['int8_bytes']} bytes, "
+            f"fp32/int8 size {t['fp32_over_int8_size']:.2f}"
+        )
     for r in rows:
         print(f"{r['part']} {r['format']}: {r['note']}")
     if result["pipeline_as_shipped"]:
         drop = next((k, v) for k, v in result["pipeline_as_shipped"].items() if k.endswith("_drop"))
-        print(f"family pipeline, every part as shipped: {drop[0]} {drop[1]:.3f} {result['pipeline_as_shipped']['unit']}")
+        print(
+            f"family pipeline, every part as shipped: {drop[0]} {drop[1]:.3f} {result['pipeline_as_shipped']['unit']}"
+        )
     print(f"wrote {out}")
     return result
 

@@ -7,14 +7,16 @@ compute keeps the exported precision (fp16 on the Neural Engine). W8A8 adds quan
 pairs on activations, calibrated by running the model: coremltools predicts only on macOS, so
 elsewhere W8A8 falls back to 8-bit weights and the report says so.
 """
+
 from __future__ import annotations
 
 import os
 import platform
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -82,7 +84,9 @@ def weight_elements(spec: Any) -> dict[str, int]:
                 for value in op.attributes.values():
                     if value.type.WhichOneof("type") == "tensorType":
                         tensor = value.type.tensorType
-                        counts[MIL_pb2.DataType.Name(tensor.dataType)] += int(np.prod([d.constant.size for d in tensor.dimensions]))
+                        counts[MIL_pb2.DataType.Name(tensor.dataType)] += int(
+                            np.prod([d.constant.size for d in tensor.dimensions])
+                        )
             for inner in op.blocks:
                 walk(inner)
 
@@ -106,17 +110,25 @@ def resolve_mode(mode: str, spec_version: int, where: str = "stages.quantize.cor
         raise CompressError(f"{where}: unknown mode {mode!r}; use auto, weights or w8a8")
     if spec_version < W8A8_MIN_SPEC:
         if mode == "w8a8":
-            raise CompressError(f"{where}: w8a8 needs iOS17 or later, the exported model targets {target}: "
-                                "set stages.export.minimum_deployment_target: iOS17, or coreml_mode: weights")
+            raise CompressError(
+                f"{where}: w8a8 needs iOS17 or later, the exported model targets {target}: "
+                "set stages.export.minimum_deployment_target: iOS17, or coreml_mode: weights"
+            )
         return "weights", [f"{target} target: 8-bit weights (W8A8 needs iOS17)"]
     if not can_predict():
-        return "weights", [f"W8A8 requested ({mode}) for {target}, but activation calibration runs the model and coremltools "
-                           f"predicts only on macOS (this host: {platform.system()}): shipped 8-bit weights only"]
+        return "weights", [
+            f"W8A8 requested ({mode}) for {target}, but activation calibration runs the model and coremltools "
+            f"predicts only on macOS (this host: {platform.system()}): shipped 8-bit weights only"
+        ]
     return "w8a8", []
 
 
-def quantize_coreml(mlpackage_path: str | Path, out_path: str | Path, mode: CoreMLMode = "auto",
-                    calibration: Iterable[dict[str, np.ndarray]] | None = None) -> CoreMLQuantReport:
+def quantize_coreml(
+    mlpackage_path: str | Path,
+    out_path: str | Path,
+    mode: CoreMLMode = "auto",
+    calibration: Iterable[dict[str, np.ndarray]] | None = None,
+) -> CoreMLQuantReport:
     """Write an 8-bit copy of a float ML program: int8 weights, plus int8 activations for W8A8."""
     import coremltools as ct
     import coremltools.optimize.coreml as cto
@@ -127,24 +139,39 @@ def quantize_coreml(mlpackage_path: str | Path, out_path: str | Path, mode: Core
     model = ct.models.MLModel(str(src), skip_model_load=True)
     spec = model.get_spec()
     if spec.WhichOneof("Type") != "mlProgram":
-        raise CompressError(f"{src}: 8-bit quantization needs an ML program (.mlpackage); export with convert_to=mlprogram")
+        raise CompressError(
+            f"{src}: 8-bit quantization needs an ML program (.mlpackage); export with convert_to=mlprogram"
+        )
     resolved, notes = resolve_mode(mode, spec.specificationVersion)
     if resolved == "w8a8":
         samples = list(calibration or [])
         if not samples:
             raise CompressError(f"{src}: W8A8 needs calibration samples; raise stages.quantize.calibration_samples")
-        activations = cto.OptimizationConfig(global_config=cto.experimental.OpActivationLinearQuantizerConfig(mode="linear_symmetric"))
+        activations = cto.OptimizationConfig(
+            global_config=cto.experimental.OpActivationLinearQuantizerConfig(mode="linear_symmetric")
+        )
         model = cto.experimental.linear_quantize_activations(ct.models.MLModel(str(src)), activations, samples)
     # Every conv / linear weight, however small: coremltools skips tensors under 2048 elements
     # by default, which in a mobile net is each depthwise kernel. Other constants (coordinate
     # grids, say) stay float: nothing on Linux can check what 8 bits would do to them.
-    int8 = cto.OpLinearQuantizerConfig(mode="linear_symmetric", dtype="int8", granularity="per_channel", weight_threshold=0)
+    int8 = cto.OpLinearQuantizerConfig(
+        mode="linear_symmetric", dtype="int8", granularity="per_channel", weight_threshold=0
+    )
     weights = cto.OptimizationConfig(op_type_configs={op: int8 for op in WEIGHT_OPS})
     model = cto.linear_quantize_weights(model, weights)
     save_mlpackage(model, out)
     fp_weights = max(FLOAT_TYPES, key=lambda t: weight_elements(spec).get(t, 0))
-    return CoreMLQuantReport(out, "w8a8" if resolved == "w8a8" else "int8-weights", mode, SPEC_IOS.get(spec.specificationVersion, str(spec.specificationVersion)),
-                             package_bytes(src), fp_weights, package_bytes(out), weight_elements(model.get_spec()), notes)
+    return CoreMLQuantReport(
+        out,
+        "w8a8" if resolved == "w8a8" else "int8-weights",
+        mode,
+        SPEC_IOS.get(spec.specificationVersion, str(spec.specificationVersion)),
+        package_bytes(src),
+        fp_weights,
+        package_bytes(out),
+        weight_elements(model.get_spec()),
+        notes,
+    )
 
 
 def save_mlpackage(model: Any, path: Path) -> None:

@@ -9,12 +9,14 @@ Gates, from the most to the least faithful:
 * `OutputGate` on the part alone (a part the pipeline cannot run, or the bare API): its first
   output's SQNR (dB) = 10 log10(sum fp32^2 / sum (int8 - fp32)^2) must stay >= `min_sqnr_db`.
 """
+
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Collection, Sequence
+from typing import Any
 
 import numpy as np
 import onnx
@@ -90,18 +92,31 @@ class OutputGate(QualityGate):
         return sqnr_db(self.reference, first_outputs(model, self.evaluation.inputs))
 
     def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "basis": "part output: SQNR of int8 vs fp32", "samples": len(self.evaluation.inputs)}
+        return {
+            **super().describe(),
+            "basis": "part output: SQNR of int8 vs fp32",
+            "samples": len(self.evaluation.inputs),
+        }
 
 
 def pipeline_quality(family: Family, parts: dict[str, Any], batches: list[dict[str, torch.Tensor]]) -> float:
-    """The primary metric vs ground truth of the family's pipeline built from `parts` (callables as compress.evaluate.OnnxPart)."""
+    """The primary metric vs ground truth of the family's pipeline built from `parts`
+    (callables as compress.evaluate.OnnxPart).
+    """
     return family.quality(family.pipeline(parts), batches)["vs_ground_truth"][family.task.primary.name]
 
 
 class PipelineGate(QualityGate):
     """The task's quality drop with one part int8 and the others fp32, through the whole pipeline."""
 
-    def __init__(self, family: Family, fp32_parts: dict[str, Path], part: str, batches: list[dict[str, torch.Tensor]], max_drop: float):
+    def __init__(
+        self,
+        family: Family,
+        fp32_parts: dict[str, Path],
+        part: str,
+        batches: list[dict[str, torch.Tensor]],
+        max_drop: float,
+    ):
         from compress.evaluate import OnnxPart
 
         self.family, self.part, self.batches, self.bound = family, part, batches, max_drop
@@ -121,11 +136,18 @@ class PipelineGate(QualityGate):
     def _drop(self, path: Path) -> float:
         from compress.evaluate import OnnxPart
 
-        return self.primary.drop(self.fp32_value, pipeline_quality(self.family, {**self.fp32, self.part: OnnxPart(path)}, self.batches))
+        return self.primary.drop(
+            self.fp32_value, pipeline_quality(self.family, {**self.fp32, self.part: OnnxPart(path)}, self.batches)
+        )
 
     def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "basis": f"family pipeline: {self.part} int8, the other parts fp32, vs ground truth",
-                "samples": len(self.batches), "unit": self.primary.unit, f"fp32_{self.primary.name}": self.fp32_value}
+        return {
+            **super().describe(),
+            "basis": f"family pipeline: {self.part} int8, the other parts fp32, vs ground truth",
+            "samples": len(self.batches),
+            "unit": self.primary.unit,
+            f"fp32_{self.primary.name}": self.fp32_value,
+        }
 
 
 @dataclass
@@ -139,7 +161,13 @@ class Fallback:
     passed: bool = False
 
     def to_json(self) -> dict[str, Any]:
-        return {"method": self.method, "float_nodes": self.excluded, "metric_after_each": self.values, "passed": self.passed, "sensitivity": self.sensitivity}
+        return {
+            "method": self.method,
+            "float_nodes": self.excluded,
+            "metric_after_each": self.values,
+            "passed": self.passed,
+            "sensitivity": self.sensitivity,
+        }
 
 
 # Building a model with only one node quantized costs the same as building one with all but

@@ -5,13 +5,15 @@
 Calibration is a list of feeds ({input name: array}); onnxruntime calibrates once and caches
 the tensor ranges, so the rebuilds of the sensitivity fallback cost only the graph rewrite.
 """
+
 from __future__ import annotations
 
 import tempfile
 from collections import Counter
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Collection, Iterable, Literal
+from typing import Any, Literal
 
 import onnx
 from onnx import numpy_helper
@@ -28,7 +30,16 @@ FUSED_ACTIVATIONS = ("Relu", "Clip", "LeakyRelu")
 # Nodes that compute nothing worth listing as "left in float".
 NOT_COMPUTE = ("Constant", "Identity", "Shape", "Cast")
 # How many leading inputs an int8 kernel needs quantized (weights included); None: all of them.
-QUANTIZED_INPUTS = {"Conv": 2, "ConvTranspose": 2, "Gemm": 2, "MatMul": 2, "Add": None, "Mul": None, "Sub": None, "Concat": None}
+QUANTIZED_INPUTS = {
+    "Conv": 2,
+    "ConvTranspose": 2,
+    "Gemm": 2,
+    "MatMul": 2,
+    "Add": None,
+    "Mul": None,
+    "Sub": None,
+    "Concat": None,
+}
 
 
 @dataclass
@@ -57,8 +68,15 @@ class Latency:
         return self.int8_ms / self.fp32_ms
 
     def to_json(self) -> dict[str, Any]:
-        return {"fp32_ms": self.fp32_ms, "int8_ms": self.int8_ms, "int8_over_fp32": self.ratio, "threads": 1, "runs": self.runs,
-                "warmup": self.warmup, "host_int8_dot_product": self.host_int8_dot_product}
+        return {
+            "fp32_ms": self.fp32_ms,
+            "int8_ms": self.int8_ms,
+            "int8_over_fp32": self.ratio,
+            "threads": 1,
+            "runs": self.runs,
+            "warmup": self.warmup,
+            "host_int8_dot_product": self.host_int8_dot_product,
+        }
 
 
 @dataclass
@@ -118,7 +136,9 @@ def int8_and_float_nodes(model: onnx.ModelProto) -> tuple[list[str], list[onnx.N
     DequantizeLinear and a QuantizeLinear even when its neighbours are quantized.
     """
     producer = {out: node for node in model.graph.node for out in node.output}
-    constant = {init.name for init in model.graph.initializer} | {o for n in model.graph.node if n.op_type == "Constant" for o in n.output}
+    constant = {init.name for init in model.graph.initializer} | {
+        o for n in model.graph.node if n.op_type == "Constant" for o in n.output
+    }
     kernels = _int8_op_types()
     int8: list[str] = []
     floats: list[onnx.NodeProto] = []
@@ -151,7 +171,10 @@ def constant_bytes(model: onnx.ModelProto, largest: int = 3) -> dict[str, Any]:
         if init.data_type == onnx.TensorProto.FLOAT:
             floats.append((size, init.name))
     floats.sort(reverse=True)
-    return {"bytes_by_type": dict(sorted(by_type.items())), "largest_float": {name: size for size, name in floats[:largest]}}
+    return {
+        "bytes_by_type": dict(sorted(by_type.items())),
+        "largest_float": {name: size for size, name in floats[:largest]},
+    }
 
 
 def drop_zero_points(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -166,7 +189,12 @@ def drop_zero_points(model: onnx.ModelProto) -> onnx.ModelProto:
     constants = {init.name: init for init in model.graph.initializer}
     dropped = set()
     for node in model.graph.node:
-        if node.op_type == "DequantizeLinear" and len(node.input) == 3 and node.input[0] in constants and node.input[2] in constants:
+        if (
+            node.op_type == "DequantizeLinear"
+            and len(node.input) == 3
+            and node.input[0] in constants
+            and node.input[2] in constants
+        ):
             if not numpy_helper.to_array(constants[node.input[2]]).any():
                 dropped.add(node.input[2])
                 del node.input[2]
@@ -184,7 +212,9 @@ def compact_names(model: onnx.ModelProto) -> onnx.ModelProto:
     small model that is a large share of the file. Graph inputs and outputs and the names of
     compute nodes (what profiles and the fallback list refer to) are kept.
     """
-    if any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for n in model.graph.node for a in n.attribute):
+    if any(
+        a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for n in model.graph.node for a in n.attribute
+    ):
         return model  # subgraphs would reference the old names
     model = onnx.ModelProto.FromString(model.SerializeToString())
     keep = {v.name for v in (*model.graph.input, *model.graph.output)}
@@ -205,7 +235,9 @@ def compact_names(model: onnx.ModelProto) -> onnx.ModelProto:
 
 
 # -- engines ---------------------------------------------------------------------------------
-def _ort_builder(fp32_path: Path, calibration: list[Feeds], types: Int8Types, per_channel: bool, workdir: Path) -> Builder:
+def _ort_builder(
+    fp32_path: Path, calibration: list[Feeds], types: Int8Types, per_channel: bool, workdir: Path
+) -> Builder:
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
@@ -225,10 +257,16 @@ def _ort_builder(fp32_path: Path, calibration: list[Feeds], types: Int8Types, pe
 
     def build(exclude: Collection[str]) -> onnx.ModelProto:
         quantize_static(
-            str(prepared), str(output), None if cache.exists() else Reader(),
-            quant_format=QuantFormat.QDQ, per_channel=per_channel, reduce_range=types.reduce_range,
-            activation_type=qtype[types.activation], weight_type=qtype[types.weight],
-            nodes_to_exclude=sorted(exclude), calibration_cache_path=str(cache),
+            str(prepared),
+            str(output),
+            None if cache.exists() else Reader(),
+            quant_format=QuantFormat.QDQ,
+            per_channel=per_channel,
+            reduce_range=types.reduce_range,
+            activation_type=qtype[types.activation],
+            weight_type=qtype[types.weight],
+            nodes_to_exclude=sorted(exclude),
+            calibration_cache_path=str(cache),
         )
         return onnx.load(str(output))
 
@@ -242,7 +280,11 @@ def _trained_builder(model: onnx.ModelProto) -> Builder:
 
 def _nncf_builder(fp32_path: Path, calibration: list[Feeds], types: Int8Types, per_channel: bool) -> Builder:
     import nncf
-    from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, OverflowFix, QuantizationParameters
+    from nncf.quantization.advanced_parameters import (
+        AdvancedQuantizationParameters,
+        OverflowFix,
+        QuantizationParameters,
+    )
 
     model = onnx.load(str(fp32_path))
     # NNCF's overflow fix is its reduce_range: 7-bit weights where VPMADDUBSW could saturate.
@@ -253,8 +295,12 @@ def _nncf_builder(fp32_path: Path, calibration: list[Feeds], types: Int8Types, p
 
     def build(exclude: Collection[str]) -> onnx.ModelProto:
         return nncf.quantize(
-            model, nncf.Dataset(calibration), subset_size=len(calibration), target_device=nncf.TargetDevice.CPU,
-            ignored_scope=nncf.IgnoredScope(names=sorted(exclude), validate=False), advanced_parameters=advanced,
+            model,
+            nncf.Dataset(calibration),
+            subset_size=len(calibration),
+            target_device=nncf.TargetDevice.CPU,
+            ignored_scope=nncf.IgnoredScope(names=sorted(exclude), validate=False),
+            advanced_parameters=advanced,
         )
 
     return build
@@ -263,8 +309,13 @@ def _nncf_builder(fp32_path: Path, calibration: list[Feeds], types: Int8Types, p
 def _engine_types(engine: str, target: str) -> Int8Types:
     types = int8_types(target)
     if engine == "nncf":  # NNCF picks each activation's signedness itself
-        return Int8Types(types.target, "uint8 or int8 (nncf: by sign of the calibrated range)", "int8", types.reduce_range,
-                         types.reason + ("; nncf overflow_fix=enable" if types.reduce_range else "; nncf overflow_fix=disable"))
+        return Int8Types(
+            types.target,
+            "uint8 or int8 (nncf: by sign of the calibrated range)",
+            "int8",
+            types.reduce_range,
+            types.reason + ("; nncf overflow_fix=enable" if types.reduce_range else "; nncf overflow_fix=disable"),
+        )
     return types
 
 
@@ -296,7 +347,9 @@ def quantize_onnx(
     types = _engine_types(config.engine, config.target)
     with tempfile.TemporaryDirectory(prefix="quantize-") as tmp:
         if trained is not None:
-            types = replace(_engine_types("nncf", config.target), reduce_range=False, reason="quantization-aware training (nncf)")
+            types = replace(
+                _engine_types("nncf", config.target), reduce_range=False, reason="quantization-aware training (nncf)"
+            )
             config = replace(config, fallback=False)
             build = _trained_builder(trained)
         elif config.engine == "ort":
@@ -314,8 +367,18 @@ def quantize_onnx(
             onnx.save(model, str(staged))
     int8, floats = int8_and_float_nodes(model)
     float_ops = dict(sorted(Counter(n.op_type for n in floats).items()))
-    report = QuantReport(out_path, "nncf-qat" if trained is not None else config.engine, types, fp32_path.stat().st_size, out_path.stat().st_size, int8, float_ops,
-                         constants, gate, fallback)
+    report = QuantReport(
+        out_path,
+        "nncf-qat" if trained is not None else config.engine,
+        types,
+        fp32_path.stat().st_size,
+        out_path.stat().st_size,
+        int8,
+        float_ops,
+        constants,
+        gate,
+        fallback,
+    )
     if config.latency_runs > 0:
         report.latency = host_latency(fp32_path, out_path, config.latency_runs, config.latency_warmup)
         if types.target != host_target():
@@ -323,8 +386,14 @@ def quantize_onnx(
     return report
 
 
-def _gate(model: onnx.ModelProto, build: Builder, fp32_path: Path, evaluation: EvalSet | QualityGate, config: OnnxQuantConfig,
-          log: Callable[[str], None]) -> tuple[onnx.ModelProto, dict[str, Any], Fallback | None]:
+def _gate(
+    model: onnx.ModelProto,
+    build: Builder,
+    fp32_path: Path,
+    evaluation: EvalSet | QualityGate,
+    config: OnnxQuantConfig,
+    log: Callable[[str], None],
+) -> tuple[onnx.ModelProto, dict[str, Any], Fallback | None]:
     gate = evaluation if isinstance(evaluation, QualityGate) else OutputGate(fp32_path, evaluation, config.min_sqnr_db)
     first = gate.measure(model)
     value, fallback = first, None

@@ -8,15 +8,17 @@ the parts are fine-tuned against the teacher as they run in a call: through the 
 written as an int8 QDQ ONNX file, which the quantize stage gates and times like a
 post-training one.
 """
+
 from __future__ import annotations
 
 import copy
 import logging
 import os
 import warnings
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import onnx
@@ -57,7 +59,7 @@ class QuantizedPipeline(nn.Module):
         self.pipeline = family.pipeline({p.name: p.module for p in parts})
         self.input_size = input_size  # as Family.model_input_size reads it
 
-    def train(self, mode: bool = True) -> "QuantizedPipeline":
+    def train(self, mode: bool = True) -> QuantizedPipeline:
         super().train(mode)
         for m in self.modules():  # the pipeline runs one sample at a time: batch statistics would be one frame's
             if isinstance(m, nn.modules.batchnorm._BatchNorm):
@@ -74,7 +76,9 @@ class QuantizedPipeline(nn.Module):
             return getattr(self.__dict__["pipeline"], name)  # kp_detector(...), generator(...)
 
 
-def quantize_parts(family: Family, model: nn.Module, calibration: dict[str, list[tuple[torch.Tensor, ...]]]) -> list[Part]:
+def quantize_parts(
+    family: Family, model: nn.Module, calibration: dict[str, list[tuple[torch.Tensor, ...]]]
+) -> list[Part]:
     """The model's parts (BatchNorms folded, on a copy) with NNCF fake quantizers calibrated on `calibration`."""
     import nncf
     from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, QuantizationParameters
@@ -86,13 +90,22 @@ def quantize_parts(family: Family, model: nn.Module, calibration: dict[str, list
     for part in family.parts(folded):
         samples = calibration[part.name]
         with _quiet():
-            module = nncf.quantize(part.module, nncf.Dataset(samples), subset_size=len(samples), advanced_parameters=advanced)
+            module = nncf.quantize(
+                part.module, nncf.Dataset(samples), subset_size=len(samples), advanced_parameters=advanced
+            )
         parts.append(Part(part.name, part.role, part.cadence, module, part.inputs, part.outputs, part.description))
     return parts
 
 
-def qat_finetune(family: Family, parts: list[Part], teacher: nn.Module, cfg: DistillConfig, train: Dataset, out_dir: Path | None,
-                 progress: bool = False) -> DistillReport:
+def qat_finetune(
+    family: Family,
+    parts: list[Part],
+    teacher: nn.Module,
+    cfg: DistillConfig,
+    train: Dataset,
+    out_dir: Path | None,
+    progress: bool = False,
+) -> DistillReport:
     """Distil the quantized parts against the teacher, in place (one process; `cfg` as for `distill`)."""
     pipeline = QuantizedPipeline(family, parts, family.model_input_size(teacher))  # both see the same frames
     return distill(pipeline, teacher, family, cfg, train, out_dir, progress=progress)
@@ -136,8 +149,16 @@ def fake_quantize_to_qdq(model: onnx.ModelProto) -> onnx.ModelProto:
             quantized = f"{tag}.int8"
         else:
             quantized = f"{tag}.q"
-            nodes.append(onnx.helper.make_node("QuantizeLinear", [x, f"{tag}.scale", f"{tag}.zero_point"], [quantized], **axis_attr))
-        nodes.append(onnx.helper.make_node("DequantizeLinear", [quantized, f"{tag}.scale", f"{tag}.zero_point"], [tag], **axis_attr))
+            nodes.append(
+                onnx.helper.make_node(
+                    "QuantizeLinear", [x, f"{tag}.scale", f"{tag}.zero_point"], [quantized], **axis_attr
+                )
+            )
+        nodes.append(
+            onnx.helper.make_node(
+                "DequantizeLinear", [quantized, f"{tag}.scale", f"{tag}.zero_point"], [tag], **axis_attr
+            )
+        )
     del graph.node[:]
     graph.node.extend(nodes)
     graph.initializer.extend(inits)
@@ -165,7 +186,9 @@ def _quantize(x: np.ndarray, scale: np.ndarray, zero: np.ndarray, axis: int) -> 
     if scale.ndim:
         shape[axis] = -1
     info = np.iinfo(zero.dtype)
-    return np.clip(np.rint(x / scale.reshape(shape)) + zero.astype(np.int32).reshape(shape), info.min, info.max).astype(zero.dtype)
+    return np.clip(np.rint(x / scale.reshape(shape)) + zero.astype(np.int32).reshape(shape), info.min, info.max).astype(
+        zero.dtype
+    )
 
 
 def _drop_unused(model: onnx.ModelProto) -> onnx.ModelProto:

@@ -4,14 +4,16 @@ Reads `exported` ({part: {format: path}}), writes `quantized` ({part: {format: p
 updates `shipped` with what the bundle should carry: int8 unless it is slower on this host
 and the recipe says `ship_when_slower: fp32`.
 """
+
 from __future__ import annotations
 
 import copy
 import tempfile
+from collections.abc import Iterable
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 import onnx
@@ -20,15 +22,15 @@ from torch import nn
 
 from compress.batches import iterate_batches, recipe_dataset
 from compress.checkpoints import read_model_meta
+from compress.distill import DistillReport
 from compress.errors import CompressError
 from compress.export import export_coreml
 from compress.families.base import Family, Part
 from compress.quantize.coreml import CoreMLQuantReport, package_bytes, quantize_coreml
 from compress.quantize.gate import EvalSet, Feeds, PipelineGate, pipeline_quality
 from compress.quantize.onnx import OnnxQuantConfig, QuantReport, quantize_onnx
-from compress.distill import DistillReport
 from compress.recipe import DistillConfig, ProfileConfig, QuantizeConfig
-from compress.run import Gate, RunContext, StageResult
+from compress.run import Gate, RunContext, StageResult, measured_on
 
 CALIBRATION_BATCH = 8
 
@@ -49,7 +51,14 @@ Batches = Iterable[dict[str, torch.Tensor]]
 
 
 @torch.no_grad()
-def part_data(family: Family, model: nn.Module, parts: list[Part], calibration_batches: Batches, eval_batches: Batches, calibration_samples: int) -> dict[str, PartData]:
+def part_data(
+    family: Family,
+    model: nn.Module,
+    parts: list[Part],
+    calibration_batches: Batches,
+    eval_batches: Batches,
+    calibration_samples: int,
+) -> dict[str, PartData]:
     """Per part: calibration inputs and eval inputs, as `calibration_inputs` derives them from the data."""
     calibration: dict[str, list[tuple[np.ndarray, ...]]] = {p.name: [] for p in parts}
     for sample in islice(family.calibration_inputs(model, calibration_batches), calibration_samples):
@@ -66,7 +75,9 @@ def part_data(family: Family, model: nn.Module, parts: list[Part], calibration_b
 
 def _feeds(names: list[str], samples: list[tuple[np.ndarray, ...]], where: str) -> list[Feeds]:
     if samples and len(samples[0]) != len(names):
-        raise CompressError(f"{where}: the model takes {len(names)} inputs ({', '.join(names)}), the family gives {len(samples[0])}")
+        raise CompressError(
+            f"{where}: the model takes {len(names)} inputs ({', '.join(names)}), the family gives {len(samples[0])}"
+        )
     return [dict(zip(names, arrays)) for arrays in samples]
 
 
@@ -82,7 +93,9 @@ def coreml_input_names(path: Path) -> list[str]:
     return [i.name for i in ct.models.MLModel(str(path), skip_model_load=True).get_spec().description.input]
 
 
-def ship_onnx(report: QuantReport, cfg: QuantizeConfig, rel: str, previous: dict[str, Any] | None, exported: str) -> tuple[dict[str, Any], str]:
+def ship_onnx(
+    report: QuantReport, cfg: QuantizeConfig, rel: str, previous: dict[str, Any] | None, exported: str
+) -> tuple[dict[str, Any], str]:
     """What the bundle carries for a part's ONNX, and why."""
     fp32 = previous or {"path": exported, "precision": "fp32"}
     if not report.passed:
@@ -95,35 +108,61 @@ def ship_onnx(report: QuantReport, cfg: QuantizeConfig, rel: str, previous: dict
     dot = "has" if lat.host_int8_dot_product else "has no"
     if cfg.ship_when_slower == "fp32":
         return fp32, f"fp32 ships: int8 is slower on this host ({lat.ratio:.2f}x fp32; the host {dot} int8 dot product)"
-    return {"path": rel, "precision": "int8"}, f"int8 ships for size: slower on this host ({lat.ratio:.2f}x fp32; the host {dot} int8 dot product)"
+    return {
+        "path": rel,
+        "precision": "int8",
+    }, f"int8 ships for size: slower on this host ({lat.ratio:.2f}x fp32; the host {dot} int8 dot product)"
 
 
 def quantize_stage(cfg: QuantizeConfig, ctx: RunContext) -> StageResult:
     exported: dict[str, dict[str, str]] | None = ctx.artifacts.get("exported")
     if not exported:
-        raise CompressError("stage quantize: nothing exported yet; put an export stage before quantize in the recipe's stages")
+        raise CompressError(
+            "stage quantize: nothing exported yet; put an export stage before quantize in the recipe's stages"
+        )
     model, _ = ctx.model()
     config = read_model_meta(ctx.path(ctx.artifacts.get("model") or ctx.artifacts["teacher"]))["config"]  # type: ignore[index]
     parts = {p.name: p for p in ctx.family.parts(model)}
     unknown = sorted(set(exported) - set(parts))
     if unknown:
-        raise CompressError(f"stage quantize: exported parts {unknown} are not parts of the {ctx.family.name} model ({', '.join(parts)})")
+        raise CompressError(
+            f"stage quantize: exported parts {unknown} are not parts of the {ctx.family.name} model "
+            f"({', '.join(parts)})"
+        )
     calib_ds = recipe_dataset(ctx.recipe, ctx.family, config, "calibration", cfg.calibration_samples)
-    eval_batches = list(iterate_batches(recipe_dataset(ctx.recipe, ctx.family, config, "eval", cfg.eval_batches), 1))
-    data = part_data(ctx.family, model, [parts[n] for n in exported], iterate_batches(calib_ds, CALIBRATION_BATCH), eval_batches, cfg.calibration_samples)
+    eval_batches = list(iterate_batches(recipe_dataset(ctx.recipe, ctx.family, config, "eval", cfg.eval_samples), 1))
+    data = part_data(
+        ctx.family,
+        model,
+        [parts[n] for n in exported],
+        iterate_batches(calib_ds, CALIBRATION_BATCH),
+        eval_batches,
+        cfg.calibration_samples,
+    )
     pipeline = pipeline_parts(ctx, exported, cfg, set(parts))
     max_drop = max_quality_drop(cfg, ctx.family)
     trained: dict[str, onnx.ModelProto] = {}
     if cfg.qat is not None:
         if "onnx" not in cfg.formats:
-            raise CompressError("stages.quantize.qat trains the ONNX int8 parts (Core ML keeps post-training 8-bit weights): add onnx to stages.quantize.formats, or remove qat")
+            raise CompressError(
+                "stages.quantize.qat trains the ONNX int8 parts (Core ML keeps post-training 8-bit weights): "
+                "add onnx to stages.quantize.formats, or remove qat"
+            )
         trained, qat_report = _qat(cfg.qat, ctx, model, config, data)
 
     shipped: dict[str, dict[str, Any]] = copy.deepcopy(ctx.artifacts.get("shipped", {}))
-    result = StageResult(metrics={"calibration_samples": {n: len(d.calibration) for n, d in data.items()},
-                                  "eval_samples": {n: len(d.eval_inputs) for n, d in data.items()}})
+    result = StageResult(
+        metrics={
+            "calibration_samples": {n: len(d.calibration) for n, d in data.items()},
+            "eval_samples": {n: len(d.eval_inputs) for n, d in data.items()},
+        }
+    )
     if trained:
-        result.metrics["qat"] = {"steps": qat_report.steps, "final_loss": qat_report.final_loss, "wall_s": round(qat_report.wall_s, 2)}
+        result.metrics["qat"] = {
+            "steps": qat_report.steps,
+            "final_loss": qat_report.final_loss,
+            "wall_s": round(qat_report.wall_s, 2),
+        }
     quantized: dict[str, dict[str, str]] = {}
     quality: dict[str, dict[str, float]] = {}
     lines: list[str] = []
@@ -132,18 +171,36 @@ def quantize_stage(cfg: QuantizeConfig, ctx: RunContext) -> StageResult:
         result.metrics[name] = {}
         if "onnx" in cfg.formats and "onnx" in files:
             gate_on = PipelineGate(ctx.family, pipeline, name, eval_batches, max_drop) if pipeline else None
-            report, entry, note = _onnx_part(cfg, ctx, parts[name], data[name], files["onnx"], shipped.get(name, {}).get("onnx"), gate_on, trained.get(name))
+            report, entry, note = _onnx_part(
+                cfg,
+                ctx,
+                parts[name],
+                data[name],
+                files["onnx"],
+                shipped.get(name, {}).get("onnx"),
+                gate_on,
+                trained.get(name),
+            )
             gate = report.gate
             assert gate is not None  # the stage always gates
             basis = gate["basis"]
             quantized.setdefault(name, {})["onnx"] = ctx.rel(report.path)
             shipped.setdefault(name, {})["onnx"] = entry
             as_shipped[name] = report.path if entry["precision"] == "int8" else ctx.path(files["onnx"])
-            result.metrics[name]["onnx"] = {**report.to_json(), "gate_basis": basis, "shipped": entry["precision"], "ship_note": note}
-            result.gates.append(Gate(f"quantize.{name}.onnx.{gate['metric']}", gate["bound"], gate["value"], gate["passed"], basis))
+            result.metrics[name]["onnx"] = {
+                **report.to_json(),
+                "gate_basis": basis,
+                "shipped": entry["precision"],
+                "ship_note": note,
+            }
+            result.gates.append(
+                Gate(f"quantize.{name}.onnx.{gate['metric']}", gate["bound"], gate["value"], gate["passed"], basis)
+            )
             quality[name] = {gate["metric"]: gate["value"]}
-            lines.append(f"{name}.onnx {report.size_ratio:.2f}x smaller, {gate['metric']} {gate['value']:.3f}, "
-                         f"{len(report.fallback.excluded) if report.fallback else 0} nodes back to float; {note}")
+            lines.append(
+                f"{name}.onnx {report.size_ratio:.2f}x smaller, {gate['metric']} {gate['value']:.3f}, "
+                f"{len(report.fallback.excluded) if report.fallback else 0} nodes back to float; {note}"
+            )
         if "coreml" in cfg.formats and "coreml" in files:
             creport, record = _coreml_part(cfg, ctx, parts[name], data[name], files["coreml"])
             quantized.setdefault(name, {})["coreml"] = ctx.rel(creport.path)
@@ -153,43 +210,80 @@ def quantize_stage(cfg: QuantizeConfig, ctx: RunContext) -> StageResult:
     if pipeline:
         metric = f"{ctx.family.task.primary.name}_drop"
         drop = pipeline_drop(ctx.family, pipeline, as_shipped, eval_batches)
-        result.metrics["pipeline_as_shipped"] = {metric: drop, "unit": ctx.family.task.primary.unit, "parts": {n: shipped[n]["onnx"]["precision"] for n in as_shipped}}
-        result.gates.append(Gate(f"quantize.pipeline.{metric}", max_drop, drop, drop <= max_drop, "every part as shipped"))
+        result.metrics["pipeline_as_shipped"] = {
+            metric: drop,
+            "unit": ctx.family.task.primary.unit,
+            "parts": {n: shipped[n]["onnx"]["precision"] for n in as_shipped},
+        }
+        result.gates.append(
+            Gate(f"quantize.pipeline.{metric}", max_drop, drop, drop <= max_drop, "every part as shipped")
+        )
         quality["pipeline"] = {metric: drop}
-    result.artifacts = {"quantized": quantized, "shipped": shipped, "quality": {**ctx.artifacts.get("quality", {}), "int8_vs_fp32": quality}}
+    result.metrics["int8_vs_fp32"] = quality
+    result.artifacts = {"quantized": quantized, "shipped": shipped}
+    if pipeline:  # the bundle reports the quality of the files it ships
+        result.artifacts["quality"] = shipped_quality(
+            ctx, as_shipped, eval_batches, {n: shipped[n]["onnx"]["precision"] for n in as_shipped}
+        )
     result.summary = "; ".join(lines)
     return result
+
+
+def shipped_quality(
+    ctx: RunContext, files: dict[str, Path], batches: list[dict[str, torch.Tensor]], precisions: dict[str, str]
+) -> dict[str, Any]:
+    """The task's metrics of the ONNX files as shipped, run through onnxruntime, vs ground truth and the teacher."""
+    from compress.evaluate import OnnxPart
+
+    pipeline = ctx.family.pipeline({n: OnnxPart(p) for n, p in files.items()})
+    quality = ctx.family.quality(pipeline, batches, teacher=ctx.teacher())
+    model = "the shipped ONNX files through onnxruntime (" + ", ".join(f"{n} {p}" for n, p in precisions.items()) + ")"
+    return {**quality, "measured_on": measured_on(ctx, model, batches)}
 
 
 def max_quality_drop(cfg: QuantizeConfig, family: Family) -> float:
     """The recipe's bound on the primary metric's int8 drop, else the family's default."""
     bound = cfg.max_quality_drop if cfg.max_quality_drop is not None else family.task.primary.default_max_drop
     if bound is None:
-        raise CompressError(f"stages.quantize.max_quality_drop: the {family.name} family has no default; set the drop of "
-                            f"{family.task.primary.format(None)} that int8 may cost")
+        raise CompressError(
+            f"stages.quantize.max_quality_drop: the {family.name} family has no default; set the drop of "
+            f"{family.task.primary.format(None)} that int8 may cost"
+        )
     return bound
 
 
-def pipeline_parts(ctx: RunContext, exported: dict[str, dict[str, str]], cfg: QuantizeConfig, parts: set[str]) -> dict[str, Path] | None:
-    """The fp32 ONNX file of every part, when every part was exported to ONNX (the pipeline needs them all), else None."""
+def pipeline_parts(
+    ctx: RunContext, exported: dict[str, dict[str, str]], cfg: QuantizeConfig, parts: set[str]
+) -> dict[str, Path] | None:
+    """The fp32 ONNX file of every part, when every part was exported to ONNX (the pipeline needs them all),
+    else None.
+    """
     if "onnx" not in cfg.formats or set(exported) != parts or any("onnx" not in files for files in exported.values()):
         return None
     return {name: ctx.path(files["onnx"]) for name, files in exported.items()}
 
 
-def pipeline_drop(family: Family, fp32: dict[str, Path], shipped: dict[str, Path], batches: list[dict[str, torch.Tensor]]) -> float:
+def pipeline_drop(
+    family: Family, fp32: dict[str, Path], shipped: dict[str, Path], batches: list[dict[str, torch.Tensor]]
+) -> float:
     """The primary metric's drop with every part as shipped vs every part fp32."""
     from compress.evaluate import OnnxPart
 
-    before, after = (pipeline_quality(family, {n: OnnxPart(p) for n, p in files.items()}, batches) for files in (fp32, shipped))
+    before, after = (
+        pipeline_quality(family, {n: OnnxPart(p) for n, p in files.items()}, batches) for files in (fp32, shipped)
+    )
     return family.task.primary.drop(before, after)
 
 
-def _qat(cfg: DistillConfig, ctx: RunContext, model: nn.Module, config: dict[str, Any], data: dict[str, PartData]) -> tuple[dict[str, onnx.ModelProto], DistillReport]:
+def _qat(
+    cfg: DistillConfig, ctx: RunContext, model: nn.Module, config: dict[str, Any], data: dict[str, PartData]
+) -> tuple[dict[str, onnx.ModelProto], DistillReport]:
     """Quantization-aware training of every part against the teacher; the int8 ONNX model of each part."""
     from compress.quantize.qat import export_int8, qat_finetune, quantize_parts
 
-    calibration = {name: [tuple(torch.from_numpy(a) for a in sample) for sample in d.calibration] for name, d in data.items()}
+    calibration = {
+        name: [tuple(torch.from_numpy(a) for a in sample) for sample in d.calibration] for name, d in data.items()
+    }
     ctx.log(f"qat: nncf fake quantizers in every part, then {cfg.steps} distillation steps")
     parts = quantize_parts(ctx.family, model, calibration)
     train = recipe_dataset(ctx.recipe, ctx.family, config, "train", cfg.train_samples)
@@ -197,33 +291,71 @@ def _qat(cfg: DistillConfig, ctx: RunContext, model: nn.Module, config: dict[str
     return {p.name: export_int8(p) for p in parts}, report
 
 
-def _onnx_part(cfg: QuantizeConfig, ctx: RunContext, part: Part, data: PartData, exported: str,
-               previous: dict[str, Any] | None, gate: PipelineGate | None, trained: onnx.ModelProto | None = None) -> tuple[QuantReport, dict[str, Any], str]:
-    """Quantize one part's ONNX file (or take its QAT model), gated by `gate` or else on the part's own output; returns the report and what ships, with why."""
+def _onnx_part(
+    cfg: QuantizeConfig,
+    ctx: RunContext,
+    part: Part,
+    data: PartData,
+    exported: str,
+    previous: dict[str, Any] | None,
+    gate: PipelineGate | None,
+    trained: onnx.ModelProto | None = None,
+) -> tuple[QuantReport, dict[str, Any], str]:
+    """Quantize one part's ONNX file (or take its QAT model), gated by `gate` or else on the part's own output;
+    returns the report and what ships, with why.
+    """
     src = ctx.path(exported)
     names = onnx_input_names(src)
     profile = ctx.recipe.stage("profile")
     timing: ProfileConfig = profile.config if profile else ProfileConfig()  # type: ignore[assignment]
-    config = OnnxQuantConfig(engine=cfg.onnx_engine, target=cfg.target, per_channel=cfg.per_channel,
-                             latency_runs=timing.runs, latency_warmup=timing.warmup)
+    config = OnnxQuantConfig(
+        engine=cfg.onnx_engine,
+        target=cfg.target,
+        per_channel=cfg.per_channel,
+        latency_runs=timing.runs,
+        latency_warmup=timing.warmup,
+    )
     evaluation = gate or EvalSet(_feeds(names, data.eval_inputs, str(src)))
-    ctx.log(f"{part.name}: onnx int8 ({'nncf-qat' if trained is not None else cfg.onnx_engine}, {len(data.calibration)} calibration samples)")
+    ctx.log(
+        f"{part.name}: onnx int8 ({'nncf-qat' if trained is not None else cfg.onnx_engine}, "
+        f"{len(data.calibration)} calibration samples)"
+    )
     if trained is not None:  # the exported file's doc strings and metadata, as onnxruntime's quantizer keeps them
         fp32 = onnx.load(str(src), load_external_data=False)
         trained.doc_string = fp32.doc_string
         onnx.helper.set_model_props(trained, {p.key: p.value for p in fp32.metadata_props})
-    report = quantize_onnx(src, ctx.stage_dir / f"{part.name}.int8.onnx", _feeds(names, data.calibration, str(src)), config, evaluation, log=ctx.log, trained=trained)
+    report = quantize_onnx(
+        src,
+        ctx.stage_dir / f"{part.name}.int8.onnx",
+        _feeds(names, data.calibration, str(src)),
+        config,
+        evaluation,
+        log=ctx.log,
+        trained=trained,
+    )
     entry, note = ship_onnx(report, cfg, ctx.rel(report.path), previous, exported)
     return report, entry, note
 
 
-def _coreml_part(cfg: QuantizeConfig, ctx: RunContext, part: Part, data: PartData, exported: str) -> tuple[CoreMLQuantReport, dict[str, Any]]:
+def _coreml_part(
+    cfg: QuantizeConfig, ctx: RunContext, part: Part, data: PartData, exported: str
+) -> tuple[CoreMLQuantReport, dict[str, Any]]:
     """8-bit copy of one part's ML program; the record compares it with an fp32 program of the part."""
     src = ctx.path(exported)
     ctx.log(f"{part.name}: coreml 8-bit ({cfg.coreml_mode})")
-    report = quantize_coreml(src, ctx.stage_dir / f"{part.name}.int8.mlpackage", cfg.coreml_mode, _feeds(coreml_input_names(src), data.calibration, str(src)))
+    report = quantize_coreml(
+        src,
+        ctx.stage_dir / f"{part.name}.int8.mlpackage",
+        cfg.coreml_mode,
+        _feeds(coreml_input_names(src), data.calibration, str(src)),
+    )
     fp32_bytes, basis = coreml_fp32_bytes(part, report)
-    return report, {**report.to_json(), "fp32_bytes": fp32_bytes, "fp32_over_int8_size": fp32_bytes / report.int8_bytes, "fp32_basis": basis}
+    return report, {
+        **report.to_json(),
+        "fp32_bytes": fp32_bytes,
+        "fp32_over_int8_size": fp32_bytes / report.int8_bytes,
+        "fp32_basis": basis,
+    }
 
 
 def coreml_fp32_bytes(part: Part, report: CoreMLQuantReport) -> tuple[int, str]:

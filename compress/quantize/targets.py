@@ -5,6 +5,7 @@ intermediate sums can saturate: weights get 7 bits (`reduce_range`). VNNI (VPDPB
 accumulates u8 x s8 in 32 bits, so full 8-bit weights are safe. ARM's int8 dot product
 (SDOT) takes s8 x s8, and ARM kernels prefer symmetric int8 activations.
 """
+
 from __future__ import annotations
 
 import platform
@@ -57,7 +58,10 @@ def host_target(machine: str | None = None, flags: set[str] | None = None) -> st
         return "x86-vnni" if flags & set(VNNI_FLAGS) else "x86"
     if machine in ARM_MACHINES:
         return "arm"
-    raise CompressError(f"stages.quantize.target: auto cannot place this host's CPU ({machine!r}); set it to one of {', '.join(TARGETS)}")
+    raise CompressError(
+        f"stages.quantize.target: auto cannot place this host's CPU ({machine!r}); "
+        f"set it to one of {', '.join(TARGETS)}"
+    )
 
 
 def host_has_int8_dot_product(flags: set[str] | None = None) -> bool:
@@ -71,9 +75,24 @@ def int8_types(target: str = "auto") -> Int8Types:
     resolved = host_target() if target == "auto" else target
     origin = "this host" if target == "auto" else "the recipe"
     if resolved == "x86":
-        return Int8Types("x86", "uint8", "int8", True, f"{origin}: x86 without VNNI: u8s8 with 7-bit weights (reduce_range) so that VPMADDUBSW's 16-bit sums cannot saturate")
+        return Int8Types(
+            "x86",
+            "uint8",
+            "int8",
+            True,
+            f"{origin}: x86 without VNNI: u8s8 with 7-bit weights (reduce_range) "
+            "so that VPMADDUBSW's 16-bit sums cannot saturate",
+        )
     if resolved == "x86-vnni":
-        return Int8Types("x86-vnni", "uint8", "int8", False, f"{origin}: x86 with VNNI: u8s8, VPDPBUSD accumulates in 32 bits so full 8-bit weights are safe")
+        return Int8Types(
+            "x86-vnni",
+            "uint8",
+            "int8",
+            False,
+            f"{origin}: x86 with VNNI: u8s8, VPDPBUSD accumulates in 32 bits so full 8-bit weights are safe",
+        )
     if resolved == "arm":
-        return Int8Types("arm", "int8", "int8", False, f"{origin}: ARM: s8s8, the operand types of the SDOT int8 dot product")
+        return Int8Types(
+            "arm", "int8", "int8", False, f"{origin}: ARM: s8s8, the operand types of the SDOT int8 dot product"
+        )
     raise CompressError(f"stages.quantize.target: unknown target {target!r}; use auto or one of {', '.join(TARGETS)}")

@@ -7,6 +7,7 @@ loopback, and the server stops with the context.
 
     python tests/bench/sshd.py   # start one by hand; prints the device string, Ctrl-C stops it
 """
+
 from __future__ import annotations
 
 import getpass
@@ -38,7 +39,10 @@ def ensure_sshd() -> str:
         raise SshdUnavailable("sshd is not installed and this user cannot apt-get install openssh-server")
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     log = []
-    for cmd in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", "--no-install-recommends", "openssh-server", "openssh-client"]):
+    for cmd in (
+        ["apt-get", "update", "-qq"],
+        ["apt-get", "install", "-y", "-qq", "--no-install-recommends", "openssh-server", "openssh-client"],
+    ):
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
         log.append(f"$ {' '.join(cmd)} -> {proc.returncode}\n{proc.stdout[-1500:]}{proc.stderr[-1500:]}")
         if proc.returncode != 0:
@@ -75,7 +79,7 @@ class LoopbackSshd:
         """The --device string for this server (the caller adds ?python=... when needed)."""
         return f"ssh://{self.user}@127.0.0.1:{self.port}?identity={self.identity}&known_hosts={self.known_hosts}"
 
-    def __enter__(self) -> "LoopbackSshd":
+    def __enter__(self) -> LoopbackSshd:
         sshd = ensure_sshd()
         self.folder.mkdir(parents=True, exist_ok=True)
         host_key = self.folder / "host_key"
@@ -85,24 +89,30 @@ class LoopbackSshd:
         authorized.write_text((self.folder / "client_key.pub").read_text())
         authorized.chmod(0o600)
         config = self.folder / "sshd_config"
-        config.write_text("\n".join([
-            f"Port {self.port}",
-            "ListenAddress 127.0.0.1",
-            f"HostKey {host_key}",
-            f"AuthorizedKeysFile {authorized}",
-            f"PidFile {self.folder / 'sshd.pid'}",
-            "PubkeyAuthentication yes",
-            "PasswordAuthentication no",
-            "KbdInteractiveAuthentication no",
-            "PermitRootLogin prohibit-password",
-            "StrictModes no",  # the temporary folder's permissions are the test runner's, not ~/.ssh's
-            "UsePAM no",
-            "Subsystem sftp internal-sftp",  # scp speaks SFTP since OpenSSH 9
-            "",
-        ]))
+        config.write_text(
+            "\n".join(
+                [
+                    f"Port {self.port}",
+                    "ListenAddress 127.0.0.1",
+                    f"HostKey {host_key}",
+                    f"AuthorizedKeysFile {authorized}",
+                    f"PidFile {self.folder / 'sshd.pid'}",
+                    "PubkeyAuthentication yes",
+                    "PasswordAuthentication no",
+                    "KbdInteractiveAuthentication no",
+                    "PermitRootLogin prohibit-password",
+                    "StrictModes no",  # the temporary folder's permissions are the test runner's, not ~/.ssh's
+                    "UsePAM no",
+                    "Subsystem sftp internal-sftp",  # scp speaks SFTP since OpenSSH 9
+                    "",
+                ]
+            )
+        )
         if os.geteuid() == 0:
             Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # privilege separation folder
-        self.proc = subprocess.Popen([sshd, "-D", "-e", "-f", str(config)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        self.proc = subprocess.Popen(
+            [sshd, "-D", "-e", "-f", str(config)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
         self._wait_listening()
         return self
 
@@ -111,7 +121,9 @@ class LoopbackSshd:
         while time.monotonic() < deadline:
             assert self.proc is not None
             if self.proc.poll() is not None:
-                raise RuntimeError(f"sshd exited with {self.proc.returncode}:\n{self.proc.stdout.read() if self.proc.stdout else ''}")
+                raise RuntimeError(
+                    f"sshd exited with {self.proc.returncode}:\n{self.proc.stdout.read() if self.proc.stdout else ''}"
+                )
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=1):
                     return

@@ -1,4 +1,5 @@
 """adb devices: onnxruntime_perf_test's report parsed from recorded outputs, and clear errors."""
+
 from __future__ import annotations
 
 from pathlib import Path

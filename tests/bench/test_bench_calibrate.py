@@ -1,4 +1,5 @@
 """Calibration: the least-squares fit, profile files, and the reference architectures."""
+
 from __future__ import annotations
 
 import pytest
@@ -10,7 +11,10 @@ from compress.errors import CompressError
 
 def test_the_fit_recovers_the_coefficients_that_made_the_data():
     truth = {"conv.gmac": 30.0, "memory.mb": 0.5, "layer": 0.02}
-    feats = [{"conv.gmac": g, "memory.mb": mb, "layer": n} for g, mb, n in [(0.5, 10, 30), (1.0, 3, 10), (0.2, 40, 80), (2.0, 5, 50)]]
+    feats = [
+        {"conv.gmac": g, "memory.mb": mb, "layer": n}
+        for g, mb, n in [(0.5, 10, 30), (1.0, 3, 10), (0.2, 40, 80), (2.0, 5, 50)]
+    ]
     measured = calibrate.price(feats, truth)
     result = calibrate.fit(feats, measured, [["conv.gmac"], ["memory.mb"], ["layer"]])
     assert result.coefficients == pytest.approx(truth)
@@ -33,7 +37,9 @@ def test_coefficients_are_never_negative():
 def test_a_written_profile_loads_and_prices_with_its_coefficients(tmp_path):
     feats = [{"conv.gmac": 1.0, "run": 1.0}, {"conv.gmac": 2.0, "run": 1.0}]
     result = calibrate.fit(feats, [11.0, 21.0], [["conv.gmac"], ["run"]])
-    path = calibrate.write_profile(tmp_path / "bench-phone.yaml", {"device": "bench-phone", "channel_block": 4}, {1: result}, {})
+    path = calibrate.write_profile(
+        tmp_path / "bench-phone.yaml", {"device": "bench-phone", "channel_block": 4}, {1: result}, {}
+    )
     profile = costmodel.load_profile("bench-phone", path)
     assert profile.coef(1) == pytest.approx({"conv.gmac": 10.0, "run": 1.0})
     assert profile.channel_block == 4
@@ -55,7 +61,9 @@ def test_one_round_cannot_tell_how_well_a_measurement_repeats(tmp_path):
 def test_single_op_graphs_price_the_op_they_are_named_for(tmp_path):
     micro = dict(calibrate.memory_microbenchmarks(tmp_path))
     assert len(micro) == len(calibrate.MICRO_SHAPES) * 16
-    feats = calibrate.host_features([micro["softmax-spatial 16x64x64"], micro["gridsample 16x64x64"], micro["relu-chain-8 16x64x64"]])
+    feats = calibrate.host_features(
+        [micro["softmax-spatial 16x64x64"], micro["gridsample 16x64x64"], micro["relu-chain-8 16x64x64"]]
+    )
     assert feats[0]["op:Softmax.mb"] > 0 and feats[0]["memory.mb"] == 0
     assert feats[1]["grid_sample.mb"] > 0
     assert (feats[2]["layer"], feats[2]["run"]) == (8, 1)
@@ -67,7 +75,10 @@ def test_the_spec_mac_count_matches_the_built_network(seed):
     assert zoo.convnet_macs(spec) == zoo.count_macs(zoo.build_convnet(spec), (1, 3, spec.resolution, spec.resolution))
 
 
-@pytest.mark.parametrize("name, params_m, macs_m", [("mobilenet_v1_1.0_224", 4.2, 569), ("nasnet_mobile", 5.3, 564), ("squeezenet_1.0", 1.25, 830)])
+@pytest.mark.parametrize(
+    "name, params_m, macs_m",
+    [("mobilenet_v1_1.0_224", 4.2, 569), ("nasnet_mobile", 5.3, 564), ("squeezenet_1.0", 1.25, 830)],
+)
 def test_reference_networks_have_their_published_size(name, params_m, macs_m):
     ref = zoo.REFERENCES[name]
     model = ref.build()

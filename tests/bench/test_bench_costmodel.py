@@ -1,4 +1,5 @@
 """The cost model: per-node work counted from ONNX shapes, priced by device profiles."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,9 +8,8 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from torch import nn
-
 from tiny_models import export_onnx
+from torch import nn
 
 from compress.bench import costmodel
 from compress.bench.calibrate import IPHONE8_POINTS, reference_models
@@ -79,7 +79,12 @@ def test_a_qdq_quantized_model_has_its_convs_priced_as_int8(block, tmp_path):
     from onnxruntime.quantization import QuantFormat, quantize_static
 
     quantized = tmp_path / "q.onnx"
-    quantize_static(str(block), str(quantized), RandomFrames(onnx.load(str(block)).graph.input[0].name), quant_format=QuantFormat.QDQ)
+    quantize_static(
+        str(block),
+        str(quantized),
+        RandomFrames(onnx.load(str(block)).graph.input[0].name),
+        quant_format=QuantFormat.QDQ,
+    )
     costs = costmodel.analyse(quantized)
     assert costmodel.is_quantized(onnx.load(str(quantized)))
     assert "conv_int8" in {c.op_class for c in costs}

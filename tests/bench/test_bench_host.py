@@ -1,4 +1,5 @@
 """The host device: onnxruntime in a pinned subprocess."""
+
 from __future__ import annotations
 
 import os

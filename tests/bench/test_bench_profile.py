@@ -1,4 +1,5 @@
 """`compress profile`: targets (file, run folder, bundle) x devices, rows and the JSON output."""
+
 from __future__ import annotations
 
 import json
@@ -34,7 +35,9 @@ def test_a_run_folder_profiles_its_shipped_models(tiny_onnx, tmp_path):
     (run / "quantize").mkdir(parents=True)
     shutil.copy(tiny_onnx, run / "quantize" / "net.int8.onnx")
     shipped = {"net": {"onnx": {"path": "quantize/net.int8.onnx", "precision": "int8"}}}
-    (run / "summary.json").write_text(json.dumps({"artifacts": {"shipped": shipped, "exported": {"net": {"onnx": "export/missing.onnx"}}}}))
+    (run / "summary.json").write_text(
+        json.dumps({"artifacts": {"shipped": shipped, "exported": {"net": {"onnx": "export/missing.onnx"}}}})
+    )
     (row,) = prof.profile(run, "profile:iphone8")
     assert row["part"] == "net" and row["file"].endswith("quantize/net.int8.onnx")
 
@@ -42,7 +45,9 @@ def test_a_run_folder_profiles_its_shipped_models(tiny_onnx, tmp_path):
 def test_a_run_folder_falls_back_to_its_exported_models(tiny_onnx, tmp_path):
     (tmp_path / "export").mkdir()
     shutil.copy(tiny_onnx, tmp_path / "export" / "a.onnx")
-    (tmp_path / "summary.json").write_text(json.dumps({"artifacts": {"exported": {"part.a": {"onnx": "export/a.onnx"}}}}))
+    (tmp_path / "summary.json").write_text(
+        json.dumps({"artifacts": {"exported": {"part.a": {"onnx": "export/a.onnx"}}}})
+    )
     assert [r["part"] for r in prof.profile(tmp_path, "profile:iphone8")] == ["part.a"]
 
 
@@ -50,7 +55,10 @@ def test_a_bundle_profiles_every_part_in_the_format_the_device_runs(tiny_onnx, t
     for name in ("sender", "receiver"):
         shutil.copy(tiny_onnx, tmp_path / f"{name}.onnx")
         (tmp_path / f"{name}.mlpackage").mkdir()
-    parts = [{"name": n, "files": {"onnx": {"path": f"{n}.onnx"}, "coreml": {"path": f"{n}.mlpackage"}}} for n in ("sender", "receiver")]
+    parts = [
+        {"name": n, "files": {"onnx": {"path": f"{n}.onnx"}, "coreml": {"path": f"{n}.mlpackage"}}}
+        for n in ("sender", "receiver")
+    ]
     (tmp_path / "manifest.json").write_text(json.dumps({"parts": parts}))
     rows = prof.profile(tmp_path, "profile:iphone8")
     assert [(r["part"], Path(r["file"]).suffix) for r in rows] == [("sender", ".onnx"), ("receiver", ".onnx")]
@@ -63,7 +71,9 @@ def test_a_run_without_models_says_to_run_export(tmp_path):
 
 
 def test_a_bundle_listing_a_missing_file_names_it(tmp_path):
-    (tmp_path / "manifest.json").write_text(json.dumps({"parts": [{"name": "p", "files": {"onnx": {"path": "gone.onnx"}}}]}))
+    (tmp_path / "manifest.json").write_text(
+        json.dumps({"parts": [{"name": "p", "files": {"onnx": {"path": "gone.onnx"}}}]})
+    )
     with pytest.raises(CompressError, match="gone.onnx"):
         prof.profile(tmp_path, "host")
 
@@ -112,4 +122,6 @@ def test_a_corrupt_onnx_file_is_refused_naming_it_exit_2(tmp_path):
     bad = tmp_path / "broken.onnx"
     bad.write_bytes(b"not a protobuf at all")
     proc = run_cli("profile", str(bad))
-    assert proc.returncode == 2 and f"{bad}: not a readable ONNX model" in proc.stderr and "Traceback" not in proc.stderr
+    assert (
+        proc.returncode == 2 and f"{bad}: not a readable ONNX model" in proc.stderr and "Traceback" not in proc.stderr
+    )

@@ -1,4 +1,5 @@
 """ssh:// devices: a real end-to-end run through OpenSSH's sshd on loopback."""
+
 from __future__ import annotations
 
 import subprocess
@@ -24,7 +25,9 @@ def sshd(tmp_path_factory):
 
 def known(sshd: LoopbackSshd) -> bool:
     """Whether known_hosts holds the server's key (entries may be hashed: ask ssh-keygen)."""
-    found = subprocess.run(["ssh-keygen", "-F", f"[127.0.0.1]:{sshd.port}", "-f", str(sshd.known_hosts)], capture_output=True)
+    found = subprocess.run(
+        ["ssh-keygen", "-F", f"[127.0.0.1]:{sshd.port}", "-f", str(sshd.known_hosts)], capture_output=True
+    )
     return found.returncode == 0
 
 
@@ -67,7 +70,14 @@ def test_device_strings_are_parsed_and_checked(tmp_path):
     key = tmp_path / "id"
     key.write_text("k")
     t = ssh.parse_device(f"ssh://pi@10.1.2.3:2222?identity={key}&python=/usr/bin/python3&cores=4,5")
-    assert (t.user, t.host, t.port, t.python, t.cores, t.identity) == ("pi", "10.1.2.3", 2222, "/usr/bin/python3", "4,5", key)
+    assert (t.user, t.host, t.port, t.python, t.cores, t.identity) == (
+        "pi",
+        "10.1.2.3",
+        2222,
+        "/usr/bin/python3",
+        "4,5",
+        key,
+    )
     assert "BatchMode=yes" in t.options() and "StrictHostKeyChecking=accept-new" in t.options()
     with pytest.raises(CompressError, match="unknown option"):
         ssh.parse_device("ssh://pi@h?password=x")

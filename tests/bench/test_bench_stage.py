@@ -1,4 +1,5 @@
 """The profile stage: latency rows for the run's models and the real-time (fps) gate."""
+
 from __future__ import annotations
 
 import json
@@ -31,17 +32,29 @@ def test_each_device_and_thread_count_gives_a_row_of_the_shipped_file(tmp_path, 
     ctx = context(tmp_path, tiny_onnx, [], SHIPPED)
     result = profile_stage(ProfileConfig(devices=["host", "profile:iphone8"], threads=[1, 2], warmup=1, runs=3), ctx)
     rows = result.artifacts["latency"]
-    assert [(r["device"], r["threads"], r["source"]) for r in rows if r["device"] == "host"] == [("host", 1, "measured"), ("host", 2, "measured")]
-    assert [r["threads"] for r in rows if r["device"] == "profile:iphone8"] == [1]  # the profile is calibrated for 1 thread only
+    assert [(r["device"], r["threads"], r["source"]) for r in rows if r["device"] == "host"] == [
+        ("host", 1, "measured"),
+        ("host", 2, "measured"),
+    ]
+    assert [r["threads"] for r in rows if r["device"] == "profile:iphone8"] == [
+        1
+    ]  # the profile is calibrated for 1 thread only
     assert all(r["file"] == "export/net.onnx" and r["precision"] == "fp32" and r["format"] == "onnx" for r in rows)
     assert json.loads((ctx.stage_dir / "latency.json").read_text()) == rows
 
 
 def test_an_fps_target_passes_with_its_margin_and_fails_when_out_of_reach(tmp_path, tiny_onnx):
-    targets = [{"device": "profile:iphone8", "part": "net", "fps": 1.0}, {"device": "profile:iphone8", "part": "net", "fps": 1e9}]
+    targets = [
+        {"device": "profile:iphone8", "part": "net", "fps": 1.0},
+        {"device": "profile:iphone8", "part": "net", "fps": 1e9},
+    ]
     result = profile_stage(ProfileConfig(devices=[], threads=[1]), context(tmp_path, tiny_onnx, targets, SHIPPED))
     met, missed = result.gates
-    assert met.name == "fps net @ profile:iphone8" and met.passed and met.to_json()["margin"] == pytest.approx(met.value - 1.0)
+    assert (
+        met.name == "fps net @ profile:iphone8"
+        and met.passed
+        and met.to_json()["margin"] == pytest.approx(met.value - 1.0)
+    )
     assert not missed.passed and missed.value == met.value and "predicted" in missed.detail
 
 
@@ -70,8 +83,10 @@ def test_without_shipped_models_the_fp32_exports_are_profiled(tmp_path, tiny_onn
 
 @pytest.mark.slow
 def test_a_run_with_a_missed_fps_target_fails_with_exit_code_1(write_recipe, tmp_path):
-    path = write_recipe([{"export": {"formats": ["onnx"]}}, {"profile": {"devices": ["host"], "runs": 3, "warmup": 1}}],
-                        targets={"fps": [{"device": "profile:iphone8", "part": "net", "fps": 1e9}]})
+    path = write_recipe(
+        [{"export": {"formats": ["onnx"]}}, {"profile": {"devices": ["host"], "runs": 3, "warmup": 1}}],
+        targets={"fps": [{"device": "profile:iphone8", "part": "net", "fps": 1e9}]},
+    )
     summary = run_recipe(load_recipe(path), out=tmp_path / "runs", quiet=True)
     (gate,) = summary.gates
     assert not gate.passed and gate.name == "fps net @ profile:iphone8"

@@ -1,4 +1,5 @@
 """Tiny ONNX models for the latency harness tests, exported with torch in the test."""
+
 from __future__ import annotations
 
 import warnings
@@ -11,7 +12,9 @@ from torch import nn
 class TinyNet(nn.Module):
     def __init__(self):
         super().__init__()
-        self.body = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1, groups=8), nn.Sigmoid())
+        self.body = nn.Sequential(
+            nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1, groups=8), nn.Sigmoid()
+        )
 
     def forward(self, x):
         return self.body(x)

@@ -1,5 +1,6 @@
 """Fixtures: the tiny video-call model and the generic family's on-device net, exported once per
 session, and a fresh bundle of each per test."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,10 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import save_file
+from tiny_call import Tiny, TinyModel, export_onnx, make_parts
 
 from compress.bundle.stage import write_bundle
 from compress.families.registry import get_family
-from tiny_call import Tiny, TinyModel, export_onnx, make_parts
 
 
 @pytest.fixture(scope="session")
@@ -39,7 +40,8 @@ def restore(tiny: Tiny, tmp_path_factory: pytest.TempPathFactory) -> Tiny:
     torch.manual_seed(0)
     parts = family.parts(family.build_student(family.resolve_config(None, "student")))
     for part in parts:
-        part.module.eval()  # the export keeps the module's mode: eval, so torch and ONNX both use BatchNorm's running stats
+        # the export keeps the module's mode: eval, so torch and ONNX both use BatchNorm's running stats
+        part.module.eval()
     onnx = {p.name: export_onnx(p, root / f"{p.name}.onnx") for p in parts}
     return Tiny(parts, onnx, tiny.teacher, name="restore", family="generic", task=family.task)
 

@@ -1,4 +1,5 @@
 """`compress bundle verify|publish|pull` through the real command entry point."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -17,7 +18,9 @@ def _compress(*args: str) -> int:
     return 0
 
 
-def test_verify_publish_and_pull_from_the_command_line(bundle: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_verify_publish_and_pull_from_the_command_line(
+    bundle: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert _compress("bundle", "verify", str(bundle)) == 0
     assert "ok: tiny-call 1.2.3: 6 files" in capsys.readouterr().out
     assert _compress("bundle", "publish", str(bundle), "--to", str(tmp_path / "reg")) == 0

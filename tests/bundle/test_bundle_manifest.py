@@ -1,4 +1,5 @@
 """The manifest: schema, wiring of inputs, metrics and gates, and the model card written from it."""
+
 from __future__ import annotations
 
 import json
@@ -8,11 +9,10 @@ import pytest
 from pydantic import ValidationError
 
 from compress.bundle.manifest import FileEntry, load_manifest, wire_input
-from compress.bundle.stage import write_bundle
+from compress.bundle.stage import latency_rows, write_bundle
 from compress.errors import CompressError
 from compress.families.base import Part, TensorSpec
 from compress.recipe import FpsTarget
-from compress.bundle.stage import latency_rows
 from compress.run import sha256_file
 
 
@@ -31,7 +31,12 @@ def test_manifest_lists_every_part_with_checksummed_files_and_tensors(bundle: Pa
         assert onnx["precision"] == "fp32"
     image = data["parts"][0]["inputs"][0]
     assert {k: image[k] for k in ("name", "shape", "dtype", "layout", "value_range")} == {
-        "name": "image", "shape": [1, 3, 32, 32], "dtype": "float32", "layout": "NCHW", "value_range": [0.0, 1.0]}
+        "name": "image",
+        "shape": [1, 3, 32, 32],
+        "dtype": "float32",
+        "layout": "NCHW",
+        "value_range": [0.0, 1.0],
+    }
 
 
 def test_inputs_are_wired_to_frames_and_part_outputs(bundle: Path) -> None:
@@ -40,9 +45,24 @@ def test_inputs_are_wired_to_frames_and_part_outputs(bundle: Path) -> None:
     assert feeds == {
         ("kp_detector", "image"): {"source": "camera_frame"},
         ("generator.per_call", "source_image"): {"source": "reference_frame"},
-        ("generator.per_frame", "source_features"): {"source": "part_output", "part": "generator.per_call", "output": "source_features", "frame": "reference_frame"},
-        ("generator.per_frame", "kp_source_value"): {"source": "part_output", "part": "kp_detector", "output": "kp_value", "frame": "reference_frame"},
-        ("generator.per_frame", "kp_driving_value"): {"source": "part_output", "part": "kp_detector", "output": "kp_value", "frame": "camera_frame"},
+        ("generator.per_frame", "source_features"): {
+            "source": "part_output",
+            "part": "generator.per_call",
+            "output": "source_features",
+            "frame": "reference_frame",
+        },
+        ("generator.per_frame", "kp_source_value"): {
+            "source": "part_output",
+            "part": "kp_detector",
+            "output": "kp_value",
+            "frame": "reference_frame",
+        },
+        ("generator.per_frame", "kp_driving_value"): {
+            "source": "part_output",
+            "part": "kp_detector",
+            "output": "kp_value",
+            "frame": "camera_frame",
+        },
     }
 
 
@@ -83,7 +103,11 @@ def test_a_1_0_manifest_is_refused_with_what_it_lacks(bundle: Path) -> None:
     for key in ("flow", "task", "assets"):
         del data[key]
     (bundle / "manifest.json").write_text(json.dumps({**data, "schema_version": "1.0"}))
-    with pytest.raises(CompressError, match=r"schema_version '1.0' is not supported .* it has no flow, task or assets; rebuild it with the recipe's bundle stage"):
+    with pytest.raises(
+        CompressError,
+        match=r"schema_version '1.0' is not supported .* it has no flow, task or assets; "
+        r"rebuild it with the recipe's bundle stage",
+    ):
         load_manifest(bundle)
 
 
@@ -97,7 +121,7 @@ def test_missing_quality_is_null_and_the_card_says_not_measured(tiny, tmp_path: 
     m = write_bundle(tmp_path / "b", tiny.source(quality=None))
     assert m.metrics.quality.vs_ground_truth is None and m.metrics.quality.vs_teacher is None
     saved = json.loads((tmp_path / "b" / "manifest.json").read_text())["metrics"]["quality"]
-    assert saved == {"vs_ground_truth": None, "vs_teacher": None}
+    assert saved == {"vs_ground_truth": None, "vs_teacher": None, "measured_on": None}
     card = (tmp_path / "b" / "MODEL_CARD.md").read_text()
     assert "Vs ground truth: not measured" in card and "Vs teacher: not measured" in card
 
@@ -121,8 +145,26 @@ def test_size_gate_fails_when_the_largest_format_exceeds_the_target(tiny, tmp_pa
 def test_latency_rows_carry_source_and_a_gate_verdict_per_device(tiny, tmp_path: Path) -> None:
     rows = latency_rows(
         [
-            {"file": "export/kp_detector.onnx", "part": "kp_detector", "device": "host", "source": "measured", "threads": 1, "p50_ms": 2.0, "p90_ms": 2.5, "p99_ms": 3.0, "fps": 500.0},
-            {"file": "export/kp_detector.onnx", "part": "kp_detector", "device": "profile:iphone8", "source": "predicted", "threads": 1, "p50_ms": 50.0, "fps": 20.0},
+            {
+                "file": "export/kp_detector.onnx",
+                "part": "kp_detector",
+                "device": "host",
+                "source": "measured",
+                "threads": 1,
+                "p50_ms": 2.0,
+                "p90_ms": 2.5,
+                "p99_ms": 3.0,
+                "fps": 500.0,
+            },
+            {
+                "file": "export/kp_detector.onnx",
+                "part": "kp_detector",
+                "device": "profile:iphone8",
+                "source": "predicted",
+                "threads": 1,
+                "p50_ms": 50.0,
+                "fps": 20.0,
+            },
         ],
         {"export/kp_detector.onnx": ("onnx", "fp32", True)},
     )
@@ -144,5 +186,23 @@ def test_a_feed_from_a_missing_part_output_is_a_schema_error(bundle: Path) -> No
     data = json.loads((bundle / "manifest.json").read_text())
     data["parts"][2]["inputs"][1]["feed"]["output"] = "kp_gone"
     (bundle / "manifest.json").write_text(json.dumps(data))
-    with pytest.raises(CompressError, match=r"'kp_source_value' is fed by kp_detector.kp_gone, which the bundle does not have"):
+    with pytest.raises(
+        CompressError, match=r"'kp_source_value' is fed by kp_detector.kp_gone, which the bundle does not have"
+    ):
         load_manifest(bundle)
+
+
+def test_quality_says_which_files_and_data_it_was_measured_on_in_manifest_and_card(tiny, tmp_path: Path) -> None:
+    on = {
+        "model": "the shipped ONNX files through onnxruntime (kp_detector int8)",
+        "data": "synthetic (data.eval)",
+        "samples": 16,
+    }
+    manifest = write_bundle(tmp_path / "b", tiny.source(quality={"vs_ground_truth": {"psnr": 24.0}, "measured_on": on}))
+    assert manifest.metrics.quality.measured_on.model_dump() == on
+    card = (tmp_path / "b" / "MODEL_CARD.md").read_text()
+    assert (
+        "Measured on the shipped ONNX files through onnxruntime (kp_detector int8), "
+        "on synthetic (data.eval): 16 samples." in card
+    )
+    assert "quantize, when it ran, measures" not in card

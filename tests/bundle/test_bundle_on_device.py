@@ -1,4 +1,5 @@
 """On-device bundles: one app runs every part (the generic family's restoration net), with assets."""
+
 from __future__ import annotations
 
 import copy
@@ -13,6 +14,8 @@ from types import ModuleType
 import numpy as np
 import pytest
 import torch
+from tiny_call import FRAME
+from tiny_call import TASK as CALL_TASK
 from torch import nn
 
 from compress.bundle import load_manifest, verify_bundle
@@ -22,7 +25,6 @@ from compress.errors import CompressError
 from compress.families.base import Part, TensorSpec
 from compress.families.task import Asset
 from compress.run import sha256_file
-from tiny_call import FRAME, TASK as CALL_TASK
 
 TABLE = np.arange(24, dtype=np.float32).reshape(6, 4) / 7  # e.g. a [V, D] vertex-embedding table
 FACES = np.arange(9, dtype=np.int32).reshape(3, 3)
@@ -45,7 +47,11 @@ def _with_table(restore, tmp_path: Path, **overrides: object) -> Path:
 def test_an_on_device_bundle_of_the_generic_family_builds_and_verifies(app_bundle: Path) -> None:
     assert verify_bundle(app_bundle)["ok"]
     m = load_manifest(app_bundle)
-    assert (m.flow, m.task.primary_metric, [x.name for x in m.task.metrics]) == ("on_device", "psnr", ["psnr", "l1", "ssim"])
+    assert (m.flow, m.task.primary_metric, [x.name for x in m.task.metrics]) == (
+        "on_device",
+        "psnr",
+        ["psnr", "l1", "ssim"],
+    )
     assert [(p.name, p.role, p.cadence) for p in m.parts] == [("net", "app", "per_frame")]
     assert m.parts[0].inputs[0].feed.model_dump(exclude_none=True) == {"source": "app_input"}
     assert sorted(p.name for p in (app_bundle / "snippets").iterdir()) == ["OnDevice.kt", "on_device.py"]
@@ -55,11 +61,17 @@ def test_the_manifest_says_each_metric_s_unit_and_direction(app_bundle: Path) ->
     task = json.loads((app_bundle / "manifest.json").read_text())["task"]
     assert task["description"] == "restore a frame from a noisy, blurred copy"
     assert [(x["name"], x["unit"], x["higher_is_better"], x["against"]) for x in task["metrics"]] == [
-        ("psnr", "dB", True, ["ground_truth", "teacher"]), ("l1", "", False, ["ground_truth", "teacher"]), ("ssim", "", True, ["ground_truth", "teacher"])]
+        ("psnr", "dB", True, ["ground_truth", "teacher"]),
+        ("l1", "", False, ["ground_truth", "teacher"]),
+        ("ssim", "", True, ["ground_truth", "teacher"]),
+    ]
 
 
 def test_app_parts_in_a_video_call_bundle_are_refused(restore, tmp_path: Path) -> None:
-    with pytest.raises(CompressError, match=r"part 'net' has role 'app', which video_call bundles do not have \(roles: sender, receiver\)"):
+    with pytest.raises(
+        CompressError,
+        match=r"part 'net' has role 'app', which video_call bundles do not have \(roles: sender, receiver\)",
+    ):
         write_bundle(tmp_path / "b", restore.source(task=CALL_TASK))
     assert not (tmp_path / "b").exists()
 
@@ -67,7 +79,11 @@ def test_app_parts_in_a_video_call_bundle_are_refused(restore, tmp_path: Path) -
 def test_sender_and_receiver_parts_in_an_on_device_bundle_are_all_refused(tiny, restore, tmp_path: Path) -> None:
     with pytest.raises(CompressError) as err:
         write_bundle(tmp_path / "b", tiny.source(task=restore.task))
-    for part, role in [("kp_detector", "sender"), ("generator.per_call", "receiver"), ("generator.per_frame", "receiver")]:
+    for part, role in [
+        ("kp_detector", "sender"),
+        ("generator.per_call", "receiver"),
+        ("generator.per_frame", "receiver"),
+    ]:
         assert f"part {part!r} has role {role!r}, which on_device bundles do not have (roles: app)" in str(err.value)
 
 
@@ -76,7 +92,11 @@ def test_an_input_is_fed_by_an_earlier_part_s_same_named_output_or_by_the_app() 
     encoder = Part("encoder", "app", "per_call", nn.Identity(), [image], [features])
     head = Part("head", "app", "per_frame", nn.Identity(), [image, features], [TensorSpec("output", FRAME)])
     parts = [head, encoder]  # per-call parts run first, wherever the family lists them
-    assert wire_app_input(head, features, parts).model_dump(exclude_none=True) == {"source": "part_output", "part": "encoder", "output": "features"}
+    assert wire_app_input(head, features, parts).model_dump(exclude_none=True) == {
+        "source": "part_output",
+        "part": "encoder",
+        "output": "features",
+    }
     assert wire_app_input(head, image, parts).model_dump(exclude_none=True) == {"source": "app_input"}
 
 
@@ -84,7 +104,9 @@ def test_a_part_cannot_take_the_output_of_a_part_that_runs_after_it() -> None:
     features = TensorSpec("features", (1, 8), value_range=None)
     setup = Part("setup", "app", "per_call", nn.Identity(), [features], [])
     tracker = Part("tracker", "app", "per_frame", nn.Identity(), [TensorSpec("image", FRAME)], [features])
-    with pytest.raises(CompressError, match=r"'setup' input 'features' is 'tracker''s output, but 'tracker' runs after it"):
+    with pytest.raises(
+        CompressError, match=r"'setup' input 'features' is 'tracker''s output, but 'tracker' runs after it"
+    ):
         wire_app_input(setup, features, [tracker, setup])
 
 
@@ -92,8 +114,14 @@ def test_an_asset_is_listed_with_its_sha256_dtype_and_shape(restore, tmp_path: P
     bundle = _with_table(restore, tmp_path)
     [entry] = json.loads((bundle / "manifest.json").read_text())["assets"]
     assert entry == {
-        "path": "assets/vertex_embedding.bin", "sha256": sha256_file(bundle / "assets" / "vertex_embedding.bin"), "bytes": 96,
-        "name": "vertex_embedding", "dtype": "float32", "shape": [6, 4], "description": "one row per mesh vertex", "meta": {"mesh": "test"},
+        "path": "assets/vertex_embedding.bin",
+        "sha256": sha256_file(bundle / "assets" / "vertex_embedding.bin"),
+        "bytes": 96,
+        "name": "vertex_embedding",
+        "dtype": "float32",
+        "shape": [6, 4],
+        "description": "one row per mesh vertex",
+        "meta": {"mesh": "test"},
     }
     assert verify_bundle(bundle)["files"] == 5  # model, asset, card, 2 snippets
 
@@ -111,7 +139,9 @@ def test_a_tampered_asset_fails_verify_naming_the_file(restore, tmp_path: Path) 
     asset.write_bytes(asset.read_bytes()[:-4] + np.float32(1e6).tobytes())
     with pytest.raises(CompressError) as err:
         verify_bundle(bundle)
-    assert f"assets/vertex_embedding.bin: sha256 mismatch: expected {expected}, actual {sha256_file(asset)}" in str(err.value)
+    assert f"assets/vertex_embedding.bin: sha256 mismatch: expected {expected}, actual {sha256_file(asset)}" in str(
+        err.value
+    )
 
 
 def test_an_asset_whose_bytes_do_not_fit_its_shape_is_a_schema_error(restore, tmp_path: Path) -> None:
@@ -124,7 +154,13 @@ def test_an_asset_whose_bytes_do_not_fit_its_shape_is_a_schema_error(restore, tm
 
 
 def test_on_device_python_snippet_runs_against_the_bundle(app_bundle: Path, tmp_path: Path) -> None:
-    done = subprocess.run([sys.executable, str(app_bundle / "snippets" / "on_device.py")], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, str(app_bundle / "snippets" / "on_device.py")],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout) == {"output": [1, 3, 32, 32]}
 
@@ -179,10 +215,15 @@ def test_kotlin_and_swift_snippets_read_float32_assets_only(restore, tmp_path: P
         write_bundle(tmp_path / "b", restore.source(assets=[Asset("faces", FACES)], snippets=["python", "kotlin"]))
 
 
-def test_the_card_of_an_on_device_bundle_has_no_call_wording_and_lists_the_task_metrics(restore, tmp_path: Path) -> None:
+def test_the_card_of_an_on_device_bundle_has_no_call_wording_and_lists_the_task_metrics(
+    restore, tmp_path: Path
+) -> None:
     card = (_with_table(restore, tmp_path) / "MODEL_CARD.md").read_text()
     assert not re.search(r"\bcall|sender|receiver|face|reference frame|camera frame", card, re.IGNORECASE)
-    assert "Restore a frame from a noisy, blurred copy, with the generic family, on one device: one app runs every part: net (every frame)." in card
+    assert (
+        "Restore a frame from a noisy, blurred copy, with the generic family, on one device: "
+        "one app runs every part: net (every frame)." in card
+    )
     assert "|  | psnr (dB, higher is better) | l1 (lower is better) | ssim (higher is better) |" in card
     assert "| vs teacher | 35 | 0.01 | 0.97 |" in card
     assert "| vertex_embedding | `assets/vertex_embedding.bin` | float32 | 6x4 |" in card

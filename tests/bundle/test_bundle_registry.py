@@ -1,4 +1,5 @@
 """Registry: reproducible archives, publish (also concurrently), pull from a folder or over HTTP."""
+
 from __future__ import annotations
 
 import functools
@@ -10,10 +11,10 @@ import os
 import shutil
 import tarfile
 import threading
-from datetime import datetime, timezone
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Callable, Iterator
 
 import pytest
 
@@ -86,8 +87,10 @@ def test_publishing_the_same_bundle_again_is_a_no_op(bundle: Path, tmp_path: Pat
 
 def test_a_different_bundle_under_a_published_version_is_refused(bundle: Path, tiny, tmp_path: Path) -> None:
     publish(bundle, tmp_path / "reg")
-    write_bundle(bundle, tiny.source(created=datetime(2020, 1, 1, tzinfo=timezone.utc)))
-    with pytest.raises(CompressError, match="tiny-call 1.2.3 is already published with a different content.*bump the recipe's version"):
+    write_bundle(bundle, tiny.source(created=datetime(2020, 1, 1, tzinfo=UTC)))
+    with pytest.raises(
+        CompressError, match="tiny-call 1.2.3 is already published with a different content.*bump the recipe's version"
+    ):
         publish(bundle, tmp_path / "reg")
 
 
@@ -131,7 +134,17 @@ def test_pull_without_a_version_takes_the_highest_semver(tiny, tmp_path: Path) -
 
 
 def test_semver_order_follows_precedence_rules() -> None:
-    ordered = ["1.0.0-alpha", "1.0.0-alpha.1", "1.0.0-alpha.beta", "1.0.0-beta.2", "1.0.0-beta.11", "1.0.0-rc.1", "1.0.0", "1.2.0", "1.10.0+build.5"]
+    ordered = [
+        "1.0.0-alpha",
+        "1.0.0-alpha.1",
+        "1.0.0-alpha.beta",
+        "1.0.0-beta.2",
+        "1.0.0-beta.11",
+        "1.0.0-rc.1",
+        "1.0.0",
+        "1.2.0",
+        "1.10.0+build.5",
+    ]
     assert sorted(reversed(ordered), key=semver_key) == ordered
 
 
@@ -143,7 +156,9 @@ def test_pull_names_unknown_bundles_and_versions(bundle: Path, tmp_path: Path) -
         pull(tmp_path / "reg", "tiny-call@9.9.9", tmp_path / "apps")
 
 
-def test_an_archive_that_does_not_match_the_index_is_refused(bundle: Path, served: tuple[Path, str], tmp_path: Path) -> None:
+def test_an_archive_that_does_not_match_the_index_is_refused(
+    bundle: Path, served: tuple[Path, str], tmp_path: Path
+) -> None:
     root, url = served
     entry = publish(bundle, root)
     archive = root / entry["archive"]
@@ -158,6 +173,7 @@ def _file(name: str, data: bytes = b"x") -> Callable[[tarfile.TarFile], None]:
         info = tarfile.TarInfo(name)
         info.size = len(data)
         tar.addfile(info, io.BytesIO(data))
+
     return add
 
 
@@ -166,6 +182,7 @@ def _special(name: str, kind: bytes, link: str = "") -> Callable[[tarfile.TarFil
         info = tarfile.TarInfo(name)
         info.type, info.linkname = kind, link
         tar.addfile(info)
+
     return add
 
 
@@ -178,7 +195,12 @@ def _registry_with(root: Path, add: Callable[[tarfile.TarFile], None]) -> None:
     data = buf.getvalue()
     (root / "tiny-call").mkdir(parents=True)
     (root / "tiny-call" / "tiny-call-1.2.3.tar.gz").write_bytes(data)
-    entry = {"archive": "tiny-call/tiny-call-1.2.3.tar.gz", "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data), "created": "2020-01-01T00:00:00Z"}
+    entry = {
+        "archive": "tiny-call/tiny-call-1.2.3.tar.gz",
+        "sha256": hashlib.sha256(data).hexdigest(),
+        "bytes": len(data),
+        "created": "2020-01-01T00:00:00Z",
+    }
     (root / "index.json").write_text(json.dumps({"schema_version": "1.0", "bundles": {"tiny-call": {"1.2.3": entry}}}))
 
 
@@ -188,13 +210,21 @@ def _registry_with(root: Path, add: Callable[[tarfile.TarFile], None]) -> None:
         (_file("tiny-call-1.2.3/../../escaped.txt"), r"'\.\.' in the path leaves the target folder"),
         (_file("/tmp/escaped.txt"), "/tmp/escaped.txt: absolute path"),
         (_file("elsewhere/file.txt"), r"outside the bundle folder tiny-call-1\.2\.3/"),
-        (_special("tiny-call-1.2.3/link", tarfile.SYMTYPE, "../../escaped.txt"), "symlink to '../../escaped.txt' leaves the target folder"),
-        (_special("tiny-call-1.2.3/hard", tarfile.LNKTYPE, "/etc/passwd"), "hardlink to '/etc/passwd' leaves the target folder"),
+        (
+            _special("tiny-call-1.2.3/link", tarfile.SYMTYPE, "../../escaped.txt"),
+            "symlink to '../../escaped.txt' leaves the target folder",
+        ),
+        (
+            _special("tiny-call-1.2.3/hard", tarfile.LNKTYPE, "/etc/passwd"),
+            "hardlink to '/etc/passwd' leaves the target folder",
+        ),
         (_special("tiny-call-1.2.3/tty", tarfile.CHRTYPE), "device file"),
     ],
     ids=["dotdot", "absolute", "outside-top", "symlink", "hardlink", "device"],
 )
-def test_unsafe_archives_are_refused_before_anything_is_extracted(member, message: str, served: tuple[Path, str], tmp_path: Path) -> None:
+def test_unsafe_archives_are_refused_before_anything_is_extracted(
+    member, message: str, served: tuple[Path, str], tmp_path: Path
+) -> None:
     root, url = served
     _registry_with(root, member)
     apps = tmp_path / "deep" / "apps"

@@ -1,4 +1,5 @@
 """Usage snippets: rendered from templates with the manifest's names; the Python one really runs."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -12,6 +13,7 @@ from types import ModuleType
 import numpy as np
 import pytest
 import torch
+from tiny_call import FRAME, export_onnx
 from torch import nn
 
 from compress.bundle.manifest import load_manifest
@@ -19,8 +21,6 @@ from compress.bundle.snippets import fill, render_snippet
 from compress.bundle.stage import ShippedFile, write_bundle
 from compress.errors import CompressError
 from compress.families.base import Part, TensorSpec
-
-from tiny_call import FRAME, export_onnx
 
 
 def _import(path: Path) -> ModuleType:
@@ -31,7 +31,13 @@ def _import(path: Path) -> ModuleType:
 
 
 def test_python_snippet_runs_the_call_flow_against_the_bundle(bundle: Path, tmp_path: Path) -> None:
-    done = subprocess.run([sys.executable, str(bundle / "snippets" / "video_call.py")], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, str(bundle / "snippets" / "video_call.py")],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout) == {"prediction": [1, 3, 32, 32]}
 
@@ -74,7 +80,10 @@ def test_a_receiver_only_bundle_sends_the_camera_frame(tmp_path: Path, tiny) -> 
     net = nn.Sequential(nn.Conv2d(3, 3, 3, padding=1), nn.Sigmoid()).eval()
     part = Part("net", "receiver", "per_frame", net, [TensorSpec("image", FRAME)], [TensorSpec("output", FRAME)])
     onnx = export_onnx(part, tmp_path / "net.onnx")
-    write_bundle(tmp_path / "b", tiny.source(parts=[part], files={"net": {"onnx": ShippedFile(onnx, "fp32")}}, snippets=["python"]))
+    write_bundle(
+        tmp_path / "b",
+        tiny.source(parts=[part], files={"net": {"onnx": ShippedFile(onnx, "fp32")}}, snippets=["python"]),
+    )
     snippet = _import(tmp_path / "b" / "snippets" / "video_call.py")
     frame = np.full(FRAME, 0.5, np.float32)
     message = snippet.Sender().frame(frame)
@@ -106,5 +115,15 @@ def test_a_part_that_needs_a_later_part_s_output_is_refused(tiny, tmp_path: Path
     head = Part("head", "receiver", "per_frame", nn.Identity(), [feature], [TensorSpec("output", (1, 4))])
     body = Part("body", "receiver", "per_frame", nn.Identity(), [TensorSpec("image", FRAME)], [feature])
     some_file = ShippedFile(tiny.onnx["kp_detector"], "fp32")
-    with pytest.raises(CompressError, match=r"part 'head' input 'feature' \(receiver_per_frame@camera_frame\) cannot be fed.*part order"):
-        write_bundle(tmp_path / "b", tiny.source(parts=[head, body], files={"head": {"onnx": some_file}, "body": {"onnx": some_file}}, snippets=["python"]))
+    with pytest.raises(
+        CompressError,
+        match=r"part 'head' input 'feature' \(receiver_per_frame@camera_frame\) cannot be fed.*part order",
+    ):
+        write_bundle(
+            tmp_path / "b",
+            tiny.source(
+                parts=[head, body],
+                files={"head": {"onnx": some_file}, "body": {"onnx": some_file}},
+                snippets=["python"],
+            ),
+        )

@@ -1,4 +1,5 @@
 """`compress bundle verify` and the atomic bundle write."""
+
 from __future__ import annotations
 
 import os
@@ -24,7 +25,9 @@ def test_a_tampered_file_is_named_with_expected_and_actual_sha256(bundle: Path) 
     model.write_bytes(model.read_bytes()[:-1] + b"\0")
     with pytest.raises(CompressError) as err:
         verify_bundle(bundle)
-    assert f"models/kp_detector.onnx: sha256 mismatch: expected {expected}, actual {sha256_file(model)}" in str(err.value)
+    assert f"models/kp_detector.onnx: sha256 mismatch: expected {expected}, actual {sha256_file(model)}" in str(
+        err.value
+    )
 
 
 def test_missing_extra_and_tampered_files_are_all_reported(bundle: Path) -> None:

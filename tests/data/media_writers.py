@@ -1,4 +1,5 @@
 """Write real video files and frame images with PyAV for the data tests."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -61,5 +62,5 @@ def centre_square(height: int, width: int) -> np.ndarray:
     frame[..., 0] = 255
     side = min(height, width)
     y0, x0 = (height - side) // 2, (width - side) // 2
-    frame[y0:y0 + side, x0:x0 + side] = (0, 255, 0)
+    frame[y0 : y0 + side, x0 : x0 + side] = (0, 255, 0)
     return frame

@@ -1,17 +1,18 @@
 """(source, driving) pairs and the first-frame evaluation protocol."""
+
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
 import torch
+from media_writers import gray_ramp, write_frames, write_mp4
 from torch.utils.data import DataLoader
 
 from compress.data.pairs import ClipStore, PairDataset, first_frame_protocol
 from compress.data.synthetic import LANDMARK_NAMES
 from compress.data.video import read_video
 from compress.errors import CompressError
-from media_writers import gray_ramp, write_frames, write_mp4
 
 SIZE = (32, 32)
 SMALL = {"synthetic_clips": 3, "frames_per_clip": 6}

@@ -1,4 +1,5 @@
 """The procedural talking-head generator: shapes, determinism, ground truth and motion."""
+
 from __future__ import annotations
 
 import pytest
@@ -115,4 +116,3 @@ def test_lighting_changes_over_time() -> None:
 def test_too_small_a_size_is_refused() -> None:
     with pytest.raises(CompressError, match="at least 8 pixels"):
         render_clip(0, 2, (4, 64))
-

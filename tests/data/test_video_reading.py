@@ -1,4 +1,5 @@
 """Reading videos and frame folders: layout, crop/resize, and the errors users will hit."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -6,10 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from media_writers import centre_square, gray_ramp, write_empty_mp4, write_frames, write_image, write_mp4
 
 from compress.data.video import find_videos, read_video
 from compress.errors import CompressError
-from media_writers import centre_square, gray_ramp, write_empty_mp4, write_frames, write_image, write_mp4
 
 
 def test_mp4_is_decoded_into_resized_frames_in_order(tmp_path: Path) -> None:

@@ -1,4 +1,5 @@
 """The embedding test family: per-pixel embeddings matched to a vertex table (a small stand-in for CSE)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -32,7 +33,9 @@ def test_batches(family):
 @pytest.fixture(scope="module")
 def teacher():
     """The default teacher after 150 steps of `compress teacher train` (about 5 s)."""
-    spec = TeacherTraining(family="embedding", config="teacher-32", steps=150, batch_size=16, lr=3e-3, train_samples=2400, eval_batches=2)
+    spec = TeacherTraining(
+        family="embedding", config="teacher-32", steps=150, batch_size=16, lr=3e-3, train_samples=2400, eval_batches=2
+    )
     return train_teacher(spec, progress=False)[0]
 
 
@@ -64,7 +67,10 @@ def test_vertex_table_is_fixed_unit_rows_well_apart(family):
 def test_perfect_predictor_scores_full_agreement_with_ground_truth(family, test_batches):
     batch = test_batches[0]
     table = vertex_table(8)
-    outputs = {"embedding": table[batch["vertex"].clamp_min(0)].permute(0, 3, 1, 2), "vertices": table.expand(16, -1, -1)}
+    outputs = {
+        "embedding": table[batch["vertex"].clamp_min(0)].permute(0, 3, 1, 2),
+        "vertices": table.expand(16, -1, -1),
+    }
     scores = family.score(outputs, batch, reference=outputs)
     for group in ("vs_ground_truth", "vs_teacher"):
         assert scores[group]["vertex_agreement"] == 1.0 and scores[group]["vertex_error"] == 0.0
@@ -79,7 +85,9 @@ def test_briefly_trained_teacher_beats_the_surface_centre_baseline(family, teach
 
 
 @pytest.mark.slow
-def test_exported_embedder_scores_through_the_pipeline_like_the_torch_model(family, teacher, test_batches, tmp_path: Path):
+def test_exported_embedder_scores_through_the_pipeline_like_the_torch_model(
+    family, teacher, test_batches, tmp_path: Path
+):
     (part,) = family.parts(teacher)
     path = export_onnx(part, tmp_path / "embedder.onnx")
     parity = onnx_parity(part, path, [part.example_inputs(seed) for seed in range(2)], rtol=1e-3, atol=1e-4)
@@ -98,7 +106,15 @@ def test_distillation_loss_decreases_over_a_few_adam_steps(family, teacher):
     torch.manual_seed(0)
     student = family.build_student(family.resolve_config(None, "student"))
     train = family.dataset("synthetic", "train", SIZE, 0, 64)
-    report = distill(student, teacher, family, DistillConfig(steps=30, batch_size=8, lr=3e-3, train_samples=64), train, None, progress=False)
+    report = distill(
+        student,
+        teacher,
+        family,
+        DistillConfig(steps=30, batch_size=8, lr=3e-3, train_samples=64),
+        train,
+        None,
+        progress=False,
+    )
     losses = [row["loss"] for row in report.history]
     assert set(report.history[0]) >= {"embedding_cosine", "vertex_kl"} and "ground_truth" not in report.history[0]
     assert np.mean(losses[-5:]) < 0.5 * np.mean(losses[:5])

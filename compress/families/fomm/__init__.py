@@ -1,4 +1,5 @@
 """First Order Motion Model family: official teacher, mobile student, deployable parts."""
+
 from compress.families.fomm.family import FommFamily
 from compress.families.fomm.teacher import FommModel
 

@@ -2,9 +2,10 @@
 
 BatchNorm2d replaces the official SynchronizedBatchNorm2d: same parameters, same state-dict keys.
 """
+
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 import torch
 import torch.nn.functional as F
@@ -119,7 +120,8 @@ class Decoder(nn.Module):
     def __init__(self, block_expansion: int, in_features: int, num_blocks: int = 3, max_features: int = 256):
         super().__init__()
         self.up_blocks = nn.ModuleList(
-            UpBlock2d(c_in, c_out, kernel_size=3, padding=1) for c_in, c_out in decoder_widths(block_expansion, num_blocks, max_features)
+            UpBlock2d(c_in, c_out, kernel_size=3, padding=1)
+            for c_in, c_out in decoder_widths(block_expansion, num_blocks, max_features)
         )
         self.out_filters = block_expansion + in_features
 

@@ -4,6 +4,7 @@ A config is JSON-able (it is stored in safetensors metadata) and describes the w
 {"kind": "teacher", "common_params": {..., "frame_shape": [H, W]}, "kp_detector_params": {...},
 "generator_params": {...}}.
 """
+
 from __future__ import annotations
 
 import copy

@@ -9,10 +9,12 @@ A video call fixes the source (reference) frame, so the networks split by cadenc
 Parts and prunables only use the interface teacher and student share: `.config`,
 `.kp_detector(image)` and `.generator(...)` / `.encode_source` / `.animate`.
 """
+
 from __future__ import annotations
 
 import copy
-from typing import Any, Iterable, Iterator
+from collections.abc import Iterable, Iterator
+from typing import Any
 
 import torch
 from torch import nn
@@ -34,8 +36,13 @@ TASK = Task(
         Metric("psnr", "dB", True, "PSNR of the predicted frame", default_max_drop=0.3),
         Metric("l1", "", False, "mean absolute error of the predicted frame, pixels in [0, 1]"),
         Metric("ssim", "", True, "SSIM of the predicted frame (11x11 Gaussian window)"),
-        Metric("keypoint_distance", "", False, "mean distance of driving keypoints, coordinates in [-1, 1]",
-               against=("teacher",)),
+        Metric(
+            "keypoint_distance",
+            "",
+            False,
+            "mean distance of driving keypoints, coordinates in [-1, 1]",
+            against=("teacher",),
+        ),
     ),
     loss=DistillWeights,
     teacher_loss=TeacherWeights,
@@ -99,7 +106,9 @@ class AnimateModule(FlatForward):
 
     def forward(self, source: torch.Tensor, source_feature: torch.Tensor, *kp: torch.Tensor) -> tuple[torch.Tensor]:
         half = len(kp) // 2
-        out = self.generator.animate(source, source_feature, kp_source=keypoints(kp[:half]), kp_driving=keypoints(kp[half:]))
+        out = self.generator.animate(
+            source, source_feature, kp_source=keypoints(kp[:half]), kp_driving=keypoints(kp[half:])
+        )
         return (out["prediction"],)
 
 
@@ -133,7 +142,9 @@ def kp_specs(prefix: str, num_kp: int, with_jacobian: bool, frame: str) -> list[
             (1, num_kp, 2),
             layout="NK2",
             value_range=(-1.0, 1.0),
-            normalization="keypoint (x, y); (-1, -1) and (1, 1) are the centres of the top-left and bottom-right pixels",
+            normalization=(
+                "keypoint (x, y); (-1, -1) and (1, 1) are the centres of the top-left and bottom-right pixels"
+            ),
             description=f"keypoints of the {frame}",
         )
     ]
@@ -154,11 +165,16 @@ def kp_specs(prefix: str, num_kp: int, with_jacobian: bool, frame: str) -> list[
 @register_family
 class FommFamily(Family):
     name = "fomm"
-    description = "First Order Motion Model (Siarohin et al., NeurIPS 2019): keypoints + jacobians, dense motion, occlusion-aware generator"
+    description = (
+        "First Order Motion Model (Siarohin et al., NeurIPS 2019): "
+        "keypoints + jacobians, dense motion, occlusion-aware generator"
+    )
     task = TASK
     default_input_size = frame_shape(TEACHER_CONFIGS[DEFAULT_TEACHER])
-    checkpoint_layout = ("'kp_detector' and 'generator' state dicts (official layout) or keys prefixed "
-                         "'kp_detector.' / 'generator.', shaped like one of the teacher configs")
+    checkpoint_layout = (
+        "'kp_detector' and 'generator' state dicts (official layout) or keys prefixed "
+        "'kp_detector.' / 'generator.', shaped like one of the teacher configs"
+    )
 
     # -- construction -------------------------------------------------------------------
     def configs(self) -> dict[str, dict[str, Any]]:
@@ -239,7 +255,9 @@ class FommFamily(Family):
                     *kp_specs("kp_source", k, jac, "reference frame"),
                     *kp_specs("kp_driving", k, jac, "camera frame"),
                 ],
-                outputs=[image_spec("prediction", channels, size, "the reference frame animated by the driving keypoints")],
+                outputs=[
+                    image_spec("prediction", channels, size, "the reference frame animated by the driving keypoints")
+                ],
                 description="dense motion, warp of the source features, occlusion, decoder",
             ),
         ]
@@ -250,13 +268,17 @@ class FommFamily(Family):
         kp = parts["generator.per_frame"].example_inputs()[2:]
         return [
             Prunable("kp_detector", KeypointsModule(model.kp_detector), frame, _interface_layers(model, "kp_detector")),
-            Prunable("generator", ReconstructModule(model.generator), (*frame, *kp), _interface_layers(model, "generator")),
+            Prunable(
+                "generator", ReconstructModule(model.generator), (*frame, *kp), _interface_layers(model, "generator")
+            ),
         ]
 
     # -- training and evaluation --------------------------------------------------------
     def forward(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """FOMM's reconstruction protocol: animate `source` with the keypoints of `driving` (same video)."""
-        size = getattr(model, "input_size", None) or frame_shape(_model_config(model))  # exported models carry their size
+        size = getattr(model, "input_size", None) or frame_shape(
+            _model_config(model)
+        )  # exported models carry their size
         for name in ("source", "driving"):
             if tuple(batch[name].shape[-2:]) != size:
                 raise CompressError(
@@ -270,19 +292,25 @@ class FommFamily(Family):
             out.update({f"{name}_{f}": v for f, v in kp.items()})
         return out
 
-    def score(self, outputs: dict[str, torch.Tensor], batch: Batch, reference: dict[str, torch.Tensor] | None = None) -> Scores:
+    def score(
+        self, outputs: dict[str, torch.Tensor], batch: Batch, reference: dict[str, torch.Tensor] | None = None
+    ) -> Scores:
         scores = {"vs_ground_truth": frame_metrics(outputs["prediction"], batch["driving"])}
         if reference is not None:
             scores["vs_teacher"] = frame_metrics(outputs["prediction"], reference["prediction"])
             if "kp_driving_value" in outputs and "kp_driving_value" in reference:
-                scores["vs_teacher"]["keypoint_distance"] = float(keypoint_distance(outputs["kp_driving_value"], reference["kp_driving_value"]))
+                scores["vs_teacher"]["keypoint_distance"] = float(
+                    keypoint_distance(outputs["kp_driving_value"], reference["kp_driving_value"])
+                )
         return scores
 
     def input_size(self, config: dict[str, Any]) -> tuple[int, int]:
         return frame_shape(config)
 
     @torch.no_grad()
-    def calibration_inputs(self, model: nn.Module, batches: Iterable[dict[str, torch.Tensor]]) -> Iterator[dict[str, tuple[torch.Tensor, ...]]]:
+    def calibration_inputs(
+        self, model: nn.Module, batches: Iterable[dict[str, torch.Tensor]]
+    ) -> Iterator[dict[str, tuple[torch.Tensor, ...]]]:
         """Each (source, driving) pair of the batches as the inputs of the three parts (model in eval mode)."""
         model.eval()
         for batch in batches:
@@ -376,7 +404,9 @@ def _probe(model: nn.Module) -> dict[str, Any]:
 def _model_config(model: nn.Module) -> dict[str, Any]:
     config = getattr(model, "config", None)
     if not isinstance(config, dict):
-        raise CompressError(f"fomm: {type(model).__name__} has no `config` dict; build it with the family's build_teacher/build_student")
+        raise CompressError(
+            f"fomm: {type(model).__name__} has no `config` dict; build it with the family's build_teacher/build_student"
+        )
     return config
 
 
@@ -384,7 +414,10 @@ def _interface_layers(model: nn.Module, network: str) -> list[nn.Module]:
     net = getattr(model, network)
     layers = [net.get_submodule(n) for n in INTERFACE_LAYERS[network] if _has_submodule(net, n)]
     if not layers:
-        raise CompressError(f"fomm: {network} has none of the interface layers {INTERFACE_LAYERS[network]}; pruning would change its outputs")
+        raise CompressError(
+            f"fomm: {network} has none of the interface layers {INTERFACE_LAYERS[network]}; "
+            "pruning would change its outputs"
+        )
     return layers
 
 

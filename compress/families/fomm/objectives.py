@@ -5,6 +5,7 @@ jacobians under random thin-plate-spline warps. No pretrained VGG weights can be
 an L1 + SSIM image pyramid stands in for the perceptual loss, and the warps are random
 similarity transforms (whose jacobian is known in closed form).
 """
+
 from __future__ import annotations
 
 import torch
@@ -48,10 +49,16 @@ def pyramid_l1(pred: torch.Tensor, target: torch.Tensor, scales: list[float]) ->
 
 
 def _resized(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    return x if x.shape[-2:] == like.shape[-2:] else F.interpolate(x, size=like.shape[-2:], mode="bilinear", align_corners=False)
+    return (
+        x
+        if x.shape[-2:] == like.shape[-2:]
+        else F.interpolate(x, size=like.shape[-2:], mode="bilinear", align_corners=False)
+    )
 
 
-def distill_loss(teacher: dict[str, torch.Tensor], student: dict[str, torch.Tensor], batch: dict[str, torch.Tensor], w: dict) -> tuple[torch.Tensor, dict[str, float]]:
+def distill_loss(
+    teacher: dict[str, torch.Tensor], student: dict[str, torch.Tensor], batch: dict[str, torch.Tensor], w: dict
+) -> tuple[torch.Tensor, dict[str, float]]:
     """Weighted sum of the terms whose weight is non-zero; returns (loss, {term: value})."""
     pred, ref = student["prediction"], teacher["prediction"]
     terms: dict[str, torch.Tensor] = {}
@@ -62,20 +69,28 @@ def distill_loss(teacher: dict[str, torch.Tensor], student: dict[str, torch.Tens
     if w.get("keypoints"):
         terms["keypoints"] = sum(F.l1_loss(student[k], teacher[k]) for k in ("kp_source_value", "kp_driving_value")) / 2
     if w.get("jacobians") and "kp_driving_jacobian" in student and "kp_driving_jacobian" in teacher:
-        terms["jacobians"] = sum(F.l1_loss(student[k], teacher[k]) for k in ("kp_source_jacobian", "kp_driving_jacobian")) / 2
+        terms["jacobians"] = (
+            sum(F.l1_loss(student[k], teacher[k]) for k in ("kp_source_jacobian", "kp_driving_jacobian")) / 2
+        )
     if w.get("occlusion") and "occlusion_map" in student and "occlusion_map" in teacher:
-        terms["occlusion"] = F.l1_loss(_resized(student["occlusion_map"], teacher["occlusion_map"]), teacher["occlusion_map"])
+        terms["occlusion"] = F.l1_loss(
+            _resized(student["occlusion_map"], teacher["occlusion_map"]), teacher["occlusion_map"]
+        )
     if w.get("masks") and "region_masks" in student and "driving_eye_mask" in batch:
         masks = student["region_masks"]
         target = torch.cat([batch["driving_eye_mask"], batch["driving_mouth_mask"]], dim=1)
-        terms["masks"] = F.binary_cross_entropy(masks.clamp(1e-4, 1 - 1e-4), F.interpolate(target, size=masks.shape[-2:], mode="area"))
+        terms["masks"] = F.binary_cross_entropy(
+            masks.clamp(1e-4, 1 - 1e-4), F.interpolate(target, size=masks.shape[-2:], mode="area")
+        )
     if w.get("ground_truth"):
         terms["ground_truth"] = pyramid_l1(pred, batch["driving"], w.get("scales", [1.0]))
     loss = sum(w[k] * v for k, v in terms.items())
     return loss, {k: float(v.detach()) for k, v in terms.items()}  # type: ignore[return-value]
 
 
-def random_similarity(batch: int, generator: torch.Generator, rotation: float = 0.2, scale: float = 0.1, shift: float = 0.1) -> tuple[torch.Tensor, torch.Tensor]:
+def random_similarity(
+    batch: int, generator: torch.Generator, rotation: float = 0.2, scale: float = 0.1, shift: float = 0.1
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Random rotations, zooms and shifts: (A [B,2,2], t [B,2]) acting on (x, y) in [-1, 1]."""
     u = torch.rand(batch, 4, generator=generator) * 2 - 1
     angle, zoom = u[:, 0] * rotation, 1 + u[:, 1] * scale
@@ -91,7 +106,9 @@ def warp_frame(frame: torch.Tensor, a: torch.Tensor, t: torch.Tensor) -> torch.T
     return F.grid_sample(frame, coords, mode="bilinear", padding_mode="reflection", align_corners=True)
 
 
-def unsupervised_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor], w: dict, generator: torch.Generator) -> tuple[torch.Tensor, dict[str, float]]:
+def unsupervised_loss(
+    model: torch.nn.Module, batch: dict[str, torch.Tensor], w: dict, generator: torch.Generator
+) -> tuple[torch.Tensor, dict[str, float]]:
     """FOMM's objective: reconstruct driving from source with the keypoints of both, and keep
     keypoints (and jacobians) equivariant: kp(T-warped driving) mapped through T = kp(driving)."""
     source, driving = batch["source"], batch["driving"]
@@ -112,4 +129,3 @@ def unsupervised_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor], w:
         terms["equivariance_jacobian"] = F.l1_loss(normed, eye)
     loss = sum(w.get(k, 1.0) * v for k, v in terms.items())
     return loss, {k: float(v.detach()) for k, v in terms.items()}  # type: ignore[return-value]
-

@@ -6,6 +6,7 @@ ONNX opset 17 nor to Core ML, and Core ML allows rank <= 5. Here each network bu
 once, as a non-persistent buffer of a static size; the 2x2 inverse is closed-form and 2x2
 products are written per element.
 """
+
 from __future__ import annotations
 
 import torch

@@ -4,9 +4,10 @@
 kp_driving=...)`; this adapter answers those calls with the three deployable parts, so
 evaluation of a bundle measures the files that ship, in the per-call / per-frame flow of a call.
 """
+
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 
@@ -21,14 +22,16 @@ class ExportedFomm:
         shape = getattr(parts["kp_detector"], "shapes", {}).get("image")
         self.input_size = tuple(shape[-2:]) if shape else None
 
-    def eval(self) -> "ExportedFomm":
+    def eval(self) -> ExportedFomm:
         return self
 
     def kp_detector(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
         rows = [self.parts["kp_detector"](x) for x in image.split(1)]  # exported parts take batch 1
         return keypoints(tuple(torch.cat(col) for col in zip(*rows)))
 
-    def generator(self, source: torch.Tensor, kp_source: dict[str, torch.Tensor], kp_driving: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    def generator(
+        self, source: torch.Tensor, kp_source: dict[str, torch.Tensor], kp_driving: dict[str, torch.Tensor]
+    ) -> dict[str, torch.Tensor]:
         preds = []
         for i, src in enumerate(source.split(1)):
             (feature,) = self.parts["generator.per_call"](src)[:1]

@@ -6,6 +6,7 @@ normalised features get a per-pixel scale and shift predicted from a segmentatio
 map is soft region masks (channel 0: eyes, 1: mouth), derived from the driving keypoints or
 given by the data.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -49,7 +50,9 @@ class RegionMasks(nn.Module):
         self.mix = nn.Conv2d(num_kp, num_regions, kernel_size=1)
 
     def forward(self, kp_value: torch.Tensor) -> torch.Tensor:
-        heatmaps = separable_gaussians(kp_value, self.xs, self.ys, self.kp_variance)  # full resolution, no [H, W, 2] grid
+        heatmaps = separable_gaussians(
+            kp_value, self.xs, self.ys, self.kp_variance
+        )  # full resolution, no [H, W, 2] grid
         return torch.sigmoid(self.mix(heatmaps))
 
 

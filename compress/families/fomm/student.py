@@ -24,6 +24,7 @@ Config (JSON-able, the teacher's layout plus student keys):
      scale_factor, kp_variance}, spade_params: {num_regions, hidden, levels, kp_variance}}}
 Widths (block_expansion, max_features, spade hidden) are multiplied by `width_multiplier`.
 """
+
 from __future__ import annotations
 
 import copy
@@ -54,7 +55,9 @@ class SeparableConv(nn.Sequential):
 
     def __init__(self, in_channels: int, out_channels: int, stride: int = 1, last_relu: bool = True):
         layers: list[nn.Module] = [
-            nn.Conv2d(in_channels, in_channels, kernel_size=3, stride=stride, padding=1, groups=in_channels, bias=False),
+            nn.Conv2d(
+                in_channels, in_channels, kernel_size=3, stride=stride, padding=1, groups=in_channels, bias=False
+            ),
             nn.BatchNorm2d(in_channels),
             nn.ReLU(inplace=True),
             nn.Conv2d(in_channels, out_channels, kernel_size=1, bias=False),
@@ -130,7 +133,9 @@ class MobileDecoder(nn.Module):
 
     def __init__(self, block_expansion: int, in_features: int, num_blocks: int, max_features: int):
         super().__init__()
-        self.up_blocks = nn.ModuleList(UpBlock(c_in, c_out) for c_in, c_out in decoder_widths(block_expansion, num_blocks, max_features))
+        self.up_blocks = nn.ModuleList(
+            UpBlock(c_in, c_out) for c_in, c_out in decoder_widths(block_expansion, num_blocks, max_features)
+        )
         self.out_filters = block_expansion + in_features
 
     def forward(self, skips: list[torch.Tensor]) -> torch.Tensor:
@@ -164,13 +169,17 @@ def scale_grid(grid: torch.Tensor, factor: float) -> torch.Tensor:
     """
     if factor == 1:
         return grid
-    return F.interpolate(grid.permute(0, 3, 1, 2), scale_factor=factor, mode="bilinear", align_corners=True).permute(0, 2, 3, 1)
+    return F.interpolate(grid.permute(0, 3, 1, 2), scale_factor=factor, mode="bilinear", align_corners=True).permute(
+        0, 2, 3, 1
+    )
 
 
 def _stride(scale_factor: float, section: str) -> int:
     stride = round(1 / scale_factor) if scale_factor > 0 else 0
     if stride < 1 or abs(stride * scale_factor - 1) > 1e-6:
-        raise CompressError(f"fomm student config: {section}.scale_factor {scale_factor} must be 1/n for an integer n >= 1")
+        raise CompressError(
+            f"fomm student config: {section}.scale_factor {scale_factor} must be 1/n for an integer n >= 1"
+        )
     return stride
 
 
@@ -193,8 +202,18 @@ class MobileKPDetector(nn.Module):
     head 1x1: FOMM's 7x7 heads alone would cost several times the mobile budget.
     """
 
-    def __init__(self, num_kp: int, num_channels: int, frame_shape: tuple[int, int], estimate_jacobian: bool,
-                 block_expansion: int, max_features: int, num_blocks: int, scale_factor: float, temperature: float):
+    def __init__(
+        self,
+        num_kp: int,
+        num_channels: int,
+        frame_shape: tuple[int, int],
+        estimate_jacobian: bool,
+        block_expansion: int,
+        max_features: int,
+        num_blocks: int,
+        scale_factor: float,
+        temperature: float,
+    ):
         super().__init__()
         self.stride = _stride(scale_factor, "kp_detector_params")
         self.temperature = temperature
@@ -231,21 +250,37 @@ class MobileDenseMotion(nn.Module):
     one deformation, and the occlusion map, come out.
     """
 
-    def __init__(self, num_kp: int, num_channels: int, frame_shape: tuple[int, int], estimate_occlusion_map: bool,
-                 block_expansion: int, max_features: int, num_blocks: int, scale_factor: float, kp_variance: float = 0.01):
+    def __init__(
+        self,
+        num_kp: int,
+        num_channels: int,
+        frame_shape: tuple[int, int],
+        estimate_occlusion_map: bool,
+        block_expansion: int,
+        max_features: int,
+        num_blocks: int,
+        scale_factor: float,
+        kp_variance: float = 0.01,
+    ):
         super().__init__()
         self.stride = _stride(scale_factor, "generator_params.dense_motion_params")
         self.kp_variance = kp_variance
         self.hourglass = MobileHourglass(block_expansion, (num_kp + 1) * (num_channels + 1), num_blocks, max_features)
         self.mask = nn.Conv2d(self.hourglass.out_filters, num_kp + 1, kernel_size=3, padding=1)
-        self.occlusion = nn.Conv2d(self.hourglass.out_filters, 1, kernel_size=3, padding=1) if estimate_occlusion_map else None
+        self.occlusion = (
+            nn.Conv2d(self.hourglass.out_filters, 1, kernel_size=3, padding=1) if estimate_occlusion_map else None
+        )
         size = _reduced_shape(frame_shape, self.stride, num_blocks, "generator_params.dense_motion_params")
         self.register_buffer("grid", make_coordinate_grid(size), persistent=False)
 
-    def forward(self, source_image: torch.Tensor, kp_source: Keypoints, kp_driving: Keypoints) -> dict[str, torch.Tensor]:
+    def forward(
+        self, source_image: torch.Tensor, kp_source: Keypoints, kp_driving: Keypoints
+    ) -> dict[str, torch.Tensor]:
         image = downscale(source_image, self.stride)
         b, c, h, w = image.shape
-        heatmap = kp2gaussian(kp_driving["value"], self.grid, self.kp_variance) - kp2gaussian(kp_source["value"], self.grid, self.kp_variance)
+        heatmap = kp2gaussian(kp_driving["value"], self.grid, self.kp_variance) - kp2gaussian(
+            kp_source["value"], self.grid, self.kp_variance
+        )
         heatmap = torch.cat([torch.zeros_like(heatmap[:, :1]), heatmap], dim=1)  # background
         motions = sparse_motions(self.grid, kp_source, kp_driving)
         n = motions.shape[1]
@@ -253,7 +288,11 @@ class MobileDenseMotion(nn.Module):
         sparse_deformed = warp(repeated, motions.flatten(0, 1)).reshape(b, n, c, h, w)
         feature = self.hourglass(torch.cat([heatmap.unsqueeze(2), sparse_deformed], dim=2).flatten(1, 2))
         mask = F.softmax(self.mask(feature), dim=1)
-        out = {"sparse_deformed": sparse_deformed, "mask": mask, "deformation": (motions * mask.unsqueeze(-1)).sum(dim=1)}
+        out = {
+            "sparse_deformed": sparse_deformed,
+            "mask": mask,
+            "deformation": (motions * mask.unsqueeze(-1)).sum(dim=1),
+        }
         if self.occlusion is not None:
             out["occlusion_map"] = torch.sigmoid(self.occlusion(feature))
         return out
@@ -268,9 +307,20 @@ class MobileGenerator(nn.Module):
     encode_source(source_image), kp_source, kp_driving)`, argument order as the teacher's.
     """
 
-    def __init__(self, num_kp: int, num_channels: int, frame_shape: tuple[int, int], block_expansion: int,
-                 max_features: int, num_down_blocks: int, num_bottleneck_blocks: int, dense_motion_params: dict[str, Any],
-                 spade_params: dict[str, Any], estimate_occlusion_map: bool = True, image_skip: bool = False):
+    def __init__(
+        self,
+        num_kp: int,
+        num_channels: int,
+        frame_shape: tuple[int, int],
+        block_expansion: int,
+        max_features: int,
+        num_down_blocks: int,
+        num_bottleneck_blocks: int,
+        dense_motion_params: dict[str, Any],
+        spade_params: dict[str, Any],
+        estimate_occlusion_map: bool = True,
+        image_skip: bool = False,
+    ):
         super().__init__()
         spade = SpadeParams(**spade_params)
         self.image_skip = image_skip
@@ -283,8 +333,12 @@ class MobileGenerator(nn.Module):
             )
         width = [hourglass_width(block_expansion, max_features, i) for i in range(num_down_blocks + 1)]
         self.first = ConvBlock(num_channels, width[0])
-        self.down_blocks = nn.ModuleList(SeparableConv(width[i], width[i + 1], stride=2) for i in range(num_down_blocks))
-        self.dense_motion_network = MobileDenseMotion(num_kp, num_channels, frame_shape, estimate_occlusion_map, **dense_motion_params)
+        self.down_blocks = nn.ModuleList(
+            SeparableConv(width[i], width[i + 1], stride=2) for i in range(num_down_blocks)
+        )
+        self.dense_motion_network = MobileDenseMotion(
+            num_kp, num_channels, frame_shape, estimate_occlusion_map, **dense_motion_params
+        )
         # from the dense-motion resolution to the source features' and to the frame's
         self.feature_scale = self.dense_motion_network.stride / 2**num_down_blocks
         self.image_scale = float(self.dense_motion_network.stride)
@@ -294,7 +348,9 @@ class MobileGenerator(nn.Module):
         self.region_masks = RegionMasks(num_kp, spade.num_regions, frame_shape, spade.kp_variance)
         self.spade_blocks = nn.ModuleDict(
             {
-                str(level): SPADERefineBlock(width[num_down_blocks - level], spade.num_regions, spade.hidden, 2 ** (num_down_blocks - level))
+                str(level): SPADERefineBlock(
+                    width[num_down_blocks - level], spade.num_regions, spade.hidden, 2 ** (num_down_blocks - level)
+                )
                 for level in sorted(set(spade.levels))
             }
         )
@@ -306,8 +362,14 @@ class MobileGenerator(nn.Module):
             out = block(out)
         return out
 
-    def animate(self, source_image: torch.Tensor, source_feature: torch.Tensor, kp_source: Keypoints, kp_driving: Keypoints,
-                region_masks: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    def animate(
+        self,
+        source_image: torch.Tensor,
+        source_feature: torch.Tensor,
+        kp_source: Keypoints,
+        kp_driving: Keypoints,
+        region_masks: torch.Tensor | None = None,
+    ) -> dict[str, torch.Tensor]:
         """The per-frame half. `region_masks` [B, R, H, W] (frame size; eyes, mouth) from the
         data replaces the masks derived from the driving keypoints."""
         motion = self.dense_motion_network(source_image, kp_source, kp_driving)
@@ -316,13 +378,16 @@ class MobileGenerator(nn.Module):
         if "occlusion_map" in motion:
             occlusion = motion["occlusion_map"]
             if self.feature_scale != 1:
-                occlusion = F.interpolate(occlusion, scale_factor=self.feature_scale, mode="bilinear", align_corners=False)
+                occlusion = F.interpolate(
+                    occlusion, scale_factor=self.feature_scale, mode="bilinear", align_corners=False
+                )
             out = out * occlusion
         if region_masks is None:
             region_masks = self.region_masks(kp_driving["value"])
         elif region_masks.shape[2:] != source_image.shape[2:]:
             raise CompressError(
-                f"fomm student: region_masks {list(region_masks.shape)} must have the frame size {list(source_image.shape[2:])}"
+                f"fomm student: region_masks {list(region_masks.shape)} "
+                f"must have the frame size {list(source_image.shape[2:])}"
             )
         out = self._refine(0, self.bottleneck(out), region_masks)
         for level, block in enumerate(self.up_blocks, start=1):
@@ -347,8 +412,13 @@ class MobileGenerator(nn.Module):
         key = str(level)
         return self.spade_blocks[key](x, masks) if key in self.spade_blocks else x
 
-    def forward(self, source_image: torch.Tensor, kp_driving: Keypoints, kp_source: Keypoints,
-                region_masks: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    def forward(
+        self,
+        source_image: torch.Tensor,
+        kp_driving: Keypoints,
+        kp_source: Keypoints,
+        region_masks: torch.Tensor | None = None,
+    ) -> dict[str, torch.Tensor]:
         return self.animate(source_image, self.encode_source(source_image), kp_source, kp_driving, region_masks)
 
 
@@ -379,7 +449,9 @@ def student_arguments(config: dict[str, Any]) -> tuple[dict[str, Any], dict[str,
         raise CompressError(f"fomm student config: width_multiplier must be a positive number, not {width!r}")
     common = {**config["common_params"], "frame_shape": frame_shape(config)}
     kp_args = _scaled({**common, **config["kp_detector_params"]}, width)
-    generator_args = _scaled({**{k: v for k, v in common.items() if k != "estimate_jacobian"}, **config["generator_params"]}, width)
+    generator_args = _scaled(
+        {**{k: v for k, v in common.items() if k != "estimate_jacobian"}, **config["generator_params"]}, width
+    )
     check_arguments(MobileKPDetector, kp_args, "kp_detector_params")
     check_arguments(MobileGenerator, generator_args, "generator_params")
     dense = generator_args["dense_motion_params"] = _scaled(dict(generator_args["dense_motion_params"]), width)
@@ -399,15 +471,26 @@ def _scaled(args: dict[str, Any], width: float) -> dict[str, Any]:
     return args
 
 
-def _mobile(frame_size: int, max_features: int, num_blocks: int, kp_scale_factor: float, num_bottleneck_blocks: int,
-            spade_levels: list[int]) -> dict[str, Any]:
+def _mobile(
+    frame_size: int,
+    max_features: int,
+    num_blocks: int,
+    kp_scale_factor: float,
+    num_bottleneck_blocks: int,
+    spade_levels: list[int],
+) -> dict[str, Any]:
     """A student preset for `frame_size` frames: the kp detector and the dense motion share one
     hourglass size (32 channels doubling up to `max_features` over `num_blocks` levels)."""
     hourglass = {"block_expansion": 32, "max_features": max_features, "num_blocks": num_blocks}
     return {
         "kind": "student",
         "width_multiplier": 1.0,
-        "common_params": {"num_kp": 10, "num_channels": 3, "estimate_jacobian": True, "frame_shape": [frame_size, frame_size]},
+        "common_params": {
+            "num_kp": 10,
+            "num_channels": 3,
+            "estimate_jacobian": True,
+            "frame_shape": [frame_size, frame_size],
+        },
         "kp_detector_params": {**hourglass, "scale_factor": kp_scale_factor, "temperature": 0.1},
         "generator_params": {
             "block_expansion": 16,
@@ -427,9 +510,13 @@ STUDENT_CONFIGS: dict[str, dict[str, Any]] = {
     # per frame for the generator and ~0.09 for the kp detector at 256x256 (2 x conv MACs).
     # SPADE refines at 1/4 and 1/2 resolution: a full-resolution SPADE block is memory-bound
     # elementwise work that alone costs ~30 ms on an iPhone 8 CPU (profile:iphone8 cost model).
-    "mobile-256": _mobile(256, max_features=512, num_blocks=5, kp_scale_factor=0.25, num_bottleneck_blocks=6, spade_levels=[0, 1]),
+    "mobile-256": _mobile(
+        256, max_features=512, num_blocks=5, kp_scale_factor=0.25, num_bottleneck_blocks=6, spade_levels=[0, 1]
+    ),
     # The 64x64 CPU demo (its teacher, "demo-64", is a reduced FOMM: 10 keypoints, jacobians).
-    "mobile-64": _mobile(64, max_features=256, num_blocks=3, kp_scale_factor=0.5, num_bottleneck_blocks=2, spade_levels=[1, 2]),
+    "mobile-64": _mobile(
+        64, max_features=256, num_blocks=3, kp_scale_factor=0.5, num_bottleneck_blocks=2, spade_levels=[1, 2]
+    ),
 }
 
 

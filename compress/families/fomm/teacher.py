@@ -4,6 +4,7 @@ Same constructor arguments, attribute names and outputs as the official `modules
 `frame_shape` (the frame size the coordinate-grid buffers are built for) and a generator split
 into `encode_source` (once per call) and `animate` (once per frame).
 """
+
 from __future__ import annotations
 
 import copy
@@ -19,7 +20,14 @@ from torch import nn
 from compress.errors import CompressError
 from compress.families.fomm.blocks import DownBlock2d, Hourglass, ResBlock2d, SameBlock2d, UpBlock2d, hourglass_width
 from compress.families.fomm.configs import frame_shape
-from compress.families.fomm.ops import AntiAliasInterpolation2d, Keypoints, kp2gaussian, make_coordinate_grid, sparse_motions, warp
+from compress.families.fomm.ops import (
+    AntiAliasInterpolation2d,
+    Keypoints,
+    kp2gaussian,
+    make_coordinate_grid,
+    sparse_motions,
+    warp,
+)
 
 
 class KPDetector(nn.Module):
@@ -40,11 +48,15 @@ class KPDetector(nn.Module):
         frame_shape: tuple[int, int] = (256, 256),
     ):
         super().__init__()
-        self.predictor = Hourglass(block_expansion, in_features=num_channels, max_features=max_features, num_blocks=num_blocks)
+        self.predictor = Hourglass(
+            block_expansion, in_features=num_channels, max_features=max_features, num_blocks=num_blocks
+        )
         self.kp = nn.Conv2d(self.predictor.out_filters, num_kp, kernel_size=(7, 7), padding=pad)
         if estimate_jacobian:
             num_jacobian_maps = 1 if single_jacobian_map else num_kp
-            self.jacobian = nn.Conv2d(self.predictor.out_filters, 4 * num_jacobian_maps, kernel_size=(7, 7), padding=pad)
+            self.jacobian = nn.Conv2d(
+                self.predictor.out_filters, 4 * num_jacobian_maps, kernel_size=(7, 7), padding=pad
+            )
             # Start from identity jacobians, as the official code does.
             self.jacobian.weight.data.zero_()
             self.jacobian.bias.data.copy_(torch.tensor([1, 0, 0, 1] * num_jacobian_maps, dtype=torch.float))
@@ -108,7 +120,9 @@ class DenseMotionNetwork(nn.Module):
         self.kp_variance = kp_variance
         if scale_factor != 1:
             self.down = AntiAliasInterpolation2d(num_channels, scale_factor)
-        self.register_buffer("grid", make_coordinate_grid([math.ceil(n * scale_factor) for n in frame_shape]), persistent=False)
+        self.register_buffer(
+            "grid", make_coordinate_grid([math.ceil(n * scale_factor) for n in frame_shape]), persistent=False
+        )
 
     def create_heatmap_representations(self, kp_driving: Keypoints, kp_source: Keypoints) -> torch.Tensor:
         """Eq. 6: H_k(z), driving minus source gaussians, plus a zero background map: [B, K+1, 1, h, w]."""
@@ -128,7 +142,9 @@ class DenseMotionNetwork(nn.Module):
         sparse_deformed = warp(source_repeat, sparse_motions.flatten(0, 1))
         return sparse_deformed.unflatten(0, sparse_motions.shape[:2])
 
-    def forward(self, source_image: torch.Tensor, kp_driving: Keypoints, kp_source: Keypoints) -> dict[str, torch.Tensor]:
+    def forward(
+        self, source_image: torch.Tensor, kp_driving: Keypoints, kp_source: Keypoints
+    ) -> dict[str, torch.Tensor]:
         if self.scale_factor != 1:
             source_image = self.down(source_image)
         heatmap_representation = self.create_heatmap_representations(kp_driving, kp_source)
@@ -197,7 +213,9 @@ class OcclusionAwareGenerator(nn.Module):
         _, h_old, w_old, _ = deformation.shape
         _, _, h, w = inp.shape
         if h_old != h or w_old != w:
-            deformation = F.interpolate(deformation.permute(0, 3, 1, 2), size=(h, w), mode="bilinear", align_corners=False)
+            deformation = F.interpolate(
+                deformation.permute(0, 3, 1, 2), size=(h, w), mode="bilinear", align_corners=False
+            )
             deformation = deformation.permute(0, 2, 3, 1)
         return warp(inp, deformation)
 
@@ -215,7 +233,9 @@ class OcclusionAwareGenerator(nn.Module):
         out = source_feature
         output_dict: dict[str, torch.Tensor] = {}
         if self.dense_motion_network is not None:
-            dense_motion = self.dense_motion_network(source_image=source_image, kp_driving=kp_driving, kp_source=kp_source)
+            dense_motion = self.dense_motion_network(
+                source_image=source_image, kp_driving=kp_driving, kp_source=kp_source
+            )
             output_dict["mask"] = dense_motion["mask"]
             output_dict["sparse_deformed"] = dense_motion["sparse_deformed"]
             deformation = dense_motion["deformation"]
@@ -224,7 +244,9 @@ class OcclusionAwareGenerator(nn.Module):
                 occlusion_map = dense_motion["occlusion_map"]
                 output_dict["occlusion_map"] = occlusion_map
                 if out.shape[2:] != occlusion_map.shape[2:]:
-                    occlusion_map = F.interpolate(occlusion_map, size=out.shape[2:], mode="bilinear", align_corners=False)
+                    occlusion_map = F.interpolate(
+                        occlusion_map, size=out.shape[2:], mode="bilinear", align_corners=False
+                    )
                 out = out * occlusion_map
             output_dict["deformed"] = self.deform_input(source_image, deformation)
 
@@ -234,7 +256,9 @@ class OcclusionAwareGenerator(nn.Module):
         output_dict["prediction"] = torch.sigmoid(self.final(out))
         return output_dict
 
-    def forward(self, source_image: torch.Tensor, kp_driving: Keypoints, kp_source: Keypoints) -> dict[str, torch.Tensor]:
+    def forward(
+        self, source_image: torch.Tensor, kp_driving: Keypoints, kp_source: Keypoints
+    ) -> dict[str, torch.Tensor]:
         return self.animate(source_image, self.encode_source(source_image), kp_source, kp_driving)
 
 
@@ -263,7 +287,9 @@ def network_arguments(config: dict[str, Any]) -> tuple[dict[str, Any], dict[str,
     sections = {}
     for name in ("common_params", "kp_detector_params", "generator_params"):
         if not isinstance(config.get(name), dict):
-            raise CompressError(f"fomm config: missing section {name!r} (a dict like the official YAML's model_params.{name})")
+            raise CompressError(
+                f"fomm config: missing section {name!r} (a dict like the official YAML's model_params.{name})"
+            )
         sections[name] = dict(config[name])
     common = {**sections["common_params"], "frame_shape": frame_shape(config)}
     kp_args = {**common, **sections["kp_detector_params"]}
@@ -271,7 +297,12 @@ def network_arguments(config: dict[str, Any]) -> tuple[dict[str, Any], dict[str,
     check_arguments(KPDetector, kp_args, "kp_detector_params")
     check_arguments(OcclusionAwareGenerator, generator_args, "generator_params")
     if generator_args.get("dense_motion_params") is not None:
-        check_arguments(DenseMotionNetwork, generator_args["dense_motion_params"], "generator_params.dense_motion_params", _FROM_GENERATOR)
+        check_arguments(
+            DenseMotionNetwork,
+            generator_args["dense_motion_params"],
+            "generator_params.dense_motion_params",
+            _FROM_GENERATOR,
+        )
     return kp_args, generator_args
 
 

@@ -1,4 +1,5 @@
 """A FOMM teacher small enough for export and conversion tests to take seconds."""
+
 from __future__ import annotations
 
 import copy
@@ -13,7 +14,14 @@ from compress.families.fomm.teacher import FommModel
 TINY: dict[str, Any] = {
     "kind": "teacher",
     "common_params": {"num_kp": 4, "num_channels": 3, "estimate_jacobian": True, "frame_shape": [32, 32]},
-    "kp_detector_params": {"temperature": 0.1, "block_expansion": 8, "max_features": 16, "num_blocks": 2, "scale_factor": 0.5, "pad": 3},
+    "kp_detector_params": {
+        "temperature": 0.1,
+        "block_expansion": 8,
+        "max_features": 16,
+        "num_blocks": 2,
+        "scale_factor": 0.5,
+        "pad": 3,
+    },
     "generator_params": {
         "block_expansion": 8,
         "max_features": 16,

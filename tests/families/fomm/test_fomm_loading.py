@@ -1,4 +1,5 @@
 """Official FOMM checkpoints load with no remapping; others are refused with the key diff."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,10 +8,9 @@ import pytest
 import torch
 
 from compress.checkpoints import save_model
-from compress.families.loading import load_model
 from compress.errors import CompressError
 from compress.families.fomm.teacher import FommModel
-from compress.families.loading import load_teacher, load_teacher_model
+from compress.families.loading import load_model, load_teacher, load_teacher_model
 
 
 def official_checkpoint(model: FommModel, path: Path, data_parallel: bool = False) -> Path:
@@ -20,7 +20,10 @@ def official_checkpoint(model: FommModel, path: Path, data_parallel: bool = Fals
     def state(net: torch.nn.Module) -> dict[str, torch.Tensor]:
         return {prefix + k: v for k, v in net.state_dict().items()}
 
-    adam = {"state": {0: {"step": torch.tensor(3.0), "exp_avg": torch.zeros(2)}}, "param_groups": [{"lr": 2e-4, "betas": (0.5, 0.999), "params": [0]}]}
+    adam = {
+        "state": {0: {"step": torch.tensor(3.0), "exp_avg": torch.zeros(2)}},
+        "param_groups": [{"lr": 2e-4, "betas": (0.5, 0.999), "params": [0]}],
+    }
     torch.save(
         {
             "kp_detector": state(model.kp_detector),
@@ -72,7 +75,10 @@ def test_checkpoint_without_fomm_networks_names_the_file(tmp_path, family, tiny_
 
 def test_checkpoint_of_another_architecture_is_refused_with_the_key_diff(tmp_path, family, tiny_teacher, tiny_config):
     path = official_checkpoint(tiny_teacher, tmp_path / "tiny.pth.tar")
-    wider = {**tiny_config, "generator_params": {**tiny_config["generator_params"], "block_expansion": 16, "num_bottleneck_blocks": 2}}
+    wider = {
+        **tiny_config,
+        "generator_params": {**tiny_config["generator_params"], "block_expansion": 16, "num_bottleneck_blocks": 2},
+    }
     with pytest.raises(CompressError) as err:
         load_teacher_model(family, path, wider)
     message = str(err.value)

@@ -1,9 +1,17 @@
 """The export-friendly replacements of FOMM's geometric operations."""
+
 from __future__ import annotations
 
 import torch
 
-from compress.families.fomm.ops import AntiAliasInterpolation2d, inverse_2x2, kp2gaussian, make_coordinate_grid, transform_points, warp
+from compress.families.fomm.ops import (
+    AntiAliasInterpolation2d,
+    inverse_2x2,
+    kp2gaussian,
+    make_coordinate_grid,
+    transform_points,
+    warp,
+)
 
 
 def random_jacobians(*shape: int) -> torch.Tensor:

@@ -1,4 +1,5 @@
 """The deployable parts: per-call / per-frame split, specs, ONNX and Core ML export."""
+
 from __future__ import annotations
 
 import warnings
@@ -9,12 +10,11 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from compress.metrics import psnr
-
 from compress.errors import CompressError
 from compress.families.base import Part
 from compress.families.fomm.teacher import FommModel
 from compress.families.registry import get_family
+from compress.metrics import psnr
 
 PART_NAMES = ["kp_detector", "generator.per_call", "generator.per_frame"]
 
@@ -40,7 +40,14 @@ def test_part_specs_carry_the_config_frame_size_and_the_feature_shape(family, ti
     assert io(parts["kp_detector"]) == ({"image": (1, 3, 32, 32)}, {"kp_value": (1, 4, 2), "kp_jacobian": (1, 4, 2, 2)})
     assert io(parts["generator.per_call"]) == ({"source": (1, 3, 32, 32)}, {"source_feature": (1, 16, 8, 8)})
     inputs, outputs = io(parts["generator.per_frame"])
-    assert list(inputs) == ["source", "source_feature", "kp_source_value", "kp_source_jacobian", "kp_driving_value", "kp_driving_jacobian"]
+    assert list(inputs) == [
+        "source",
+        "source_feature",
+        "kp_source_value",
+        "kp_source_jacobian",
+        "kp_driving_value",
+        "kp_driving_jacobian",
+    ]
     assert outputs == {"prediction": (1, 3, 32, 32)}
     assert parts["kp_detector"].outputs[0].value_range == (-1.0, 1.0)
 
@@ -101,7 +108,9 @@ def test_each_part_exports_to_onnx_opset_17_and_matches_torch(tmp_path, family, 
     inputs = part.example_inputs(seed=1)
     with torch.no_grad():
         expected = part.module(*inputs)
-    got = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {s.name: x.numpy() for s, x in zip(part.inputs, inputs)})
+    got = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(
+        None, {s.name: x.numpy() for s, x in zip(part.inputs, inputs)}
+    )
     assert len(got) == len(expected)
     for out, ref in zip(got, expected):
         assert np.abs(out - ref.numpy()).max() <= 1e-4 * np.abs(ref.numpy()).max()
@@ -112,9 +121,13 @@ def test_per_frame_part_exports_with_the_dynamo_exporter(tmp_path, family, tiny_
     part = family.parts(tiny_teacher)[2]
     path = tmp_path / "per_frame.onnx"
     inputs = part.example_inputs(seed=1)
-    torch.onnx.export(part.module, inputs, str(path), input_names=[s.name for s in part.inputs], opset_version=17, dynamo=True)
+    torch.onnx.export(
+        part.module, inputs, str(path), input_names=[s.name for s in part.inputs], opset_version=17, dynamo=True
+    )
     assert onnx.load(str(path)).opset_import[0].version == 17
-    (got,) = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {s.name: x.numpy() for s, x in zip(part.inputs, inputs)})
+    (got,) = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(
+        None, {s.name: x.numpy() for s, x in zip(part.inputs, inputs)}
+    )
     with torch.no_grad():
         (expected,) = part.module(*inputs)
     assert np.abs(got - expected.numpy()).max() <= 1e-4 * np.abs(expected.numpy()).max()
@@ -140,7 +153,14 @@ def test_the_mobile_student_has_the_same_parts(family):
     student = family.build_student(family.resolve_config("mobile-64", "student")).eval()
     parts = family.parts(student)
     assert [p.name for p in parts] == PART_NAMES
-    assert [s.name for s in parts[2].inputs] == ["source", "source_feature", "kp_source_value", "kp_source_jacobian", "kp_driving_value", "kp_driving_jacobian"]
+    assert [s.name for s in parts[2].inputs] == [
+        "source",
+        "source_feature",
+        "kp_source_value",
+        "kp_source_jacobian",
+        "kp_driving_value",
+        "kp_driving_jacobian",
+    ]
     with torch.no_grad():
         (prediction,) = parts[2].module(*parts[2].example_inputs())
     assert prediction.shape == (1, 3, 64, 64)
@@ -150,7 +170,11 @@ def test_prunables_protect_the_interface_heads(family, tiny_teacher):
     prunables = {p.name: p for p in family.prunables(tiny_teacher)}
     kp, gen = tiny_teacher.kp_detector, tiny_teacher.generator
     assert prunables["kp_detector"].protected == [kp.kp, kp.jacobian]
-    assert prunables["generator"].protected == [gen.final, gen.dense_motion_network.mask, gen.dense_motion_network.occlusion]
+    assert prunables["generator"].protected == [
+        gen.final,
+        gen.dense_motion_network.mask,
+        gen.dense_motion_network.occlusion,
+    ]
     for p in prunables.values():
         with torch.no_grad():
             outputs = p.module(*p.example_inputs)
@@ -178,7 +202,9 @@ def test_forward_runs_the_reconstruction_protocol(family, tiny_teacher, tiny_con
         out = family.forward(tiny_teacher, batch)
     assert {"prediction", "occlusion_map", "kp_source_value", "kp_driving_value", "kp_driving_jacobian"} <= set(out)
     assert out["prediction"].shape == batch["driving"].shape
-    assert family.score(out, batch)["vs_ground_truth"]["psnr"] == pytest.approx(psnr(out["prediction"], batch["driving"]))
+    assert family.score(out, batch)["vs_ground_truth"]["psnr"] == pytest.approx(
+        psnr(out["prediction"], batch["driving"])
+    )
 
 
 def test_the_baseline_is_the_source_frame_scored_like_a_prediction(family, tiny_config, frames):

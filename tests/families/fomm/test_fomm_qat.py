@@ -1,4 +1,5 @@
 """Quantization-aware training of the FOMM student: every part through NNCF, run as int8 QDQ ONNX."""
+
 from __future__ import annotations
 
 import shutil
@@ -17,7 +18,10 @@ from compress.quantize.qat import export_int8, qat_finetune, quantize_parts
 from compress.quantize.stage import part_data
 from compress.recipe import DistillConfig
 
-pytestmark = [pytest.mark.slow, pytest.mark.skipif(shutil.which("c++") is None, reason="nncf compiles its CPU kernels: needs a C++ compiler")]
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(shutil.which("c++") is None, reason="nncf compiles its CPU kernels: needs a C++ compiler"),
+]
 
 
 def test_qat_student_parts_run_as_int8_onnx_close_to_fp32(tmp_path: Path) -> None:
@@ -27,8 +31,12 @@ def test_qat_student_parts_run_as_int8_onnx_close_to_fp32(tmp_path: Path) -> Non
     student, teacher = fomm.build_student(config).eval(), fomm.build_student(config).eval()
     data = fomm.dataset("synthetic", "train", (64, 64), seed=0, samples=8)
     calibration = part_data(fomm, student, fomm.parts(student), iterate_batches(data, 4), [], 8)
-    parts = quantize_parts(fomm, student, {n: [tuple(map(torch.from_numpy, s)) for s in d.calibration] for n, d in calibration.items()})
-    report = qat_finetune(fomm, parts, teacher, DistillConfig(steps=2, batch_size=2, lr=1e-5, train_samples=4), data, None)
+    parts = quantize_parts(
+        fomm, student, {n: [tuple(map(torch.from_numpy, s)) for s in d.calibration] for n, d in calibration.items()}
+    )
+    report = qat_finetune(
+        fomm, parts, teacher, DistillConfig(steps=2, batch_size=2, lr=1e-5, train_samples=4), data, None
+    )
     assert report.steps == 2
 
     runtime = {}

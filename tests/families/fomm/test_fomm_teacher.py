@@ -1,4 +1,5 @@
 """The FOMM teacher: official architecture, keys, parameter counts and outputs."""
+
 from __future__ import annotations
 
 import json
@@ -78,7 +79,9 @@ def test_outputs_match_the_official_code_on_the_same_weights(tag):
         rounding = float((out[name].double() - exact[name]).abs().max() / exact[name].abs().max())
         bound = max(4 * rounding, 1e-6)
         rel = float((out[name] - value).abs().max() / value.abs().max())
-        assert rel <= bound, f"{tag} {name}: relative error {rel:.2e} > {bound:.2e} (float32 rounding here {rounding:.2e})"
+        assert rel <= bound, (
+            f"{tag} {name}: relative error {rel:.2e} > {bound:.2e} (float32 rounding here {rounding:.2e})"
+        )
 
 
 def test_generator_forward_is_animate_of_encode_source(tiny_teacher, tiny_config, frames):
@@ -128,7 +131,16 @@ def write_official_yaml(path: Path, model_params: dict, frame_shape: list[int]) 
     """A config file laid out like the official first-order-model config/*.yaml."""
     data = {
         "dataset_params": {"root_dir": "data/vox-png", "frame_shape": frame_shape, "id_sampling": True},
-        "model_params": {**model_params, "discriminator_params": {"scales": [1], "block_expansion": 32, "max_features": 512, "num_blocks": 4, "sn": True}},
+        "model_params": {
+            **model_params,
+            "discriminator_params": {
+                "scales": [1],
+                "block_expansion": 32,
+                "max_features": 512,
+                "num_blocks": 4,
+                "sn": True,
+            },
+        },
         "train_params": {"num_epochs": 100, "batch_size": 40},
     }
     path.write_text(yaml.safe_dump(data))
@@ -138,7 +150,11 @@ def write_official_yaml(path: Path, model_params: dict, frame_shape: list[int]) 
 def test_official_yaml_gives_the_named_config(tmp_path):
     vox = teacher_config("vox-256")
     common = {k: v for k, v in vox["common_params"].items() if k != "frame_shape"}
-    params = {"common_params": common, "kp_detector_params": vox["kp_detector_params"], "generator_params": vox["generator_params"]}
+    params = {
+        "common_params": common,
+        "kp_detector_params": vox["kp_detector_params"],
+        "generator_params": vox["generator_params"],
+    }
     path = write_official_yaml(tmp_path / "vox-256.yaml", params, [256, 256, 3])
     assert load_official_yaml(path) == vox
     assert teacher_config(str(path)) == vox

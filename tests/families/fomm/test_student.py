@@ -3,6 +3,7 @@
 Budgets are measured with `compress.stats` (GFLOPs = 2 x MACs of Conv2d / Linear layers, one
 forward pass; parameters of kp detector + generator, int8 size = 1 byte per parameter).
 """
+
 from __future__ import annotations
 
 import copy
@@ -17,9 +18,9 @@ import torch
 from torch import nn
 
 from compress.checkpoints import save_model
-from compress.families.loading import load_model
 from compress.errors import CompressError
 from compress.families.fomm.student import STUDENT_CONFIGS, MobileFomm, build_student
+from compress.families.loading import load_model
 from compress.stats import count_macs, count_params
 
 GENERATOR_KEYS = {"prediction", "occlusion_map", "mask", "sparse_deformed", "deformed", "region_masks"}
@@ -222,7 +223,9 @@ def test_identical_keypoints_give_the_identity_motion(mobile64: MobileFomm) -> N
 
 
 @pytest.mark.parametrize("alpha_logit, expected", [(30.0, "deformed"), (-30.0, "decoder")])
-def test_image_skip_blends_the_warped_source_with_the_decoder(mobile64: MobileFomm, alpha_logit: float, expected: str) -> None:
+def test_image_skip_blends_the_warped_source_with_the_decoder(
+    mobile64: MobileFomm, alpha_logit: float, expected: str
+) -> None:
     model = copy.deepcopy(mobile64)
     final = model.generator.final  # channel 0: blend logit; 1..3: the decoder's RGB
     with torch.no_grad():
@@ -232,7 +235,9 @@ def test_image_skip_blends_the_warped_source_with_the_decoder(mobile64: MobileFo
     with torch.no_grad():
         out = model.generator(source, kp_source=kp_source, kp_driving=kp_driving)
     decoder = torch.sigmoid(torch.tensor([0.0, 1.0, 2.0])).view(1, 3, 1, 1).expand_as(source)
-    torch.testing.assert_close(out["prediction"], out["deformed"] if expected == "deformed" else decoder, rtol=0, atol=1e-6)
+    torch.testing.assert_close(
+        out["prediction"], out["deformed"] if expected == "deformed" else decoder, rtol=0, atol=1e-6
+    )
 
 
 def test_region_masks_come_from_the_driving_keypoints(mobile64: MobileFomm) -> None:
@@ -335,7 +340,12 @@ def test_pruned_generator_runs_exports_and_reloads(mobile64: MobileFomm, tmp_pat
     inputs = (source, kp_s["value"], kp_s["jacobian"], kp_d["value"], kp_d["jacobian"])
     net = ReconstructNet(generator).eval()
     # Interface layers: RGB output, motion mask over K+1 motions, occlusion, region masks.
-    protected = [generator.final, generator.dense_motion_network.mask, generator.dense_motion_network.occlusion, generator.region_masks.mix]
+    protected = [
+        generator.final,
+        generator.dense_motion_network.mask,
+        generator.dense_motion_network.occlusion,
+        generator.region_masks.mix,
+    ]
     before = count_params(generator)
     pruner = tp.pruner.MetaPruner(
         net, inputs, importance=tp.importance.MagnitudeImportance(p=2), pruning_ratio=0.3, ignored_layers=protected
@@ -362,7 +372,10 @@ def test_pruned_kp_detector_keeps_its_keypoints(mobile64: MobileFomm) -> None:
     source = torch.rand(1, 3, frame_size("mobile-64"), frame_size("mobile-64"))
     before = count_params(net)
     pruner = tp.pruner.MetaPruner(
-        net, (source,), importance=tp.importance.MagnitudeImportance(p=2), pruning_ratio=0.3,
+        net,
+        (source,),
+        importance=tp.importance.MagnitudeImportance(p=2),
+        pruning_ratio=0.3,
         ignored_layers=[model.kp_detector.kp, model.kp_detector.jacobian],
     )
     pruner.step()
