@@ -13,6 +13,7 @@ from typing import Iterator, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from compress.codec.format import BitstreamFormat
 from compress.errors import CompressError
 from compress.families.base import Part, TensorSpec
 from compress.families.task import Role
@@ -167,6 +168,7 @@ class Manifest(Strict):
     metrics: Metrics
     size: Size
     documents: list[FileEntry] = Field(default_factory=list, description="MODEL_CARD.md and snippets")
+    bitstream: BitstreamFormat | None = Field(None, description="video calls: how the sender's per-frame outputs are coded (docs/bitstream.md)")
 
     @field_validator("version")
     @classmethod
