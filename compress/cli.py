@@ -25,8 +25,10 @@ app = typer.Typer(
 )
 bundle_app = typer.Typer(help="Verify, publish and pull model bundles.", no_args_is_help=True)
 teacher_app = typer.Typer(help="Train the demo teacher.", no_args_is_help=True)
+codec_app = typer.Typer(help="The keypoint bitstream of video-call bundles (docs/bitstream.md).", no_args_is_help=True)
 app.add_typer(bundle_app, name="bundle")
 app.add_typer(teacher_app, name="teacher")
+app.add_typer(codec_app, name="codec")
 out = Console()
 
 
@@ -233,6 +235,53 @@ def families(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) 
         out.print(f"  teacher configs: {', '.join(r['configs']['teacher'])}")
         out.print(f"  student configs: {', '.join(r['configs']['student'])}")
         out.print(f"  loss terms: {', '.join(task['loss_terms'])}")
+
+
+@app.command()
+def call(
+    clip: str = typer.Argument(
+        ..., help="A video file, a folder of frames, or synthetic[:N] (held-out synthetic clip N)."
+    ),
+    bundle: Path = typer.Option(..., help="A video-call bundle folder."),
+    out_dir: Path | None = typer.Option(
+        None,
+        "--out",
+        help=(
+            "Folder for call.kps, received.mp4, preview.mp4, preview.png and report.json "
+            "(default exported/calls/<bundle>-<clip>)."
+        ),
+    ),
+    frames: int | None = typer.Option(None, min=1, help="Only the first N frames (synthetic clips: default 250)."),
+    classical: str = typer.Option(
+        "x264-veryslow", help="Codec of the side-by-side: x264-veryslow, x264-zerolatency, x265-slow or svt-av1."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+) -> None:
+    """A video call through a bundle: the stream's kbit/s, the received frames' quality, and a classical codec
+    at that rate."""
+    from compress.codec.call import run_call, summary
+
+    report = run_call(clip, bundle, out_dir, frames, classical)
+    if as_json:
+        _print_json(report)
+    else:
+        out.print(summary(report), highlight=False, soft_wrap=True)
+
+
+@codec_app.command("fit")
+def codec_fit(
+    bundle: Path = typer.Argument(..., help="A video-call bundle folder."),
+    data: str = typer.Option(
+        "synthetic", help="'synthetic' or a video folder (its train/ clips) to fit the tables on."
+    ),
+) -> None:
+    """Fit the bundle's bitstream format (steps, tables) and write it into its manifest (the bundle stage does
+    this)."""
+    from compress.codec.fit import write_bitstream
+
+    fmt = write_bitstream(bundle, data)
+    steps = ", ".join(f"{t.key} {t.step:g}" for t in fmt.tensors)
+    out.print(f"{bundle}: steps {steps}, a key every {fmt.key_interval} frames")
 
 
 @bundle_app.command("verify")

@@ -18,6 +18,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from compress.codec.format import BitstreamFormat
 from compress.errors import CompressError
 from compress.families.base import Part, TensorSpec
 from compress.families.task import FLOW_ROLES, Cadence, Flow, Reference, Role
@@ -242,6 +243,9 @@ class Manifest(Strict):
     metrics: Metrics
     size: Size
     documents: list[FileEntry] = Field(default_factory=list, description="MODEL_CARD.md and snippets")
+    bitstream: BitstreamFormat | None = Field(
+        None, description="video calls: how the sender's per-frame outputs are coded (docs/bitstream.md)"
+    )
 
     @field_validator("version")
     @classmethod

@@ -46,6 +46,7 @@ from compress.bundle.manifest import (
 from compress.bundle.snippets import DIALECTS, render_snippet
 from compress.bundle.verify import verify_bundle
 from compress.checkpoints import atomic_path, read_model_meta
+from compress.codec.fit import add_bitstream
 from compress.errors import CompressError
 from compress.families.base import Part
 from compress.families.task import Asset, Task
@@ -368,6 +369,7 @@ def bundle_stage(cfg: BundleConfig, ctx: RunContext) -> StageResult:
     )
     out = Path(cfg.out) if cfg.out else Path("exported") / f"{recipe.name}-{recipe.version}"
     manifest = write_bundle(out, src)
+    manifest = add_bitstream(out, recipe.data.calibration, ctx.log)
     gate = size_gate(manifest.size)
     mb = ", ".join(f"{fmt} {n / 1e6:.2f} MB" for fmt, n in manifest.size.per_format.items())
     return StageResult(

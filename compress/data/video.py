@@ -9,6 +9,7 @@ long high-resolution video never sits in memory at full size.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -79,6 +80,20 @@ def read_video_uint8(path: str | Path, size: int | tuple[int, int]) -> torch.Ten
     if not chunks:
         raise CompressError(f"{path}: video has no frames")
     return torch.cat(chunks)
+
+
+def frame_rate(path: str | Path) -> Fraction | None:
+    """Frames per second of a video file's first video stream; None for frame folders and
+    files that do not state it."""
+    path = Path(path)
+    if path.is_dir():
+        return None
+    try:
+        with av.open(str(path)) as container:
+            rate = container.streams.video[0].average_rate if container.streams.video else None
+    except av.FFmpegError as exc:
+        raise CompressError(f"{path}: cannot read this video ({exc}); is it a valid video file?") from None
+    return Fraction(rate) if rate else None
 
 
 def _is_video(path: Path) -> bool:
