@@ -40,6 +40,7 @@ smoke: install
 
 bench: install
 	$(BIN)/python -m compress.results
+	$(BIN)/python -m compress.codec.bench
 
 clean:
 	rm -rf $(VENV) exported/runs

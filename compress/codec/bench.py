@@ -1,6 +1,6 @@
 """`python -m compress.codec.bench`: rate and quality of calls through bundles vs H.264, H.265, AV1.
 
-    python -m compress.codec.bench [--bundle DIR]... [--clips 3] [--frames 250]
+    python -m compress.codec.bench [--bundle DIR]... [--clips 3] [--frames 250] [--root .]
 
 Without --bundle it measures the demo bundle (recipes/fomm-mobile-demo.yaml, run or resumed
 under exported/bench/runs) and the 256x256 smoke bundle (recipes/fomm-mobile.yaml with the
@@ -36,10 +36,10 @@ from compress.codec.flow import CallFlow, Observed, load_flow
 from compress.codec.format import BitstreamFormat
 from compress.codec.packets import PacketEncoder
 
-ROOT = Path(__file__).resolve().parents[2]
-DEMO = ROOT / "recipes" / "fomm-mobile-demo.yaml"
-SMOKE = ROOT / "recipes" / "fomm-mobile.yaml"
-# `make smoke`: every stage of the full-size recipe, a few steps each (random-init vox-256 teacher).
+DEMO = "fomm-mobile-demo"
+SMOKE = "fomm-mobile"
+# `make smoke`'s overrides (a test keeps them equal): every stage of the full-size recipe, a few
+# steps each, on a randomly initialised vox-256 teacher.
 SMOKE_OVERRIDES = [
     "stages.distill.steps=2",
     "stages.distill.batch_size=2",
@@ -436,19 +436,30 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--clips", type=int, default=3, help="held-out synthetic clips per bundle")
     parser.add_argument("--frames", type=int, default=250, help="frames per clip (250 = 10 s at 25 fps)")
-    parser.add_argument("--out", type=Path, default=ROOT / "exported" / "bench", help="where the recipes' runs go")
-    parser.add_argument("--docs", type=Path, default=ROOT / "docs")
-    parser.add_argument("--readme", type=Path, default=ROOT / "README.md")
+    parser.add_argument(
+        "--root",
+        type=Path,
+        default=Path.cwd(),
+        help="the repository: docs and README.md are written there (default: the current directory)",
+    )
+    parser.add_argument(
+        "--out", type=Path, default=None, help="where the recipes' runs go (default: ROOT/exported/bench)"
+    )
     os.environ.setdefault("TQDM_DISABLE", "1")  # coremltools' progress bars, as in the CLI
     argv = sys.argv[1:] if argv is None else argv
     args = parser.parse_args(argv)
-    bundles = [(f"bundle {b}", b) for b in args.bundle] if args.bundle else default_bundles(args.out)
+    root = args.root.resolve()
+    bundles = (
+        [(f"bundle {b}", b) for b in args.bundle]
+        if args.bundle
+        else default_bundles(args.out or root / "exported" / "bench")
+    )
     res = {
         "created_utc": datetime.now(UTC).isoformat(timespec="seconds"),
         "command": " ".join(["python -m compress.codec.bench", *argv]),
         "bundles": [measure_bundle(label, path, args.clips, args.frames) for label, path in bundles],
     }
-    write_reports(res, args.docs, args.readme)
+    write_reports(res, root / "docs", root / "README.md")
     print(codec_markdown(res))
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from compress.codec.bench import main, matched_ratio
+from compress.codec.bench import SMOKE_OVERRIDES, main, matched_ratio
 
 CURVE = [{"kbit_s": 4.0, "psnr": 24.0}, {"kbit_s": 8.0, "psnr": 28.0}, {"kbit_s": 16.0, "psnr": 32.0}]
 
@@ -36,16 +36,22 @@ def test_the_bench_writes_its_table_curves_json_and_readme_paragraph(call_bundle
             "1",
             "--frames",
             "12",
-            "--docs",
+            "--root",
             str(tmp_path),
-            "--readme",
-            str(readme),
         ]
     )
-    res = json.loads((tmp_path / "codec.json").read_text())
+    docs = tmp_path / "docs"
+    res = json.loads((docs / "codec.json").read_text())
     bundle = res["bundles"][0]
     assert [p["scale"] for p in bundle["generative"]] == [0.125, 0.25, 0.5, 1.0, 2.0, 4.0]
     assert set(bundle["classical"]) == {"x264-veryslow", "x264-zerolatency", "x265-slow", "svt-av1"}
-    assert "Rate ratio at matched quality" in (tmp_path / "codec.md").read_text()
-    assert (tmp_path / "rate_quality.png").read_bytes()[:4] == b"\x89PNG"
+    assert "Rate ratio at matched quality" in (docs / "codec.md").read_text()
+    assert (docs / "rate_quality.png").read_bytes()[:4] == b"\x89PNG"
     assert "x264's lowest rate" in readme.read_text() and "old" not in readme.read_text()
+
+
+def test_the_bench_builds_its_smoke_bundle_with_the_overrides_of_make_smoke() -> None:
+    makefile = (Path(__file__).parents[2] / "Makefile").read_text()
+    smoke = makefile.split("SMOKE :=", 1)[1].split("\n\n", 1)[0].replace("\\\n", " ")
+    overrides = [s.strip() for s in smoke.split("--set")[1:]]
+    assert [o for o in overrides if not o.startswith("stages.bundle.out=")] == SMOKE_OVERRIDES

@@ -70,6 +70,11 @@ def test_a_users_mp4_of_another_size_and_rate_is_cropped_resized_and_timed(call_
     report = run_call(str(video), call_bundle, tmp_path / "out")
     assert (report["frames"], report["fps"], report["frame_size"]) == (15, 10.0, [32, 32])
     assert report["kbit_s"] == round((tmp_path / "out" / "call.kps").stat().st_size * 8 / 1.5 / 1000, 3)
+    assert _frames(tmp_path / "out" / "received.mp4").shape == (15, 32, 32, 3)
+    assert (
+        _frames(tmp_path / "out" / "preview.mp4").shape == (15, 32, 96, 3)
+        and (tmp_path / "out" / "preview.png").is_file()
+    )
 
 
 def test_the_cli_prints_the_report_as_json(call_bundle: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
