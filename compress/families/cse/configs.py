@@ -9,12 +9,11 @@ MODEL.RESNETS / MODEL.FPN / MODEL.ROI_DENSEPOSE_HEAD options, lower-cased, plus 
 from __future__ import annotations
 
 import copy
-import inspect
 import re
 from typing import Any
 
 from compress.errors import CompressError
-from compress.families.cse.backbone import BASIC_DEPTHS, BLOCKS_PER_STAGE, ResNet
+from compress.families.cse.backbone import BASIC_DEPTHS, BLOCKS_PER_STAGE
 
 V1CONVX, DEEPLAB = "DensePoseV1ConvXHead", "DensePoseDeepLabHead"
 SMPL_27554 = {"type": "vertex_feature", "num_vertices": 27554, "feature_dim": 256}
@@ -41,6 +40,7 @@ def _zoo(depth: int, head: str) -> dict[str, Any]:
             "conv_head_dim": 512,
             "conv_head_kernel": 3,
             "deeplab_norm": "GN",
+            "deeplab_nonlocal_on": False,
             "decoder_conv_dims": 256,
             "decoder_num_classes": 256,
             "pooler_resolution": 28,
@@ -76,12 +76,15 @@ def teacher_config(name: str) -> dict[str, Any]:
 
 def check_config(config: dict[str, Any]) -> None:
     """Raise CompressError naming what the teacher cannot build."""
+    layout = _zoo(50, V1CONVX)
     for section in ("resnets", "fpn", "roi_densepose_head"):
         if not isinstance(config.get(section), dict):
             raise CompressError(f"cse config: missing section {section!r} (see compress/families/cse/configs.py)")
-    unknown = set(config["resnets"]) - set(inspect.signature(ResNet).parameters)
-    if unknown:
-        raise CompressError(f"cse config: unknown resnets keys {sorted(unknown)}")
+        keys, expected = set(config[section]), set(layout[section])
+        if keys != expected:
+            raise CompressError(
+                f"cse config: {section}: unknown keys {sorted(keys - expected)}, missing keys {sorted(expected - keys)}"
+            )
     depth = config["resnets"].get("depth")
     if depth not in BLOCKS_PER_STAGE:
         raise CompressError(f"cse config: resnets.depth {depth!r} is not one of {sorted(BLOCKS_PER_STAGE)}")
@@ -108,13 +111,12 @@ def infer_config(shapes: dict[str, tuple[int, ...]]) -> dict[str, Any]:
         config = _zoo(_depth(shapes), DEEPLAB if f"{HEAD}ASPP.project.0.weight" in shapes else V1CONVX)
         resnets, head = config["resnets"], config["roi_densepose_head"]
         basic = resnets["depth"] in BASIC_DEPTHS
-        bottleneck = shapes[f"{BACKBONE}res2.0.conv1.weight"][0]
-        resnets.update(
-            stem_out_channels=shapes[f"{BACKBONE}stem.conv1.weight"][0],
-            res2_out_channels=shapes[f"{BACKBONE}res2.0.conv{2 if basic else 3}.weight"][0],
-            num_groups=1 if basic else bottleneck // shapes[f"{BACKBONE}res2.0.conv2.weight"][1],
-        )
-        resnets["width_per_group"] = bottleneck // resnets["num_groups"]
+        resnets["stem_out_channels"] = shapes[f"{BACKBONE}stem.conv1.weight"][0]
+        resnets["res2_out_channels"] = shapes[f"{BACKBONE}res2.0.conv{2 if basic else 3}.weight"][0]
+        if not basic:  # basic blocks have no bottleneck: groups and width keep detectron2's defaults
+            bottleneck = shapes[f"{BACKBONE}res2.0.conv1.weight"][0]
+            resnets["num_groups"] = bottleneck // shapes[f"{BACKBONE}res2.0.conv2.weight"][1]
+            resnets["width_per_group"] = bottleneck // resnets["num_groups"]
         config["fpn"]["out_channels"] = shapes["backbone.fpn_lateral2.weight"][0]
         first_conv = shapes[f"{HEAD}body_conv_fcn1.weight"]
         embed = shapes["roi_heads.densepose_predictor.embed_lowres.weight"]
@@ -122,6 +124,7 @@ def infer_config(shapes: dict[str, tuple[int, ...]]) -> dict[str, Any]:
             num_stacked_convs=sum(1 for k in shapes if re.fullmatch(rf"{re.escape(HEAD)}body_conv_fcn\d+\.weight", k)),
             conv_head_dim=first_conv[0],
             conv_head_kernel=first_conv[-1],
+            deeplab_nonlocal_on=f"{HEAD}NLBlock.theta.weight" in shapes,
             # norm "" (plain convs with bias) shows only in a DeepLab head; V1ConvX keeps the default.
             deeplab_norm="" if head["name"] == DEEPLAB and f"{HEAD}body_conv_fcn1.norm.weight" not in shapes else "GN",
             decoder_conv_dims=shapes["roi_heads.decoder.p2.0.weight"][0],

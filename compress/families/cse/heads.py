@@ -1,4 +1,5 @@
-"""The DensePose heads on the 28x28 ROI features: V1ConvX (plain conv stack) and DeepLab (ASPP + GroupNorm).
+"""The DensePose heads on the 28x28 ROI features: V1ConvX (plain conv stack) and DeepLab (ASPP + GroupNorm,
+optionally a non-local block).
 
 Both end in `body_conv_fcn1..N` with ReLU after every conv, the last one included.
 """
@@ -68,13 +69,42 @@ class ASPP(nn.Module):
         return self.project(torch.cat([conv(x) for conv in self.convs], dim=1))
 
 
-class DeepLabHead(nn.Module):
-    """ASPP at the input width, then `num_stacked_convs` convs kxk at `conv_head_dim` with GroupNorm
-    (no bias; norm "" gives plain convs with bias) and ReLU."""
+class NonLocalBlock2D(nn.Module):
+    """Embedded-Gaussian non-local block (Wang et al. 2018) at half width, keys and values max-pooled 2x2,
+    the output projection followed by GroupNorm, added to the input."""
 
-    def __init__(self, in_channels: int, conv_head_dim: int, num_stacked_convs: int, kernel: int, norm: str = "GN"):
+    def __init__(self, channels: int):
+        super().__init__()
+        inter = max(channels // 2, 1)
+        self.g = nn.Sequential(nn.Conv2d(channels, inter, 1), nn.MaxPool2d(2))
+        self.theta = nn.Conv2d(channels, inter, 1)
+        self.phi = nn.Sequential(nn.Conv2d(channels, inter, 1), nn.MaxPool2d(2))
+        self.W = nn.Sequential(nn.Conv2d(inter, channels, 1), nn.GroupNorm(GN_GROUPS, channels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        values = self.g(x).flatten(2).transpose(1, 2)  # [B, h*w/4, inter]
+        queries = self.theta(x).flatten(2).transpose(1, 2)  # [B, h*w, inter]
+        attention = F.softmax(queries @ self.phi(x).flatten(2), dim=-1)
+        y = (attention @ values).transpose(1, 2).unflatten(2, x.shape[-2:])
+        return self.W(y) + x
+
+
+class DeepLabHead(nn.Module):
+    """ASPP at the input width, an optional non-local block, then `num_stacked_convs` convs kxk at
+    `conv_head_dim` with GroupNorm (no bias; norm "" gives plain convs with bias) and ReLU."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        conv_head_dim: int,
+        num_stacked_convs: int,
+        kernel: int,
+        norm: str = "GN",
+        nonlocal_on: bool = False,
+    ):
         super().__init__()
         self.ASPP = ASPP(in_channels)
+        self.NLBlock = NonLocalBlock2D(in_channels) if nonlocal_on else None
         for i in range(num_stacked_convs):
             cin = in_channels if i == 0 else conv_head_dim
             gn = nn.GroupNorm(GN_GROUPS, conv_head_dim) if norm == "GN" else None
@@ -84,6 +114,8 @@ class DeepLabHead(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.ASPP(x)
+        if self.NLBlock is not None:
+            x = self.NLBlock(x)
         for i in range(self.n_stacked_convs):
             x = getattr(self, f"body_conv_fcn{i + 1}")(x)
         return x

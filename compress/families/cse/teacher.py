@@ -44,7 +44,9 @@ class RoiHeads(nn.Module):
         self.decoder = Decoder(in_channels, head["decoder_conv_dims"], head["decoder_num_classes"])
         conv_args = (in_channels, head["conv_head_dim"], head["num_stacked_convs"], head["conv_head_kernel"])
         if head["name"] == DEEPLAB:
-            self.densepose_head: nn.Module = DeepLabHead(*conv_args, norm=head.get("deeplab_norm", "GN"))
+            self.densepose_head: nn.Module = DeepLabHead(
+                *conv_args, norm=head["deeplab_norm"], nonlocal_on=head["deeplab_nonlocal_on"]
+            )
         else:
             self.densepose_head = V1ConvXHead(*conv_args)
         self.densepose_predictor = EmbeddingPredictor(

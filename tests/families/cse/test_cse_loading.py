@@ -3,6 +3,7 @@ claimed from key shapes; detector keys ignored and listed."""
 
 from __future__ import annotations
 
+import copy
 import pickle
 import struct
 
@@ -13,7 +14,8 @@ from safetensors.torch import save_file
 
 from compress.errors import CompressError
 from compress.families.cse.checkpoint import claims, load_cse_teacher, teacher_shapes
-from compress.families.cse.configs import TEACHER_CONFIGS, teacher_config
+from compress.families.cse.configs import TEACHER_CONFIGS, infer_config, teacher_config
+from compress.families.cse.teacher import build_teacher
 
 # A detector's keys as the model zoo's files have them (shapes shrunk), and GeneralizedRCNN's input buffers.
 DETECTOR = {
@@ -119,3 +121,32 @@ def test_other_meshes_and_widths_claim_an_inferred_config(tiny_teacher, tiny):
     del state["roi_heads.decoder.p5.4.weight"]  # a key the inferred config's teacher has
     assert claims(state) is None
     assert claims({"kp_detector.kp.weight": torch.zeros(1)}) is None
+
+
+def variants(config: dict) -> list[dict]:
+    """The tiny config with each option that key shapes show changed."""
+    changes = [
+        {"deeplab_nonlocal_on": True},
+        {"deeplab_norm": ""},
+        {"name": "DensePoseV1ConvXHead", "num_stacked_convs": 3, "conv_head_kernel": 5},
+        {"embed_size": 8, "deconv_kernel": 2, "num_coarse_segm_channels": 3},
+    ]
+    out = [copy.deepcopy(config) for _ in changes]
+    for variant, change in zip(out, changes):
+        variant["roi_densepose_head"].update(change)
+    basic, grouped = copy.deepcopy(config), copy.deepcopy(config)
+    basic["resnets"].update(depth=18, res2_out_channels=16, width_per_group=64)
+    grouped["resnets"].update(depth=101, num_groups=4, width_per_group=2)
+    return [*out, basic, grouped]
+
+
+def test_every_option_that_key_shapes_show_is_inferred(tiny):
+    for config in variants(tiny):
+        assert infer_config(teacher_shapes(config)) == config
+
+
+def test_a_misspelt_config_key_is_named(tiny):
+    tiny["roi_densepose_head"]["num_stacked_conv"] = tiny["roi_densepose_head"].pop("num_stacked_convs")
+    named = r"unknown keys \['num_stacked_conv'\], missing keys \['num_stacked_convs'\]"
+    with pytest.raises(CompressError, match=named):
+        build_teacher(tiny)
