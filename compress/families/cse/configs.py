@@ -135,7 +135,7 @@ def infer_config(shapes: dict[str, tuple[int, ...]]) -> dict[str, Any]:
             embedders=_embedders(shapes),
         )
     except (KeyError, IndexError, ZeroDivisionError) as exc:
-        raise CompressError(f"not a DensePose CSE checkpoint: no key {exc}") from None
+        raise CompressError(f"not a DensePose CSE checkpoint: key {exc} missing or misshapen") from None
     return config
 
 

@@ -25,13 +25,17 @@ from compress.families.cse.predictor import EmbeddingPredictor
 from compress.families.cse.roi_align import roi_align
 
 SIZE_DIVISIBILITY = 32  # p5's stride: detectron2 pads images to it; a crop must already be a multiple
-CHUNK_PIXELS = 10_000  # pixels per distance block in closest_vertices, as DensePose chunks them
+# Distances per block in closest_vertices: 64 MB of float32 (DensePose's 10 000 pixels x 27 554 vertices
+# would be 1.1 GB, and twice that with the norms).
+BLOCK_DISTANCES = 2**24
 
 
 def squared_euclidean_distances(points: torch.Tensor, vertices: torch.Tensor) -> torch.Tensor:
-    """[M, D], [V, D] -> [M, V] as DensePose computes them (-2 p.v + |p|^2 + |v|^2), so ties break alike."""
+    """[M, D], [V, D] -> [M, V] in DensePose's order of operations, (-2 p).v + (|p|^2 + |v|^2), so that
+    near-ties break alike."""
     distances = (-2 * points) @ vertices.T
-    return distances + (points * points).sum(1, keepdim=True) + (vertices * vertices).sum(1, keepdim=True).T
+    distances += (points * points).sum(1, keepdim=True) + (vertices * vertices).sum(1, keepdim=True).T
+    return distances
 
 
 class RoiHeads(nn.Module):
@@ -112,15 +116,16 @@ class CseTeacher(nn.Module):
         embedding: torch.Tensor,
         mesh: str | int = 0,
         coarse_segm: torch.Tensor | None = None,
-        chunk_pixels: int = CHUNK_PIXELS,
+        chunk_pixels: int | None = None,
     ) -> torch.Tensor:
         """embedding [B, D, H, W] -> [B, H, W] index of the vertex at least squared euclidean distance.
 
-        DensePose's lookup, computed `chunk_pixels` pixels at a time, so memory stays at
-        chunk_pixels x V distances. Given `coarse_segm` [B, 2, H, W], background pixels
-        (argmax 0) get -1, as DensePose's evaluation marks them.
+        DensePose's lookup, computed `chunk_pixels` pixels at a time (default: BLOCK_DISTANCES // V),
+        so memory stays at about twice chunk_pixels x V floats. Given `coarse_segm` [B, 2, H, W],
+        background pixels (argmax 0) get -1, as DensePose's evaluation marks them.
         """
         vertices = self.vertex_embeddings(mesh).to(embedding)
+        chunk_pixels = chunk_pixels or max(1, BLOCK_DISTANCES // len(vertices))
         pixels = embedding.permute(0, 2, 3, 1).reshape(-1, embedding.shape[1])
         ids = torch.cat(
             [squared_euclidean_distances(chunk, vertices).argmin(dim=1) for chunk in pixels.split(chunk_pixels)]
