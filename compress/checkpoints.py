@@ -40,7 +40,7 @@ def load_raw(path: str | Path, trust: bool = False) -> dict[str, Any]:
             return load_file(str(path))
         except (SafetensorError, OSError, ValueError) as exc:
             raise CompressError(f"{path}: corrupt or truncated safetensors file ({exc})") from None
-    if path.suffix == ".pkl" and not zipfile.is_zipfile(path):  # a torch.save zip named .pkl goes to torch.load
+    if path.suffix == ".pkl" and not _is_torch_save(path):
         return load_numpy_pickle(path, trust)
     try:
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
@@ -130,6 +130,19 @@ def _arrays_to_tensors(obj: Any) -> Any:
     if type(obj) in (list, tuple):
         return type(obj)(_arrays_to_tensors(v) for v in obj)
     return obj
+
+
+# torch.save's legacy (non-zip) format opens with this pickled magic number.
+_LEGACY_TORCH_MAGIC = pickle.dumps(torch.serialization.MAGIC_NUMBER, protocol=2)
+
+
+def _is_torch_save(path: Path) -> bool:
+    """A file torch.save wrote (zip or legacy format), whatever its name: it goes to torch.load."""
+    with path.open("rb") as f:
+        if zipfile.is_zipfile(f):
+            return True
+        f.seek(0)
+        return f.read(len(_LEGACY_TORCH_MAGIC)) == _LEGACY_TORCH_MAGIC
 
 
 def _first_line(exc: BaseException) -> str:

@@ -206,7 +206,8 @@ def test_truncated_pickle_is_reported(tmp_path):
         load_raw(path)
 
 
-def test_torch_checkpoint_named_pkl_is_read_by_torch(tmp_path):
+@pytest.mark.parametrize("zip_format", [True, False])
+def test_torch_checkpoint_named_pkl_is_read_by_torch(tmp_path, zip_format):
     path = tmp_path / "torch.pkl"
-    torch.save({"w": torch.ones(2)}, path)
+    torch.save({"w": torch.ones(2)}, path, _use_new_zipfile_serialization=zip_format)
     assert torch.equal(load_raw(path)["w"], torch.ones(2))
