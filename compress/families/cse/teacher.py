@@ -75,6 +75,7 @@ class CseTeacher(nn.Module):
         self.config = copy.deepcopy(config)
         self.backbone = FPN(ResNet(**config["resnets"]), config["fpn"]["out_channels"])
         self.roi_heads = RoiHeads(config, config["fpn"]["out_channels"])
+        self.ignored_keys: list[str] = []  # the detector's keys a loaded checkpoint had (checkpoint.py)
         # Not persistent, as in detectron2's GeneralizedRCNN: checkpoints that carry them are ignored there too.
         mean, std = (torch.tensor(config[k], dtype=torch.float32).view(1, 3, 1, 1) for k in ("pixel_mean", "pixel_std"))
         self.register_buffer("pixel_mean", mean, persistent=False)
