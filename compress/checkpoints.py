@@ -1,14 +1,16 @@
 """Safe checkpoint I/O.
 
-Checkpoints are untrusted: `.pt/.pth/.pth.tar` load with `torch.load(weights_only=True)`;
-a pickle that needs code is refused unless the caller passes `trust=True`
-(`--trust-checkpoint`). Our own models are `.safetensors` files whose metadata carries the
-family, the config and a structure spec (channel counts changed by pruning), so pruned
-models reload without pickling whole modules.
+Checkpoints are untrusted: `.pt/.pth/.pth.tar` load with `torch.load(weights_only=True)`,
+and plain `.pkl` pickles of numpy arrays (detectron2's model zoo) with a restricted unpickler
+that admits numpy arrays and plain containers only; a pickle that needs any other code is
+refused unless the caller passes `trust=True` (`--trust-checkpoint`). Our own models are
+`.safetensors` files whose metadata carries the family, the config and a structure spec
+(channel counts changed by pruning), so pruned models reload without pickling whole modules.
 """
 
 from __future__ import annotations
 
+import collections
 import json
 import os
 import pickle
@@ -17,6 +19,7 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
@@ -37,6 +40,8 @@ def load_raw(path: str | Path, trust: bool = False) -> dict[str, Any]:
             return load_file(str(path))
         except (SafetensorError, OSError, ValueError) as exc:
             raise CompressError(f"{path}: corrupt or truncated safetensors file ({exc})") from None
+    if path.suffix == ".pkl" and not _is_torch_save(path):
+        return load_numpy_pickle(path, trust)
     try:
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
@@ -53,6 +58,91 @@ def load_raw(path: str | Path, trust: bool = False) -> dict[str, Any]:
     if not isinstance(obj, dict):
         raise CompressError(f"{path}: expected a dict of tensors or state dicts, got {type(obj).__name__}")
     return obj
+
+
+# -- plain pickles of numpy arrays (detectron2 `.pkl`, Python 2 ones included) --------------
+class _RefusedGlobal(pickle.UnpicklingError):
+    pass
+
+
+def _latin1_encode(text: str, encoding: str = "utf-8") -> bytes:
+    # Protocol-2 pickles written by Python 3 store bytes as `_codecs.encode(text, "latin1")`;
+    # other codecs (zlib, base64, rot13, ...) are never needed for arrays, so they are refused.
+    if encoding != "latin1":
+        raise _RefusedGlobal(f"_codecs.encode with encoding {encoding!r}")
+    return text.encode("latin1")
+
+
+# numpy >= 2 pickles name numpy._core, older ones numpy.core; both resolve to the installed numpy.
+_NUMPY_CORE = getattr(np, "_core", None) or np.core
+# The only globals a pickle of numpy arrays in dicts, lists and tuples refers to, in any protocol.
+_ADMITTED_GLOBALS: dict[tuple[str, str], Any] = {
+    **{
+        (f"{core}.{module}", name): getattr(getattr(_NUMPY_CORE, module), name)
+        for core in ("numpy.core", "numpy._core")
+        for module, name in (("multiarray", "_reconstruct"), ("multiarray", "scalar"), ("numeric", "_frombuffer"))
+    },
+    ("numpy", "ndarray"): np.ndarray,
+    ("numpy", "dtype"): np.dtype,
+    ("collections", "OrderedDict"): collections.OrderedDict,
+    ("builtins", "bytes"): bytes,  # protocol 2's empty bytes
+    ("_codecs", "encode"): _latin1_encode,
+}
+
+
+class _NumpyUnpickler(pickle.Unpickler):
+    """Builds numpy arrays, numpy scalars and plain containers; refuses every other global."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        try:
+            return _ADMITTED_GLOBALS[(module, name)]
+        except KeyError:
+            raise _RefusedGlobal(f"{module}.{name}") from None
+
+
+def load_numpy_pickle(path: str | Path, trust: bool = False) -> dict[str, Any]:
+    """A plain pickle of numpy arrays (detectron2's `model_final_*.pkl`: {"model": {name: ndarray},
+    "__author__": ...}) as a dict whose numeric arrays are tensors. Strings are read as latin1, as
+    detectron2 reads them, so Python 2 pickles load too."""
+    path = Path(path)
+    with path.open("rb") as f:
+        try:
+            obj = (pickle.Unpickler if trust else _NumpyUnpickler)(f, encoding="latin1").load()
+        except _RefusedGlobal as exc:
+            raise CompressError(
+                f"{path}: this pickle needs code beyond numpy arrays and plain containers to load "
+                f"(it refers to {exc}); refusing an untrusted pickle: {TRUST_HINT}"
+            ) from None
+        except Exception as exc:  # a malformed pickle fails in almost any way (memo, stack, struct errors)
+            raise CompressError(f"{path}: corrupt or truncated pickle ({_first_line(exc)})") from None
+    if not isinstance(obj, dict):
+        raise CompressError(f"{path}: expected a dict of arrays, got {type(obj).__name__}")
+    return _arrays_to_tensors(obj)
+
+
+def _arrays_to_tensors(obj: Any) -> Any:
+    """Numeric numpy arrays (at any depth of dicts, lists, tuples) as tensors; anything else unchanged."""
+    if isinstance(obj, np.ndarray) and obj.dtype.kind in "biufc":
+        # torch needs native byte order and a writable buffer (arrays unpickled from bytes are read-only).
+        return torch.from_numpy(np.require(obj, obj.dtype.newbyteorder("="), ["C", "W"]))
+    if isinstance(obj, dict):
+        return {k: _arrays_to_tensors(v) for k, v in obj.items()}
+    if type(obj) in (list, tuple):
+        return type(obj)(_arrays_to_tensors(v) for v in obj)
+    return obj
+
+
+# torch.save's legacy (non-zip) format opens with this pickled magic number.
+_LEGACY_TORCH_MAGIC = pickle.dumps(torch.serialization.MAGIC_NUMBER, protocol=2)
+
+
+def _is_torch_save(path: Path) -> bool:
+    """A file torch.save wrote (zip or legacy format), whatever its name: it goes to torch.load."""
+    with path.open("rb") as f:
+        if zipfile.is_zipfile(f):
+            return True
+        f.seek(0)
+        return f.read(len(_LEGACY_TORCH_MAGIC)) == _LEGACY_TORCH_MAGIC
 
 
 def _first_line(exc: BaseException) -> str:

@@ -1,9 +1,12 @@
-"""Safe checkpoint loading: weights_only pickles, safetensors, refusals with clear messages."""
+"""Safe checkpoint loading: weights_only pickles, numpy pickles, safetensors, refusals with clear messages."""
 
 from __future__ import annotations
 
 import collections
+import os
+import pickle
 
+import numpy as np
 import pytest
 import torch
 
@@ -146,3 +149,65 @@ def test_atomic_path_replaces_a_folder(tmp_path):
         tmp.mkdir()
         (tmp / "new").write_text("y")
     assert [p.name for p in target.iterdir()] == ["new"]
+
+
+# -- plain pickles of numpy arrays (detectron2's model zoo) ----------------------------------
+class RunsCode:
+    """Unpickling this calls os.system: a pickle that would run code."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_model_zoo_pickle_of_numpy_arrays_loads_as_tensors(tmp_path):
+    path = tmp_path / "model_final.pkl"
+    model = collections.OrderedDict(w=np.arange(6, dtype=np.float32).reshape(2, 3), step=np.int64(3))
+    data = {"model": model, "__author__": "Detectron2 Model Zoo", "matching_heuristics": True, "shapes": [(1, 2)]}
+    for protocol in (2, 4, 5):
+        path.write_bytes(pickle.dumps(data, protocol=protocol))
+        raw = load_raw(path)
+        assert torch.equal(raw["model"]["w"], torch.arange(6, dtype=torch.float32).view(2, 3)), protocol
+        assert raw["__author__"] == "Detectron2 Model Zoo" and raw["matching_heuristics"] is True
+        assert raw["shapes"] == [(1, 2)] and raw["model"]["step"] == 3
+
+
+def test_pickle_that_would_run_code_is_refused_and_runs_nothing(tmp_path):
+    marker = tmp_path / "ran"
+    path = tmp_path / "evil.pkl"
+    path.write_bytes(pickle.dumps({"model": {"w": np.zeros(2)}, "payload": RunsCode(marker)}))
+    with pytest.raises(CompressError) as exc:
+        load_raw(path)
+    assert not marker.exists()
+    message = str(exc.value)
+    assert str(path) in message and f"{os.system.__module__}.system" in message and "--trust-checkpoint" in message
+
+
+def test_pickle_bytes_through_another_codec_are_refused(tmp_path):
+    path = tmp_path / "codec.pkl"
+    # _codecs.encode is admitted for protocol 2's latin1 bytes only: rot13 (or zlib, base64) is refused.
+    path.write_bytes(b"\x80\x02c_codecs\nencode\nq\x00X\x01\x00\x00\x00aX\x05\x00\x00\x00rot13\x86R.")
+    with pytest.raises(CompressError, match="rot13.*--trust-checkpoint"):
+        load_raw(path)
+
+
+def test_pickle_needing_code_loads_as_pickle_with_trust(tmp_path):
+    path = tmp_path / "trusted.pkl"
+    path.write_bytes(pickle.dumps({"obj": NeedsCode()}))
+    assert isinstance(load_raw(path, trust=True)["obj"], NeedsCode)
+
+
+def test_truncated_pickle_is_reported(tmp_path):
+    path = tmp_path / "cut.pkl"
+    path.write_bytes(pickle.dumps({"model": {"w": np.ones(100)}})[:50])
+    with pytest.raises(CompressError, match="corrupt or truncated"):
+        load_raw(path)
+
+
+@pytest.mark.parametrize("zip_format", [True, False])
+def test_torch_checkpoint_named_pkl_is_read_by_torch(tmp_path, zip_format):
+    path = tmp_path / "torch.pkl"
+    torch.save({"w": torch.ones(2)}, path, _use_new_zipfile_serialization=zip_format)
+    assert torch.equal(load_raw(path)["w"], torch.ones(2))

@@ -1,0 +1,1 @@
+"""Continuous Surface Embeddings (DensePose CSE): a per-pixel 16-D embedding matched to mesh-vertex embeddings."""
