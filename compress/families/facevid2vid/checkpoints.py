@@ -8,7 +8,8 @@ Layouts read with no remapping by the user:
                 other networks, which are ignored)
   LivePortrait  a folder with appearance_feature_extractor.pth, motion_extractor.pth,
                 warping_module.pth, spade_generator.pth (plain state dicts) and, optionally,
-                stitching_retargeting_module.pth ({"retarget_shoulder", "retarget_mouth", "retarget_eye"})
+                stitching_retargeting_module.pth ({"retarget_shoulder", "retarget_mouth", "retarget_eye"});
+                or the download folder liveportrait/ with them in base_models/ and retargeting_models/
 
 These are the teacher-side functions of a family (read_checkpoint, teacher_state_dict, claims,
 build_teacher); `load_facevid2vid_teacher` chains them.
@@ -48,22 +49,29 @@ def build_teacher(config: dict[str, Any]) -> FaceVid2VidModel | LivePortraitMode
 
 
 def read_checkpoint(path: str | Path, trust: bool = False) -> dict[str, Any]:
-    """A checkpoint file as a (nested) dict, or a LivePortrait folder as {network: state dict}."""
+    """A checkpoint file as a (nested) dict, or a LivePortrait folder as {network: state dict}.
+
+    The folder holds the four base files and, optionally, the stitching file; or it is LivePortrait's
+    download folder (`pretrained_weights/liveportrait`), with `base_models/` and `retargeting_models/`.
+    """
     path = Path(path)
     if not path.is_dir():
         return load_raw(path, trust=trust)
+    base, retargeting = (
+        (path / "base_models", path / "retargeting_models") if (path / "base_models").is_dir() else (path, path)
+    )
     raw = {}
     for name in LIVEPORTRAIT_NETWORKS:
-        file = path / f"{name}.pth"
+        file = base / f"{name}.pth"
         if not file.is_file():
             raise CompressError(
-                f"{path}: missing {file.name}; a LivePortrait folder holds "
+                f"{base}: missing {file.name}; a LivePortrait folder holds "
                 + ", ".join(f"{n}.pth" for n in LIVEPORTRAIT_NETWORKS)
                 + f" and optionally {STITCHING_FILE}.pth"
             )
         raw[name] = load_raw(file, trust=trust)
-    if (path / f"{STITCHING_FILE}.pth").is_file():
-        raw[STITCHING_FILE] = load_raw(path / f"{STITCHING_FILE}.pth", trust=trust)
+    if (retargeting / f"{STITCHING_FILE}.pth").is_file():
+        raw[STITCHING_FILE] = load_raw(retargeting / f"{STITCHING_FILE}.pth", trust=trust)
     return raw
 
 

@@ -50,9 +50,14 @@ class VolumeWarpGenerator(AppearanceFeatureExtractor):
             first_kernel_size,
         )
         warping = WarpingNetwork(
-            num_kp, block_expansion, max_features, num_down_blocks, feature_channel, estimate_occlusion_map,
-            dense_motion_params,
-        )  # fmt: skip
+            num_kp=num_kp,
+            block_expansion=block_expansion,
+            max_features=max_features,
+            num_down_blocks=num_down_blocks,
+            reshape_channel=feature_channel,
+            estimate_occlusion_map=estimate_occlusion_map,
+            dense_motion_params=dense_motion_params,
+        )
         self.dense_motion_network, self.third, self.fourth = warping.dense_motion_network, warping.third, warping.fourth
 
     def encode_source(self, source_image: torch.Tensor) -> torch.Tensor:
@@ -60,6 +65,7 @@ class VolumeWarpGenerator(AppearanceFeatureExtractor):
         return super().forward(source_image)
 
     def decode(self, warped: torch.Tensor) -> torch.Tensor:
+        """Warped, occlusion-masked features [B, C, h, w] -> image [B, 3, H, W] in [0, 1] (per generator)."""
         raise NotImplementedError
 
     def animate(self, feature_3d: torch.Tensor, kp_source: Keypoints, kp_driving: Keypoints) -> dict[str, torch.Tensor]:

@@ -105,6 +105,18 @@ def test_liveportrait_folder_loads_with_its_stitching_module(tmp_path, tiny_teac
     assert_same_weights(loaded, teacher)
 
 
+def test_liveportrait_download_folder_loads_from_base_and_retargeting_models(tmp_path, tiny_teacher, tiny_config):
+    teacher = tiny_teacher("liveportrait")
+    (tmp_path / "liveportrait").mkdir()
+    base = liveportrait_folder(teacher, tmp_path / "liveportrait/base_models")
+    (tmp_path / "liveportrait/retargeting_models").mkdir()
+    (base / "stitching_retargeting_module.pth").rename(
+        tmp_path / "liveportrait/retargeting_models/stitching_retargeting_module.pth"
+    )
+    loaded = load_facevid2vid_teacher(tmp_path / "liveportrait", tiny_config("liveportrait"))
+    assert_same_weights(loaded, teacher)
+
+
 def test_liveportrait_folder_without_stitching_file_loads_without_it(tmp_path, tiny_teacher, tiny_config):
     teacher = tiny_teacher(without_stitching(tiny_config("liveportrait")))
     folder = liveportrait_folder(teacher, tmp_path / "base_models", stitching=False)
