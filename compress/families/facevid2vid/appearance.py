@@ -32,7 +32,7 @@ class AppearanceFeatureExtractor(nn.Module):
         first_kernel_size: int = 3,
     ):
         super().__init__()
-        self.reshape_depth = reshape_depth
+        self.reshape_channel, self.reshape_depth = reshape_channel, reshape_depth
         self.first = SameBlock2d(
             image_channel, block_expansion, kernel_size=first_kernel_size, padding=first_kernel_size // 2
         )
@@ -47,5 +47,5 @@ class AppearanceFeatureExtractor(nn.Module):
         out = self.first(source_image)
         for block in self.down_blocks:
             out = block(out)
-        out = self.second(out).unflatten(1, (-1, self.reshape_depth))
+        out = self.second(out).unflatten(1, (self.reshape_channel, self.reshape_depth))
         return self.resblocks_3d(out)

@@ -35,8 +35,8 @@ class VolumeWarpGenerator(AppearanceFeatureExtractor):
         reshape_channel: int,
         reshape_depth: int,
         num_resblocks: int,
-        estimate_occlusion_map: bool = False,
-        dense_motion_params: dict[str, Any] | None = None,
+        estimate_occlusion_map: bool,
+        dense_motion_params: dict[str, Any],
         first_kernel_size: int = 3,
     ):
         super().__init__(

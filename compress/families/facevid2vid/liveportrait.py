@@ -11,11 +11,12 @@ from torch import nn
 
 from compress.errors import CompressError
 from compress.families.facevid2vid.appearance import AppearanceFeatureExtractor
+from compress.families.facevid2vid.dense_motion import DenseMotionNetwork
 from compress.families.facevid2vid.motion_extractor import MotionExtractor
 from compress.families.facevid2vid.pose import LIVEPORTRAIT_BIN_OFFSET, headpose_pred_to_degree, liveportrait_rotation
 from compress.families.facevid2vid.spade import SPADEDecoder
 from compress.families.facevid2vid.stitching import StitchingRetargetingNetwork
-from compress.families.facevid2vid.warping import WarpingNetwork
+from compress.families.facevid2vid.warping import DENSE_MOTION_SUPPLIED, WarpingNetwork
 from compress.families.fomm.teacher import check_arguments
 
 NETWORKS = {
@@ -42,11 +43,18 @@ class LivePortraitModel(nn.Module):
         super().__init__()
         self.config = copy.deepcopy(config)
         for name, cls in NETWORKS.items():
-            args = config.get(f"{name}_params")
-            if not isinstance(args, dict):
+            if not isinstance(config.get(f"{name}_params"), dict):
                 raise CompressError(f"liveportrait config: missing section {name}_params (as in models.yaml)")
-            check_arguments(cls, args, f"{name}_params", family="liveportrait")
-            self.add_module(name, cls(**args))
+            check_arguments(cls, config[f"{name}_params"], f"{name}_params", family="liveportrait")
+        check_arguments(
+            DenseMotionNetwork,
+            config["warping_module_params"]["dense_motion_params"],
+            "warping_module_params.dense_motion_params",
+            DENSE_MOTION_SUPPLIED,
+            "liveportrait",
+        )
+        for name, cls in NETWORKS.items():
+            self.add_module(name, cls(**config[f"{name}_params"]))
         stitching = config.get("stitching_retargeting_module_params")
         if stitching is None:
             self.stitching_retargeting_module = None

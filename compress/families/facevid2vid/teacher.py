@@ -20,12 +20,11 @@ from compress.families.facevid2vid.generator import (
 from compress.families.facevid2vid.he_estimator import HEEstimator
 from compress.families.facevid2vid.keypoint_detector import KPDetector
 from compress.families.facevid2vid.pose import keypoint_transformation
+from compress.families.facevid2vid.warping import DENSE_MOTION_SUPPLIED
 from compress.families.fomm.ops import Keypoints
 from compress.families.fomm.teacher import check_arguments
 
 GENERATOR_CLASSES = {"spade": OcclusionAwareSPADEGenerator, "original": OcclusionAwareGenerator}
-# Arguments the generator passes to its DenseMotionNetwork itself.
-_FROM_GENERATOR = frozenset({"num_kp", "feature_channel", "estimate_occlusion_map"})
 
 
 class FaceVid2VidModel(nn.Module):
@@ -91,7 +90,7 @@ def network_arguments(config: dict[str, Any]) -> tuple[dict[str, Any], dict[str,
         DenseMotionNetwork,
         generator_args.get("dense_motion_params") or {},
         "generator_params.dense_motion_params",
-        _FROM_GENERATOR,
+        DENSE_MOTION_SUPPLIED,
         "facevid2vid",
     )
     return kp_args, he_args, generator_args

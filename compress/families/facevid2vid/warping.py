@@ -15,6 +15,9 @@ from compress.families.facevid2vid.dense_motion import DenseMotionNetwork
 from compress.families.facevid2vid.ops import warp_volume
 from compress.families.fomm.blocks import SameBlock2d
 
+# DenseMotionNetwork arguments that WarpingNetwork passes itself (not read from dense_motion_params).
+DENSE_MOTION_SUPPLIED = frozenset({"num_kp", "feature_channel", "estimate_occlusion_map"})
+
 
 class WarpingNetwork(nn.Module):
     """Dense motion, the volume warped by it and flattened over depth, `third` (3x3, BN, LeakyReLU) and
@@ -30,15 +33,15 @@ class WarpingNetwork(nn.Module):
         max_features: int,
         num_down_blocks: int,
         reshape_channel: int,
-        estimate_occlusion_map: bool = False,
-        dense_motion_params: dict[str, Any] | None = None,
+        estimate_occlusion_map: bool,
+        dense_motion_params: dict[str, Any],
     ):
         super().__init__()
         self.dense_motion_network = DenseMotionNetwork(
             num_kp=num_kp,
             feature_channel=reshape_channel,
             estimate_occlusion_map=estimate_occlusion_map,
-            **(dense_motion_params or {}),
+            **dense_motion_params,
         )
         width = block_expansion * 2**num_down_blocks
         self.third = SameBlock2d(max_features, width, kernel_size=3, padding=1, lrelu=True)

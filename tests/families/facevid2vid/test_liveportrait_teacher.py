@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 import torch
 
+from compress.errors import CompressError
 from compress.families.facevid2vid import build_teacher, teacher_config
 from compress.families.facevid2vid.checkpoints import without_stitching
 
@@ -79,3 +81,10 @@ def test_without_stitching_weights_the_driving_keypoints_pass_through(tiny_confi
     x_s, x_d = torch.rand(2, 4, 3), torch.rand(2, 4, 3)
     assert model.stitching_retargeting_module is None
     assert model.stitching(x_s, x_d) is x_d
+
+
+def test_a_misspelt_dense_motion_key_is_named(tiny_config):
+    config = tiny_config("liveportrait")
+    config["warping_module_params"]["dense_motion_params"]["compres"] = 4
+    with pytest.raises(CompressError, match="dense_motion_params.*compres"):
+        build_teacher(config)
