@@ -15,12 +15,15 @@ from torch import nn
 class ResBlock2d(nn.Module):
     """Pre-activation residual block (BN, ReLU, conv, twice); keeps resolution and width."""
 
-    def __init__(self, in_features: int, kernel_size: int | tuple[int, int], padding: int | tuple[int, int]):
+    # Layer types: face-vid2vid's 3-D blocks are these with Conv3d and BatchNorm3d.
+    conv_type, norm_type = nn.Conv2d, nn.BatchNorm2d
+
+    def __init__(self, in_features: int, kernel_size: int | tuple[int, ...], padding: int | tuple[int, ...]):
         super().__init__()
-        self.conv1 = nn.Conv2d(in_features, in_features, kernel_size=kernel_size, padding=padding)
-        self.conv2 = nn.Conv2d(in_features, in_features, kernel_size=kernel_size, padding=padding)
-        self.norm1 = nn.BatchNorm2d(in_features, affine=True)
-        self.norm2 = nn.BatchNorm2d(in_features, affine=True)
+        self.conv1 = self.conv_type(in_features, in_features, kernel_size=kernel_size, padding=padding)
+        self.conv2 = self.conv_type(in_features, in_features, kernel_size=kernel_size, padding=padding)
+        self.norm1 = self.norm_type(in_features, affine=True)
+        self.norm2 = self.norm_type(in_features, affine=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.conv1(F.relu(self.norm1(x)))
@@ -31,39 +34,47 @@ class ResBlock2d(nn.Module):
 class UpBlock2d(nn.Module):
     """Nearest x2 upsampling, conv, BN, ReLU."""
 
+    conv_type, norm_type, scale_factor = nn.Conv2d, nn.BatchNorm2d, 2.0
+
     def __init__(self, in_features: int, out_features: int, kernel_size=3, padding=1, groups: int = 1):
         super().__init__()
-        self.conv = nn.Conv2d(in_features, out_features, kernel_size=kernel_size, padding=padding, groups=groups)
-        self.norm = nn.BatchNorm2d(out_features, affine=True)
+        self.conv = self.conv_type(in_features, out_features, kernel_size=kernel_size, padding=padding, groups=groups)
+        self.norm = self.norm_type(out_features, affine=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = F.interpolate(x, scale_factor=2.0, mode="nearest")
+        out = F.interpolate(x, scale_factor=self.scale_factor, mode="nearest")
         return F.relu(self.norm(self.conv(out)))
 
 
 class DownBlock2d(nn.Module):
     """Conv, BN, ReLU, 2x2 average pooling."""
 
+    conv_type, norm_type, pool_type, pool_size = nn.Conv2d, nn.BatchNorm2d, nn.AvgPool2d, (2, 2)
+
     def __init__(self, in_features: int, out_features: int, kernel_size=3, padding=1, groups: int = 1):
         super().__init__()
-        self.conv = nn.Conv2d(in_features, out_features, kernel_size=kernel_size, padding=padding, groups=groups)
-        self.norm = nn.BatchNorm2d(out_features, affine=True)
-        self.pool = nn.AvgPool2d(kernel_size=(2, 2))
+        self.conv = self.conv_type(in_features, out_features, kernel_size=kernel_size, padding=padding, groups=groups)
+        self.norm = self.norm_type(out_features, affine=True)
+        self.pool = self.pool_type(kernel_size=self.pool_size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.pool(F.relu(self.norm(self.conv(x))))
 
 
 class SameBlock2d(nn.Module):
-    """Conv, BN, ReLU at the same resolution."""
+    """Conv, BN, ReLU (or LeakyReLU, slope 0.01, with `lrelu`) at the same resolution."""
 
-    def __init__(self, in_features: int, out_features: int, groups: int = 1, kernel_size=3, padding=1):
+    def __init__(
+        self, in_features: int, out_features: int, groups: int = 1, kernel_size=3, padding=1, lrelu: bool = False
+    ):
         super().__init__()
         self.conv = nn.Conv2d(in_features, out_features, kernel_size=kernel_size, padding=padding, groups=groups)
         self.norm = nn.BatchNorm2d(out_features, affine=True)
+        self.lrelu = lrelu
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.relu(self.norm(self.conv(x)))
+        out = self.norm(self.conv(x))
+        return F.leaky_relu(out) if self.lrelu else F.relu(out)
 
 
 def hourglass_width(block_expansion: int, max_features: int, level: int) -> int:
@@ -103,10 +114,12 @@ def decode(up_blocks: Iterable[nn.Module], skips: list[torch.Tensor]) -> torch.T
 class Encoder(nn.Module):
     """Hourglass encoder; returns the input and every down block's output (the skips)."""
 
+    down_block_type = DownBlock2d
+
     def __init__(self, block_expansion: int, in_features: int, num_blocks: int = 3, max_features: int = 256):
         super().__init__()
         self.down_blocks = nn.ModuleList(
-            DownBlock2d(c_in, c_out, kernel_size=3, padding=1)
+            self.down_block_type(c_in, c_out, kernel_size=3, padding=1)
             for c_in, c_out in encoder_widths(block_expansion, in_features, num_blocks, max_features)
         )
 
@@ -117,10 +130,12 @@ class Encoder(nn.Module):
 class Decoder(nn.Module):
     """Hourglass decoder: up block, then concatenation with the skip of the same resolution."""
 
+    up_block_type = UpBlock2d
+
     def __init__(self, block_expansion: int, in_features: int, num_blocks: int = 3, max_features: int = 256):
         super().__init__()
         self.up_blocks = nn.ModuleList(
-            UpBlock2d(c_in, c_out, kernel_size=3, padding=1)
+            self.up_block_type(c_in, c_out, kernel_size=3, padding=1)
             for c_in, c_out in decoder_widths(block_expansion, num_blocks, max_features)
         )
         self.out_filters = block_expansion + in_features
@@ -132,10 +147,12 @@ class Decoder(nn.Module):
 class Hourglass(nn.Module):
     """U-Net: the output has `out_filters` = block_expansion + in_features channels."""
 
+    encoder_type, decoder_type = Encoder, Decoder
+
     def __init__(self, block_expansion: int, in_features: int, num_blocks: int = 3, max_features: int = 256):
         super().__init__()
-        self.encoder = Encoder(block_expansion, in_features, num_blocks, max_features)
-        self.decoder = Decoder(block_expansion, in_features, num_blocks, max_features)
+        self.encoder = self.encoder_type(block_expansion, in_features, num_blocks, max_features)
+        self.decoder = self.decoder_type(block_expansion, in_features, num_blocks, max_features)
         self.out_filters = self.decoder.out_filters
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

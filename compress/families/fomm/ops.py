@@ -25,8 +25,13 @@ def make_coordinate_grid(spatial_size: tuple[int, int], dtype: torch.dtype = tor
 
 
 def kp2gaussian(value: torch.Tensor, grid: torch.Tensor, kp_variance: float) -> torch.Tensor:
-    """Gaussian-like heatmaps [B, K, H, W] centred on keypoints `value` [B, K, 2]; `grid` is [H, W, 2]."""
-    diff = grid - value[..., None, None, :]
+    """Gaussian-like heatmaps [B, K, *S] centred on keypoints `value` [B, K, n]; `grid` is [*S, n].
+
+    Any number of dimensions n: [H, W, 2] grids for 2-D keypoints, [D, H, W, 3] for 3-D ones.
+    """
+    for _ in range(grid.dim() - 1):
+        value = value.unsqueeze(-2)
+    diff = grid - value
     return torch.exp(-0.5 * (diff**2).sum(-1) / kp_variance)
 
 

@@ -306,7 +306,9 @@ def network_arguments(config: dict[str, Any]) -> tuple[dict[str, Any], dict[str,
     return kp_args, generator_args
 
 
-def check_arguments(cls: type, args: dict[str, Any], section: str, supplied: frozenset[str] = frozenset()) -> None:
+def check_arguments(
+    cls: type, args: dict[str, Any], section: str, supplied: frozenset[str] = frozenset(), family: str = "fomm"
+) -> None:
     """Raise CompressError naming the unknown and missing constructor arguments of `cls` in `args`;
     `supplied` are the arguments the caller adds itself (neither accepted from nor required in `args`)."""
     params = inspect.signature(cls).parameters
@@ -315,6 +317,6 @@ def check_arguments(cls: type, args: dict[str, Any], section: str, supplied: fro
     unknown, missing = sorted(set(args) - accepted), sorted(required - set(args))
     if unknown or missing:
         raise CompressError(
-            f"fomm config: {section} (with common_params): unknown keys {unknown}, missing keys {missing}; "
+            f"{family} config: {section} (with common_params): unknown keys {unknown}, missing keys {missing}; "
             f"accepted: {', '.join(sorted(accepted))}"
         )
