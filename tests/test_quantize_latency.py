@@ -25,8 +25,9 @@ from compress.quantize.latency import (
     MixedPrecision,
     RegionLatency,
     Timer,
-    median_interval,
+    compare,
     region_of,
+    regions,
 )
 from compress.quantize.onnx import QuantReport, int8_and_float_nodes
 from compress.quantize.stage import ship_onnx
@@ -100,21 +101,29 @@ def int8_regions(path: Path) -> set[str]:
 
 # -- regions and noise -------------------------------------------------------------------------
 def test_a_region_is_the_top_level_module_of_the_node_name():
-    assert region_of("/spade_blocks.1/spade/conv/Conv") == "/spade_blocks.1"
-    assert region_of("/bottleneck/Add") == "/bottleneck"
-    assert region_of("/Add_3") == "/"  # the top module's own forward
-    assert region_of("Conv_0") == "/"  # a graph without module paths is one region
+    nodes = ["/spade_blocks.1/spade/conv/Conv", "/bottleneck/bottleneck.0/Add", "/bottleneck/Add", "/Add_3"]
+    assert regions(nodes) == {
+        "/spade_blocks.1": ["/spade_blocks.1/spade/conv/Conv"],
+        "/bottleneck": ["/bottleneck/bottleneck.0/Add", "/bottleneck/Add"],
+        "/": ["/Add_3"],  # the top module's own forward
+    }
+    assert regions(["Conv_0", "Add_1"]) == {"/": ["Conv_0", "Add_1"]}  # a graph without module paths is one region
 
 
-def test_the_noise_interval_is_the_order_statistics_that_cover_the_median_at_95_percent():
-    low, high, confidence = median_interval(list(range(1, 31)))
-    assert (low, high) == (10, 21) and 0.95 <= confidence < 0.96  # sign test, 30 rounds
-    assert median_interval([3.0, 1.0, 2.0]) == (1.0, 3.0, 0.75)  # too few rounds for 95 %: min, max and their cover
+def test_a_module_path_every_node_shares_is_split_one_level_further():
+    nodes = ["/kp_detector/predictor/conv/Conv", "/kp_detector/kp/Conv", "/kp_detector/Mul"]
+    assert list(regions(nodes)) == ["/kp_detector/predictor", "/kp_detector/kp", "/kp_detector"]
 
 
-def test_a_ratio_is_slower_only_when_its_whole_interval_is_above_one():
-    assert Comparison(1.1, 1.0, 1.1, 1.02, 1.2, 0.95).slower
-    assert not Comparison(1.1, 1.0, 1.1, 0.98, 1.2, 0.95).slower
+def test_a_ratio_is_the_median_of_the_rounds_and_its_noise_their_quartiles():
+    int8, fp32 = [1.0, 1.1, 1.2, 1.3, 1.4], [1.0] * 5
+    assert compare(int8, fp32) == Comparison(1.2, 1.0, 1.2, 1.1, 1.3)
+
+
+def test_slower_beyond_noise_means_slower_in_three_rounds_of_four():
+    fp32 = [1.0] * 4
+    assert compare([1.1, 1.1, 1.1, 0.9], fp32).slower
+    assert not compare([1.1, 1.1, 0.9, 0.9], fp32).slower  # slower in half the rounds: noise
 
 
 # -- what stays float --------------------------------------------------------------------------
@@ -129,7 +138,7 @@ def test_a_region_slower_in_int8_is_kept_float_and_the_others_stay_int8(two_regi
 def test_a_region_slower_within_noise_stays_int8(two_regions, tmp_path):
     report = quantize(two_regions, tmp_path / "net.int8.onnx", priced_timer({"/blend": 0.01}, jitter=0.1))
     blend = next(r for r in report.mixed_precision.regions if r.region == "/blend")
-    assert blend.int8_vs_float.low <= 1 < blend.int8_vs_float.high
+    assert blend.int8_vs_float.low <= 1 < blend.int8_vs_float.ratio
     assert report.mixed_precision.kept_float == [] and int8_regions(report.path) == {"/features", "/blend"}
 
 
@@ -197,11 +206,11 @@ def test_the_record_lists_each_region_with_both_latencies_and_the_files_final_ra
     assert set(regions) == {"/features", "/blend"}
     for region in regions.values():
         assert region["int8_ms"] > 0 and region["float_ms"] > 0
-        assert region["interval"][0] <= region["int8_over_float"] <= region["interval"][1]
+        assert region["quartiles"][0] <= region["int8_over_float"] <= region["quartiles"][1]
     assert int8_regions(report.path).isdisjoint(record["mixed_precision"]["kept_float"])
     latency = record["latency"]
-    assert latency["interleaved"] and latency["runs"] == 5
-    assert latency["int8_over_fp32_interval"][0] <= latency["int8_over_fp32"] <= latency["int8_over_fp32_interval"][1]
+    assert latency["measured"] == "interleaved rounds, runner thread CPU time" and latency["runs"] == 5
+    assert latency["int8_over_fp32_quartiles"][0] <= latency["int8_over_fp32"] <= latency["int8_over_fp32_quartiles"][1]
 
 
 def test_a_target_other_than_this_host_is_not_judged_by_this_hosts_timings(two_regions, tmp_path):
@@ -219,13 +228,13 @@ def report_with(
         Path("q/net.int8.onnx"), "ort", int8_types("x86"), 400, 100, list(int8_nodes), {}, gate={"passed": True}
     )
     report.latency = Latency(int8_vs_fp32, ROUNDS, 1, host_int8_dot_product=False)
-    slower = Comparison(1.3, 1.0, 1.3, 1.2, 1.4, 0.95)
+    slower = Comparison(1.3, 1.0, 1.3, 1.2, 1.4)
     report.mixed_precision = MixedPrecision([RegionLatency(r, 3, slower, kept_float=True) for r in kept_float])
     return report
 
 
-SLOWER = Comparison(1.2, 1.0, 1.2, 1.1, 1.3, 0.95)
-WITHIN_NOISE = Comparison(1.02, 1.0, 1.02, 0.97, 1.06, 0.95)
+SLOWER = Comparison(1.2, 1.0, 1.2, 1.1, 1.3)
+WITHIN_NOISE = Comparison(1.02, 1.0, 1.02, 0.97, 1.06)
 
 
 def ship(report: QuantReport, mode: str = "mixed") -> tuple[dict, str]:
@@ -234,7 +243,8 @@ def ship(report: QuantReport, mode: str = "mixed") -> tuple[dict, str]:
 
 def test_int8_within_noise_of_fp32_ships():
     entry, note = ship(report_with(WITHIN_NOISE, ("/blend",)))
-    assert entry["precision"] == "int8" and note.startswith("int8 with /blend kept float ships: 1.02x (0.97-1.06")
+    assert entry["precision"] == "int8"
+    assert note.startswith("int8 with /blend kept float ships: 1.02x (quartiles 0.97-1.06)")
 
 
 def test_int8_still_slower_after_the_regions_went_float_leaves_fp32_shipped():

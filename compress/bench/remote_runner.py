@@ -10,7 +10,8 @@ Each model gets a sequential session with `threads` intra-op threads and one int
 random inputs (symbolic dimensions set to 1), `warmup` untimed runs, then `runs` timed runs.
 `--interleave` times the models in rounds instead, one run of each model per round, so that
 whatever else loads the machine at a moment slows every model alike: run i of one model and
-run i of another can then be compared as a pair.
+run i of another can then be compared as a pair. Each round starts one model further on, so
+that no model always runs first (or always after the same one, whose data fills the caches).
 A second, profiling session (kept out of the timings: profiling slows every node) gives the
 per-op table. The process pins itself to `cores` before onnxruntime starts any thread, so the
 worker threads inherit the mask.
@@ -91,7 +92,7 @@ def random_inputs(session, seed: int) -> dict:
 
 def time_runs(sessions: list, warmup: int, runs: int) -> list[tuple[list[float], list[float]]]:
     """Wall-clock and calling-thread CPU milliseconds of each timed run of each (session, feeds),
-    in rounds of one run of each.
+    in rounds of one run of each, round i starting with session i (modulo their number).
 
     With one intra-op thread onnxruntime computes on the calling thread, so its CPU time is the
     latency without the time other processes held the core: the figure to compare on a busy machine.
@@ -100,8 +101,10 @@ def time_runs(sessions: list, warmup: int, runs: int) -> list[tuple[list[float],
         for _ in range(warmup):
             session.run(None, feeds)
     times: list[tuple[list[float], list[float]]] = [([], []) for _ in sessions]
-    for _ in range(runs):
-        for (session, feeds), (wall, cpu) in zip(sessions, times):
+    for i in range(runs):
+        first = i % len(sessions)
+        for k in [*range(first, len(sessions)), *range(first)]:
+            (session, feeds), (wall, cpu) = sessions[k], times[k]
             start, start_cpu = time.perf_counter(), time.thread_time()
             session.run(None, feeds)
             cpu.append((time.thread_time() - start_cpu) * 1e3)

@@ -2,19 +2,22 @@
 
 Timings are paired: the models run in rounds, one run of each per round (`host.measure(...,
 interleave=True)`), so whatever else loads the machine at a moment slows all of them alike, and
-the ratio of two models is taken round by round. Its median comes with a distribution-free
-interval (the order statistics of a sign test): a model is slower than another beyond noise
-when the whole interval is above 1, so the margin grows with the spread of the repeats and no
-constant decides what noise is.
+the ratio of two models is taken round by round. The ratio is the median over rounds; its noise
+is the spread of the rounds, their middle half (lower to upper quartile). A model is slower than
+another beyond noise when the lower quartile is above 1: slower in three rounds of four or
+more. The margin is what the repeats make it, and does not shrink to nothing with more rounds,
+so a difference that rounds of the same run barely resolve is not taken for a real one.
 
-A region is the quantized compute nodes under one top-level submodule: the first component of
-the module path the exporter writes into node names (`/bottleneck/bottleneck.0/conv/Conv` is in
-`/bottleneck`); nodes of the top module's own forward (`/Add_3`) form the region `/`.
+A region is the quantized compute nodes under one module: the module path the exporter writes
+into node names, one level below the path that every int8 node shares (`/bottleneck/bottleneck.0/
+conv/Conv` is in `/bottleneck`; in a model whose nodes all sit under `/kp_detector`, in
+`/kp_detector/predictor`). Nodes of that shared module's own forward (`/Add_3`) form its own
+region (`/`).
 """
 
 from __future__ import annotations
 
-import math
+import os
 import tempfile
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
@@ -28,65 +31,50 @@ from compress.quantize.gate import Builder, QualityGate
 
 # Per model, the ms of each round's run: round i of every model ran at about the same moment.
 Timer = Callable[[Sequence[Path]], list[list[float]]]
-CONFIDENCE = 0.95
 MIXED_METHOD = (
-    "each region (the int8 nodes under one top-level module) timed against the same file with that region float, "
-    "in interleaved rounds; regions slower in int8 beyond noise (the whole interval of the median per-round ratio "
-    "above 1) stay float"
+    "each region (the int8 nodes under one module) timed against the same file with that region float, in "
+    "interleaved rounds; regions slower in int8 beyond noise (lower quartile of the per-round ratio above 1) stay float"
 )
-
-
-def median_interval(values: Sequence[float], confidence: float = CONFIDENCE) -> tuple[float, float, float]:
-    """(low, high, coverage): order statistics that hold the median of the values' distribution with
-    probability `coverage`, the smallest coverage >= `confidence` (fewer than 6 values cannot reach
-    95 %: then min and max, and what they cover).
-    """
-    ordered = sorted(values)
-    n = len(ordered)
-
-    def coverage(k: int) -> float:  # P(the k-th smallest <= median <= the k-th largest)
-        return 1 - 2 * sum(math.comb(n, i) for i in range(k)) / 2**n
-
-    k = 1
-    while k + 1 <= (n + 1) // 2 and coverage(k + 1) >= confidence:
-        k += 1
-    return ordered[k - 1], ordered[n - k], coverage(k)
 
 
 @dataclass(frozen=True)
 class Comparison:
-    """Model `a` vs model `b` timed in the same rounds: their median ms and the per-round ratio a/b."""
+    """Model `a` vs model `b` timed in the same rounds: their median ms, and the per-round ratio a/b,
+    its median and its lower and upper quartiles."""
 
     a_ms: float
     b_ms: float
-    ratio: float  # median over rounds of a/b
+    ratio: float
     low: float
     high: float
-    confidence: float  # of [low, high]
 
     @property
     def slower(self) -> bool:
-        """`a` is slower than `b` beyond the noise of the rounds."""
+        """`a` is slower than `b` beyond the noise of the rounds: in three rounds of four or more."""
         return self.low > 1.0
 
     def describe(self) -> str:
-        return f"{self.ratio:.2f}x ({self.low:.2f}-{self.high:.2f} at {self.confidence:.0%})"
+        return f"{self.ratio:.2f}x (quartiles {self.low:.2f}-{self.high:.2f})"
 
 
 def compare(a: Sequence[float], b: Sequence[float]) -> Comparison:
-    ratios = [x / y for x, y in zip(a, b)]
-    low, high, confidence = median_interval(ratios)
-    return Comparison(float(np.median(a)), float(np.median(b)), float(np.median(ratios)), low, high, confidence)
+    low, ratio, high = np.percentile([x / y for x, y in zip(a, b)], [25, 50, 75])
+    return Comparison(float(np.median(a)), float(np.median(b)), float(ratio), float(low), float(high))
 
 
 def host_timer(runs: int, warmup: int) -> Timer:
-    """Times models on this host's CPU, one thread, in `runs` interleaved rounds after `warmup` runs each."""
+    """Times models on this host's CPU, one thread, in `runs` interleaved rounds after `warmup` runs each.
+
+    The time of a run is the runner thread's CPU time: at one thread onnxruntime computes on the
+    calling thread, so time the core spent on other processes is left out (what the load of the
+    moment still changes, caches and memory bandwidth, the pairing cancels).
+    """
 
     def time(paths: Sequence[Path]) -> list[list[float]]:
         from compress.bench.host import measure
 
         results = measure(list(paths), threads=1, warmup=warmup, runs=runs, top=0, interleave=True)
-        return [r["times_ms"] for r in results]
+        return [r["cpu_times_ms"] for r in results]
 
     return time
 
@@ -122,13 +110,12 @@ class Latency:
             "fp32_ms": self.fp32_ms,
             "int8_ms": self.int8_ms,
             "int8_over_fp32": self.ratio,
-            "int8_over_fp32_interval": [c.low, c.high],
-            "confidence": c.confidence,
+            "int8_over_fp32_quartiles": [c.low, c.high],
             "int8_slower": self.slower,
             "threads": 1,
             "runs": self.runs,
             "warmup": self.warmup,
-            "interleaved": True,
+            "measured": "interleaved rounds, runner thread CPU time",
             "host_int8_dot_product": self.host_int8_dot_product,
         }
 
@@ -139,18 +126,24 @@ def time_files(fp32: Path, int8: Path, timer: Timer, runs: int, warmup: int, hos
 
 
 # -- regions ---------------------------------------------------------------------------------
-def region_of(node: str) -> str:
-    """The top-level module of a node from its exported name: `/spade_blocks.1/conv/Conv` -> `/spade_blocks.1`,
-    `/Add_3` (the top module's own forward) -> `/`."""
-    scope = node.split("/")[1:-1]
-    return f"/{scope[0]}" if scope else "/"
+def scope(node: str) -> list[str]:
+    """The module path of a node from its exported name: `/spade_blocks.1/conv/Conv` -> [spade_blocks.1, conv]."""
+    return node.split("/")[1:-1]
+
+
+def region_of(node: str, shared: int = 0) -> str:
+    """The module `shared` + 1 levels down that a node belongs to: `/spade_blocks.1/conv/Conv` -> `/spade_blocks.1`;
+    a node of the shared module's own forward (`/Add_3` with `shared` 0) -> that module (`/`)."""
+    return "/" + "/".join(scope(node)[: shared + 1])
 
 
 def regions(nodes: Sequence[str]) -> dict[str, list[str]]:
-    """The nodes grouped by region, regions in the order of their first node."""
+    """The nodes grouped by region, one level below the module path they all share; regions in the order
+    of their first node."""
+    shared = len(os.path.commonprefix([scope(n) for n in nodes])) if nodes else 0
     grouped: dict[str, list[str]] = {}
     for node in nodes:
-        grouped.setdefault(region_of(node), []).append(node)
+        grouped.setdefault(region_of(node, shared), []).append(node)
     return grouped
 
 
@@ -170,8 +163,7 @@ class RegionLatency:
             "int8_ms": c.a_ms,
             "float_ms": c.b_ms,
             "int8_over_float": c.ratio,
-            "interval": [c.low, c.high],
-            "confidence": c.confidence,
+            "quartiles": [c.low, c.high],
             "kept_float": self.kept_float,
         }
 

@@ -3,7 +3,9 @@
     report = quantize_onnx("net.onnx", "net.int8.onnx", calibration, OnnxQuantConfig(), evaluation)
 
 Calibration is a list of feeds ({input name: array}); onnxruntime calibrates once and caches
-the tensor ranges, so the rebuilds of the sensitivity fallback cost only the graph rewrite.
+the tensor ranges, so the rebuilds of the sensitivity fallback (nodes back to float for
+accuracy) and of the latency fallback (regions back to float for speed, `latency.py`) cost only
+the graph rewrite.
 """
 
 from __future__ import annotations

@@ -117,18 +117,23 @@ def ship_onnx(
 
 
 def int8_for_size(ctx: RunContext) -> dict[str, str]:
-    """The devices this recipe profiles whose profile says int8 runs there with float compute, and what that means."""
+    """The devices this recipe profiles (its profile stage's, else that stage's defaults, and its fps targets')
+    whose profile says int8 runs there with float compute, and what that means."""
     from compress.bench.stage import float_compute
 
-    profile = ctx.recipe.stage("profile")
-    profiled = profile.config.devices if profile else []  # type: ignore[attr-defined]
-    devices = [*profiled, *(t.device for t in ctx.recipe.targets.fps)]
+    devices = [*profile_config(ctx).devices, *(t.device for t in ctx.recipe.targets.fps)]
     return {
         d: f"int8 ships on {d} for size, not speed: its device profile says int8_compute: false "
         "(no int8 dot product; the 8-bit weights are computed in float)"
         for d in dict.fromkeys(devices)
         if float_compute(d)
     }
+
+
+def profile_config(ctx: RunContext) -> ProfileConfig:
+    """The recipe's profile stage config (its defaults when the recipe has none): devices and timing runs."""
+    profile = ctx.recipe.stage("profile")
+    return profile.config if profile else ProfileConfig()  # type: ignore[return-value]
 
 
 def quantize_stage(cfg: QuantizeConfig, ctx: RunContext) -> StageResult:
@@ -326,8 +331,7 @@ def _onnx_part(
     """
     src = ctx.path(exported)
     names = onnx_input_names(src)
-    profile = ctx.recipe.stage("profile")
-    timing: ProfileConfig = profile.config if profile else ProfileConfig()  # type: ignore[assignment]
+    timing = profile_config(ctx)
     config = OnnxQuantConfig(
         engine=cfg.onnx_engine,
         target=cfg.target,

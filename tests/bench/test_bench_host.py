@@ -53,7 +53,7 @@ def test_a_broken_model_file_fails_with_the_runner_error(tmp_path):
         host.measure([bad], runs=1, warmup=0, top=0)
 
 
-def test_interleaved_timing_runs_every_model_once_per_round():
+def test_interleaved_timing_runs_every_model_once_per_round_each_round_starting_one_further():
     calls = []
 
     class Session:
@@ -64,7 +64,7 @@ def test_interleaved_timing_runs_every_model_once_per_round():
             calls.append(self.name)
 
     times = time_runs([(Session("a"), {}), (Session("b"), {})], warmup=2, runs=3)
-    assert calls == ["a", "a", "b", "b"] + ["a", "b"] * 3  # each model's warmup, then rounds
+    assert calls == ["a", "a", "b", "b"] + ["a", "b", "b", "a", "a", "b"]  # each model's warmup, then rounds
     assert [len(wall) for wall, _ in times] == [3, 3]
 
 
