@@ -317,7 +317,7 @@ def _report_with_latency(ratio: float) -> QuantReport:
     report = QuantReport(
         Path("q/net.int8.onnx"), "ort", int8_types("x86"), 400, 100, ["conv"], {}, gate={"passed": True, "rule": "r"}
     )
-    report.latency = Latency(Comparison(ratio, 1.0, ratio, ratio * 0.95, ratio * 1.05), 30, 1, False)
+    report.latency = Latency(Comparison(ratio, 1.0, ratio, ratio * 0.95, ratio * 1.05, 30, 30), 30, 1, False)
     return report
 
 

@@ -4,9 +4,11 @@ Timings are paired: the models run in rounds, one run of each per round (`host.m
 interleave=True)`), so whatever else loads the machine at a moment slows all of them alike, and
 the ratio of two models is taken round by round. The ratio is the median over rounds; its noise
 is the spread of the rounds, their middle half (lower to upper quartile). A model is slower than
-another beyond noise when the lower quartile is above 1: slower in three rounds of four or
-more. The margin is what the repeats make it, and does not shrink to nothing with more rounds,
-so a difference that rounds of the same run barely resolve is not taken for a real one.
+another beyond noise when it is slower in three rounds of four or more (the lower quartile is
+above 1), and in more rounds than a coin tossed per round would give one time in twenty (a
+one-sided sign test; 3 rounds can never show it, 20 need 15). The margin is what the repeats
+make it, and does not shrink to nothing with more rounds, so a difference that rounds of the
+same run barely resolve is not taken for a real one.
 
 A region is the quantized compute nodes under one module: the module path the exporter writes
 into node names, one level below the path that every int8 node shares (`/bottleneck/bottleneck.0/
@@ -17,6 +19,7 @@ region (`/`).
 
 from __future__ import annotations
 
+import math
 import os
 import tempfile
 from collections.abc import Callable, Collection, Sequence
@@ -33,33 +36,55 @@ from compress.quantize.gate import Builder, QualityGate
 Timer = Callable[[Sequence[Path]], list[list[float]]]
 MIXED_METHOD = (
     "each region (the int8 nodes under one module) timed against the same file with that region float, in "
-    "interleaved rounds; regions slower in int8 beyond noise (lower quartile of the per-round ratio above 1) stay float"
+    "interleaved rounds; regions slower in int8 beyond noise (in three rounds of four or more, and in more than "
+    "a one-sided sign test gives by chance at 5 %) stay float"
 )
+SIGN_TEST_LEVEL = 0.05
+
+
+def chance_of_at_least(slower: int, rounds: int) -> float:
+    """The chance that a coin tossed once per round comes up "slower" in at least `slower` of `rounds`."""
+    return sum(math.comb(rounds, k) for k in range(slower, rounds + 1)) / 2**rounds
 
 
 @dataclass(frozen=True)
 class Comparison:
-    """Model `a` vs model `b` timed in the same rounds: their median ms, and the per-round ratio a/b,
-    its median and its lower and upper quartiles."""
+    """Model `a` vs model `b` timed in the same rounds: their median ms, and the per-round ratio a/b:
+    its median, its lower and upper quartiles, and in how many rounds `a` was the slower."""
 
     a_ms: float
     b_ms: float
     ratio: float
     low: float
     high: float
+    rounds_slower: int
+    rounds: int
 
     @property
     def slower(self) -> bool:
-        """`a` is slower than `b` beyond the noise of the rounds: in three rounds of four or more."""
-        return self.low > 1.0
+        """`a` is slower than `b` beyond the noise of the rounds: in three rounds of four or more, and in more
+        rounds than chance gives one time in twenty."""
+        return self.low > 1.0 and chance_of_at_least(self.rounds_slower, self.rounds) < SIGN_TEST_LEVEL
 
     def describe(self) -> str:
-        return f"{self.ratio:.2f}x (quartiles {self.low:.2f}-{self.high:.2f})"
+        return (
+            f"{self.ratio:.2f}x (quartiles {self.low:.2f}-{self.high:.2f}, "
+            f"slower in {self.rounds_slower} of {self.rounds} rounds)"
+        )
 
 
 def compare(a: Sequence[float], b: Sequence[float]) -> Comparison:
-    low, ratio, high = np.percentile([x / y for x, y in zip(a, b)], [25, 50, 75])
-    return Comparison(float(np.median(a)), float(np.median(b)), float(ratio), float(low), float(high))
+    ratios = [x / y for x, y in zip(a, b)]
+    low, ratio, high = np.percentile(ratios, [25, 50, 75])
+    return Comparison(
+        float(np.median(a)),
+        float(np.median(b)),
+        float(ratio),
+        float(low),
+        float(high),
+        sum(r > 1 for r in ratios),
+        len(ratios),
+    )
 
 
 def host_timer(runs: int, warmup: int) -> Timer:
@@ -111,6 +136,7 @@ class Latency:
             "int8_ms": self.int8_ms,
             "int8_over_fp32": self.ratio,
             "int8_over_fp32_quartiles": [c.low, c.high],
+            "rounds_int8_slower": c.rounds_slower,
             "int8_slower": self.slower,
             "threads": 1,
             "runs": self.runs,
@@ -164,6 +190,7 @@ class RegionLatency:
             "float_ms": c.b_ms,
             "int8_over_float": c.ratio,
             "quartiles": [c.low, c.high],
+            "rounds_int8_slower": c.rounds_slower,
             "kept_float": self.kept_float,
         }
 

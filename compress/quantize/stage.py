@@ -108,7 +108,7 @@ def ship_onnx(
     if lat is None:
         return int8, f"{what} ships (latency not measured)"
     if not lat.slower:
-        return int8, f"{what} ships: {lat.int8_vs_fp32.describe()} the fp32 latency on this host"
+        return int8, f"{what} ships, no slower than fp32 beyond noise: {lat.int8_vs_fp32.describe()} on this host"
     dot = "has" if lat.host_int8_dot_product else "has no"
     why = f"{lat.int8_vs_fp32.describe()} fp32; the host {dot} int8 dot product"
     if cfg.ship_when_slower == "int8":
