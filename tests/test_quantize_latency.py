@@ -81,8 +81,7 @@ def priced_timer(int8_extra_ms: dict[str, float], jitter: float = 0.0) -> Timer:
         load = 1 + 0.5 * rng.random(ROUNDS)
         times = []
         for path in paths:
-            int8_regions = {region_of(n) for n in int8_and_float_nodes(onnx.load(str(path)))[0]}
-            ms = 1.0 + sum(int8_extra_ms.get(r, 0.0) for r in int8_regions)
+            ms = 1.0 + sum(int8_extra_ms.get(r, 0.0) for r in int8_regions(path))
             times.append(list(ms * load * (1 + jitter * rng.standard_normal(ROUNDS))))
         return times
 
