@@ -107,10 +107,11 @@ def ship_onnx(
     lat = report.latency
     if lat is None:
         return int8, f"{what} ships (latency not measured)"
+    ratio = lat.int8_vs_fp32.describe()
     if not lat.slower:
-        return int8, f"{what} ships, no slower than fp32 beyond noise: {lat.int8_vs_fp32.describe()} on this host"
+        return int8, f"{what} ships, not shown slower than fp32 beyond noise: {ratio} on this host"
     dot = "has" if lat.host_int8_dot_product else "has no"
-    why = f"{lat.int8_vs_fp32.describe()} fp32; the host {dot} int8 dot product"
+    why = f"{ratio} fp32; the host {dot} int8 dot product"
     if cfg.ship_when_slower == "int8":
         return int8, f"int8 ships for size (ship_when_slower: int8, every region int8): slower on this host ({why})"
     return fp32, f"fp32 ships: {what} is slower on this host ({why})"
