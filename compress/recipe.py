@@ -113,7 +113,12 @@ class QuantizeConfig(Strict):
     max_quality_drop: float | None = Field(
         None, ge=0, description="int8 drop of the family's primary metric allowed, in its unit; default: the family's"
     )
-    ship_when_slower: Literal["int8", "fp32"] = "int8"
+    ship_when_slower: Literal["mixed", "int8", "fp32"] = Field(
+        "mixed",
+        description="where int8 is slower than fp32 on this host: `mixed` keeps float the regions whose int8 is "
+        "slower (fp32 ships if the file is still slower), `int8` ships full int8 (size matters more), `fp32` "
+        "ships the fp32 file",
+    )
     coreml_mode: Literal["auto", "weights", "w8a8"] = "auto"
     qat: DistillConfig | None = Field(
         None, description="quantization-aware training of the ONNX int8 parts (nncf), distilled against the teacher"

@@ -168,7 +168,8 @@ def calibrate_iphone8(workdir: Path, out: Path | None = None) -> Path:
         "device": "iphone8",
         "description": "Apple iPhone 8 (A11 Bionic), TensorFlow Lite CPU, 1 thread: predicted, not measured",
         "channel_block": 1,
-        # iOS 16 Core ML runs 8-bit-weight models with float compute: the profile stage predicts from the float graph
+        # No int8 dot product on the A11, and iOS 16 Core ML runs 8-bit-weight models with float compute: the profile
+        # stage predicts from the float graph, the quantize stage says int8 ships there for size (docs/latency.md)
         "int8_compute": False,
         "sources": [
             {

@@ -46,6 +46,7 @@ def runner_command(
     top: int,
     cores: list[int] | None = None,
     priority: str = "normal",
+    interleave: bool = False,
 ) -> list[str]:
     cmd = [
         python,
@@ -64,6 +65,8 @@ def runner_command(
     ]
     if cores:
         cmd += ["--cores", ",".join(str(c) for c in cores)]
+    if interleave:
+        cmd.append("--interleave")
     return cmd
 
 
@@ -83,17 +86,20 @@ def measure(
     top: int = 10,
     cores: list[int] | None = None,
     priority: str = "normal",
+    interleave: bool = False,
 ) -> list[dict[str, Any]]:
     """p50/p90/p99/fps (and the `top` slowest ops) of each model, measured here.
 
     `priority` "realtime" or "high" shields the runs from other processes where this user may
     ask for it (root); it is what calibration and validation use on a shared machine.
+    `interleave` times the models in rounds of one run each, so that run i of every model
+    shares the machine's load of that moment (`times_ms[i]` of two models form a pair).
     """
     if threads < 1:
         raise CompressError(f"--threads {threads}: must be at least 1")
     cores = cores or default_cores(threads)
     cmd = runner_command(
-        sys.executable, str(RUNNER), [str(m) for m in models], threads, warmup, runs, top, cores, priority
+        sys.executable, str(RUNNER), [str(m) for m in models], threads, warmup, runs, top, cores, priority, interleave
     )
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:

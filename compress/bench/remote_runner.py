@@ -4,10 +4,14 @@ Self-contained on purpose: it is copied to remote devices that have only python3
 onnxruntime, so it imports nothing from this project.
 
     python3 remote_runner.py MODEL [MODEL ...] --threads 1 --warmup 5 --runs 30 [--cores 0,1] [--top 10]
-        [--priority normal|high|realtime]
+        [--priority normal|high|realtime] [--interleave]
 
 Each model gets a sequential session with `threads` intra-op threads and one inter-op thread,
 random inputs (symbolic dimensions set to 1), `warmup` untimed runs, then `runs` timed runs.
+`--interleave` times the models in rounds instead, one run of each model per round, so that
+whatever else loads the machine at a moment slows every model alike: run i of one model and
+run i of another can then be compared as a pair. Each round starts one model further on, so
+that no model always runs first (or always after the same one, whose data fills the caches).
 A second, profiling session (kept out of the timings: profiling slows every node) gives the
 per-op table. The process pins itself to `cores` before onnxruntime starts any thread, so the
 worker threads inherit the mask.
@@ -86,21 +90,26 @@ def random_inputs(session, seed: int) -> dict:
     return feeds
 
 
-def time_runs(session, feeds: dict, warmup: int, runs: int) -> tuple[list[float], list[float]]:
-    """Wall-clock and calling-thread CPU milliseconds of each timed run.
+def time_runs(sessions: list, warmup: int, runs: int) -> list[tuple[list[float], list[float]]]:
+    """Wall-clock and calling-thread CPU milliseconds of each timed run of each (session, feeds),
+    in rounds of one run of each, round i starting with session i (modulo their number).
 
     With one intra-op thread onnxruntime computes on the calling thread, so its CPU time is the
     latency without the time other processes held the core: the figure to compare on a busy machine.
     """
-    for _ in range(warmup):
-        session.run(None, feeds)
-    wall, cpu = [], []
-    for _ in range(runs):
-        start, start_cpu = time.perf_counter(), time.thread_time()
-        session.run(None, feeds)
-        cpu.append((time.thread_time() - start_cpu) * 1e3)
-        wall.append((time.perf_counter() - start) * 1e3)
-    return wall, cpu
+    for session, feeds in sessions:
+        for _ in range(warmup):
+            session.run(None, feeds)
+    times: list[tuple[list[float], list[float]]] = [([], []) for _ in sessions]
+    for i in range(runs):
+        first = i % len(sessions)
+        for k in [*range(first, len(sessions)), *range(first)]:
+            (session, feeds), (wall, cpu) = sessions[k], times[k]
+            start, start_cpu = time.perf_counter(), time.thread_time()
+            session.run(None, feeds)
+            cpu.append((time.thread_time() - start_cpu) * 1e3)
+            wall.append((time.perf_counter() - start) * 1e3)
+    return times
 
 
 def op_table(ort, model: str, threads: int, feeds: dict, top: int, spinning: bool) -> list[dict]:
@@ -140,22 +149,31 @@ def summarise(times: list[float]) -> dict:
     }
 
 
-def measure(model: str, threads: int, warmup: int, runs: int, top: int, spinning: bool = True, seed: int = 0) -> dict:
+def measure(
+    models: list[str], threads: int, warmup: int, runs: int, top: int, spinning: bool = True, seed: int = 0
+) -> list[dict]:
+    """The timings of `models` measured together, in interleaved rounds (one run of each per round)."""
     import onnxruntime as ort
 
-    session = ort.InferenceSession(model, session_options(ort, threads, spinning), providers=["CPUExecutionProvider"])
-    feeds = random_inputs(session, seed)
-    wall, cpu = time_runs(session, feeds, warmup, runs)
-    result = {
-        "model": model,
-        "threads": threads,
-        "warmup": warmup,
-        "runs": runs,
-        **summarise(wall),
-        "cpu_times_ms": cpu,
-    }
-    result["ops"] = op_table(ort, model, threads, feeds, top, spinning) if top > 0 else []
-    return result
+    sessions = []
+    for model in models:
+        session = ort.InferenceSession(
+            model, session_options(ort, threads, spinning), providers=["CPUExecutionProvider"]
+        )
+        sessions.append((session, random_inputs(session, seed)))
+    results = []
+    for model, (_, feeds), (wall, cpu) in zip(models, sessions, time_runs(sessions, warmup, runs)):
+        result = {
+            "model": model,
+            "threads": threads,
+            "warmup": warmup,
+            "runs": runs,
+            **summarise(wall),
+            "cpu_times_ms": cpu,
+        }
+        result["ops"] = op_table(ort, model, threads, feeds, top, spinning) if top > 0 else []
+        results.append(result)
+    return results
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -167,15 +185,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--top", type=int, default=10, help="rows of the per-op table (0: no profiling pass)")
     parser.add_argument("--cores", default="", help="comma-separated CPU ids to pin to (Linux)")
     parser.add_argument("--priority", choices=["normal", "high", "realtime"], default="normal")
+    parser.add_argument("--interleave", action="store_true", help="time the models in rounds of one run each")
     args = parser.parse_args(argv)
     if args.cores:
         os.sched_setaffinity(0, {int(c) for c in args.cores.split(",")})  # before onnxruntime creates its threads
     priority = raise_priority(args.priority)
     import onnxruntime as ort
 
-    results = [
-        measure(m, args.threads, args.warmup, args.runs, args.top, spinning=priority != "realtime") for m in args.models
-    ]
+    spinning = priority != "realtime"
+    if args.interleave:
+        results = measure(args.models, args.threads, args.warmup, args.runs, args.top, spinning)
+    else:
+        results = [
+            r for m in args.models for r in measure([m], args.threads, args.warmup, args.runs, args.top, spinning)
+        ]
     json.dump(
         {
             "onnxruntime": ort.__version__,

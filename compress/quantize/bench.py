@@ -29,7 +29,7 @@ def bench_rows(metrics: dict[str, Any]) -> list[dict[str, Any]]:
             continue  # calibration_samples, eval_samples
         if "onnx" in formats:
             m = formats["onnx"]
-            lat, fb = m["latency"] or {}, m["fallback"] or {}
+            lat, fb, mixed = m["latency"] or {}, m["fallback"] or {}, m["mixed_precision"] or {}
             rows.append(
                 {
                     "part": part,
@@ -41,6 +41,7 @@ def bench_rows(metrics: dict[str, Any]) -> list[dict[str, Any]]:
                     "gate": f"{m['gate']['metric']} {m['gate']['value']:.3f} (bound {m['gate']['bound']})",
                     "gate_passed": m["gate"]["passed"],
                     "float_nodes": len(fb.get("float_nodes", [])),
+                    "float_regions": float_regions(mixed),
                     "float_ops": m["float_ops"],
                     "fp32_ms": lat.get("fp32_ms"),
                     "int8_ms": lat.get("int8_ms"),
@@ -62,6 +63,7 @@ def bench_rows(metrics: dict[str, Any]) -> list[dict[str, Any]]:
                     "gate": "not run (coremltools predicts only on macOS)",
                     "gate_passed": None,
                     "float_nodes": None,
+                    "float_regions": None,
                     "float_ops": None,
                     "fp32_ms": None,
                     "int8_ms": None,
@@ -71,6 +73,16 @@ def bench_rows(metrics: dict[str, Any]) -> list[dict[str, Any]]:
                 }
             )
     return rows
+
+
+def float_regions(mixed: dict[str, Any]) -> str | None:
+    """The regions latency-aware mixed precision kept float, each with the file's ms with it int8 and float;
+    None where it did not run."""
+    if not mixed:
+        return None
+    regions = mixed["regions"]
+    kept = [f"{r} {regions[r]['int8_ms']:.3g}/{regions[r]['float_ms']:.3g} ms" for r in mixed["kept_float"]]
+    return "; ".join(kept) or "none"
 
 
 def format_totals(rows: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
@@ -94,6 +106,7 @@ COLUMNS = {
     "fp32_over_int8_size": "fp32/int8 size",
     "gate": "quality gate",
     "float_nodes": "nodes back to float",
+    "float_regions": "regions kept float (file ms, region int8/float)",
     "fp32_ms": "fp32 ms",
     "int8_ms": "int8 ms",
     "int8_over_fp32_latency": "int8/fp32 latency",
@@ -151,6 +164,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "rows": rows,
         "totals": format_totals(rows),
         "pipeline_as_shipped": record["metrics"].get("pipeline_as_shipped"),
+        "int8_for_size": record["metrics"].get("int8_for_size", {}),
     }
     out = args.json or Path("exported/bench") / f"quantize-{recipe.name}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -163,6 +177,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         )
     for r in rows:
         print(f"{r['part']} {r['format']}: {r['note']}")
+    for note in result["int8_for_size"].values():
+        print(note)
     if result["pipeline_as_shipped"]:
         drop = next((k, v) for k, v in result["pipeline_as_shipped"].items() if k.endswith("_drop"))
         print(

@@ -27,6 +27,8 @@ from compress.errors import CompressError
 from compress.families.base import Family
 
 Feeds = dict[str, np.ndarray]
+# Quantizes the model with the named nodes left in float.
+Builder = Callable[[Collection[str]], onnx.ModelProto]
 
 
 @dataclass
@@ -176,7 +178,7 @@ SENSITIVITY_METHOD = "only-this-node: the gate metric with only this node int8, 
 
 
 def sensitivity_fallback(
-    build: Callable[[Collection[str]], onnx.ModelProto],
+    build: Builder,
     candidates: Sequence[str],
     gate: QualityGate,
     log: Callable[[str], None] = lambda msg: None,

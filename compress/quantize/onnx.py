@@ -3,7 +3,9 @@
     report = quantize_onnx("net.onnx", "net.int8.onnx", calibration, OnnxQuantConfig(), evaluation)
 
 Calibration is a list of feeds ({input name: array}); onnxruntime calibrates once and caches
-the tensor ranges, so the rebuilds of the sensitivity fallback cost only the graph rewrite.
+the tensor ranges, so the rebuilds of the sensitivity fallback (nodes back to float for
+accuracy) and of the latency fallback (regions back to float for speed, `latency.py`) cost only
+the graph rewrite.
 """
 
 from __future__ import annotations
@@ -20,10 +22,10 @@ from onnx import numpy_helper
 
 from compress.checkpoints import atomic_path
 from compress.errors import CompressError
-from compress.quantize.gate import EvalSet, Fallback, Feeds, OutputGate, QualityGate, sensitivity_fallback
+from compress.quantize.gate import Builder, EvalSet, Fallback, Feeds, OutputGate, QualityGate, sensitivity_fallback
+from compress.quantize.latency import Latency, MixedPrecision, Timer, host_timer, latency_fallback, time_files
 from compress.quantize.targets import Int8Types, host_has_int8_dot_product, host_target, int8_types
 
-Builder = Callable[[Collection[str]], onnx.ModelProto]
 QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
 # Activations that int8 kernels fuse into the node before them (Conv+Relu -> QLinearConv).
 FUSED_ACTIVATIONS = ("Relu", "Clip", "LeakyRelu")
@@ -49,34 +51,10 @@ class OnnxQuantConfig:
     per_channel: bool = True
     min_sqnr_db: float = 30.0  # gate of a part on its own output (no pipeline to judge it through)
     fallback: bool = True
+    # Keep float the regions whose int8 is slower on this host (latency-aware mixed precision); needs latency_runs.
+    latency_fallback: bool = True
     latency_runs: int = 30  # 0: do not measure
     latency_warmup: int = 5
-
-
-@dataclass
-class Latency:
-    """Host latency (1 thread, sequential, median of `runs` after `warmup`) of fp32 and int8."""
-
-    fp32_ms: float
-    int8_ms: float
-    runs: int
-    warmup: int
-    host_int8_dot_product: bool
-
-    @property
-    def ratio(self) -> float:
-        return self.int8_ms / self.fp32_ms
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "fp32_ms": self.fp32_ms,
-            "int8_ms": self.int8_ms,
-            "int8_over_fp32": self.ratio,
-            "threads": 1,
-            "runs": self.runs,
-            "warmup": self.warmup,
-            "host_int8_dot_product": self.host_int8_dot_product,
-        }
 
 
 @dataclass
@@ -91,6 +69,7 @@ class QuantReport:
     constants: dict[str, Any] = field(default_factory=dict)  # what the int8 file's bytes are
     gate: dict[str, Any] | None = None
     fallback: Fallback | None = None
+    mixed_precision: MixedPrecision | None = None
     latency: Latency | None = None
     notes: list[str] = field(default_factory=list)
 
@@ -115,6 +94,7 @@ class QuantReport:
             "int8_file": self.constants,
             "gate": self.gate,
             "fallback": self.fallback.to_json() if self.fallback else None,
+            "mixed_precision": self.mixed_precision.to_json() if self.mixed_precision else None,
             "latency": self.latency.to_json() if self.latency else None,
             "notes": self.notes,
         }
@@ -328,13 +308,16 @@ def quantize_onnx(
     evaluation: EvalSet | QualityGate | None = None,
     log: Callable[[str], None] = lambda msg: None,
     trained: onnx.ModelProto | None = None,
+    timer: Timer | None = None,
 ) -> QuantReport:
-    """Quantize an fp32 ONNX model to int8 QDQ, gate it, fall back layer by layer, time it.
+    """Quantize an fp32 ONNX model to int8 QDQ, gate it, fall back layer by layer, keep float the regions
+    whose int8 is slower on this host, time it.
 
     `evaluation`: an eval set (gated by `OutputGate` with the config's bounds), a ready gate
     (e.g. `PipelineGate`), or None to skip the accuracy gate (the report's gate is None).
     `trained`: an int8 model made by quantization-aware training (`compress.quantize.qat`),
     gated and timed in place of one quantized here; its layers cannot return to float.
+    `timer`: how models are timed (default: this host's CPU, `config.latency_runs` interleaved rounds).
     """
     fp32_path, out_path, config = Path(fp32_path), Path(out_path), config or OnnxQuantConfig()
     if not fp32_path.is_file():
@@ -345,6 +328,7 @@ def quantize_onnx(
     if config.engine not in ("ort", "nncf"):
         raise CompressError(f"stages.quantize.onnx_engine: unknown engine {config.engine!r}; use ort or nncf")
     types = _engine_types(config.engine, config.target)
+    timer = timer or host_timer(config.latency_runs, config.latency_warmup)
     with tempfile.TemporaryDirectory(prefix="quantize-") as tmp:
         if trained is not None:
             types = replace(
@@ -357,9 +341,26 @@ def quantize_onnx(
         else:
             build = _nncf_builder(fp32_path, samples, types, config.per_channel)
         model = build([])
-        gate, fallback = None, None
+        gate, record, fallback, mixed, notes = None, None, None, None, []
         if evaluation is not None:
-            model, gate, fallback = _gate(model, build, fp32_path, evaluation, config, log)
+            gate = (
+                evaluation
+                if isinstance(evaluation, QualityGate)
+                else OutputGate(fp32_path, evaluation, config.min_sqnr_db)
+            )
+            model, record, fallback = _gate(model, build, fp32_path, gate, config, log)
+        if config.latency_fallback and config.latency_runs > 0 and (record is None or record["passed"]):
+            why_not = _regions_untimed(types, trained is not None)
+            if why_not:
+                notes.append(why_not)
+            else:
+                log(f"{fp32_path.name}: timing each region int8 vs float")
+                excluded = fallback.excluded if fallback else []
+                model, mixed = latency_fallback(
+                    model, int8_and_float_nodes(model)[0], build, excluded, timer, gate, log
+                )
+                if record is not None and mixed.kept_float:
+                    record["value"] = mixed.gate_value  # the gate of the file that ships
         model = drop_zero_points(model)
         constants = constant_bytes(model)  # before compact_names, so that it names constants as the export did
         model = compact_names(model)
@@ -376,25 +377,40 @@ def quantize_onnx(
         int8,
         float_ops,
         constants,
-        gate,
+        record,
         fallback,
+        mixed,
+        notes=notes,
     )
     if config.latency_runs > 0:
-        report.latency = host_latency(fp32_path, out_path, config.latency_runs, config.latency_warmup)
+        report.latency = time_files(
+            fp32_path, out_path, timer, config.latency_runs, config.latency_warmup, host_has_int8_dot_product()
+        )
         if types.target != host_target():
             report.notes.append(f"latency measured on this host ({host_target()}), not on the {types.target} target")
     return report
+
+
+def _regions_untimed(types: Int8Types, trained: bool) -> str:
+    """Why latency-aware mixed precision cannot run ("" when it can)."""
+    if trained:
+        return "latency-aware mixed precision not run: a model trained in int8 cannot return regions to float"
+    if types.target != host_target():
+        return (
+            f"latency-aware mixed precision not run: the target is {types.target}, this host {host_target()}, "
+            "so this host cannot tell which regions are slower there"
+        )
+    return ""
 
 
 def _gate(
     model: onnx.ModelProto,
     build: Builder,
     fp32_path: Path,
-    evaluation: EvalSet | QualityGate,
+    gate: QualityGate,
     config: OnnxQuantConfig,
     log: Callable[[str], None],
 ) -> tuple[onnx.ModelProto, dict[str, Any], Fallback | None]:
-    gate = evaluation if isinstance(evaluation, QualityGate) else OutputGate(fp32_path, evaluation, config.min_sqnr_db)
     first = gate.measure(model)
     value, fallback = first, None
     if not gate.passes(first) and config.fallback:
@@ -403,11 +419,3 @@ def _gate(
         value = fallback.values[-1]
     record = {**gate.describe(), "value_all_int8": first, "value": value, "passed": gate.passes(value)}
     return model, record, fallback
-
-
-def host_latency(fp32_path: Path, int8_path: Path, runs: int, warmup: int) -> Latency:
-    """Median latency of both models on this host's CPU, one thread, through the `host` bench device."""
-    from compress.bench.host import measure
-
-    fp32, int8 = measure([fp32_path, int8_path], threads=1, warmup=warmup, runs=runs, top=0)
-    return Latency(fp32["p50_ms"], int8["p50_ms"], runs, warmup, host_has_int8_dot_product())

@@ -1,8 +1,8 @@
 """The `quantize` stage: int8 copies of every exported part, gated on quality, timed on the host.
 
 Reads `exported` ({part: {format: path}}), writes `quantized` ({part: {format: path}}) and
-updates `shipped` with what the bundle should carry: int8 unless it is slower on this host
-and the recipe says `ship_when_slower: fp32`.
+updates `shipped` with what the bundle should carry: int8 that is no slower than fp32 on this
+host (regions slower in int8 kept float), unless the recipe's `ship_when_slower` says otherwise.
 """
 
 from __future__ import annotations
@@ -97,21 +97,44 @@ def ship_onnx(
     report: QuantReport, cfg: QuantizeConfig, rel: str, previous: dict[str, Any] | None, exported: str
 ) -> tuple[dict[str, Any], str]:
     """What the bundle carries for a part's ONNX, and why."""
-    fp32 = previous or {"path": exported, "precision": "fp32"}
+    fp32, int8 = previous or {"path": exported, "precision": "fp32"}, {"path": rel, "precision": "int8"}
     if not report.passed:
         return fp32, f"fp32 ships: int8 misses the quality gate ({report.gate['rule']})"  # type: ignore[index]
+    kept = report.mixed_precision.kept_float if report.mixed_precision else []
+    if kept and not report.int8_nodes:
+        return fp32, "fp32 ships: every region is slower in int8 on this host"
+    what = f"int8 with {', '.join(kept)} kept float" if kept else "int8"
     lat = report.latency
     if lat is None:
-        return {"path": rel, "precision": "int8"}, "int8 ships (latency not measured)"
-    if lat.ratio <= 1:
-        return {"path": rel, "precision": "int8"}, f"int8 ships: {lat.ratio:.2f}x the fp32 latency on this host"
+        return int8, f"{what} ships (latency not measured)"
+    ratio = lat.int8_vs_fp32.describe()
+    if not lat.slower:
+        return int8, f"{what} ships, not shown slower than fp32 beyond noise: {ratio} on this host"
     dot = "has" if lat.host_int8_dot_product else "has no"
-    if cfg.ship_when_slower == "fp32":
-        return fp32, f"fp32 ships: int8 is slower on this host ({lat.ratio:.2f}x fp32; the host {dot} int8 dot product)"
+    why = f"{ratio} fp32; the host {dot} int8 dot product"
+    if cfg.ship_when_slower == "int8":
+        return int8, f"int8 ships for size (ship_when_slower: int8, every region int8): slower on this host ({why})"
+    return fp32, f"fp32 ships: {what} is slower on this host ({why})"
+
+
+def int8_for_size(ctx: RunContext) -> dict[str, str]:
+    """The devices this recipe profiles (its profile stage's, else that stage's defaults, and its fps targets')
+    whose profile says int8 runs there with float compute, and what that means."""
+    from compress.bench.stage import float_compute
+
+    devices = [*profile_config(ctx).devices, *(t.device for t in ctx.recipe.targets.fps)]
     return {
-        "path": rel,
-        "precision": "int8",
-    }, f"int8 ships for size: slower on this host ({lat.ratio:.2f}x fp32; the host {dot} int8 dot product)"
+        d: f"int8 ships on {d} for size, not speed: its device profile says int8_compute: false "
+        "(no int8 dot product; the 8-bit weights are computed in float)"
+        for d in dict.fromkeys(devices)
+        if float_compute(d)
+    }
+
+
+def profile_config(ctx: RunContext) -> ProfileConfig:
+    """The recipe's profile stage config (its defaults when the recipe has none): devices and timing runs."""
+    profile = ctx.recipe.stage("profile")
+    return profile.config if profile else ProfileConfig()  # type: ignore[return-value]
 
 
 def quantize_stage(cfg: QuantizeConfig, ctx: RunContext) -> StageResult:
@@ -165,7 +188,10 @@ def quantize_stage(cfg: QuantizeConfig, ctx: RunContext) -> StageResult:
         }
     quantized: dict[str, dict[str, str]] = {}
     quality: dict[str, dict[str, float]] = {}
-    lines: list[str] = []
+    for_size = int8_for_size(ctx)
+    if for_size:
+        result.metrics["int8_for_size"] = for_size
+    lines: list[str] = list(for_size.values())
     as_shipped: dict[str, Path] = {}  # ONNX file of each part as it ships, for the whole-pipeline check
     for name, files in exported.items():
         result.metrics[name] = {}
@@ -199,7 +225,7 @@ def quantize_stage(cfg: QuantizeConfig, ctx: RunContext) -> StageResult:
             quality[name] = {gate["metric"]: gate["value"]}
             lines.append(
                 f"{name}.onnx {report.size_ratio:.2f}x smaller, {gate['metric']} {gate['value']:.3f}, "
-                f"{len(report.fallback.excluded) if report.fallback else 0} nodes back to float; {note}"
+                f"{len(report.fallback.excluded) if report.fallback else 0} nodes back to float for accuracy; {note}"
             )
         if "coreml" in cfg.formats and "coreml" in files:
             creport, record = _coreml_part(cfg, ctx, parts[name], data[name], files["coreml"])
@@ -306,12 +332,12 @@ def _onnx_part(
     """
     src = ctx.path(exported)
     names = onnx_input_names(src)
-    profile = ctx.recipe.stage("profile")
-    timing: ProfileConfig = profile.config if profile else ProfileConfig()  # type: ignore[assignment]
+    timing = profile_config(ctx)
     config = OnnxQuantConfig(
         engine=cfg.onnx_engine,
         target=cfg.target,
         per_channel=cfg.per_channel,
+        latency_fallback=cfg.ship_when_slower == "mixed",
         latency_runs=timing.runs,
         latency_warmup=timing.warmup,
     )
@@ -333,6 +359,8 @@ def _onnx_part(
         log=ctx.log,
         trained=trained,
     )
+    if cfg.ship_when_slower == "int8":
+        report.notes.append("latency-aware mixed precision off: ship_when_slower: int8 (size matters more)")
     entry, note = ship_onnx(report, cfg, ctx.rel(report.path), previous, exported)
     return report, entry, note
 

@@ -9,6 +9,7 @@ import sys
 import pytest
 
 from compress.bench import host
+from compress.bench.remote_runner import time_runs
 from compress.errors import CompressError
 
 
@@ -50,3 +51,23 @@ def test_a_broken_model_file_fails_with_the_runner_error(tmp_path):
     bad.write_bytes(b"not a model")
     with pytest.raises(CompressError, match="host: measuring .*bad.onnx failed"):
         host.measure([bad], runs=1, warmup=0, top=0)
+
+
+def test_interleaved_timing_runs_every_model_once_per_round_each_round_starting_one_further():
+    calls = []
+
+    class Session:
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+        def run(self, outputs, feeds) -> None:
+            calls.append(self.name)
+
+    times = time_runs([(Session("a"), {}), (Session("b"), {})], warmup=2, runs=3)
+    assert calls == ["a", "a", "b", "b"] + ["a", "b", "b", "a", "a", "b"]  # each model's warmup, then rounds
+    assert [len(wall) for wall, _ in times] == [3, 3]
+
+
+def test_the_host_times_models_together_when_asked_to_interleave(tiny_onnx):
+    results = host.measure([tiny_onnx, tiny_onnx], warmup=1, runs=4, top=0, interleave=True)
+    assert [len(r["times_ms"]) for r in results] == [4, 4]
