@@ -11,9 +11,10 @@ seed, then scored on held-out clips. Candidates:
   per-frame generator is predicted no slower on profile:iphone8 than the new design's: the way
   `fomm-mobile.yaml` had to prune it to reach 30 fps;
 - `mobile-256`, the design built for the budget, unpruned.
-For each: parameters, int8 MB, fixed and total predicted iPhone 8 ms per part (cost model,
-`compress inspect --latency`), host ms at 1 and 2 threads (measured, onnxruntime), and L1, PSNR,
-SSIM vs ground truth. Writes docs/architectures.md, .json and .png under --root.
+`mobile-256-v1` unpruned is listed for its costs only. For each: parameters, int8 MB, fixed and
+total predicted iPhone 8 ms per part (cost model, `compress inspect --latency`), host ms at 1 and
+2 threads (measured, onnxruntime), and L1, PSNR, SSIM vs ground truth. Writes docs/architectures.md,
+.json and .png under --root.
 """
 
 from __future__ import annotations
@@ -49,23 +50,30 @@ WEIGHTS = {
 }
 
 
-def candidates(family: Family) -> list[tuple[str, torch.nn.Module]]:
-    """(label, untrained model): the baseline pruned to the design's predicted per-frame ms."""
+def candidates(family: Family) -> list[tuple[str, torch.nn.Module, bool]]:
+    """(label, untrained model, trained?): the baseline as it was (costs only: it is not at equal
+    latency), the baseline pruned to the design's predicted per-frame ms, and the design."""
     torch.manual_seed(0)
     design = family.build_student(copy.deepcopy(family.configs()[DESIGN])).eval()
     target_ms = fixed_costs(family, design)[PART]["predicted_ms"]
     baseline = family.build_student(copy.deepcopy(family.configs()[BASELINE])).eval()
     pruned = prune_to_budget(family, baseline, Budget(latency_ms={PART: target_ms})).model
-    return [(f"{BASELINE} latency-pruned to {target_ms:.1f} ms", pruned), (f"{DESIGN} (unpruned)", design)]
+    return [
+        (f"{BASELINE} (unpruned)", baseline, False),
+        (f"{BASELINE} latency-pruned to {target_ms:.1f} ms", pruned, True),
+        (f"{DESIGN} (unpruned)", design, True),
+    ]
 
 
-def measure(family: Family, label: str, model: torch.nn.Module, spec: TeacherTraining, runs: int) -> dict[str, Any]:
+def measure(
+    family: Family, label: str, model: torch.nn.Module, train: bool, spec: TeacherTraining, runs: int
+) -> dict[str, Any]:
     from compress.results import latency
 
     size = family.model_input_size(model)
     weights = family.loss_weights(WEIGHTS, family.task.teacher_loss)
     torch.manual_seed(spec.seed)
-    training = fit(family, model, spec, size, weights)
+    training = fit(family, model, spec, size, weights) if train else {"held_out": None}
     with tempfile.TemporaryDirectory() as tmp:
         files = {p.name: export_onnx(p, Path(tmp) / f"{p.name}.onnx") for p in family.parts(model)}
         measured = latency(files, runs)
@@ -97,7 +105,7 @@ def run(steps: int, batch_size: int, runs: int, samples: int) -> dict[str, Any]:
         "command": f"python -m compress.bench.architectures --steps {steps} --batch-size {batch_size}",
         "part": PART,
         "training": spec.model_dump(exclude={"family", "config", "init"}),
-        "candidates": [measure(family, label, model, spec, runs) for label, model in candidates(family)],
+        "candidates": [measure(family, *candidate, spec, runs) for candidate in candidates(family)],
     }
 
 
@@ -128,10 +136,11 @@ def markdown(res: dict[str, Any]) -> str:
             c["host_ms"][res["part"]],
             c["quality"],
         )
+        scores = f"{q['l1']:.4f} | {q['psnr']:.2f} | {q['ssim']:.4f}" if q else "not trained | | "
         lines.append(
             f"| {c['label']} | {c['params']['kp_detector']:,} | {c['params']['generator']:,} | {c['int8_mb']:.2f} | "
             f"{frame['predicted_ms']:.1f} ({frame['fixed_ms']:.1f}) | {kp['predicted_ms']:.1f} | "
-            f"{host['1']:.1f} / {host['2']:.1f} | {q['l1']:.4f} | {q['psnr']:.2f} | {q['ssim']:.4f} |"
+            f"{host['1']:.1f} / {host['2']:.1f} | {scores} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -144,7 +153,7 @@ def pareto_png(res: dict[str, Any], path: Path) -> None:
 
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
     for ax, (key, xlabel) in zip(axes, (("iphone8", "iPhone 8 ms, predicted"), ("host", "host ms, 1 thread"))):
-        for c in res["candidates"]:
+        for c in (c for c in res["candidates"] if c["quality"]):
             ms = c["iphone8"][res["part"]]["predicted_ms"] if key == "iphone8" else c["host_ms"][res["part"]]["1"]
             ax.plot([ms], [c["quality"]["psnr"]], "o", markersize=8, label=c["label"])
         ax.set_xlabel(f"{res['part']}: {xlabel}")
