@@ -137,13 +137,20 @@ def inspect(
         None, help="Named config of a public checkpoint (default: recognised, e.g. vox-256)."
     ),
     trust_checkpoint: bool = typer.Option(False, help="Allow checkpoints that need pickled code."),
+    latency: str | None = typer.Option(
+        None,
+        help="A device profile (e.g. profile:iphone8): add each part's predicted ms and its fixed ms "
+        "(predicted with every prunable layer pruned to 1 % of its channels: what pruning cannot remove).",
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Parameters, fp32/int8 MB and GFLOPs per network, per deployable part and per module."""
     from compress.inspect import inspect_model, load_for_inspect
 
+    if latency is not None and not latency.startswith("profile:"):
+        raise CompressError(f"--latency {latency!r}: expected a device profile, e.g. profile:iphone8")
     fam, model, kind = load_for_inspect(target, family, config, trust_checkpoint)
-    report = {"target": str(target), "kind": kind, **inspect_model(fam, model)}
+    report = {"target": str(target), "kind": kind, **inspect_model(fam, model, latency=latency)}
     if as_json:
         _print_json(report)
         return

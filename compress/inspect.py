@@ -32,8 +32,11 @@ def load_for_inspect(
     return load_checkpoint(target, family, config, trust)
 
 
-def inspect_model(family: Family, model: nn.Module, per_module: bool = True) -> dict[str, Any]:
-    """Counts per network (prunable) and per deployable part, and the heaviest modules."""
+def inspect_model(
+    family: Family, model: nn.Module, per_module: bool = True, latency: str | None = None
+) -> dict[str, Any]:
+    """Counts per network (prunable) and per deployable part, and the heaviest modules; with
+    `latency` (a device profile, e.g. profile:iphone8), each part's predicted and fixed ms."""
     networks = [
         PartStats(p.name, count_params(p.module), 2 * count_macs(p.module, p.example_inputs) / 1e9).to_json()  # type: ignore[operator]
         for p in family.prunables(model)
@@ -62,6 +65,12 @@ def inspect_model(family: Family, model: nn.Module, per_module: bool = True) -> 
                         "gflops": round(2 * m / 1e9, 4),
                     }
                 )
+    if latency is not None:
+        from compress.prune import fixed_costs
+
+        costs = fixed_costs(family, model, latency)
+        for row in parts:
+            row.update(costs[row["name"]], device=latency)
     total = count_params(model)
     return {
         "family": family.name,

@@ -413,6 +413,24 @@ def _unique_params(prunables: list[Prunable]) -> int:
     return sum(seen.values())
 
 
+FIXED_COST_RATIO = 0.99  # every prunable layer keeps 1 % of its channels (at least one)
+
+
+def fixed_costs(family: Family, model: nn.Module, device: str = "profile:iphone8") -> dict[str, dict[str, float]]:
+    """Per part, the predicted ms as it is and with every prunable layer pruned to (almost) no
+    channels: the work pruning cannot remove (full-resolution warps, blends, interface layers).
+    Priced in float, as a device without int8 arithmetic runs it."""
+    pruned = prune_model(family, model, {p.name: FIXED_COST_RATIO for p in family.prunables(model)}, round_to=1)
+    fixed = {part.name: _predicted_ms(part, device, "fp32") for part in family.parts(pruned)}
+    return {
+        part.name: {
+            "predicted_ms": round(_predicted_ms(part, device, "fp32"), 2),
+            "fixed_ms": round(fixed[part.name], 2),
+        }
+        for part in family.parts(model)
+    }
+
+
 def _predicted_ms(part: Part, device: str, precision: str) -> float:
     """The latency the device profile's cost model predicts for `part`: priced as int8 when the bundle
     ships int8 and the device computes in int8, as the profile stage will price it."""

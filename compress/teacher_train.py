@@ -19,6 +19,7 @@ from pydantic import Field, ValidationError
 from compress.batches import collate, iterate_batches
 from compress.checkpoints import portable, save_model
 from compress.errors import CompressError
+from compress.families.base import Family
 from compress.families.loading import load_model
 from compress.families.registry import get_family
 from compress.recipe import Strict
@@ -71,13 +72,26 @@ def train_teacher(
         model.train()
     else:
         model = family.build_teacher(config).train()
-    size = family.input_size(config)
+    return model, fit(family, model, spec, family.input_size(config), weights, progress)
+
+
+def fit(
+    family: Family,
+    model: torch.nn.Module,
+    spec: TeacherTraining,
+    size: tuple[int, int],
+    weights: dict[str, Any],
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Train `model` in place with the family's own objective (Adam, cosine schedule) as `spec`
+    says; the report has the held-out quality vs ground truth."""
     train = family.dataset(spec.data, "train", size, spec.seed, spec.train_samples)
     opt = torch.optim.Adam(model.parameters(), lr=spec.lr, betas=(0.5, 0.999))
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, spec.steps)
     gen = torch.Generator().manual_seed(spec.seed)
     order = torch.randperm(len(train), generator=gen)
     t0, history = time.perf_counter(), []
+    model.train()
     for step in range(spec.steps):
         idx = [int(order[(step * spec.batch_size + j) % len(train)]) for j in range(spec.batch_size)]
         loss, terms = family.teacher_loss(model, collate(train, idx), weights, gen)
@@ -92,13 +106,12 @@ def train_teacher(
     model.eval()
     held_out = family.dataset(spec.data, "test", size, spec.seed, spec.eval_batches * spec.batch_size)
     quality = family.quality(model, iterate_batches(held_out, spec.batch_size))["vs_ground_truth"]
-    report = {
+    return {
         "steps": spec.steps,
         "wall_s": round(time.perf_counter() - t0, 1),
         "final_loss": history[-1]["loss"],
         "held_out": quality,
     }
-    return model, report
 
 
 def train_command(path: Path, out: Path, steps: int | None) -> None:

@@ -70,6 +70,18 @@ def test_inspect_json_reports_params_size_and_gflops(write_recipe):
     assert net["gflops"] > 0 and report["top_modules"]
 
 
+def test_inspect_with_a_device_profile_reports_each_parts_predicted_and_fixed_ms(write_recipe):
+    proc = run_cli("inspect", str(write_recipe(["export"])), "--latency", "profile:iphone8", "--json")
+    assert proc.returncode == 0, proc.stderr
+    part = json.loads(proc.stdout)["parts"][0]
+    assert part["device"] == "profile:iphone8" and 0 <= part["fixed_ms"] < part["predicted_ms"]
+
+
+def test_inspect_latency_takes_only_a_device_profile(write_recipe):
+    proc = run_cli("inspect", str(write_recipe(["export"])), "--latency", "host")
+    assert proc.returncode == 2 and "profile:iphone8" in proc.stderr
+
+
 def test_inspect_of_a_checkpoint_of_another_architecture_exits_2(tmp_path):
     path = tmp_path / "other.pth"
     torch.save({"conv.weight": torch.zeros(1)}, path)

@@ -26,6 +26,7 @@ from compress.prune import (
     Budget,
     FlowTrace,
     cycle_targets,
+    fixed_costs,
     measure,
     pinned_layers,
     prune_model,
@@ -151,6 +152,7 @@ def test_fomm_interface_layers_keep_their_width():
         "kp_detector.kp",
         "kp_detector.jacobian",
         "generator.final",
+        "generator.blend",
         "generator.dense_motion_network.mask",
         "generator.dense_motion_network.occlusion",
     ):
@@ -159,6 +161,14 @@ def test_fomm_interface_layers_keep_their_width():
     with torch.no_grad():
         out = family.forward(pruned, {"source": torch.rand(2, 3, 64, 64), "driving": torch.rand(2, 3, 64, 64)})
     assert out["prediction"].shape == (2, 3, 64, 64)
+
+
+def test_a_parts_fixed_cost_is_what_pruning_every_channel_leaves_of_its_predicted_time():
+    family, model = fomm_model("mobile-64", "student")
+    costs = fixed_costs(family, model, "profile:iphone8")
+    assert set(costs) == {p.name for p in family.parts(model)}
+    for part, cost in costs.items():
+        assert 0 <= cost["fixed_ms"] < cost["predicted_ms"], part
 
 
 # -- budgets and the search ---------------------------------------------------------------------------

@@ -54,7 +54,7 @@ NETWORKS = ("kp_detector", "generator")
 # occlusion, RGB): pruning must keep their width.
 INTERFACE_LAYERS = {
     "kp_detector": ("kp", "jacobian"),
-    "generator": ("final", "dense_motion_network.mask", "dense_motion_network.occlusion", "region_masks.mix"),
+    "generator": ("final", "blend", "dense_motion_network.mask", "dense_motion_network.occlusion", "region_masks.mix"),
 }
 
 

@@ -25,34 +25,36 @@ class SpadeParams:
     num_regions: mask channels (0: eyes, 1: mouth). hidden: width of the conv that reads the
     masks. kp_variance: of the keypoint gaussians the masks are mixed from. levels: decoder
     levels refined by a SPADE block; level 0 is the bottleneck output (1 / 2**D of the frame
-    for D down blocks), level l the output of up block l (1 / 2**(D - l)).
+    for D down blocks), level l the output of up block l (1 / 2**(D - l)). mask_stride: the
+    masks are computed at 1 / mask_stride of the frame (at most the finest level's stride:
+    full-resolution masks only to be pooled down cost a phone more than the blocks reading them).
     """
 
     num_regions: int = 2
     hidden: int = 16
     levels: tuple[int, ...] = (0, 1, 2)
     kp_variance: float = 0.01
+    mask_stride: int = 1
 
 
 class RegionMasks(nn.Module):
-    """Soft region masks [B, R, H, W] from keypoints: K gaussian heatmaps mixed by a 1x1 conv, sigmoid.
+    """Soft region masks [B, R, h, w] from keypoints: K gaussian heatmaps on an h x w grid mixed by a
+    1x1 conv, sigmoid.
 
     Which keypoints land on the eyes or the mouth is not known in advance (FOMM keypoints are
     unsupervised), so the mixing is learnt; distillation can match it against data masks.
     """
 
-    def __init__(self, num_kp: int, num_regions: int, frame_shape: tuple[int, int], kp_variance: float):
+    def __init__(self, num_kp: int, num_regions: int, shape: tuple[int, int], kp_variance: float):
         super().__init__()
         self.kp_variance = kp_variance
-        grid = make_coordinate_grid(frame_shape)
+        grid = make_coordinate_grid(shape)
         self.register_buffer("xs", grid[0, :, 0].contiguous(), persistent=False)
         self.register_buffer("ys", grid[:, 0, 1].contiguous(), persistent=False)
         self.mix = nn.Conv2d(num_kp, num_regions, kernel_size=1)
 
     def forward(self, kp_value: torch.Tensor) -> torch.Tensor:
-        heatmaps = separable_gaussians(
-            kp_value, self.xs, self.ys, self.kp_variance
-        )  # full resolution, no [H, W, 2] grid
+        heatmaps = separable_gaussians(kp_value, self.xs, self.ys, self.kp_variance)  # separable: no [h, w, 2] grid
         return torch.sigmoid(self.mix(heatmaps))
 
 

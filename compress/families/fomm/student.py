@@ -8,7 +8,10 @@ with `encode_source` / `animate`), built for a phone CPU:
 - an image skip: the decoder also predicts a blend mask between the source frame warped at
   full resolution and its own RGB. Most of a frame is the source moved; a small decoder then
   spends its capacity on what motion cannot explain (disocclusions, mouth, eyes) instead of
-  redrawing every pixel through a 16-channel bottleneck.
+  redrawing every pixel through a 16-channel bottleneck,
+- optionally (`output_stride: 2`) a decoder that stops at half resolution and predicts each
+  2x2 block of RGB and blend mask as channels (depth-to-space): the only full-resolution work
+  per frame is then the source warp and the blend, costs that pruning cannot shrink.
 
 Export rules kept throughout: static shapes, coordinate grids as non-persistent buffers, no
 torch.inverse / affine_grid, grid_sample through `ops.warp` (align_corners=True, as the
@@ -20,8 +23,9 @@ Config (JSON-able, the teacher's layout plus student keys):
  "common_params": {num_kp, num_channels, estimate_jacobian, frame_shape: [H, W]},
  "kp_detector_params": {block_expansion, max_features, num_blocks, scale_factor, temperature},
  "generator_params": {block_expansion, max_features, num_down_blocks, num_bottleneck_blocks,
-     estimate_occlusion_map, dense_motion_params: {block_expansion, max_features, num_blocks,
-     scale_factor, kp_variance}, spade_params: {num_regions, hidden, levels, kp_variance}}}
+     estimate_occlusion_map, image_skip, output_stride, dense_motion_params: {block_expansion,
+     max_features, num_blocks, scale_factor, kp_variance},
+     spade_params: {num_regions, hidden, levels, kp_variance, mask_stride}}}
 Widths (block_expansion, max_features, spade hidden) are multiplied by `width_multiplier`.
 """
 
@@ -183,6 +187,17 @@ def _stride(scale_factor: float, section: str) -> int:
     return stride
 
 
+def _output_level(output_stride: int, num_down_blocks: int) -> int:
+    """log2(output_stride): the decoder level the frame is predicted from."""
+    level = output_stride.bit_length() - 1
+    if output_stride < 1 or 2**level != output_stride or level > num_down_blocks:
+        raise CompressError(
+            f"fomm student config: generator_params.output_stride {output_stride} must be a power of two "
+            f"up to 2**num_down_blocks ({2**num_down_blocks})"
+        )
+    return level
+
+
 def _reduced_shape(frame: tuple[int, int], stride: int, levels: int, section: str) -> tuple[int, int]:
     """Frame size divided by `stride`, checked to halve cleanly `levels` times."""
     if any(n % (stride * 2**levels) for n in frame):
@@ -320,16 +335,26 @@ class MobileGenerator(nn.Module):
         spade_params: dict[str, Any],
         estimate_occlusion_map: bool = True,
         image_skip: bool = False,
+        output_stride: int = 1,
     ):
         super().__init__()
         spade = SpadeParams(**spade_params)
         self.image_skip = image_skip
+        self.output_stride = output_stride
         _reduced_shape(frame_shape, 1, num_down_blocks, "generator_params")
-        bad_levels = sorted(set(spade.levels) - set(range(num_down_blocks + 1)))
+        output_level = _output_level(output_stride, num_down_blocks)
+        decoder_levels = num_down_blocks - output_level
+        bad_levels = sorted(set(spade.levels) - set(range(decoder_levels + 1)))
         if bad_levels:
             raise CompressError(
                 f"fomm student config: generator_params.spade_params.levels {bad_levels} out of range: "
-                f"levels are 0 (bottleneck) to num_down_blocks ({num_down_blocks})"
+                f"levels are 0 (bottleneck) to num_down_blocks - log2(output_stride) ({decoder_levels})"
+            )
+        finest_stride = 2 ** (num_down_blocks - max(spade.levels, default=0))
+        if finest_stride % spade.mask_stride:
+            raise CompressError(
+                f"fomm student config: generator_params.spade_params.mask_stride {spade.mask_stride} must divide "
+                f"the finest SPADE level's stride ({finest_stride})"
             )
         width = [hourglass_width(block_expansion, max_features, i) for i in range(num_down_blocks + 1)]
         self.first = ConvBlock(num_channels, width[0])
@@ -343,13 +368,22 @@ class MobileGenerator(nn.Module):
         self.feature_scale = self.dense_motion_network.stride / 2**num_down_blocks
         self.image_scale = float(self.dense_motion_network.stride)
         self.bottleneck = nn.Sequential(*(ResBlock(width[-1]) for _ in range(num_bottleneck_blocks)))
-        self.up_blocks = nn.ModuleList(UpBlock(width[i + 1], width[i]) for i in reversed(range(num_down_blocks)))
-        self.final = nn.Conv2d(width[0], num_channels + int(image_skip), kernel_size=3, padding=1)
-        self.region_masks = RegionMasks(num_kp, spade.num_regions, frame_shape, spade.kp_variance)
+        self.up_blocks = nn.ModuleList(
+            UpBlock(width[i + 1], width[i]) for i in reversed(range(output_level, num_down_blocks))
+        )
+        # RGB and blend mask from two convs: slicing one conv's output would cost a full pass over it.
+        self.final = nn.Conv2d(width[output_level], num_channels * output_stride**2, kernel_size=3, padding=1)
+        self.blend = nn.Conv2d(width[output_level], output_stride**2, kernel_size=3, padding=1) if image_skip else None
+        self.mask_stride = spade.mask_stride
+        mask_shape = (frame_shape[0] // spade.mask_stride, frame_shape[1] // spade.mask_stride)
+        self.region_masks = RegionMasks(num_kp, spade.num_regions, mask_shape, spade.kp_variance)
         self.spade_blocks = nn.ModuleDict(
             {
                 str(level): SPADERefineBlock(
-                    width[num_down_blocks - level], spade.num_regions, spade.hidden, 2 ** (num_down_blocks - level)
+                    width[num_down_blocks - level],
+                    spade.num_regions,
+                    spade.hidden,
+                    2 ** (num_down_blocks - level) // spade.mask_stride,
                 )
                 for level in sorted(set(spade.levels))
             }
@@ -371,7 +405,7 @@ class MobileGenerator(nn.Module):
         region_masks: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """The per-frame half. `region_masks` [B, R, H, W] (frame size; eyes, mouth) from the
-        data replaces the masks derived from the driving keypoints."""
+        data replaces the masks derived from the driving keypoints (pooled to their resolution)."""
         motion = self.dense_motion_network(source_image, kp_source, kp_driving)
         deformation = motion["deformation"]  # [B, h, w, 2] at the dense-motion resolution
         out = warp(source_feature, scale_grid(deformation, self.feature_scale))
@@ -389,14 +423,17 @@ class MobileGenerator(nn.Module):
                 f"fomm student: region_masks {list(region_masks.shape)} "
                 f"must have the frame size {list(source_image.shape[2:])}"
             )
+        elif self.mask_stride > 1:
+            region_masks = F.avg_pool2d(region_masks, self.mask_stride)
         out = self._refine(0, self.bottleneck(out), region_masks)
         for level, block in enumerate(self.up_blocks, start=1):
             out = self._refine(level, block(out), region_masks)
         deformed = warp(source_image, scale_grid(deformation, self.image_scale))
-        out = torch.sigmoid(self.final(out))
-        if self.image_skip:
-            alpha, out = out[:, :1], out[:, 1:]
-            out = alpha * deformed + (1 - alpha) * out
+        rgb = self._to_frame(torch.sigmoid(self.final(out)))
+        if self.blend is not None:
+            alpha = self._to_frame(torch.sigmoid(self.blend(out)))
+            rgb = rgb + alpha * (deformed - rgb)  # alpha * deformed + (1 - alpha) * rgb, in three passes
+        out = rgb
         result = {
             "prediction": out,
             "mask": motion["mask"],
@@ -407,6 +444,23 @@ class MobileGenerator(nn.Module):
         if "occlusion_map" in motion:
             result["occlusion_map"] = motion["occlusion_map"]
         return result
+
+    def _load_from_state_dict(self, state_dict: dict[str, torch.Tensor], prefix: str, *args: Any) -> None:
+        # Students saved before `blend` existed predicted [mask, RGB] from one `final` conv.
+        weight, bias = state_dict.get(f"{prefix}final.weight"), state_dict.get(f"{prefix}final.bias")
+        if (
+            self.blend is not None
+            and weight is not None
+            and bias is not None
+            and f"{prefix}blend.weight" not in state_dict
+        ):
+            if weight.shape[0] == self.final.out_channels + 1:
+                state_dict[f"{prefix}blend.weight"], state_dict[f"{prefix}final.weight"] = weight[:1], weight[1:]
+                state_dict[f"{prefix}blend.bias"], state_dict[f"{prefix}final.bias"] = bias[:1], bias[1:]
+        super()._load_from_state_dict(state_dict, prefix, *args)
+
+    def _to_frame(self, x: torch.Tensor) -> torch.Tensor:
+        return F.pixel_shuffle(x, self.output_stride) if self.output_stride > 1 else x
 
     def _refine(self, level: int, x: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
         key = str(level)
@@ -476,8 +530,9 @@ def _mobile(
     max_features: int,
     num_blocks: int,
     kp_scale_factor: float,
-    num_bottleneck_blocks: int,
-    spade_levels: list[int],
+    generator: dict[str, Any],
+    motion_scale_factor: float = 0.25,
+    spade: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """A student preset for `frame_size` frames: the kp detector and the dense motion share one
     hourglass size (32 channels doubling up to `max_features` over `num_blocks` levels)."""
@@ -496,26 +551,56 @@ def _mobile(
             "block_expansion": 16,
             "max_features": 128,
             "num_down_blocks": 2,
-            "num_bottleneck_blocks": num_bottleneck_blocks,
             "estimate_occlusion_map": True,
             "image_skip": True,
-            "dense_motion_params": {**hourglass, "scale_factor": 0.25, "kp_variance": 0.01},
-            "spade_params": {"num_regions": 2, "hidden": 16, "levels": spade_levels, "kp_variance": 0.01},
+            **generator,
+            "dense_motion_params": {**hourglass, "scale_factor": motion_scale_factor, "kp_variance": 0.01},
+            "spade_params": {"num_regions": 2, "hidden": 16, "kp_variance": 0.01, **(spade or {})},
         },
     }
 
 
 STUDENT_CONFIGS: dict[str, dict[str, Any]] = {
-    # The default: ~2.2 M parameters (kp detector + generator; 2.2 MB at int8), ~1.0 GFLOPs
-    # per frame for the generator and ~0.09 for the kp detector at 256x256 (2 x conv MACs).
-    # SPADE refines at 1/4 and 1/2 resolution: a full-resolution SPADE block is memory-bound
-    # elementwise work that alone costs ~30 ms on an iPhone 8 CPU (profile:iphone8 cost model).
+    # The default, built for an iPhone 8 CPU at 256x256 (issue #22): per frame 26 ms predicted on
+    # profile:iphone8 before any pruning, of which 6.6 ms is fixed (what pruning every channel
+    # cannot remove), with 1.45 M generator parameters. Capacity sits where it is cheap: the
+    # dense motion runs at 1/8 of the frame (its hourglass down to 1x1 holds most parameters),
+    # the decoder's bottleneck at 1/16 (8 blocks, 128 channels), SPADE refines eyes and mouth
+    # at 1/16, 1/8 and 1/4 from masks computed at 1/4, and the decoder stops at 1/2 and
+    # predicts 2x2 pixel blocks, so the only full-resolution work is the source warp and blend.
     "mobile-256": _mobile(
-        256, max_features=512, num_blocks=5, kp_scale_factor=0.25, num_bottleneck_blocks=6, spade_levels=[0, 1]
+        256,
+        max_features=512,
+        num_blocks=5,
+        kp_scale_factor=0.25,
+        generator={
+            "block_expansion": 8,
+            "num_down_blocks": 4,
+            "num_bottleneck_blocks": 8,
+            "output_stride": 2,
+        },
+        motion_scale_factor=0.125,
+        spade={"levels": [0, 1, 2], "mask_stride": 4},
+    ),
+    # The first product-size preset, kept for comparison (docs/models/fomm.md): 88 ms per frame
+    # predicted on profile:iphone8, 13.7 ms of it fixed (full-resolution decoding, masks and
+    # blend); reaching 30 fps took pruning its generator to 6 % of its weights.
+    "mobile-256-v1": _mobile(
+        256,
+        max_features=512,
+        num_blocks=5,
+        kp_scale_factor=0.25,
+        generator={"num_bottleneck_blocks": 6},
+        spade={"levels": [0, 1]},
     ),
     # The 64x64 CPU demo (its teacher, "demo-64", is a reduced FOMM: 10 keypoints, jacobians).
     "mobile-64": _mobile(
-        64, max_features=256, num_blocks=3, kp_scale_factor=0.5, num_bottleneck_blocks=2, spade_levels=[1, 2]
+        64,
+        max_features=256,
+        num_blocks=3,
+        kp_scale_factor=0.5,
+        generator={"num_bottleneck_blocks": 2},
+        spade={"levels": [1, 2]},
     ),
 }
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from compress.checkpoints import save_model
@@ -161,6 +162,9 @@ def test_width_multiplier_scales_every_network() -> None:
         (lambda c: c["generator_params"]["dense_motion_params"].update(scale_factor=0.3), "scale_factor"),
         (lambda c: c["generator_params"]["spade_params"].update(levels=[3]), "levels"),
         (lambda c: c["generator_params"]["spade_params"].update(colour="red"), "colour"),
+        (lambda c: c["generator_params"].update(output_stride=3), "output_stride"),
+        (lambda c: c["generator_params"].update(output_stride=8), "output_stride"),
+        (lambda c: c["generator_params"]["spade_params"].update(mask_stride=8), "mask_stride"),
         (lambda c: c["common_params"].update(frame_shape=[250, 250]), "divisible"),
         (lambda c: c.pop("generator_params"), "generator_params"),
     ],
@@ -185,11 +189,55 @@ def test_outputs_have_the_teacher_keys_and_shapes(name: str, batch: int) -> None
     assert set(out) == GENERATOR_KEYS
     assert out["prediction"].shape == (batch, 3, s, s) and 0 <= out["prediction"].min() and out["prediction"].max() <= 1
     assert out["deformed"].shape == (batch, 3, s, s)
-    assert out["region_masks"].shape == (batch, 2, s, s)
+    m = s // model.config["generator_params"]["spade_params"].get("mask_stride", 1)
+    assert out["region_masks"].shape == (batch, 2, m, m)
     h = out["mask"].shape[-1]
     assert out["mask"].shape == (batch, k + 1, h, h) and torch.allclose(out["mask"].sum(1), torch.ones(1), atol=1e-5)
     assert out["sparse_deformed"].shape == (batch, k + 1, 3, h, h)
     assert out["occlusion_map"].shape == (batch, 1, h, h)
+
+
+def test_a_decoder_stopping_at_half_resolution_predicts_whole_frames() -> None:
+    config = copy.deepcopy(STUDENT_CONFIGS["mobile-64"])
+    config["generator_params"]["output_stride"] = 2
+    config["generator_params"]["spade_params"]["levels"] = [0, 1]  # the decoder's levels end at 1/2
+    model = build_student(config).eval()
+    source, kp_source, kp_driving = keypoint_pair(model, 1)
+    with torch.no_grad():
+        out = model.generator(source, kp_source=kp_source, kp_driving=kp_driving)
+    s = frame_size("mobile-64")
+    assert len(model.generator.up_blocks) == config["generator_params"]["num_down_blocks"] - 1
+    assert model.generator.final.out_channels == 3 * 4 and model.generator.blend.out_channels == 4
+    assert out["prediction"].shape == (1, 3, s, s) and 0 <= out["prediction"].min() and out["prediction"].max() <= 1
+
+
+def test_region_masks_from_the_data_are_pooled_to_the_mask_resolution() -> None:
+    config = copy.deepcopy(STUDENT_CONFIGS["mobile-64"])
+    config["generator_params"]["spade_params"].update(levels=[0, 1], mask_stride=2)  # finest level at 1/2
+    model = build_student(config).eval()
+    source, kp_source, kp_driving = keypoint_pair(model, 1)
+    s = frame_size("mobile-64")
+    masks = torch.zeros(1, 2, s, s)
+    masks[:, :, : s // 2] = 1  # the top half
+    with torch.no_grad():
+        out = model.generator(source, kp_source=kp_source, kp_driving=kp_driving, region_masks=masks)
+    assert torch.equal(out["region_masks"], F.avg_pool2d(masks, 2))
+
+
+def test_a_student_saved_with_one_final_conv_for_mask_and_rgb_loads_unchanged() -> None:
+    model = make_student("mobile-64")
+    state = model.state_dict()
+    # the layout before `blend`: `final` predicted [mask, R, G, B]
+    state["generator.final.weight"] = torch.cat([state.pop("generator.blend.weight"), state["generator.final.weight"]])
+    state["generator.final.bias"] = torch.cat([state.pop("generator.blend.bias"), state["generator.final.bias"]])
+    reloaded = build_student(model.config).eval()
+    reloaded.load_state_dict(state)
+    source, kp_source, kp_driving = keypoint_pair(model, 1)
+    with torch.no_grad():
+        expected = model.generator(source, kp_source=kp_source, kp_driving=kp_driving)["prediction"]
+        assert torch.equal(
+            reloaded.generator(source, kp_source=kp_source, kp_driving=kp_driving)["prediction"], expected
+        )
 
 
 def test_student_without_jacobians_or_occlusion_runs() -> None:
@@ -227,10 +275,12 @@ def test_image_skip_blends_the_warped_source_with_the_decoder(
     mobile64: MobileFomm, alpha_logit: float, expected: str
 ) -> None:
     model = copy.deepcopy(mobile64)
-    final = model.generator.final  # channel 0: blend logit; 1..3: the decoder's RGB
+    final, blend = model.generator.final, model.generator.blend  # the decoder's RGB; the blend logit
     with torch.no_grad():
         final.weight.zero_()
-        final.bias.copy_(torch.tensor([alpha_logit, 0.0, 1.0, 2.0]))
+        final.bias.copy_(torch.tensor([0.0, 1.0, 2.0]))
+        blend.weight.zero_()
+        blend.bias.fill_(alpha_logit)
     source, kp_source, kp_driving = keypoint_pair(model)
     with torch.no_grad():
         out = model.generator(source, kp_source=kp_source, kp_driving=kp_driving)
