@@ -67,6 +67,9 @@ class Part:
     inputs: list[TensorSpec]
     outputs: list[TensorSpec]
     description: str = ""
+    # The lowest ONNX opset that has this part's ops (a teacher's 5-D GridSample needs 20): exports
+    # for host profiling use it; lint still reports the part at the recipe's opset.
+    min_opset: int = 17
 
     def example_inputs(self, seed: int = 0) -> tuple[torch.Tensor, ...]:
         g = torch.Generator().manual_seed(seed)
