@@ -330,9 +330,10 @@ class FaceVid2VidFamily(Family):
         angles [B, 3] (yaw, pitch, roll degrees), pose_logits [B, 3, bins], t, exp."""
         from compress.families.facevid2vid.runtime import ExportedFaceVid2Vid
 
-        size = self.model_input_size(model)
+        # Exported parts and students have a frame size; the public teachers run at any size.
+        size = getattr(model, "input_size", None) or _frame_shape(getattr(model, "config", {}))
         for name in ("source", "driving"):
-            if tuple(batch[name].shape[-2:]) != tuple(size):
+            if size is not None and tuple(batch[name].shape[-2:]) != tuple(size):
                 raise CompressError(
                     f"facevid2vid: batch {name!r} frames are {tuple(batch[name].shape[-2:])}, the model takes "
                     f"{tuple(size)}; resize the data (data.size) or pick a config of that size"
@@ -381,10 +382,7 @@ class FaceVid2VidFamily(Family):
         return outputs
 
     def input_size(self, config: dict[str, Any]) -> tuple[int, int]:
-        if config.get("kind") == "student":
-            size = config["common_params"]["frame_shape"]
-            return int(size[0]), int(size[1])
-        return tuple(config.get("frame_shape", self.default_input_size))  # type: ignore[return-value]
+        return _frame_shape(config) or self.default_input_size
 
     @torch.no_grad()
     def calibration_inputs(
@@ -436,6 +434,12 @@ def _students() -> dict[str, dict[str, Any]]:
     from compress.families.facevid2vid.student import STUDENT_CONFIGS
 
     return STUDENT_CONFIGS
+
+
+def _frame_shape(config: dict[str, Any]) -> tuple[int, int] | None:
+    """(H, W) a config declares: a student's common_params.frame_shape, a demo teacher's frame_shape."""
+    size = config.get("common_params", {}).get("frame_shape") or config.get("frame_shape")
+    return (int(size[0]), int(size[1])) if size else None
 
 
 def _angle_error(angles: torch.Tensor, reference: torch.Tensor) -> float:

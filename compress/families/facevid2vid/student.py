@@ -109,18 +109,12 @@ def student_arguments_3d(config: dict[str, Any]) -> tuple[dict[str, Any], dict[s
     return kp_args, he_args, generator_args
 
 
-def _mobile(
-    frame_size: int,
-    num_kp: int,
-    max_features: int,
-    num_blocks: int,
-    kp_scale_factor: float,
-    num_bottleneck_blocks: int,
-    spade_levels: list[int],
-) -> dict[str, Any]:
+def _mobile(frame_size: int, num_kp: int, motion: dict[str, Any], generator: dict[str, Any]) -> dict[str, Any]:
     """A preset for `frame_size` frames and `num_kp` keypoints (the teacher's count): the FOMM
-    student's generator and keypoint hourglass, and a head-pose encoder at 1/4 of the frame."""
-    hourglass = {"block_expansion": 32, "max_features": max_features, "num_blocks": num_blocks}
+    student's keypoint hourglass and generator, and a head-pose encoder at 1/2 of the frame.
+    `motion`: the hourglass of the canonical keypoints (per call) and of the dense motion (per frame,
+    at 1/4 of the frame); `generator`: its widths, levels, bottleneck and SPADE levels."""
+    hourglass = {k: motion[k] for k in ("block_expansion", "max_features", "num_blocks")}
     return {
         "kind": "student",
         "variant": "mobile",
@@ -129,33 +123,48 @@ def _mobile(
         "he_estimator_params": {
             "block_expansion": 16,
             "max_features": 256,
-            "num_blocks": num_blocks - 1,
-            "scale_factor": 0.25 if frame_size >= 128 else 0.5,
+            "num_blocks": motion["num_blocks"],
+            "scale_factor": 0.5,
             "num_bins": 66,
         },
-        "kp_detector_params": {**hourglass, "scale_factor": kp_scale_factor, "temperature": 0.1},
+        "kp_detector_params": {**hourglass, "scale_factor": motion["scale_factor"], "temperature": 0.1},
         "generator_params": {
-            "block_expansion": 16,
+            "block_expansion": generator["block_expansion"],
             "max_features": 128,
-            "num_down_blocks": 2,
-            "num_bottleneck_blocks": num_bottleneck_blocks,
+            "num_down_blocks": generator["num_down_blocks"],
+            "num_bottleneck_blocks": generator["num_bottleneck_blocks"],
             "estimate_occlusion_map": True,
             "image_skip": True,
-            "dense_motion_params": {**hourglass, "scale_factor": 0.25, "kp_variance": 0.01},
-            "spade_params": {"num_regions": 2, "hidden": 16, "levels": spade_levels, "kp_variance": 0.01},
+            "dense_motion_params": {**motion.get("dense_motion", hourglass), "scale_factor": 0.25, "kp_variance": 0.01},
+            "spade_params": {"num_regions": 2, "hidden": 16, "levels": generator["spade_levels"], "kp_variance": 0.01},
         },
     }
 
 
 STUDENT_CONFIGS: dict[str, dict[str, Any]] = {
-    # For the vox-256 checkpoint (15 keypoints, 256x256). SPADE refines at 1/4 and 1/2 resolution,
-    # as the FOMM student's, for the iPhone 8 budget.
+    # For the vox-256 checkpoint (15 keypoints, 256x256). Sized by the profile:iphone8 cost model
+    # for 30 fps per frame at float32: the decoder's full-resolution layers are 8 channels wide, the
+    # source features sit at 1/8 of the frame (32x32, 64 channels) with two bottleneck blocks, one
+    # SPADE block refines the bottleneck, and the dense-motion hourglass (64x64) starts at 16
+    # channels. The canonical keypoints run once per call, so their hourglass can be wider.
     "mobile-256": _mobile(
-        256, 15, max_features=512, num_blocks=5, kp_scale_factor=0.25, num_bottleneck_blocks=6, spade_levels=[0, 1]
+        256,
+        15,
+        motion={
+            "block_expansion": 32,
+            "max_features": 512,
+            "num_blocks": 5,
+            "scale_factor": 0.25,
+            "dense_motion": {"block_expansion": 16, "max_features": 256, "num_blocks": 4},
+        },
+        generator={"block_expansion": 8, "num_down_blocks": 3, "num_bottleneck_blocks": 2, "spade_levels": [0]},
     ),
-    # For the 64x64 demo teacher ("demo-64", 10 keypoints).
+    # For the 64x64 demo teacher ("demo-64", 10 keypoints): the FOMM demo student's sizes.
     "mobile-64": _mobile(
-        64, 10, max_features=256, num_blocks=3, kp_scale_factor=0.5, num_bottleneck_blocks=2, spade_levels=[1, 2]
+        64,
+        10,
+        motion={"block_expansion": 32, "max_features": 256, "num_blocks": 3, "scale_factor": 0.5},
+        generator={"block_expansion": 16, "num_down_blocks": 2, "num_bottleneck_blocks": 2, "spade_levels": [1, 2]},
     ),
 }
 
