@@ -28,11 +28,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from compress.errors import CompressError
-from compress.families.base import Batch, Family, Part, Prunable, Scores, TensorSpec
+from compress.families.base import Batch, FramePairFamily, Part, Prunable, Scores, TensorSpec
 from compress.families.facevid2vid import checkpoints
 from compress.families.facevid2vid.configs import DEFAULT_TEACHER, TEACHER_CONFIGS, teacher_config
 from compress.families.facevid2vid.objectives import DistillWeights, TeacherWeights, degrees, ground_truth_degrees
 from compress.families.facevid2vid.pose import headpose_pred_to_degree, transform_canonical
+from compress.families.fomm.family import TASK as FOMM_TASK
 from compress.families.fomm.family import FlatForward, image_spec
 from compress.families.fomm.student import MobileGenerator
 from compress.families.registry import register_family
@@ -44,9 +45,7 @@ TASK = Task(
     description="reconstruct the camera frame from the reference frame, head pose and expression (video call)",
     flow="video_call",
     metrics=(
-        Metric("psnr", "dB", True, "PSNR of the predicted frame", default_max_drop=0.3),
-        Metric("l1", "", False, "mean absolute error of the predicted frame, pixels in [0, 1]"),
-        Metric("ssim", "", True, "SSIM of the predicted frame (11x11 Gaussian window)"),
+        *FOMM_TASK.metrics[:3],  # psnr (primary), l1, ssim of the predicted frame
         Metric(
             "keypoint_distance",
             "",
@@ -192,7 +191,7 @@ def _kp_spec(name: str, num_kp: int, description: str) -> TensorSpec:
 
 
 @register_family
-class FaceVid2VidFamily(Family):
+class FaceVid2VidFamily(FramePairFamily):
     name = "facevid2vid"
     description = (
         "face-vid2vid (Wang, Mallya, Liu, CVPR 2021) and LivePortrait: canonical 3-D keypoints, head pose "
@@ -412,17 +411,6 @@ class FaceVid2VidFamily(Family):
 
         _require_facevid2vid(model, "teacher training")
         return teacher_loss(model, batch, weights, generator)
-
-    def dataset(self, source: str, split: str, size: tuple[int, int], seed: int, samples: int) -> Any:
-        from compress.data.pairs import PairDataset
-
-        return PairDataset(source, split, size, seed, samples)
-
-    def eval_batches(self, source: str, size: tuple[int, int], seed: int, limit: int) -> Iterable[Batch]:
-        """FOMM's first-frame protocol on at most `limit` held-out videos."""
-        from compress.data.pairs import first_frame_protocol
-
-        return first_frame_protocol(source, "test", size, seed=seed, max_videos=limit)
 
     def pipeline(self, parts):  # type: ignore[no-untyped-def]
         from compress.families.facevid2vid.runtime import ExportedFaceVid2Vid

@@ -30,8 +30,8 @@ import torch
 from torch import nn
 
 from compress.errors import CompressError
-from compress.families.facevid2vid.pose import headpose_pred_to_degree, transform_canonical
 from compress.families.facevid2vid.student_motion import MobileCanonicalKPDetector, MobileHeadPose
+from compress.families.facevid2vid.teacher import FaceVid2VidModel
 from compress.families.fomm.ops import Keypoints
 from compress.families.fomm.student import MobileGenerator, make_divisible, student_arguments
 from compress.families.fomm.teacher import check_arguments
@@ -67,20 +67,8 @@ class MobileFaceVid2Vid(nn.Module):
         self.he_estimator = MobileHeadPose(**he_args)
         self.generator = ProjectedGenerator(**generator_args)
 
-    def transform_keypoints(
-        self,
-        kp_canonical: Keypoints,
-        he: dict[str, torch.Tensor],
-        yaw: torch.Tensor | None = None,
-        pitch: torch.Tensor | None = None,
-        roll: torch.Tensor | None = None,
-    ) -> Keypoints:
-        """As the teacher's: degrees from the bins unless given (free view), then x = R x_c + t + delta."""
-        angles = [
-            headpose_pred_to_degree(he[name]) if given is None else given
-            for name, given in (("yaw", yaw), ("pitch", pitch), ("roll", roll))
-        ]
-        return {"value": transform_canonical(kp_canonical["value"], *angles, he["t"], he["exp"])}
+    # The teacher's: degrees from the bins unless given (free view), then x = R x_c + t + delta.
+    transform_keypoints = FaceVid2VidModel.transform_keypoints
 
 
 def student_arguments_3d(config: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
