@@ -11,6 +11,7 @@ import math
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 
 from compress.families.facevid2vid.pose import headpose_pred_to_degree
 from compress.families.fomm.objectives import distill_loss as frame_distill_loss
@@ -25,30 +26,31 @@ FRAME_TERMS = ("output_l1", "output_ssim", "scales", "occlusion", "masks", "grou
 class DistillWeights(LossWeights):
     """Weights of face-vid2vid's distillation terms (`stages.distill.loss`); 0 switches a term off."""
 
-    output_l1: float = 1.0
-    output_ssim: float = 0.0
-    scales: list[float] = [1.0, 0.5, 0.25]
-    pose_kl: float = 0.1  # KL between the teacher's and the student's 66-bin yaw/pitch/roll distributions
-    angles: float = 0.01  # L1 on yaw/pitch/roll, per degree
-    translation: float = 1.0
-    expression: float = 1.0
-    keypoints: float = 10.0  # L1 on the canonical, source and driving keypoints
-    occlusion: float = 1.0
-    masks: float = 0.1
-    ground_truth: float = 0.0
+    output_l1: float = Field(1.0, description="L1 pyramid of the predicted frame vs the teacher's")
+    output_ssim: float = Field(0.0, description="1 - SSIM of the predicted frame vs the teacher's")
+    scales: list[float] = Field([1.0, 0.5, 0.25], description="pyramid scales of the frame terms")
+    pose_kl: float = Field(0.1, description="KL of the student's 66-bin yaw/pitch/roll distributions vs the teacher's")
+    angles: float = Field(0.01, description="L1 on yaw, pitch and roll, per degree")
+    translation: float = Field(1.0, description="L1 on the translation t")
+    expression: float = Field(1.0, description="L1 on the expression deltas")
+    keypoints: float = Field(10.0, description="L1 on the canonical, source and driving 3-D keypoints")
+    occlusion: float = Field(1.0, description="L1 on the occlusion map vs the teacher's")
+    masks: float = Field(0.1, description="BCE of the SPADE region masks vs the clips' eye and mouth masks")
+    ground_truth: float = Field(0.0, description="L1 pyramid of the predicted frame vs the real driving frame")
 
 
 class TeacherWeights(LossWeights):
     """Weights of the demo teacher's objective (`compress teacher train`), the public train.py's
-    terms without the GAN and the VGG: reconstruction, equivariance, head pose against the ground
-    truth, expression size and the keypoint prior."""
+    terms without the GAN and the VGG."""
 
-    scales: list[float] = [1.0, 0.5, 0.25, 0.125]
-    reconstruction: float = 10.0
-    equivariance: float = 1.0
-    headpose: float = 0.05  # per degree
-    expression: float = 0.5
-    keypoint_prior: float = 1.0
+    scales: list[float] = Field([1.0, 0.5, 0.25, 0.125], description="pyramid scales of the reconstruction")
+    reconstruction: float = Field(10.0, description="L1 pyramid of the predicted frame vs the driving frame")
+    equivariance: float = Field(
+        1.0, description="driving keypoints' image-plane (x, y) equivariant under random similarity warps"
+    )
+    headpose: float = Field(0.05, description="L1 of yaw/pitch/roll vs the clips' ground truth, per degree")
+    expression: float = Field(0.5, description="mean size of the expression deltas")
+    keypoint_prior: float = Field(1.0, description="keypoints apart (squared distance >= 0.1), mean depth 0.33")
 
 
 def ground_truth_degrees(pose: torch.Tensor) -> torch.Tensor:
