@@ -129,3 +129,14 @@ def test_the_student_bundle_payload_goes_through_the_keypoint_codec(tmp_path: Pa
     write_bitstream(bundle, clips=1, frames=12)
     report = run_call("synthetic", bundle, tmp_path / "call", frames=8)
     assert report["decoded"]["concealed"] == 0 and report["kbit_s"] > 0
+
+
+def test_a_liveportrait_teacher_distils_the_student_on_the_terms_whose_shapes_match(tiny_teacher) -> None:
+    batch = _batch(64)
+    student = FAMILY.build_student(FAMILY.resolve_config("mobile-64", "student"))
+    with torch.no_grad():
+        teacher_out = FAMILY.forward(tiny_teacher("liveportrait"), batch)
+    loss, terms = FAMILY.distill_loss(teacher_out, FAMILY.forward(student, batch), batch, FAMILY.loss_weights({}))
+    loss.backward()
+    assert {"output_l1", "occlusion", "angles", "translation"} <= set(terms)
+    assert not {"pose_kl", "expression", "keypoints"} & set(terms)  # 21 keypoints, no bins: nothing to match
