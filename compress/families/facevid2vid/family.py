@@ -67,7 +67,13 @@ POSE_FIELDS = (*ANGLES, "t", "exp")
 INTERFACE_LAYERS = {
     "he_estimator": ("fc_yaw", "fc_pitch", "fc_roll", "fc_t", "fc_exp"),
     "kp_detector": ("kp", "depth"),
-    "generator": ("final", "dense_motion_network.mask", "dense_motion_network.occlusion", "region_masks.mix"),
+    "generator": (
+        "final",
+        "decoder.conv_img",
+        "dense_motion_network.mask",
+        "dense_motion_network.occlusion",
+        "region_masks.mix",
+    ),
 }
 
 
@@ -304,8 +310,7 @@ class FaceVid2VidFamily(FramePairFamily):
         ]
 
     def prunables(self, model: nn.Module) -> list[Prunable]:
-        if not isinstance(getattr(model, "generator", None), MobileGenerator):
-            raise CompressError("facevid2vid: only the mobile student is pruned (the teacher has 3-D layers)")
+        _require_facevid2vid(model, "prunable networks")
         shapes = _probe(model)
         frame = (torch.rand(1, 3, *shapes["frame"]),)
         kp = torch.rand(1, shapes["num_kp"], 3) * 2 - 1
