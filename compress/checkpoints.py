@@ -195,7 +195,10 @@ def structure_spec(model: nn.Module) -> dict[str, dict[str, int]]:
 
 
 def apply_structure(model: nn.Module, spec: dict[str, dict[str, int]], state: dict[str, torch.Tensor]) -> None:
-    """Resize layers of a freshly built model to `spec`; weights come from `state` afterwards."""
+    """Resize layers of a freshly built model to `spec`; weights come from `state` afterwards.
+
+    Layers keep the model's dtypes: a file stored in float16 (a committed demo teacher) loads into
+    a float32 model."""
     modules = dict(model.named_modules())
     for name, attrs in spec.items():
         m = modules.get(name)
@@ -206,11 +209,11 @@ def apply_structure(model: nn.Module, spec: dict[str, dict[str, int]], state: di
         prefix = f"{name}." if name else ""
         for pname, param in list(m.named_parameters(recurse=False)):
             m._parameters[pname] = nn.Parameter(
-                torch.empty_like(state.get(prefix + pname, param)), requires_grad=param.requires_grad
+                torch.empty_like(state.get(prefix + pname, param), dtype=param.dtype), requires_grad=param.requires_grad
             )
         for bname, buf in list(m.named_buffers(recurse=False)):
             if buf is not None and prefix + bname in state:
-                m._buffers[bname] = torch.empty_like(state[prefix + bname])
+                m._buffers[bname] = torch.empty_like(state[prefix + bname], dtype=buf.dtype)
 
 
 def save_model(

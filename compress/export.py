@@ -150,7 +150,7 @@ def export_onnx(
     check_outputs(part)
     path = Path(path)
     try:
-        model = onnx_model(part, opset)
+        model = onnx_model(part, max(opset, part.min_opset))
     except Exception as exc:
         raise CompressError(
             f"export: {part.name}: ONNX export failed ({_first_line(exc)}); `compress lint` names the module to fix"

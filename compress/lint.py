@@ -94,6 +94,22 @@ COREML_CPU_ONLY = {
     )
 }
 FEATURE_MAP_RANK = 4
+VOLUME_RANK = 5
+COREML_MAX_RANK = 5
+ONNX_VOLUME_GRID_SAMPLE_OPSET = 20  # GridSample took N-D inputs in opset 20
+_TO_2D = (
+    "rewrite it in 2-D: warp a 2-D feature map with keypoints projected to the image plane, "
+    "or fold the depth axis into the batch or the channels"
+)
+# 3-D (volumetric, rank-5) ops that a mobile export cannot keep: {aten op: (category, why)}.
+VOLUME_BLOCKERS: dict[str, tuple[Category, str]] = {
+    "grid_sampler": ("coreml", "5-D grid_sample: Core ML's resample takes rank-4 inputs only"),
+    "batch_norm": ("coreml", "BatchNorm3d: Core ML fails on it at runtime (coremltools #2276, #2572)"),
+    "_convolution": (
+        "coreml_cpu_only",
+        "Conv3d: Core ML runs it on the CPU only before iOS 17 (the iPhone 8's last is iOS 16)",
+    ),
+}
 
 
 @dataclass(frozen=True)
@@ -206,14 +222,16 @@ def lint_model(family: Family, model: nn.Module, *, opset: int = 17, target: str
 
 def lint_part(part: Part, model: nn.Module | None = None, *, opset: int = 17, target: str = "iOS16") -> list[Finding]:
     sites = op_sites(part, model)
-    findings: list[Finding] = []
-    onnx_error = _onnx_error(part, opset)
+    findings = _volume_findings(part, sites, opset)
+    # An exporter failure these findings explain is not blamed again (its message names no op).
+    explained = {f.category for f in findings if f.severity == "error"}
+    onnx_error = None if "onnx" in explained else _onnx_error(part, opset)
     if onnx_error:
         culprits = dict(KNOWN_CULPRITS["onnx"])
         if opset >= ONNX_AFFINE_GRID_OPSET:
             culprits.pop("affine_grid_generator")
         findings += _blame(part, sites, onnx_error, "onnx", culprits)
-    coreml_error = _coreml_error(part, target)
+    coreml_error = None if "coreml" in explained else _coreml_error(part, target)
     if coreml_error:
         findings += _blame(part, sites, coreml_error, "coreml", KNOWN_CULPRITS["coreml"])
     float_ops = _onnx_ops_left_float()
@@ -227,6 +245,24 @@ def lint_part(part: Part, model: nn.Module | None = None, *, opset: int = 17, ta
             findings.append(_finding(part, site, "int8_float", hint))
         if site.name in COREML_CPU_ONLY:
             findings.append(_finding(part, site, "coreml_cpu_only", COREML_CPU_ONLY[site.name]))
+    return findings
+
+
+def _volume_findings(part: Part, sites: list[OpSite], opset: int) -> list[Finding]:
+    """3-D layers and tensors of rank > 5, named per op with the 2-D rewrite that removes them. The
+    exporters' own errors on them name no op (ONNX: "GridSample with 5D volumetric input")."""
+    findings = []
+    for site in sites:
+        if site.rank > COREML_MAX_RANK:
+            findings.append(
+                _finding(part, site, "coreml", f"a rank-{site.rank} tensor: Core ML allows rank 5 at most; {_TO_2D}")
+            )
+        elif site.rank == VOLUME_RANK and site.name in VOLUME_BLOCKERS:
+            category, why = VOLUME_BLOCKERS[site.name]
+            findings.append(_finding(part, site, category, f"{why}; {_TO_2D}"))
+            if site.name == "grid_sampler" and opset < ONNX_VOLUME_GRID_SAMPLE_OPSET:
+                why = f"5-D grid_sample: ONNX GridSample is 4-D only before opset {ONNX_VOLUME_GRID_SAMPLE_OPSET}"
+                findings.append(_finding(part, site, "onnx", f"{why}; {_TO_2D}"))
     return findings
 
 

@@ -37,7 +37,7 @@ class ClipStore:
     """The clips of one split, decoded or rendered on first use and kept in an LRU cache.
 
     `store[v]` is a dict: "frames" [T,3,H,W] uint8 and, for synthetic clips, "eye_mask",
-    "mouth_mask" [T,1,H,W] bool and "landmarks" [T,L,2] float.
+    "mouth_mask" [T,1,H,W] bool, "landmarks" [T,L,2] float and "pose" [T,6] float.
     """
 
     def __init__(
@@ -91,6 +91,7 @@ class ClipStore:
             "eye_mask": clip.eye_mask.bool(),
             "mouth_mask": clip.mouth_mask.bool(),
             "landmarks": clip.landmarks,
+            "pose": clip.pose,
         }
 
 
@@ -101,7 +102,8 @@ class PairDataset(Dataset):
     the video has two or more) by a generator seeded with (seed, split, i). Items are dicts:
     "source", "driving" [3,H,W] float in [0,1], "video" int, and for synthetic data
     "driving_eye_mask", "driving_mouth_mask" [1,H,W] float in {0,1} and
-    "source_landmarks", "driving_landmarks" [L,2]. `clip_options` (synthetic_clips,
+    "source_landmarks", "driving_landmarks" [L,2], "source_pose", "driving_pose" [6] (yaw, pitch,
+    roll in radians, tx, ty, scale: `compress.data.synthetic.POSE_NAMES`). `clip_options` (synthetic_clips,
     frames_per_clip, cache_clips) go to the `ClipStore`.
     """
 
@@ -171,4 +173,6 @@ def _pair(clip: dict[str, torch.Tensor], src: int | torch.Tensor, drv: int | tor
         pair["driving_mouth_mask"] = clip["mouth_mask"][drv].float()
         pair["source_landmarks"] = clip["landmarks"][src].clone()  # not a view into the cache
         pair["driving_landmarks"] = clip["landmarks"][drv].clone()
+        pair["source_pose"] = clip["pose"][src].clone()
+        pair["driving_pose"] = clip["pose"][drv].clone()
     return pair

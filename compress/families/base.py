@@ -67,6 +67,9 @@ class Part:
     inputs: list[TensorSpec]
     outputs: list[TensorSpec]
     description: str = ""
+    # The lowest ONNX opset that has this part's ops (a teacher's 5-D GridSample needs 20): exports
+    # for host profiling use it; lint still reports the part at the recipe's opset.
+    min_opset: int = 17
 
     def example_inputs(self, seed: int = 0) -> tuple[torch.Tensor, ...]:
         g = torch.Generator().manual_seed(seed)
@@ -308,3 +311,19 @@ class Family:
 
 def _eval(model: Any) -> Any:
     return model.eval() if isinstance(model, nn.Module) else model
+
+
+class FramePairFamily(Family):
+    """A family that redraws a driving frame from a source frame of the same clip (FOMM, face-vid2vid):
+    (source, driving) pairs to train on, FOMM's first-frame protocol to evaluate."""
+
+    def dataset(self, source: str, split: str, size: tuple[int, int], seed: int, samples: int) -> Any:
+        from compress.data.pairs import PairDataset
+
+        return PairDataset(source, split, size, seed, samples)
+
+    def eval_batches(self, source: str, size: tuple[int, int], seed: int, limit: int) -> Iterable[Batch]:
+        """FOMM's first-frame protocol on at most `limit` held-out videos."""
+        from compress.data.pairs import first_frame_protocol
+
+        return first_frame_protocol(source, "test", size, seed=seed, max_videos=limit)

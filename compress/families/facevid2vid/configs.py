@@ -103,12 +103,35 @@ LIVEPORTRAIT: dict[str, Any] = {
     },
 }
 
+
+def _demo_64() -> dict[str, Any]:
+    """The demo teacher: vox-256's topology (3-D keypoints, 66-bin head pose, a 16 x 4 x 16 x 16 feature
+    volume, Conv3d, 5-D grid_sample) at 64x64 frames, 10 keypoints and narrow widths, for CPU training.
+    Its generator is the "original" one: the SPADE decoder's fixed 128-channel convolutions at full
+    resolution would cost most of a CPU training step."""
+    config = {**_vox_256("original", 0.5), "frame_shape": [64, 64]}
+    config["common_params"].update(num_kp=10, feature_channel=16)
+    config["kp_detector_params"].update(
+        block_expansion=16, max_features=128, num_blocks=2, reshape_channel=256, reshape_depth=4
+    )
+    config["he_estimator_params"].update(block_expansion=16, max_features=128)
+    config["generator_params"].update(
+        block_expansion=16, max_features=64, reshape_channel=16, reshape_depth=4, num_resblocks=2
+    )
+    config["generator_params"]["dense_motion_params"].update(
+        block_expansion=16, max_features=64, num_blocks=2, reshape_depth=4, compress=4
+    )
+    return config
+
+
 TEACHER_CONFIGS: dict[str, dict[str, Any]] = {
     # The released "Vox-256-New" 00000189-checkpoint.pth.tar (SadTalker's facevid2vid_00189-model.pth.tar).
     "vox-256": _vox_256("spade", 0.25),
     # The "Vox-256-Beta" checkpoint: config/vox-256-beta.yaml with `--gen original`.
     "vox-256-original": _vox_256("original", 1),
     "liveportrait": LIVEPORTRAIT,
+    # A small teacher of the same topology, trained on the synthetic clips (recipes/teachers/).
+    "demo-64": _demo_64(),
 }
 DEFAULT_TEACHER = "vox-256"
 

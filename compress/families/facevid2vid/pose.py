@@ -54,9 +54,23 @@ def keypoint_transformation(
     yaw = headpose_pred_to_degree(he["yaw"]) if yaw is None else yaw
     pitch = headpose_pred_to_degree(he["pitch"]) if pitch is None else pitch
     roll = headpose_pred_to_degree(he["roll"]) if roll is None else roll
+    return transform_canonical(kp_canonical, yaw, pitch, roll, he["t"], he["exp"])
+
+
+def transform_canonical(
+    kp_canonical: torch.Tensor,
+    yaw: torch.Tensor,
+    pitch: torch.Tensor,
+    roll: torch.Tensor,
+    t: torch.Tensor,
+    exp: torch.Tensor,
+) -> torch.Tensor:
+    """x = R x_c + t + delta [B, K, 3]: canonical keypoints [B, K, 3], degrees [B], t [B, 3], exp [B, 3K].
+
+    Closed form (sin, cos, matmul; no inverse), so the mobile receiver exports it as it is.
+    """
     rotation = facevid2vid_rotation(yaw, pitch, roll)
-    rotated = torch.einsum("bmp,bkp->bkm", rotation, kp_canonical)
-    return rotated + he["t"].unsqueeze(1) + he["exp"].unflatten(1, (-1, 3))
+    return torch.matmul(kp_canonical, rotation.transpose(1, 2)) + t.unsqueeze(1) + exp.unflatten(1, (-1, 3))
 
 
 def liveportrait_rotation(pitch: torch.Tensor, yaw: torch.Tensor, roll: torch.Tensor) -> torch.Tensor:

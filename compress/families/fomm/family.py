@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from compress.errors import CompressError
-from compress.families.base import Batch, Family, Part, Prunable, Scores, TensorSpec
+from compress.families.base import Batch, FramePairFamily, Part, Prunable, Scores, TensorSpec
 from compress.families.fomm.configs import DEFAULT_TEACHER, TEACHER_CONFIGS, frame_shape, num_channels, teacher_config
 from compress.families.fomm.objectives import DistillWeights, TeacherWeights
 from compress.families.fomm.teacher import FommModel, Keypoints
@@ -163,7 +163,7 @@ def kp_specs(prefix: str, num_kp: int, with_jacobian: bool, frame: str) -> list[
 
 
 @register_family
-class FommFamily(Family):
+class FommFamily(FramePairFamily):
     name = "fomm"
     description = (
         "First Order Motion Model (Siarohin et al., NeurIPS 2019): "
@@ -333,19 +333,8 @@ class FommFamily(Family):
 
         return unsupervised_loss(model, batch, weights, generator)
 
-    def dataset(self, source: str, split: str, size: tuple[int, int], seed: int, samples: int) -> Any:
-        from compress.data.pairs import PairDataset
-
-        return PairDataset(source, split, size, seed, samples)
-
     def baseline(self, batch: Batch) -> dict[str, torch.Tensor]:
         return {"prediction": batch["source"]}  # "output = source frame": no motion at all
-
-    def eval_batches(self, source: str, size: tuple[int, int], seed: int, limit: int) -> Iterable[Batch]:
-        """FOMM's first-frame protocol on at most `limit` held-out videos."""
-        from compress.data.pairs import first_frame_protocol
-
-        return first_frame_protocol(source, "test", size, seed=seed, max_videos=limit)
 
     def pipeline(self, parts):  # type: ignore[no-untyped-def]
         from compress.families.fomm.runtime import ExportedFomm

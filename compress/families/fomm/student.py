@@ -178,7 +178,7 @@ def scale_grid(grid: torch.Tensor, factor: float) -> torch.Tensor:
     )
 
 
-def _stride(scale_factor: float, section: str) -> int:
+def scale_stride(scale_factor: float, section: str) -> int:
     stride = round(1 / scale_factor) if scale_factor > 0 else 0
     if stride < 1 or abs(stride * scale_factor - 1) > 1e-6:
         raise CompressError(
@@ -230,7 +230,7 @@ class MobileKPDetector(nn.Module):
         temperature: float,
     ):
         super().__init__()
-        self.stride = _stride(scale_factor, "kp_detector_params")
+        self.stride = scale_stride(scale_factor, "kp_detector_params")
         self.temperature = temperature
         self.predictor = MobileHourglass(block_expansion, num_channels, num_blocks, max_features)
         self.kp = nn.Conv2d(self.predictor.out_filters, num_kp, kernel_size=3, padding=1)
@@ -278,7 +278,7 @@ class MobileDenseMotion(nn.Module):
         kp_variance: float = 0.01,
     ):
         super().__init__()
-        self.stride = _stride(scale_factor, "generator_params.dense_motion_params")
+        self.stride = scale_stride(scale_factor, "generator_params.dense_motion_params")
         self.kp_variance = kp_variance
         self.hourglass = MobileHourglass(block_expansion, (num_kp + 1) * (num_channels + 1), num_blocks, max_features)
         self.mask = nn.Conv2d(self.hourglass.out_filters, num_kp + 1, kernel_size=3, padding=1)

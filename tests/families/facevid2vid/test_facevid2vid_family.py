@@ -1,0 +1,142 @@
+"""The registered facevid2vid family: public checkpoints through `compress.load_teacher`, the teacher's
+protocol and lint, the demo teacher, and a student bundle whose payload the keypoint codec carries."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import torch
+
+import compress
+from compress.batches import collate
+from compress.bundle.stage import BundleSource, ShippedFile, write_bundle
+from compress.checkpoints import save_model
+from compress.codec.call import run_call
+from compress.codec.fit import write_bitstream
+from compress.codec.flow import load_flow
+from compress.export import export_onnx
+from compress.families.facevid2vid.objectives import ground_truth_degrees
+from compress.families.loading import identify_checkpoint, load_model
+from compress.families.registry import get_family
+from compress.lint import lint_model
+from tests.families.facevid2vid.test_facevid2vid_loading import liveportrait_folder, public_checkpoint
+
+FAMILY = get_family("facevid2vid")
+RECIPES = Path(__file__).parents[3] / "compress" / "recipes"
+
+
+def _batch(size: int = 64, samples: int = 2) -> dict[str, torch.Tensor]:
+    data = FAMILY.dataset("synthetic", "eval", (size, size), 0, samples)
+    return collate(data, list(range(samples)))
+
+
+def test_a_public_layout_checkpoint_loads_through_load_teacher_and_is_recognised(tiny_teacher, tmp_path: Path) -> None:
+    teacher = tiny_teacher("spade")
+    path = public_checkpoint(teacher, tmp_path / "00000189-checkpoint.pth.tar")
+    loaded = compress.load_teacher("facevid2vid", path, config=teacher.config)
+    assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), teacher.state_dict().values()))
+    demo = FAMILY.build_teacher(FAMILY.resolve_config("demo-64", "teacher"))
+    family, config = identify_checkpoint(public_checkpoint(demo, tmp_path / "demo.pth.tar"))
+    assert (family.name, config) == ("facevid2vid", "demo-64")
+
+
+def test_a_liveportrait_folder_without_stitching_is_claimed_as_liveportrait_base(tiny_teacher, tmp_path: Path) -> None:
+    folder = liveportrait_folder(tiny_teacher("liveportrait"), tmp_path / "liveportrait", stitching=False)
+    assert FAMILY.claims(FAMILY.read_checkpoint(folder, False)) is None  # tiny widths: no named config
+    assert FAMILY.resolve_config("liveportrait-base", "teacher")["stitching_retargeting_module_params"] is None
+
+
+def test_forward_runs_the_public_protocol_on_the_teacher(tiny_teacher) -> None:
+    teacher, batch = tiny_teacher("spade"), _batch(32)
+    with torch.no_grad():
+        out = FAMILY.forward(teacher, batch)
+        kp_canonical = teacher.kp_detector(batch["source"])
+        kp_source = teacher.transform_keypoints(kp_canonical, teacher.he_estimator(batch["source"]))
+        kp_driving = teacher.transform_keypoints(kp_canonical, teacher.he_estimator(batch["driving"]))
+        expected = teacher.generator(batch["source"], kp_source=kp_source, kp_driving=kp_driving)["prediction"]
+    torch.testing.assert_close(out["prediction"], expected)
+    assert out["driving_pose_logits"].shape == (2, 3, 66) and out["kp_driving"].shape == (2, 4, 3)
+
+
+def test_the_liveportrait_teacher_is_scored_at_the_input_size(tiny_teacher) -> None:
+    batch = _batch(32)
+    with torch.no_grad():
+        out = FAMILY.forward(tiny_teacher("liveportrait"), batch)
+    assert out["prediction"].shape == batch["driving"].shape
+    assert math.isfinite(FAMILY.score(out, batch)["vs_ground_truth"]["psnr"])
+
+
+def test_lint_names_the_teachers_volume_ops_with_the_2d_rewrite() -> None:
+    teacher = FAMILY.build_teacher(FAMILY.resolve_config("demo-64", "teacher")).eval()
+    findings = lint_model(FAMILY, teacher)
+    named = {(f.category, f.op) for f in findings}
+    assert {("onnx", "aten::grid_sampler"), ("coreml", "aten::grid_sampler")} <= named
+    assert ("coreml_cpu_only", "aten::_convolution") in named  # Conv3d
+    assert ("coreml", "aten::batch_norm") in named  # BatchNorm3d
+    assert all("2-D" in f.hint for f in findings if f.category in ("onnx", "coreml"))
+    assert not any(f.op == "unknown" for f in findings)
+
+
+def test_the_pose_error_is_scored_against_the_clips_ground_truth_angles() -> None:
+    batch = _batch()
+    perfect = {"prediction": batch["driving"], "driving_angles": ground_truth_degrees(batch["driving_pose"])}
+    off = dict(perfect, driving_angles=perfect["driving_angles"] + 2.0)
+    assert FAMILY.score(perfect, batch)["vs_ground_truth"]["pose_error"] == 0.0
+    assert abs(FAMILY.score(off, batch)["vs_ground_truth"]["pose_error"] - 2.0) < 1e-5
+
+
+def test_the_committed_demo_teacher_is_the_demo_config_and_has_learnt_the_head_pose() -> None:
+    teacher, meta = load_model(RECIPES / "teachers" / "facevid2vid-demo-64.safetensors")
+    assert meta["config"] == FAMILY.resolve_config("demo-64", "teacher")
+    batches = list(FAMILY.eval_batches("synthetic", (64, 64), 0, 4))
+    pose_error = FAMILY.quality(teacher, batches)["vs_ground_truth"]["pose_error"]
+    baseline = FAMILY.mean_scores((b, FAMILY.baseline(b), None) for b in batches)["vs_ground_truth"]["pose_error"]
+    assert pose_error < baseline
+
+
+def test_the_student_bundle_payload_goes_through_the_keypoint_codec(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    student = FAMILY.build_student(FAMILY.resolve_config("mobile-64", "student")).eval()
+    teacher_config = FAMILY.resolve_config("demo-64", "teacher")
+    parts = FAMILY.parts(student)
+    onnx = {p.name: export_onnx(p, tmp_path / f"{p.name}.onnx") for p in parts}
+    teacher = save_model(
+        tmp_path / "teacher.safetensors",
+        FAMILY.build_teacher(teacher_config),
+        family=FAMILY.name,
+        kind="teacher",
+        config=teacher_config,
+    )
+    bundle = tmp_path / "bundle"
+    write_bundle(
+        bundle,
+        BundleSource(
+            name="facevid2vid-codec",
+            version="0.1.0",
+            family=FAMILY.name,
+            recipe_sha256="0" * 64,
+            stages=["export", "bundle"],
+            teacher=teacher,
+            task=FAMILY.task,
+            parts=parts,
+            files={name: {"onnx": ShippedFile(path, "fp32")} for name, path in onnx.items()},
+            quality=FAMILY.quality(student, [_batch()]),
+            snippets=["python"],
+        ),
+    )
+    assert [key[1] for key in load_flow(bundle).payload] == ["yaw", "pitch", "roll", "t", "exp"]
+    write_bitstream(bundle, clips=1, frames=12)
+    report = run_call("synthetic", bundle, tmp_path / "call", frames=8)
+    assert report["decoded"]["concealed"] == 0 and report["kbit_s"] > 0
+
+
+def test_a_liveportrait_teacher_distils_the_student_on_the_terms_whose_shapes_match(tiny_teacher) -> None:
+    batch = _batch(64)
+    student = FAMILY.build_student(FAMILY.resolve_config("mobile-64", "student"))
+    with torch.no_grad():
+        teacher_out = FAMILY.forward(tiny_teacher("liveportrait"), batch)
+    loss, terms = FAMILY.distill_loss(teacher_out, FAMILY.forward(student, batch), batch, FAMILY.loss_weights({}))
+    loss.backward()
+    assert {"output_l1", "occlusion", "angles", "translation"} <= set(terms)
+    assert not {"pose_kl", "expression", "keypoints"} & set(terms)  # 21 keypoints, no bins: nothing to match
