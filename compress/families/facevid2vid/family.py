@@ -69,6 +69,7 @@ INTERFACE_LAYERS = {
     "kp_detector": ("kp", "depth"),
     "generator": (
         "final",
+        "blend",
         "decoder.conv_img",
         "dense_motion_network.mask",
         "dense_motion_network.occlusion",
