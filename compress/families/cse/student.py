@@ -44,6 +44,7 @@ STUDENT_CONFIGS: dict[str, dict[str, Any]] = {
         "fpn_channels": 64,
         "embed_size": 16,
         "num_coarse_segm_channels": 2,
+        "lookup_clusters": 256,
     },
     "mobile-128": {
         "kind": "student",
@@ -52,6 +53,7 @@ STUDENT_CONFIGS: dict[str, dict[str, Any]] = {
         "fpn_channels": 48,
         "embed_size": 16,
         "num_coarse_segm_channels": 2,
+        "lookup_clusters": 256,
     },
     "mobile-64": {
         "kind": "student",
@@ -60,9 +62,14 @@ STUDENT_CONFIGS: dict[str, dict[str, Any]] = {
         "fpn_channels": 32,
         "embed_size": 16,
         "num_coarse_segm_channels": 2,
+        "lookup_clusters": 256,
     },
 }
 DEFAULT_STUDENT = "mobile-224"
+INDEX_BUFFERS = ("centres", "members", "member_ids", "member_offset")
+# The two-level search falls back to the exact one when its largest cluster exceeds this many
+# times the mean size.
+MAX_CLUSTER_SPREAD = 8
 
 
 class InvertedResidual(nn.Module):
@@ -120,7 +127,7 @@ class CseStudent(nn.Module):
         self.smooth = nn.ModuleList(SeparableConv(fpn, fpn) for _ in FPN_STAGES[:-1])
         self.head = SeparableConv(fpn, fpn)
         self.predictor = nn.Conv2d(fpn, config["embed_size"] + config["num_coarse_segm_channels"], 1)
-        self.lookup = VertexLookup(torch.zeros(1, config["embed_size"]))
+        self.lookup = VertexLookup(torch.zeros(1, config["embed_size"]), config["lookup_clusters"])
 
     @property
     def input_size(self) -> tuple[int, int]:
@@ -144,29 +151,91 @@ class CseStudent(nn.Module):
 class VertexLookup(nn.Module):
     """(embedding [B, D, H, W], coarse_segm [B, 2, H, W]) -> vertex ids [B, H, W] as float (-1: background).
 
-    The table is a frozen 1x1 convolution (weight [V, D, 1, 1], unit rows): scores = embedding . v
-    for every vertex, argmax over V. Ids are float so every runtime's output is one type; float32
-    holds integers exactly up to 2^24 vertices. A saved model's vertex count is its `similarity`
-    layer's width (the structure spec), so loading restores any mesh's table.
+    The table is a frozen 1x1 convolution (weight [V, D, 1, 1], unit rows). The exact search
+    scores every vertex (embedding . v) and takes the argmax. With `clusters` K > 0 the search
+    has two levels: the argmax over K centres (spherical k-means of the table), then over the
+    members of that centre's cluster, gathered per pixel: about (K + M) / V of the exact work,
+    M being the largest cluster. It can miss the exact vertex when it lies in another cluster
+    (`docs/models/cse.md` states the measured loss). The clusters are derived from the table
+    (seeded), so they are rebuilt, never stored.
+
+    Ids are float so every runtime's output is one type; float32 holds integers exactly up to
+    2^24 vertices. A saved model's vertex count is its `similarity` layer's width (the
+    structure spec), so loading restores any mesh's table.
     """
 
-    def __init__(self, table: torch.Tensor):
+    def __init__(self, table: torch.Tensor, clusters: int = 0):
         super().__init__()
+        self.clusters = clusters
         self.similarity = nn.Conv2d(table.shape[1], table.shape[0], 1, bias=False)
         self.set_table(table)
+        self.register_load_state_dict_post_hook(lambda module, _keys: module.index())
 
     @property
     def table(self) -> torch.Tensor:
         """[V, D] the unit vertex embeddings."""
         return self.similarity.weight[:, :, 0, 0]
 
+    @property
+    def two_level(self) -> bool:
+        return hasattr(self, "members")
+
     def set_table(self, table: torch.Tensor) -> None:
         self.similarity.out_channels = table.shape[0]
         self.similarity.weight = nn.Parameter(table.detach().clone()[:, :, None, None], requires_grad=False)
+        self.index()
+
+    @torch.no_grad()
+    def index(self) -> None:
+        """The two-level search's clusters of the current table: centres [K, D], members [K, M, D],
+        their ids [K, M] (-1 pads) and a score offset [K, M] that keeps pads from winning."""
+        for name in INDEX_BUFFERS:
+            self._buffers.pop(name, None)
+        if not 0 < self.clusters < len(self.table) // 2 or self.table.is_meta:
+            return
+        table = self.table.float()
+        centres, assignment = spherical_kmeans(table, self.clusters)
+        sizes = torch.bincount(assignment, minlength=len(centres))
+        if sizes.max() > MAX_CLUSTER_SPREAD * len(table) / len(centres):
+            return  # a table without structure (a random teacher's): the gather would cost more than the exact search
+        order = torch.argsort(assignment, stable=True)
+        slot = torch.arange(len(table)) - torch.repeat_interleave(sizes.cumsum(0) - sizes, sizes)
+        members = torch.zeros(len(centres), int(sizes.max()), table.shape[1])
+        ids = torch.full(members.shape[:2], -1.0)
+        members[assignment[order], slot] = table[order]
+        ids[assignment[order], slot] = order.float()
+        offset = torch.where(ids >= 0, 0.0, -4.0)  # a dot product of unit vectors is >= -1: pads never win
+        for name, value in zip(INDEX_BUFFERS, (centres[:, :, None, None], members, ids, offset)):
+            self.register_buffer(name, value.to(self.similarity.weight), persistent=False)
 
     def forward(self, embedding: torch.Tensor, coarse_segm: torch.Tensor) -> torch.Tensor:
-        ids = self.similarity(embedding).argmax(dim=1).float()
+        if self.two_level:
+            cluster = F.conv2d(embedding, self.centres).argmax(dim=1)  # [B, H, W]
+            candidates = self.members[cluster]  # [B, H, W, M, D]
+            # A batched MatMul, [B, H, W, M, D] @ [B, H, W, D, 1]: priced as dense work, not elementwise.
+            scores = (candidates @ embedding.permute(0, 2, 3, 1)[..., None])[..., 0] + self.member_offset[cluster]
+            best = scores.argmax(dim=-1, keepdim=True)
+            ids = self.member_ids[cluster].gather(-1, best)[..., 0]
+        else:
+            ids = self.similarity(embedding).argmax(dim=1).float()
         return torch.where(coarse_segm[:, 1] > coarse_segm[:, 0], ids, torch.full_like(ids, -1.0))
+
+
+def spherical_kmeans(points: torch.Tensor, k: int, iterations: int = 25) -> tuple[torch.Tensor, torch.Tensor]:
+    """Unit centres [k, D] and each point's cluster [N] (the centre of largest dot product); seeded,
+    so a table always gives the same clusters. Centres start at farthest-point samples."""
+    chosen = [0]
+    nearest = points @ points[0]
+    for _ in range(k - 1):
+        chosen.append(int(nearest.argmin()))
+        nearest = torch.maximum(nearest, points @ points[chosen[-1]])
+    centres = points[chosen]
+    for _ in range(iterations):
+        assignment = (points @ centres.T).argmax(1)
+        sums = torch.zeros_like(centres).index_add_(0, assignment, points)
+        empty = sums.norm(dim=1) == 0
+        centres = torch.where(empty[:, None], centres, F.normalize(sums, dim=1))
+    return centres, (points @ centres.T).argmax(1)
 
 
 def check_student_config(config: dict[str, Any]) -> dict[str, Any]:
