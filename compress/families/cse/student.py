@@ -22,6 +22,7 @@ Config: {"kind": "student", "size": S, "width": w, "fpn_channels": F, "embed_siz
 from __future__ import annotations
 
 import copy
+import math
 from typing import Any
 
 import torch
@@ -44,7 +45,7 @@ STUDENT_CONFIGS: dict[str, dict[str, Any]] = {
         "fpn_channels": 64,
         "embed_size": 16,
         "num_coarse_segm_channels": 2,
-        "lookup_clusters": 256,
+        "lookup": "two_level",
     },
     "mobile-128": {
         "kind": "student",
@@ -53,7 +54,7 @@ STUDENT_CONFIGS: dict[str, dict[str, Any]] = {
         "fpn_channels": 48,
         "embed_size": 16,
         "num_coarse_segm_channels": 2,
-        "lookup_clusters": 256,
+        "lookup": "two_level",
     },
     "mobile-64": {
         "kind": "student",
@@ -62,7 +63,7 @@ STUDENT_CONFIGS: dict[str, dict[str, Any]] = {
         "fpn_channels": 32,
         "embed_size": 16,
         "num_coarse_segm_channels": 2,
-        "lookup_clusters": 256,
+        "lookup": "two_level",
     },
 }
 DEFAULT_STUDENT = "mobile-224"
@@ -127,7 +128,7 @@ class CseStudent(nn.Module):
         self.smooth = nn.ModuleList(SeparableConv(fpn, fpn) for _ in FPN_STAGES[:-1])
         self.head = SeparableConv(fpn, fpn)
         self.predictor = nn.Conv2d(fpn, config["embed_size"] + config["num_coarse_segm_channels"], 1)
-        self.lookup = VertexLookup(torch.zeros(1, config["embed_size"]), config["lookup_clusters"])
+        self.lookup = VertexLookup(torch.zeros(1, config["embed_size"]), two_level=config["lookup"] == "two_level")
 
     @property
     def input_size(self) -> tuple[int, int]:
@@ -152,21 +153,21 @@ class VertexLookup(nn.Module):
     """(embedding [B, D, H, W], coarse_segm [B, 2, H, W]) -> vertex ids [B, H, W] as float (-1: background).
 
     The table is a frozen 1x1 convolution (weight [V, D, 1, 1], unit rows). The exact search
-    scores every vertex (embedding . v) and takes the argmax. With `clusters` K > 0 the search
-    has two levels: the argmax over K centres (spherical k-means of the table), then over the
-    members of that centre's cluster, gathered per pixel: about (K + M) / V of the exact work,
-    M being the largest cluster. It can miss the exact vertex when it lies in another cluster
-    (`docs/models/cse.md` states the measured loss). The clusters are derived from the table
-    (seeded), so they are rebuilt, never stored.
+    scores every vertex (embedding . v) and takes the argmax. The two-level search takes the
+    argmax over K centres (spherical k-means of the table), then over the members of that
+    centre's cluster, gathered per pixel: about (K + M) / V of the exact work, M being the
+    largest cluster. `cluster_count` balances the two levels for the table's size. It can miss
+    the exact vertex when it lies in another cluster (`docs/models/cse.md` states the measured
+    loss). The clusters follow from the table deterministically, so they are rebuilt, never stored.
 
     Ids are float so every runtime's output is one type; float32 holds integers exactly up to
     2^24 vertices. A saved model's vertex count is its `similarity` layer's width (the
     structure spec), so loading restores any mesh's table.
     """
 
-    def __init__(self, table: torch.Tensor, clusters: int = 0):
+    def __init__(self, table: torch.Tensor, two_level: bool = False):
         super().__init__()
-        self.clusters = clusters
+        self.search_two_level = two_level
         self.similarity = nn.Conv2d(table.shape[1], table.shape[0], 1, bias=False)
         self.set_table(table)
         self.register_load_state_dict_post_hook(lambda module, _keys: module.index())
@@ -191,10 +192,11 @@ class VertexLookup(nn.Module):
         their ids [K, M] (-1 pads) and a score offset [K, M] that keeps pads from winning."""
         for name in INDEX_BUFFERS:
             self._buffers.pop(name, None)
-        if not 0 < self.clusters < len(self.table) // 2 or self.table.is_meta:
+        clusters = cluster_count(len(self.table))
+        if not self.search_two_level or clusters >= len(self.table) // 2 or self.table.is_meta:
             return
         table = self.table.float()
-        centres, assignment = spherical_kmeans(table, self.clusters)
+        centres, assignment = spherical_kmeans(table, clusters)
         sizes = torch.bincount(assignment, minlength=len(centres))
         if sizes.max() > MAX_CLUSTER_SPREAD * len(table) / len(centres):
             return  # a table without structure (a random teacher's): the gather would cost more than the exact search
@@ -221,9 +223,16 @@ class VertexLookup(nn.Module):
         return torch.where(coarse_segm[:, 1] > coarse_segm[:, 0], ids, torch.full_like(ids, -1.0))
 
 
+def cluster_count(vertices: int) -> int:
+    """K for V vertices: the power of two nearest sqrt(40 V). The first level's cost grows with K, the
+    second's gather with V / K; on the iPhone 8 cost profile this K is the cheapest (27 554 vertices at
+    112x112: 512, 1024 and 2048 clusters predict 48.7, 46.7 and 64.2 ms)."""
+    return 2 ** round(math.log2(math.sqrt(40 * vertices)))
+
+
 def spherical_kmeans(points: torch.Tensor, k: int, iterations: int = 25) -> tuple[torch.Tensor, torch.Tensor]:
-    """Unit centres [k, D] and each point's cluster [N] (the centre of largest dot product); seeded,
-    so a table always gives the same clusters. Centres start at farthest-point samples."""
+    """Unit centres [k, D] and each point's cluster [N] (the centre of largest dot product). Centres start
+    at farthest-point samples from point 0, so a table always gives the same clusters."""
     chosen = [0]
     nearest = points @ points[0]
     for _ in range(k - 1):
@@ -246,6 +255,8 @@ def check_student_config(config: dict[str, Any]) -> dict[str, Any]:
             f"cse student config: unknown keys {sorted(set(config) - expected)}, "
             f"missing keys {sorted(expected - set(config))}"
         )
+    if config["lookup"] not in ("two_level", "exact"):
+        raise CompressError(f"cse student config: lookup {config['lookup']!r}: use 'two_level' or 'exact'")
     if config["size"] % 32:
         raise CompressError(f"cse student config: size {config['size']} must be a multiple of 32 (stride 32)")
     return copy.deepcopy(config)

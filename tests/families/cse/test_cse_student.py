@@ -55,7 +55,7 @@ def test_the_two_level_lookup_stays_within_five_percent_of_the_diameter_of_the_e
     table = F.normalize(mesh.basis(17)[:, 1:], dim=1)  # a smooth embedding of the template, like a teacher's
     embedding = near_vertices(table, noise=0.05)
     exact = VertexLookup(table)(embedding, FOREGROUND).long()
-    two_level = VertexLookup(table, clusters=128)
+    two_level = VertexLookup(table, two_level=True)
     assert two_level.two_level
     found = two_level(embedding, FOREGROUND).long()
     error = mesh.geodesics[found.flatten(), exact.flatten()] / mesh.diameter
@@ -63,7 +63,7 @@ def test_the_two_level_lookup_stays_within_five_percent_of_the_diameter_of_the_e
 
 
 def test_a_table_without_cluster_structure_falls_back_to_the_exact_search() -> None:
-    lookup = VertexLookup(torch.zeros(500, 16), clusters=32)  # a random teacher's all-zero table
+    lookup = VertexLookup(torch.zeros(500, 16), two_level=True)  # a random teacher's all-zero table
     assert not lookup.two_level
 
 
