@@ -50,20 +50,21 @@ TASK = Task(
     teacher_loss=objectives.TeacherWeights,
     baseline_label="every pixel the template's geodesic centre",
 )
-TEMPLATE_FEATURES = 64  # LBO eigenfunctions a demo teacher's embedder multiplies by its learned matrix
+TEMPLATE_FEATURES = 32  # LBO eigenfunctions a demo teacher's embedder multiplies by its learned matrix
 
 
 def _demo_teacher(pooler: int) -> dict[str, Any]:
-    """A small teacher in the model zoo's key layout on the synthetic template: R18 basic blocks at
-    half width, FPN and decoder at 64, 4 V1ConvX convs at 128; crop 8 x pooler -> output 4 x pooler."""
+    """A small teacher in the model zoo's key layout on the synthetic template, under 2 MB so that it can
+    be committed: R18 basic blocks at widths 8-64, FPN and decoder at 32, 3 V1ConvX convs at 48, the
+    template's 32 lowest LBO eigenfunctions; crop 8 x pooler -> output 4 x pooler."""
     config = teacher_config("R_50_FPN_s1x")
-    config["resnets"].update(depth=18, stem_out_channels=32, res2_out_channels=32)
-    config["fpn"]["out_channels"] = 64
+    config["resnets"].update(depth=18, stem_out_channels=16, res2_out_channels=8)
+    config["fpn"]["out_channels"] = 32
     config["roi_densepose_head"].update(
-        num_stacked_convs=4,
-        conv_head_dim=128,
-        decoder_conv_dims=64,
-        decoder_num_classes=64,
+        num_stacked_convs=3,
+        conv_head_dim=48,
+        decoder_conv_dims=32,
+        decoder_num_classes=32,
         pooler_resolution=pooler,
         embedders={template_name(): {"type": "vertex_feature", "num_vertices": template_size()}},
     )
