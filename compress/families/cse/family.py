@@ -301,7 +301,8 @@ class CseFamily(Family):
         out = dict(model(crops))
         table = _table(model)
         if isinstance(model, CseStudent):
-            out["vertex_ids"] = model.lookup(out["embedding"], out["coarse_segm"]).long()
+            if not model.training:  # only scores read the ids; training would pay for the lookup every step
+                out["vertex_ids"] = model.lookup(out["embedding"], out["coarse_segm"]).long()
         else:
             out["vertex_ids"] = model.closest_vertices(out["embedding"], coarse_segm=out["coarse_segm"])
         out["vertices"] = table.expand(len(crops), -1, -1)

@@ -26,8 +26,8 @@ class DistillWeights(LossWeights):
         1.0, ge=0, description="KL of the student's vertex soft assignment from the teacher's, on sampled pixels"
     )
     mask: float = Field(0.5, ge=0, description="cross-entropy of the student's coarse_segm vs the teacher's argmax")
-    ground_truth_embedding: float = Field(
-        0.25, ge=0, description="1 - cosine of the student's embedding vs the embedding of the true vertex"
+    ground_truth_vertex: float = Field(
+        0.25, ge=0, description="cross-entropy of the student's vertex soft assignment vs the true vertex"
     )
     ground_truth_mask: float = Field(0.25, ge=0, description="cross-entropy of the student's coarse_segm vs the mask")
     temperature: float = Field(
@@ -35,7 +35,7 @@ class DistillWeights(LossWeights):
         gt=0,
         description="soft assignment of vertex_kl: softer than DensePose's 0.01, so neighbouring vertices share mass",
     )
-    pixels: int = Field(2048, ge=1, description="pixels per batch sampled for vertex_kl")
+    pixels: int = Field(1024, ge=1, description="pixels per batch sampled for vertex_kl and ground_truth_vertex")
 
 
 class TeacherWeights(LossWeights):
@@ -101,12 +101,15 @@ def distill_loss(
         terms["vertex_kl"] = kl.mean() if len(kl) else kl.sum()
     if weights["mask"]:
         terms["mask"] = F.cross_entropy(student_out["coarse_segm"], teacher_fg.long())
-    if "vertex_ids" in batch and (weights["ground_truth_embedding"] or weights["ground_truth_mask"]):
+    if "vertex_ids" in batch and (weights["ground_truth_vertex"] or weights["ground_truth_mask"]):
         truth = at_grid(batch["vertex_ids"], student_e.shape[-2:])
-        if weights["ground_truth_embedding"]:
-            target = vertices[truth.clamp_min(0)].permute(0, 3, 1, 2)
-            cosine = F.cosine_similarity(student_e, target, dim=1)
-            terms["ground_truth_embedding"] = masked_mean(1 - cosine, truth >= 0)
+        if weights["ground_truth_vertex"]:
+            # Not a cosine to the true vertex's embedding: DensePose's loss only orders the vertices
+            # (a softmax), so a teacher's embeddings need not point at their vertex, and a cosine term
+            # would pull the student away from the teacher.
+            chosen = pixels_of(truth >= 0, weights["pixels"])
+            log_s = log_assignment(flat_pixels(student_e)[chosen], vertices, weights["temperature"])
+            terms["ground_truth_vertex"] = F.nll_loss(log_s, truth.flatten()[chosen]) if len(chosen) else log_s.sum()
         if weights["ground_truth_mask"]:
             terms["ground_truth_mask"] = F.cross_entropy(student_out["coarse_segm"], (truth >= 0).long())
     loss = sum(weights[k] * v for k, v in terms.items())

@@ -59,7 +59,7 @@ def test_the_student_adopts_the_teachers_vertex_table(demo: dict) -> None:
 
 def test_distillation_terms_vanish_when_the_student_matches_the_teacher(demo: dict) -> None:
     out = FAMILY.forward(demo["teacher"], demo["batch"])
-    weights = FAMILY.loss_weights({"ground_truth_embedding": 0, "ground_truth_mask": 0, "mask": 0})
+    weights = FAMILY.loss_weights({"ground_truth_vertex": 0, "ground_truth_mask": 0, "mask": 0})
     loss, terms = FAMILY.distill_loss(out, out, demo["batch"], weights)
     assert set(terms) == {"embedding_cosine", "vertex_kl"} and float(loss.detach()) == pytest.approx(0, abs=1e-5)
     moved = {**out, "embedding": out["embedding"].roll(1, dims=-1)}
@@ -70,7 +70,7 @@ def test_distillation_uses_the_ground_truth_where_the_data_has_it(demo: dict) ->
     FAMILY.adopt_teacher(demo["student"], demo["teacher"])
     teacher_out, student_out = (FAMILY.forward(demo[m], demo["batch"]) for m in ("teacher", "student"))
     _, terms = FAMILY.distill_loss(teacher_out, student_out, demo["batch"], FAMILY.loss_weights({}))
-    assert {"ground_truth_embedding", "ground_truth_mask", "mask"} <= set(terms)
+    assert {"ground_truth_vertex", "ground_truth_mask", "mask"} <= set(terms)
 
 
 def test_a_teacher_grid_other_than_the_students_is_refused(demo: dict) -> None:
