@@ -329,13 +329,14 @@ class CseFamily(Family):
         mesh = template_mesh()
         ids = _on_template(outputs["vertex_ids"], mesh)
         truth = objectives.at_grid(batch["vertex_ids"], ids.shape[-2:])
-        scores = {"vs_ground_truth": correspondence_metrics(ids, truth, mesh.geodesics, mesh.diameter)}
+        scores = {"vs_ground_truth": _matched(correspondence_metrics(ids, truth, mesh.geodesics, mesh.diameter))}
         if reference is not None:
             ref_ids = _on_template(reference["vertex_ids"], mesh)
-            scores["vs_teacher"] = correspondence_metrics(ids, ref_ids, mesh.geodesics, mesh.diameter)
-            scores["vs_teacher"]["embedding_cosine"] = embedding_cosine(
+            vs_teacher = correspondence_metrics(ids, ref_ids, mesh.geodesics, mesh.diameter)
+            vs_teacher["embedding_cosine"] = embedding_cosine(
                 outputs["embedding"], reference["embedding"], mask=reference["vertex_ids"] >= 0
             )
+            scores["vs_teacher"] = _matched(vs_teacher)
         return scores  # type: ignore[return-value]
 
     def baseline(self, batch: Batch) -> dict[str, torch.Tensor]:
@@ -389,6 +390,14 @@ def _output_grid(model: nn.Module, size: tuple[int, int]) -> tuple[int, int]:
     head = model.config["roi_densepose_head"]
     side = head["pooler_resolution"] * 2 * head["up_scale"]
     return (side, side)
+
+
+def _matched(metrics: dict[str, Any]) -> dict[str, Any]:
+    """Metrics of a batch in which the reference shows no figure at all (a random teacher's) have nothing
+    to measure: NaN. Nothing was matched, so they take their worst values (0, or an error of one
+    diameter); mask IoU, which is defined, says why."""
+    worst = {m.name: 0.0 if m.higher_is_better else 1.0 for m in METRICS}
+    return {k: worst[k] if v != v else v for k, v in metrics.items()}
 
 
 def _on_template(ids: torch.Tensor, mesh: Mesh) -> torch.Tensor:
