@@ -10,6 +10,7 @@ from torch import nn
 
 from compress.checkpoints import save_model
 from compress.errors import CompressError
+from compress.families.cse.data import render_sample
 from compress.families.cse.mesh import template_mesh
 from compress.families.cse.student import STUDENT_CONFIGS, CseStudent, VertexLookup, check_student_config
 from compress.families.cse.teacher import squared_euclidean_distances
@@ -20,13 +21,6 @@ FOREGROUND = torch.tensor([0.0, 1.0])[None, :, None, None]
 
 def unit_table(vertices: int, seed: int = 0) -> torch.Tensor:
     return F.normalize(torch.randn(vertices, 16, generator=torch.Generator().manual_seed(seed)), dim=1)
-
-
-def near_vertices(table: torch.Tensor, size: int = 16, noise: float = 0.15, seed: int = 1) -> torch.Tensor:
-    """[1, 16, size, size] embeddings scattered around random vertices, as a trained network's are."""
-    g = torch.Generator().manual_seed(seed)
-    ids = torch.randint(0, len(table), (size, size), generator=g)
-    return (table[ids] + noise * torch.randn(size, size, 16, generator=g)).permute(2, 0, 1)[None]
 
 
 def test_the_student_maps_a_crop_to_the_teacher_grid_at_half_its_size() -> None:
@@ -50,20 +44,25 @@ def test_the_exact_lookup_is_densepose_nearest_vertex_and_marks_the_background()
     assert torch.equal(ids, torch.where(coarse_segm.argmax(1) == 1, nearest, -1.0))
 
 
-def test_the_two_level_lookup_stays_within_five_percent_of_the_diameter_of_the_exact_vertex() -> None:
+@pytest.mark.parametrize("search", ["two_level", "two_level_coarse"])
+def test_the_two_level_lookup_stays_within_five_percent_of_the_diameter_of_the_exact_vertex(search: str) -> None:
     mesh = template_mesh()
     table = F.normalize(mesh.basis(17)[:, 1:], dim=1)  # a smooth embedding of the template, like a teacher's
-    embedding = near_vertices(table, noise=0.05)
-    exact = VertexLookup(table)(embedding, FOREGROUND).long()
-    two_level = VertexLookup(table, two_level=True)
+    # A rendered figure's vertices, so that neighbouring pixels embed nearby surface points, as a network's do.
+    truth = render_sample(3, 48)["vertex_ids"]
+    noise = 0.05 * torch.randn(48, 48, 16, generator=torch.Generator().manual_seed(1))
+    embedding = torch.where(truth[..., None] >= 0, table[truth.clamp_min(0)] + noise, 0.0).permute(2, 0, 1)[None]
+    figure = truth[None] >= 0
+    exact = VertexLookup(table)(embedding, FOREGROUND).long()[figure]
+    two_level = VertexLookup(table, search=search)
     assert two_level.two_level
-    found = two_level(embedding, FOREGROUND).long()
-    error = mesh.geodesics[found.flatten(), exact.flatten()] / mesh.diameter
+    found = two_level(embedding, FOREGROUND).long()[figure]
+    error = mesh.geodesics[found, exact] / mesh.diameter
     assert float((error <= 0.05).float().mean()) >= 0.95
 
 
 def test_a_table_without_cluster_structure_falls_back_to_the_exact_search() -> None:
-    lookup = VertexLookup(torch.zeros(500, 16), two_level=True)  # a random teacher's all-zero table
+    lookup = VertexLookup(torch.zeros(500, 16), search="two_level")  # a random teacher's all-zero table
     assert not lookup.two_level
 
 
