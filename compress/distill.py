@@ -154,6 +154,7 @@ def distill(
     home = _device_of(student)
     torch.manual_seed(cfg.seed)
     teacher = placed(teacher, device).eval()  # its outputs are computed under no_grad
+    family.adopt_teacher(student, teacher)
     student.to(device).train()
     try:
         return _train_loop(

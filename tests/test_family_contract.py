@@ -33,7 +33,11 @@ from compress.quantize import PipelineGate
 from compress.recipe import DistillConfig
 
 # (teacher, student) configs of families whose defaults are too large for a test; others use their defaults.
-SMALL_CONFIGS = {"fomm": ("demo-64", "mobile-64"), "facevid2vid": ("demo-64", "mobile-64")}
+SMALL_CONFIGS = {
+    "fomm": ("demo-64", "mobile-64"),
+    "facevid2vid": ("demo-64", "mobile-64"),
+    "cse": ("demo-64", "mobile-64"),
+}
 ROLES = ("teacher", "student")
 
 

@@ -128,7 +128,7 @@ def _uniform(gen: torch.Generator, lo: float, hi: float, n: int = 1) -> Tensor:
     return lo + (hi - lo) * torch.rand(n, generator=gen)
 
 
-def _noise_texture(gen: torch.Generator, channels: int, grid: tuple[int, int], octaves: int, size: int = 128) -> Tensor:
+def noise_texture(gen: torch.Generator, channels: int, grid: tuple[int, int], octaves: int, size: int = 128) -> Tensor:
     """Fractal value noise in [0, 1]: random grids upsampled bicubically, finer ones weaker."""
     tex = torch.zeros(1, channels, size, size)
     for o in range(octaves):
@@ -152,9 +152,9 @@ def _draw_appearance(gen: torch.Generator) -> _Appearance:
     eye_x = float(_uniform(gen, 0.30, 0.37))
     mouth_half_width = float(_uniform(gen, 0.19, 0.25))
     hairline = float(_uniform(gen, -0.62, -0.45))
-    skin_detail = _noise_texture(gen, 1, (4, 4), 5)
-    hair_streaks = _noise_texture(gen, 1, (2, 12), 3)  # stretched along y: strands
-    background_texture = _noise_texture(gen, 3, (3, 3), 4)
+    skin_detail = noise_texture(gen, 1, (4, 4), 5)
+    hair_streaks = noise_texture(gen, 1, (2, 12), 3)  # stretched along y: strands
+    background_texture = noise_texture(gen, 3, (3, 3), 4)
     return _Appearance(
         skin,
         hair,

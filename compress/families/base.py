@@ -155,6 +155,10 @@ class Family:
     def build_student(self, config: dict[str, Any]) -> nn.Module:
         raise NotImplementedError
 
+    def adopt_teacher(self, student: Any, teacher: nn.Module) -> None:
+        """Copy into a student what it keeps from its teacher unchanged (CSE: the vertex table), before
+        it is distilled; nothing by default."""
+
     # -- public checkpoints ---------------------------------------------------------------
     def read_checkpoint(self, path: Path, trust: bool) -> dict[str, Any]:
         """A checkpoint file as a (nested) dict, read safely (families with other formats override)."""

@@ -27,6 +27,7 @@ def list_families() -> list[str]:
 
 def _load_builtin() -> None:
     # Imported lazily so that `import compress` stays light and families can import stages' helpers.
+    import compress.families.cse.family  # noqa: F401
     import compress.families.embedding  # noqa: F401
     import compress.families.facevid2vid.family  # noqa: F401
     import compress.families.fomm  # noqa: F401

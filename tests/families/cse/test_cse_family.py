@@ -1,0 +1,105 @@
+"""The registered `cse` family: configs, model-zoo checkpoints through `load_teacher`, the student keeping
+the teacher's vertex table, the distillation and teacher objectives, scoring on the template's geodesics."""
+
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pytest
+import torch
+
+import compress
+from compress.batches import collate
+from compress.errors import CompressError
+from compress.families.registry import get_family
+
+FAMILY = get_family("cse")
+
+
+@pytest.fixture(scope="module")
+def demo() -> dict:
+    """The demo teacher and the small student (seeded), a held-out batch of two 64x64 renders."""
+    torch.manual_seed(0)
+    teacher = FAMILY.build_teacher(FAMILY.resolve_config("demo-64", "teacher")).eval()
+    student = FAMILY.build_student(FAMILY.resolve_config("mobile-64", "student")).eval()
+    batch = collate(FAMILY.dataset("synthetic", "eval", (64, 64), 0, 2), [0, 1])
+    return {"teacher": teacher, "student": student, "batch": batch}
+
+
+def test_the_family_is_registered_on_device_with_gps_as_its_primary_metric() -> None:
+    task = FAMILY.describe()["task"]
+    assert task["flow"] == "on_device" and task["primary_metric"] == "gps"
+    assert {"densepose_rcnn_R_50_FPN_DL_soft_s1x", "demo-64"} <= set(FAMILY.config_roles()["teacher"])
+
+
+def test_a_teacher_crop_gives_the_grid_of_a_student_of_twice_its_output() -> None:
+    assert FAMILY.input_size(FAMILY.resolve_config(None, "teacher")) == (224, 224)  # pooler 28 -> 112
+    assert FAMILY.input_size(FAMILY.resolve_config("mobile-224", "student")) == (224, 224)
+
+
+def test_a_model_zoo_pickle_of_the_demo_teacher_loads_without_trusting_code(demo: dict, tmp_path) -> None:
+    model = {k: v.numpy().copy() for k, v in demo["teacher"].state_dict().items()}
+    model["proposal_generator.rpn_head.conv.weight"] = np.ones((4, 4, 3, 3), np.float32)
+    path = tmp_path / "model_final_demo.pkl"
+    path.write_bytes(pickle.dumps({"model": model, "__author__": "Detectron2 Model Zoo"}))
+    loaded = compress.load_teacher("cse", path)  # config claimed from the key shapes
+    crop = demo["batch"]["image"]
+    with torch.no_grad():
+        assert torch.equal(loaded(crop)["embedding"], demo["teacher"](crop)["embedding"])
+
+
+def test_the_student_adopts_the_teachers_vertex_table(demo: dict) -> None:
+    student = FAMILY.build_student(FAMILY.resolve_config("mobile-64", "student"))
+    FAMILY.adopt_teacher(student, demo["teacher"])
+    assert torch.equal(student.lookup.table, demo["teacher"].vertex_embeddings(0))
+    (asset,) = FAMILY.assets(student)
+    assert asset.array.shape == (2624, 16) and np.allclose(np.linalg.norm(asset.array, axis=1), 1, atol=1e-5)
+
+
+def test_distillation_terms_vanish_when_the_student_matches_the_teacher(demo: dict) -> None:
+    out = FAMILY.forward(demo["teacher"], demo["batch"])
+    out["coarse_segm"] = torch.tensor([0.0, 1.0])[None, :, None, None].expand_as(out["coarse_segm"])  # all figure
+    weights = FAMILY.loss_weights({"ground_truth_vertex": 0, "ground_truth_mask": 0, "mask": 0})
+    loss, terms = FAMILY.distill_loss(out, out, demo["batch"], weights)
+    assert set(terms) == {"embedding_cosine", "vertex_kl"} and float(loss.detach()) == pytest.approx(0, abs=1e-5)
+    moved = {**out, "embedding": out["embedding"].roll(1, dims=-1)}
+    assert FAMILY.distill_loss(out, moved, demo["batch"], weights)[1]["vertex_kl"] > 0.01
+
+
+def test_distillation_uses_the_ground_truth_where_the_data_has_it(demo: dict) -> None:
+    FAMILY.adopt_teacher(demo["student"], demo["teacher"])
+    teacher_out, student_out = (FAMILY.forward(demo[m], demo["batch"]) for m in ("teacher", "student"))
+    _, terms = FAMILY.distill_loss(teacher_out, student_out, demo["batch"], FAMILY.loss_weights({}))
+    assert {"ground_truth_vertex", "ground_truth_mask", "mask"} <= set(terms)
+
+
+def test_a_teacher_grid_other_than_the_students_is_refused(demo: dict) -> None:
+    out = FAMILY.forward(demo["teacher"], demo["batch"])
+    smaller = {k: v[..., ::2, ::2] if v.dim() == 4 else v for k, v in out.items()}
+    with pytest.raises(CompressError, match="output grid"):
+        FAMILY.distill_loss(out, smaller, demo["batch"], FAMILY.loss_weights({}))
+
+
+def test_the_teacher_objective_trains_the_embedder_against_ground_truth(demo: dict) -> None:
+    teacher = FAMILY.build_teacher(FAMILY.resolve_config("demo-64", "teacher")).train()
+    weights = FAMILY.loss_weights({}, FAMILY.task.teacher_loss)
+    loss, terms = FAMILY.teacher_loss(teacher, demo["batch"], weights, torch.Generator().manual_seed(0))
+    loss.backward()
+    embedder = teacher.roi_heads.embedder.embedder_synthetic_2624
+    assert set(terms) == {"embedding", "segmentation"} and embedder.embeddings.grad.abs().sum() > 0
+
+
+def test_the_ground_truth_scores_perfectly_and_the_baseline_does_not(demo: dict) -> None:
+    batch = demo["batch"]
+    truth = batch["vertex_ids"][:, ::2, ::2]
+    perfect = FAMILY.score({"vertex_ids": truth}, batch)["vs_ground_truth"]
+    assert perfect["gps"] == pytest.approx(1.0) and perfect["agreement"] == pytest.approx(1.0)
+    assert FAMILY.score(FAMILY.baseline(batch), batch)["vs_ground_truth"]["gps"] < 0.5
+
+
+def test_ids_of_another_mesh_score_as_background_not_as_template_vertices(demo: dict) -> None:
+    batch = demo["batch"]
+    foreign = torch.full_like(batch["vertex_ids"][:, ::2, ::2], 27_000)
+    scores = FAMILY.score({"vertex_ids": foreign}, batch)["vs_ground_truth"]
+    assert scores["agreement"] == 0 and scores["geodesic_error"] == pytest.approx(1.0)
