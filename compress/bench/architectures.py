@@ -104,7 +104,7 @@ def run(steps: int, batch_size: int, runs: int, samples: int) -> dict[str, Any]:
         "created_utc": datetime.now(UTC).isoformat(timespec="seconds"),
         "command": f"python -m compress.bench.architectures --steps {steps} --batch-size {batch_size}",
         "part": PART,
-        "training": spec.model_dump(exclude={"family", "config", "init"}),
+        "training": {**spec.model_dump(exclude={"family", "config", "init", "weights"}), "weights": WEIGHTS},
         "candidates": [measure(family, *candidate, spec, runs) for candidate in candidates(family)],
     }
 

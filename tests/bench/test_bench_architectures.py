@@ -1,0 +1,41 @@
+"""The architectures bench's reports: a pure function of its results JSON."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from compress.bench.architectures import markdown, pareto_png
+
+PART = "generator.per_frame"
+
+
+def candidate(label: str, frame_ms: float, psnr: float | None) -> dict:
+    costs = {"predicted_ms": frame_ms, "fixed_ms": frame_ms / 4}
+    return {
+        "label": label,
+        "params": {"kp_detector": 1000, "generator": 2000},
+        "int8_mb": 0.003,
+        "iphone8": {"kp_detector": costs, PART: costs},
+        "host_ms": {PART: {"1": frame_ms / 3, "2": frame_ms / 5}},
+        "quality": None if psnr is None else {"l1": 0.03, "psnr": psnr, "ssim": 0.87},
+    }
+
+
+RESULTS = {
+    "created_utc": "2026-11-30T00:00:00+00:00",
+    "command": "python -m compress.bench.architectures --steps 2",
+    "part": PART,
+    "training": {"steps": 2, "batch_size": 4, "lr": 0.002, "seed": 0, "eval_batches": 8},
+    "candidates": [candidate("baseline", 88.0, None), candidate("pruned", 25.6, 23.2), candidate("design", 26.0, 23.4)],
+}
+
+
+def test_the_table_has_a_row_per_candidate_with_fixed_and_total_ms_and_untrained_ones_marked() -> None:
+    table = markdown(RESULTS)
+    assert "| baseline |" in table and "88.0 (22.0)" in table and "not trained" in table
+    assert "| design |" in table and "26.0 (6.5)" in table and "| 23.40 |" in table
+
+
+def test_the_pareto_plot_is_a_png_of_the_trained_candidates(tmp_path: Path) -> None:
+    pareto_png(RESULTS, tmp_path / "p.png")
+    assert (tmp_path / "p.png").read_bytes()[:4] == b"\x89PNG"
