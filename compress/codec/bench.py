@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from compress.checkpoints import portable
 from compress.codec import entropy
 from compress.codec.call import DEFAULT_FPS, Clip, bitstream_format, encode_stream, kbit_s, quality, read_clip, receive
 from compress.codec.classical import CODECS, Codec, encode_clip
@@ -90,7 +91,7 @@ def measure_bundle(label: str, bundle: Path, clips: int, frames: int) -> dict[st
     generative = [generative_point(flow, scaled(flow, fmt, data, s), data, unquantized, s) for s in STEP_SCALES]
     return {
         "label": label,
-        "bundle": str(bundle),
+        "bundle": portable(bundle),  # docs name no machine's folders
         "frame_size": list(flow.frame_size),
         "clips": [c.name for c in test],
         "frames": frames,
