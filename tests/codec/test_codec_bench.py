@@ -48,6 +48,10 @@ def test_the_bench_writes_its_table_curves_json_and_readme_paragraph(call_bundle
     assert "Rate ratio at matched quality" in (docs / "codec.md").read_text()
     assert (docs / "rate_quality.png").read_bytes()[:4] == b"\x89PNG"
     assert "x264's lowest rate" in readme.read_text() and "old" not in readme.read_text()
+    table = (docs / "codec.md").read_text()
+    (docs / "codec.md").unlink()
+    main(["--from-json", str(docs / "codec.json"), "--root", str(tmp_path)])  # re-rendered, nothing measured
+    assert (docs / "codec.md").read_text() == table
 
 
 def test_the_bench_builds_its_smoke_bundle_with_the_overrides_of_make_smoke() -> None:
