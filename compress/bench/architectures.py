@@ -1,6 +1,6 @@
 """`python -m compress.bench.architectures`: student designs compared at equal predicted latency.
 
-    python -m compress.bench.architectures [--steps 500] [--batch-size 4] [--root .]
+    python -m compress.bench.architectures [--steps 1500] [--batch-size 4] [--root .]
 
 The product-size FOMM student is judged where it ships, 256x256, and the official teacher cannot
 be downloaded here, so candidates are compared directly against ground truth: each is trained
@@ -167,7 +167,7 @@ def pareto_png(res: dict[str, Any], path: Path) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=int, default=500, help="training steps per candidate")
+    parser.add_argument("--steps", type=int, default=1500, help="training steps per candidate")
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--samples", type=int, default=2048, help="training clip pairs drawn")
     parser.add_argument("--runs", type=int, default=30, help="host latency repeats per thread count (p50)")
