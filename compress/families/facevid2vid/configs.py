@@ -29,6 +29,8 @@ LIVEPORTRAIT_SECTIONS = (
     "spade_generator_params",
 )
 GENERATORS = ("spade", "original")
+# The dense motion network of the public vox-256 configs and of LivePortrait's warping module.
+DENSE_MOTION = {"block_expansion": 32, "max_features": 1024, "num_blocks": 5, "reshape_depth": 16, "compress": 4}
 
 
 def _vox_256(generator: str, kp_scale_factor: float) -> dict[str, Any]:
@@ -56,13 +58,7 @@ def _vox_256(generator: str, kp_scale_factor: float) -> dict[str, Any]:
             "reshape_depth": 16,
             "num_resblocks": 6,
             "estimate_occlusion_map": True,
-            "dense_motion_params": {
-                "block_expansion": 32,
-                "max_features": 1024,
-                "num_blocks": 5,
-                "reshape_depth": 16,
-                "compress": 4,
-            },
+            "dense_motion_params": dict(DENSE_MOTION),
         },
     }
 
@@ -87,13 +83,7 @@ LIVEPORTRAIT: dict[str, Any] = {
         "num_down_blocks": 2,
         "reshape_channel": 32,
         "estimate_occlusion_map": True,
-        "dense_motion_params": {
-            "block_expansion": 32,
-            "max_features": 1024,
-            "num_blocks": 5,
-            "reshape_depth": 16,
-            "compress": 4,
-        },
+        "dense_motion_params": dict(DENSE_MOTION),
     },
     "spade_generator_params": {"upscale": 2, "block_expansion": 64, "max_features": 512, "num_down_blocks": 2},
     "stitching_retargeting_module_params": {
