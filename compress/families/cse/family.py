@@ -171,7 +171,9 @@ class CseFamily(Family):
         return demos[config] if config in demos else teacher_config(config or DEFAULT_TEACHER)
 
     def build_teacher(self, config: dict[str, Any]) -> nn.Module:
-        """The teacher with random weights; an embedder of the synthetic template gets its LBO basis."""
+        """The teacher with random weights. An embedder of the synthetic template gets its LBO basis; one of
+        another mesh (smpl_27554, the animals) gets a random orthonormal stand-in for the basis that a
+        checkpoint brings, so that a random teacher's vertex table has unit rows in every direction."""
         teacher = CseTeacher(config)
         for name, spec in config["roi_densepose_head"]["embedders"].items():
             embedder = getattr(teacher.roi_heads.embedder, f"embedder_{name}")
@@ -180,8 +182,15 @@ class CseFamily(Family):
             # detectron2 starts the matrix at zero and reads it from a checkpoint; trained from scratch,
             # zero rows would have no direction to learn from.
             nn.init.normal_(embedder.embeddings, std=spec.get("feature_dim", 1) ** -0.5)
-            if spec["type"] == "vertex_feature" and name == template_name():
+            if spec["type"] != "vertex_feature":
+                continue
+            if name == template_name():
                 embedder.features.copy_(template_mesh().basis(spec["feature_dim"]))
+            else:
+                # detectron2 reads the basis from the mesh's LBO file (INIT_FILE), which is not here. Left at
+                # zero, every row of the table would be zero: no direction to match a pixel to, no clusters
+                # for the two-level lookup.
+                nn.init.orthogonal_(embedder.features)
         return teacher
 
     def build_student(self, config: dict[str, Any]) -> nn.Module:

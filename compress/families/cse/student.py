@@ -205,7 +205,7 @@ class VertexLookup(nn.Module):
         centres, assignment = spherical_kmeans(table, clusters)
         sizes = torch.bincount(assignment, minlength=len(centres))
         if sizes.max() > MAX_CLUSTER_SPREAD * len(table) / len(centres):
-            return  # a table without structure (a random teacher's): the gather would cost more than the exact search
+            return  # a degenerate table (rows all zero or alike): the gather would cost more than the exact search
         order = torch.argsort(assignment, stable=True)
         slot = torch.arange(len(table)) - torch.repeat_interleave(sizes.cumsum(0) - sizes, sizes)
         members = torch.zeros(len(centres), int(sizes.max()), table.shape[1])

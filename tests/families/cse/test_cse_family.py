@@ -12,6 +12,7 @@ import torch
 import compress
 from compress.batches import collate
 from compress.errors import CompressError
+from compress.families.cse.student import VertexLookup
 from compress.families.registry import get_family
 
 FAMILY = get_family("cse")
@@ -36,6 +37,17 @@ def test_the_family_is_registered_on_device_with_gps_as_its_primary_metric() -> 
 def test_a_teacher_crop_gives_the_grid_of_a_student_of_twice_its_output() -> None:
     assert FAMILY.input_size(FAMILY.resolve_config(None, "teacher")) == (224, 224)  # pooler 28 -> 112
     assert FAMILY.input_size(FAMILY.resolve_config("mobile-224", "student")) == (224, 224)
+
+
+def test_a_random_teacher_of_a_mesh_without_its_basis_gets_a_table_the_two_level_lookup_clusters() -> None:
+    config = FAMILY.resolve_config("demo-64", "teacher")  # small; the mesh is not the template
+    config["roi_densepose_head"]["embedders"] = {
+        "other_3000": {"type": "vertex_feature", "num_vertices": 3000, "feature_dim": 64}
+    }
+    torch.manual_seed(0)
+    table = FAMILY.build_teacher(config).vertex_embeddings(0).detach()
+    assert torch.allclose(table.norm(dim=1), torch.ones(3000), atol=1e-5)
+    assert VertexLookup(table, search="two_level").two_level  # not the exact search's fallback
 
 
 def test_a_model_zoo_pickle_of_the_demo_teacher_loads_without_trusting_code(demo: dict, tmp_path) -> None:

@@ -62,7 +62,7 @@ def test_the_two_level_lookup_stays_within_five_percent_of_the_diameter_of_the_e
 
 
 def test_a_table_without_cluster_structure_falls_back_to_the_exact_search() -> None:
-    lookup = VertexLookup(torch.zeros(500, 16), search="two_level")  # a random teacher's all-zero table
+    lookup = VertexLookup(torch.zeros(500, 16), search="two_level")  # a degenerate, all-zero table
     assert not lookup.two_level
 
 
