@@ -123,17 +123,22 @@ class CseTeacher(nn.Module):
 
         DensePose's lookup, computed `chunk_pixels` pixels at a time (default: BLOCK_DISTANCES // V),
         so memory stays at about twice chunk_pixels x V floats. Given `coarse_segm` [B, 2, H, W],
-        background pixels (argmax 0) get -1, as DensePose's evaluation marks them.
+        background pixels (argmax 0) get -1, as DensePose's evaluation marks them, and, as in
+        DensePose, only the foreground pixels are searched.
         """
         vertices = self.vertex_embeddings(mesh).to(embedding)
         chunk_pixels = chunk_pixels or max(1, BLOCK_DISTANCES // len(vertices))
         pixels = embedding.permute(0, 2, 3, 1).reshape(-1, embedding.shape[1])
-        ids = torch.cat(
-            [squared_euclidean_distances(chunk, vertices).argmin(dim=1) for chunk in pixels.split(chunk_pixels)]
-        ).view(embedding.shape[0], *embedding.shape[2:])
-        if coarse_segm is not None:
-            ids[coarse_segm.argmax(dim=1) == 0] = -1
-        return ids
+        ids = torch.full((len(pixels),), -1, dtype=torch.long, device=embedding.device)
+        searched = (
+            torch.ones_like(ids, dtype=torch.bool) if coarse_segm is None else coarse_segm.argmax(dim=1).flatten() > 0
+        )
+        found = [
+            squared_euclidean_distances(chunk, vertices).argmin(dim=1) for chunk in pixels[searched].split(chunk_pixels)
+        ]
+        if found:
+            ids[searched] = torch.cat(found)
+        return ids.view(embedding.shape[0], *embedding.shape[2:])
 
 
 def build_teacher(config: dict[str, Any]) -> CseTeacher:

@@ -135,6 +135,11 @@ def test_closest_vertices_are_the_same_in_any_chunk_size_and_background_is_minus
     assert torch.equal(masked, torch.where(background, -1, whole))
 
 
+def test_closest_vertices_of_an_all_background_mask_are_all_minus_one(tiny_teacher):
+    embedding, coarse_segm = torch.randn(1, 16, 8, 8), torch.tensor([1.0, 0.0])[None, :, None, None].expand(1, 2, 8, 8)
+    assert torch.equal(tiny_teacher.closest_vertices(embedding, 0, coarse_segm=coarse_segm), torch.full((1, 8, 8), -1))
+
+
 def test_vertex_embeddings_are_unit_rows_by_name_or_index(tiny_teacher):
     by_name = tiny_teacher.vertex_embeddings("direct_30")
     assert by_name.shape == (30, 16)
