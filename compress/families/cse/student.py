@@ -23,6 +23,7 @@ rounded to multiples of 8.
 from __future__ import annotations
 
 import copy
+import functools
 import math
 from typing import Any
 
@@ -202,7 +203,7 @@ class VertexLookup(nn.Module):
         if self.search == "exact" or clusters >= len(self.table) // 2 or self.table.is_meta:
             return
         table = self.table.float()
-        centres, assignment = spherical_kmeans(table, clusters)
+        centres, assignment = (t.clone() for t in _clusters_of(table.numpy().tobytes(), tuple(table.shape), clusters))
         sizes = torch.bincount(assignment, minlength=len(centres))
         if sizes.max() > MAX_CLUSTER_SPREAD * len(table) / len(centres):
             return  # a degenerate table (rows all zero or alike): the gather would cost more than the exact search
@@ -238,6 +239,13 @@ def cluster_count(vertices: int) -> int:
     second's gather with V / K; on the iPhone 8 cost profile this K is the cheapest (27 554 vertices at
     112x112: 512, 1024 and 2048 clusters predict 48.7, 46.7 and 64.2 ms)."""
     return 2 ** round(math.log2(math.sqrt(40 * vertices)))
+
+
+@functools.lru_cache(maxsize=4)
+def _clusters_of(table: bytes, shape: tuple[int, int], k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """`spherical_kmeans` of a float32 table given as bytes, kept for the tables seen last: a run's stages
+    load the same student (and so rebuild the same clusters) several times, seconds each for smpl_27554."""
+    return spherical_kmeans(torch.frombuffer(bytearray(table), dtype=torch.float32).view(shape), k)
 
 
 def spherical_kmeans(points: torch.Tensor, k: int, iterations: int = 25) -> tuple[torch.Tensor, torch.Tensor]:
