@@ -34,9 +34,15 @@ SMOKE := --set stages.distill.steps=2 --set stages.distill.batch_size=2 --set st
 	--set stages.prune.finetune.eval_batches=1 --set stages.quantize.calibration_samples=2 --set stages.quantize.eval_samples=1 \
 	--set stages.profile.runs=3 --set stages.profile.warmup=1 --set stages.bundle.out=exported/smoke/bundle
 
+# The same overrides for recipes/cse-mobile.yaml on a randomly initialised R50-FPN-DL teacher (smpl_27554's
+# 27 554 vertices); the later --set of the bundle folder wins.
+CSE_SMOKE := $(SMOKE) --set stages.bundle.out=exported/smoke-cse/bundle
+
 smoke: install
 	$(BIN)/compress run recipes/fomm-mobile.yaml --out exported/smoke $(SMOKE)
 	$(BIN)/compress bundle verify exported/smoke/bundle
+	$(BIN)/compress run recipes/cse-mobile.yaml --out exported/smoke-cse $(CSE_SMOKE)
+	$(BIN)/compress bundle verify exported/smoke-cse/bundle
 
 bench: install
 	$(BIN)/python -m compress.results
