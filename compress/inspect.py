@@ -7,6 +7,7 @@ from typing import Any
 
 from torch import nn
 
+from compress.errors import CompressError
 from compress.families.base import Family
 from compress.families.loading import load_checkpoint, load_teacher_model
 from compress.families.registry import get_family
@@ -37,9 +38,13 @@ def inspect_model(
 ) -> dict[str, Any]:
     """Counts per network (prunable) and per deployable part, and the heaviest modules; with
     `latency` (a device profile, e.g. profile:iphone8), each part's predicted and fixed ms."""
+    try:
+        prunables = family.prunables(model)
+    except CompressError:  # a model its family does not prune (a CSE teacher): no prunable networks to count
+        prunables = []
     networks = [
         PartStats(p.name, count_params(p.module), 2 * count_macs(p.module, p.example_inputs) / 1e9).to_json()  # type: ignore[operator]
-        for p in family.prunables(model)
+        for p in prunables
     ]
     parts, modules = [], []
     for part in family.parts(model):

@@ -14,6 +14,7 @@ from compress.batches import collate
 from compress.errors import CompressError
 from compress.families.cse.student import VertexLookup
 from compress.families.registry import get_family
+from compress.inspect import inspect_model
 
 FAMILY = get_family("cse")
 
@@ -77,6 +78,11 @@ def test_distillation_terms_vanish_when_the_student_matches_the_teacher(demo: di
     assert set(terms) == {"embedding_cosine", "vertex_kl"} and float(loss.detach()) == pytest.approx(0, abs=1e-5)
     moved = {**out, "embedding": out["embedding"].roll(1, dims=-1)}
     assert FAMILY.distill_loss(out, moved, demo["batch"], weights)[1]["vertex_kl"] > 0.01
+
+
+def test_a_teacher_is_inspected_by_its_parts_though_only_students_are_pruned(demo: dict) -> None:
+    report = inspect_model(FAMILY, demo["teacher"], per_module=False)
+    assert report["networks"] == [] and [p["name"] for p in report["parts"]] == ["embedder", "lookup"]
 
 
 def test_distillation_uses_the_ground_truth_where_the_data_has_it(demo: dict) -> None:
