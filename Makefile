@@ -44,8 +44,10 @@ smoke: install
 	$(BIN)/compress run recipes/cse-mobile.yaml --out exported/smoke-cse $(CSE_SMOKE)
 	$(BIN)/compress bundle verify exported/smoke-cse/bundle
 
+# FOMM's reports: docs/results.*, the README headline; each other family's: docs/results-<family>/.
 bench: install
 	$(BIN)/python -m compress.results
+	OMP_NUM_THREADS=1 $(BIN)/python -m compress.results --recipe recipes/cse-mobile-demo.yaml
 	$(BIN)/python -m compress.codec.bench
 
 clean:

@@ -1,16 +1,21 @@
 """`make bench`: measure the teacher, the comparison path and the shipped student in one run.
 
-Runs a recipe (default recipes/fomm-mobile-demo.yaml) and its comparison recipe (default
-recipes/fomm-teacher-pruned-demo.yaml, pruned to the student's size), then measures four models,
-fp32 and int8, the same way: parameters, MB, GFLOPs per part, host latency (p50 of repeated
-runs) at 1 and 2 threads, predicted iPhone 8 fps, and the family's task metrics vs ground truth
+Runs a recipe (default recipes/fomm-mobile-demo.yaml) and, where it has one, its comparison recipe
+(default recipes/fomm-teacher-pruned-demo.yaml for the default recipe, pruned to the student's
+size; none for another recipe unless --comparison names one), then measures the models (teacher,
+pruned teacher, distilled student, distilled + pruned), fp32 and int8, the same way: parameters,
+MB, GFLOPs per part, host latency (p50 of repeated runs) at 1 and 2 threads, predicted iPhone 8
+fps, and the family's task metrics vs ground truth
 and vs the teacher on its held-out evaluation protocol. Everything family-specific comes from
 the recipe's family: its parts (per-frame ones by `Part.cadence`), its task's metrics (the
-primary one for the Pareto plot and the checks) and its baseline. Writes docs/results.json,
-docs/results.md, docs/pareto.png and the README's headline table, under --root (default: the
-current directory, the repository root when `make bench` runs it).
+primary one for the Pareto plot and the checks) and its baseline. Writes results.json,
+results.md, pareto.png and distill_loss.png into the family's report folder (`report_place`:
+docs/ and the README's headline table for the default recipe's family, docs/results-<family>/
+for any other), under --root (default: the current directory, the repository root when `make
+bench` runs it).
 
     python -m compress.results [--runs 30] [--limit 8] [--out exported/bench] [--root .]
+    python -m compress.results --recipe recipes/cse-mobile-demo.yaml   # docs/results-cse/
     python -m compress.results --from-json docs/results.json   # re-render the reports only
     python -m compress.results --models-table [RECIPE ...]     # docs/models/<family>.md table
 """
@@ -36,6 +41,7 @@ from compress.families.task import Metric
 
 DEMO = Path("recipes") / "fomm-mobile-demo.yaml"
 COMPARISON = Path("recipes") / "fomm-teacher-pruned-demo.yaml"
+DEMO_FAMILY = "fomm"  # DEMO's: its reports keep docs/results.* and the README's headline table
 MODELS_TABLE_RECIPES = (Path("recipes") / "fomm-mobile.yaml", DEMO)
 # Acceptance targets of the checks: how much worse (relative to the reference's value, in the
 # primary metric's direction) the distilled student may be than the teacher, and the pruned,
@@ -132,7 +138,7 @@ def run(
     runs: int,
     limit: int,
     recipe_path: Path = DEMO,
-    comparison_path: Path = COMPARISON,
+    comparison_path: Path | None = COMPARISON,
     quiet: bool = False,
 ) -> dict[str, Any]:
     from compress.evaluate import evaluate
@@ -146,18 +152,22 @@ def run(
     demo = run_recipe(recipe, out=out / "runs", resume=True, quiet=quiet)
     student_file = demo.run_dir / demo.artifacts["model"]
     student, _ = load_model(student_file, family)
-    student_mb = sum(p.numel() for p in student.parameters()) / 1e6  # int8: one byte per weight
-    comparison = load_recipe(root / comparison_path, [f"stages.prune.size_mb={student_mb:.4f}"])
-    pruned = run_recipe(comparison, out=out / "runs", resume=True, quiet=quiet)
-    teacher, _ = load_model(demo.run_dir / "teacher.safetensors", family)
-    size = family.model_input_size(teacher)
-    batches = list(family.eval_batches(recipe.data.eval, size, seed=0, limit=limit))
-    models = [
-        ("teacher", demo.run_dir / "teacher.safetensors"),
-        ("pruned teacher", pruned.run_dir / pruned.artifacts["model"]),
+    models = [("teacher", demo.run_dir / "teacher.safetensors")]
+    stage_wall_s = {recipe.name: stage_walls(demo)}
+    comparison = None
+    if comparison_path is not None:
+        student_mb = sum(p.numel() for p in student.parameters()) / 1e6  # int8: one byte per weight
+        comparison = load_recipe(root / comparison_path, [f"stages.prune.size_mb={student_mb:.4f}"])
+        pruned = run_recipe(comparison, out=out / "runs", resume=True, quiet=quiet)
+        models.append(("pruned teacher", pruned.run_dir / pruned.artifacts["model"]))
+        stage_wall_s[comparison.name] = stage_walls(pruned)
+    models += [
         ("distilled student", demo.run_dir / "distill" / "student.safetensors"),
         ("distilled + pruned", student_file),
     ]
+    teacher, _ = load_model(demo.run_dir / "teacher.safetensors", family)
+    size = family.model_input_size(teacher)
+    batches = list(family.eval_batches(recipe.data.eval, size, seed=0, limit=limit))
     shipped = {p: demo.run_dir / f["onnx"] for p, f in demo.artifacts.get("quantized", {}).items() if "onnx" in f}
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
@@ -178,7 +188,11 @@ def run(
         "family": family.name,
         "task": family.task.to_json(),
         "parts": part_records(family, teacher),
-        "recipe": {"name": recipe.name, "student": _config_label(recipe.student.config), "comparison": comparison.name},
+        "recipe": {
+            "name": recipe.name,
+            "student": _config_label(recipe.student.config),
+            "comparison": comparison.name if comparison else None,
+        },
         "eval": {
             "data": recipe.data.eval,
             "limit": limit,
@@ -188,7 +202,7 @@ def run(
         "latency_runs": runs,
         "baseline": evaluate(family, teacher, batches).get("baseline"),
         "rows": rows,
-        "stage_wall_s": {recipe.name: stage_walls(demo), comparison.name: stage_walls(pruned)},
+        "stage_wall_s": stage_wall_s,
         "bundle": demo.artifacts.get("bundle"),
         "distill": _stage_record(demo, "distill"),
         "prune": _stage_record(demo, "prune"),
@@ -356,8 +370,8 @@ def results_markdown(res: dict[str, Any]) -> str:
         "",
         "![distillation loss](distill_loss.png)",
         "",
-        "Reproduce: `make bench` "
-        "(writes this page, results.json, pareto.png, distill_loss.png and the README headline).",
+        "Reproduce: `make bench` (writes this page, results.json, pareto.png, distill_loss.png"
+        + (" and the README headline)." if res["family"] == DEMO_FAMILY else ")."),
     ]
     return "\n".join(lines) + "\n"
 
@@ -602,15 +616,25 @@ def replace_marked(path: Path, name: str, body: str) -> None:
     path.write_text(pattern.sub(lambda m: m.group(1) + body + m.group(2), text))
 
 
-def write_reports(res: dict[str, Any], docs: Path, readme: Path) -> None:
-    docs.mkdir(exist_ok=True)
+def report_place(root: Path, family: str) -> tuple[Path, Path | None]:
+    """(folder, README or None) a family's bench reports go to. The default recipe's family keeps docs/ and
+    the README's headline table; every other family gets docs/results-<family>/, so that no family's
+    `make bench` line overwrites another's."""
+    if family == DEMO_FAMILY:
+        return root / "docs", root / "README.md"
+    return root / "docs" / f"results-{family}", None
+
+
+def write_reports(res: dict[str, Any], docs: Path, readme: Path | None) -> None:
+    docs.mkdir(parents=True, exist_ok=True)
     (docs / "results.json").write_text(json.dumps(res, indent=2) + "\n")
     (docs / "results.md").write_text(results_markdown(res))
     pareto_png(res, docs / "pareto.png")
     loss_curve = Path(res["loss_curve"])
     if loss_curve.is_file():  # absent when re-rendering results from another machine's run
         shutil.copyfile(loss_curve, docs / "distill_loss.png")
-    replace_marked(readme, "headline", headline_markdown(res))
+    if readme is not None:
+        replace_marked(readme, "headline", headline_markdown(res))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -634,13 +658,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--comparison",
         type=Path,
-        default=COMPARISON,
-        help="the recipe that prunes the teacher straight to the student's size (relative to --root)",
+        default=None,
+        help="the recipe that prunes the teacher straight to the student's size (relative to --root); default: "
+        f"{COMPARISON} for the default recipe, none for another",
     )
     parser.add_argument(
         "--out", type=Path, default=None, help="where the bench's runs go (default: ROOT/exported/bench)"
     )
-    parser.add_argument("--docs", type=Path, default=None, help="default: ROOT/docs")
+    parser.add_argument(
+        "--docs",
+        type=Path,
+        default=None,
+        help="where the reports go; default: ROOT/docs (and the README headline) for the default recipe's family, "
+        "ROOT/docs/results-<family> for another",
+    )
     parser.add_argument(
         "--from-json",
         type=Path,
@@ -659,16 +690,17 @@ def main(argv: list[str] | None = None) -> None:
     )
     args = parser.parse_args(argv)
     root = args.root.resolve()
-    docs = args.docs or root / "docs"
     if args.models_table is not None:
         family, table = models_table([root / r for r in args.models_table or MODELS_TABLE_RECIPES])
-        replace_marked(docs / "models" / f"{family}.md", "models", table)
+        replace_marked((args.docs or root / "docs") / "models" / f"{family}.md", "models", table)
         return
     if args.from_json:
         res = json.loads(args.from_json.read_text())
     else:
-        res = run(root, args.out or root / "exported" / "bench", args.runs, args.limit, args.recipe, args.comparison)
-    write_reports(res, docs, root / "README.md")
+        comparison = args.comparison or (COMPARISON if args.recipe == DEMO else None)
+        res = run(root, args.out or root / "exported" / "bench", args.runs, args.limit, args.recipe, comparison)
+    docs, readme = report_place(root, res["family"])
+    write_reports(res, args.docs or docs, readme)
     print(results_markdown(res))
 
 

@@ -201,6 +201,7 @@ def test_reports_render_from_json_under_root(tmp_path: Path):
     res = result(
         ERROR_TASK, {"error": 3.0, "accuracy": 50.0}, {"error": 2.0, "accuracy": 60.0}, {"error": 1.9, "accuracy": 61.0}
     )
+    res["family"] = "fomm"  # the default recipe's family: docs/ and the README
     (tmp_path / "docs").mkdir()
     source = tmp_path / "in.json"
     source.write_text(json.dumps(res))
@@ -218,9 +219,21 @@ def test_reports_render_from_json_under_root(tmp_path: Path):
         "error vs GT",
         "accuracy vs GT",
     ]
-    assert "| teacher (fam, 32x32) | 0.50 | 0.400 | 100 | 200 | 1.90 | 61.00 |" in readme
+    assert "| teacher (fomm, 32x32) | 0.50 | 0.400 | 100 | 200 | 1.90 | 61.00 |" in readme
     assert "| shipped student (small, distilled + pruned + int8) |" in readme
     assert (tmp_path / "docs" / "results.md").read_text() == results.results_markdown(copy.deepcopy(res))
+
+
+def test_another_familys_reports_go_to_its_own_folder_and_leave_the_readme(tmp_path: Path):
+    res = result(ERROR_TASK, None, {"error": 2.0, "accuracy": 60.0}, {"error": 1.9, "accuracy": 61.0})
+    source = tmp_path / "in.json"
+    source.write_text(json.dumps(res))
+    readme = "# x\n<!-- headline:start (by make bench) -->\nold\n<!-- headline:end -->\n"
+    (tmp_path / "README.md").write_text(readme)
+    results.main(["--root", str(tmp_path), "--from-json", str(source)])
+    assert json.loads((tmp_path / "docs" / "results-fam" / "results.json").read_text()) == res
+    assert not (tmp_path / "docs" / "results.json").exists()
+    assert (tmp_path / "README.md").read_text() == readme
 
 
 def test_models_table_goes_through_the_recipes_family(write_recipe):
