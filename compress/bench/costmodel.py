@@ -35,7 +35,7 @@ import yaml
 from onnx import shape_inference
 
 from compress.bench import machine
-from compress.bench.interval import IntervalModel, widen
+from compress.bench.interval import INTERVAL_KEYS, IntervalModel, widen
 from compress.errors import CompressError
 
 DEVICES_DIR = Path(__file__).with_name("devices")
@@ -331,19 +331,15 @@ class DeviceProfile:
             feats = c.features(specific)
             if not feats:
                 continue
-            ms = sum(coef.get(k, 0.0) * v for k, v in feats.items())
+            ms = self.node_ms(c, threads)
             mb = next(k for k in feats if k.endswith(".mb"))
             node_low, node_high = model.node_range(c.op_class, c.op_type, ms, feats[mb], coef.get(mb, 0.0))
             low, high, total = low + node_low, high + node_high, total + ms
             if model.extrapolated(c.op_type):
                 extrapolated[c.op_type] = extrapolated.get(c.op_type, 0.0) + ms
         low_ms, high_ms = widen(low, high, model.bound)
-        return {
-            "interval_ms": [low_ms, high_ms],
-            "interval_coverage": model.coverage,
-            "extrapolated_share": sum(extrapolated.values()) / total if total else 0.0,
-            "extrapolated_op_types": sorted(extrapolated),
-        }
+        share = sum(extrapolated.values()) / total if total else 0.0
+        return dict(zip(INTERVAL_KEYS, ([low_ms, high_ms], model.coverage, share, sorted(extrapolated))))
 
     def op_specific(self, threads: int) -> frozenset[str]:
         """Op types this profile prices on their own."""
@@ -403,9 +399,7 @@ def predict(
     costs = analyse(model, precision, profile.channel_block)
     per_node = [(c, profile.node_ms(c, threads)) for c in costs if c.op_class != "free"]
     total = profile.run_ms(threads) + sum(ms for _, ms in per_node)
-    interval = profile.interval(costs, threads) or dict.fromkeys(
-        ("interval_ms", "interval_coverage", "extrapolated_share", "extrapolated_op_types")
-    )
+    interval = profile.interval(costs, threads) or dict.fromkeys(INTERVAL_KEYS)
     return {
         "device": f"profile:{profile.name}",
         "threads": threads,

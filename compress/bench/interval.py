@@ -25,6 +25,9 @@ from dataclasses import dataclass
 from typing import Any
 
 LEVEL = 0.9  # the coverage aimed at; few references give less, and the profile says how much
+# What a prediction carries besides its ms: [low, high] ms, nominal coverage, the share of the ms in
+# op types no reference contains, and those op types.
+INTERVAL_KEYS = ("interval_ms", "interval_coverage", "extrapolated_share", "extrapolated_op_types")
 
 
 def error_bound(errors: Sequence[float], level: float = LEVEL) -> tuple[float, float]:

@@ -17,13 +17,11 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from compress.bench import costmodel
-from compress.bench.interval import interval_text
+from compress.bench.interval import INTERVAL_KEYS, interval_text
 from compress.errors import CompressError
 
-# Predicted rows only (null when measured): where the true latency may lie, and how much of the
-# prediction rests on op types no reference network of the profile contains (compress/bench/interval.py).
-PREDICTION_KEYS = ("interval_ms", "interval_coverage", "extrapolated_share", "extrapolated_op_types")
-ROW_KEYS = ("file", "part", "device", "source", "threads", "p50_ms", "p90_ms", "p99_ms", "fps", *PREDICTION_KEYS)
+# The interval keys are null on measured rows (compress/bench/interval.py).
+ROW_KEYS = ("file", "part", "device", "source", "threads", "p50_ms", "p90_ms", "p99_ms", "fps", *INTERVAL_KEYS)
 
 
 @dataclass(frozen=True)
@@ -206,7 +204,7 @@ def predicted(path: Path, device: str, threads: int, top: int) -> dict[str, Any]
         "p90_ms": ms,
         "p99_ms": ms,
         "fps": 1e3 / ms if ms else None,
-        **{k: pred[k] for k in PREDICTION_KEYS},
+        **{k: pred[k] for k in INTERVAL_KEYS},
         "ops": [{"node": c.name, "op_type": c.op_type, "ms": node_ms, "share": node_ms / total} for c, node_ms in ops],
     }
 
