@@ -65,20 +65,43 @@ def read_cpuinfo(path: Path = Path("/proc/cpuinfo")) -> tuple[str, set[str]]:
     return model, flags
 
 
-def _sysctl(name: str) -> str:
+# numpy's names of the KERNEL_FLAGS it detects (numpy._core._multiarray_umath.__cpu_features__)
+NUMPY_FLAG_NAMES = {
+    "AVX2": "avx2",
+    "AVX512F": "avx512f",
+    "AVX512VNNI": "avx512_vnni",
+    "AVXVNNI": "avx_vnni",
+    "AMX_TILE": "amx_tile",
+    "AMX_INT8": "amx_int8",
+    "AMX_BF16": "amx_bf16",
+}
+
+
+def numpy_flags() -> set[str]:
+    """The kernel flags numpy detected on this CPU at import, in /proc/cpuinfo's spelling: the fallback
+    where there is no /proc/cpuinfo (macOS, Windows). numpy's feature table is private, so it may be empty."""
     try:
-        return subprocess.run(["sysctl", "-n", name], capture_output=True, text=True, timeout=5).stdout.strip()
+        from numpy._core._multiarray_umath import __cpu_features__ as features
+    except ImportError:
+        return set()
+    return {NUMPY_FLAG_NAMES[name] for name, present in features.items() if present and name in NUMPY_FLAG_NAMES}
+
+
+def _brand_string() -> str:
+    """The CPU model on macOS (sysctl), else ""."""
+    try:
+        run = subprocess.run(["sysctl", "-n", "machdep.cpu.brand_string"], capture_output=True, text=True, timeout=5)
     except (OSError, subprocess.SubprocessError):
         return ""
+    return run.stdout.strip()
 
 
 def this_host() -> HostFingerprint:
-    """This machine's fingerprint: /proc/cpuinfo on Linux, sysctl on macOS, `platform` elsewhere."""
+    """This machine's fingerprint: /proc/cpuinfo on Linux; elsewhere sysctl (macOS) or `platform` for the
+    model and numpy's CPU feature detection for the flags."""
     model, flags = read_cpuinfo()
-    if not model and platform.system() == "Darwin":
-        model = _sysctl("machdep.cpu.brand_string")
-        features = f"{_sysctl('machdep.cpu.features')} {_sysctl('machdep.cpu.leaf7_features')}".lower().split()
-        flags = {{"avx512vnni": "avx512_vnni"}.get(x, x) for x in features}  # sysctl's names, /proc/cpuinfo's spelling
+    if not flags:
+        model, flags = model or _brand_string(), numpy_flags()
     try:
         ort = metadata.version("onnxruntime")
     except metadata.PackageNotFoundError:

@@ -24,6 +24,15 @@ def test_cpuinfo_gives_the_model_and_every_flag(tmp_path):
     assert {"avx2", "avx512f", "avx512_vnni", "amx_int8"} <= flags
 
 
+def test_numpy_s_cpu_detection_agrees_with_cpuinfo_on_the_flags_both_report():
+    """numpy's detection is the fallback off Linux; where both exist they must tell the same story."""
+    _, cpuinfo = machine.read_cpuinfo()
+    if not cpuinfo:
+        pytest.skip("no /proc/cpuinfo to compare with")
+    both = {"avx2", "avx512f", "avx512_vnni"}  # in numpy 2's feature table (AVX-VNNI and AMX are not)
+    assert machine.numpy_flags() & both == cpuinfo & both
+
+
 @pytest.mark.parametrize("flags, block", [(("avx2", "avx512f"), 16), (("avx2",), 8), ((), 1)])
 def test_the_channel_block_follows_the_cpu_flags(flags, block):
     assert machine.channel_block(flags) == block
