@@ -60,7 +60,8 @@ IPHONE_XS_POINTS = [
 # Six points, four free parameters: dense fp32 conv, dense int8 conv, depthwise conv and the other
 # memory-bound work (elementwise, pooling, concat). Depthwise convs are priced per MAC: priced per
 # byte instead (as this profile did with five points), the largest leave-one-out error is 59 %
-# against 30 %; a per-layer overhead or a conv.mtap term as a fifth parameter leaves it at 56-59 %.
+# against 30 %; a per-layer overhead or a conv.mtap term as a fifth parameter leaves it at 56-59 %
+# (swap the columns and rerun `calibrate iphone8` to see).
 # (That choice looked at these six points, so its LOO errors are slightly optimistic.) GridSample
 # keeps its own term, grid_sample.mb, but no reference has one, so the fit cannot tell it from the
 # memory-bound rate: it stays tied to it, and its interval spans the rate carried from the host.

@@ -100,6 +100,15 @@ def test_inception_v4_reaches_its_8x8x1536_head_at_299():
         assert features(torch.zeros(1, 3, 299, 299)).shape == (1, 1536, 8, 8)
 
 
+def test_the_iphone8_profile_records_the_iphone_xs_cross_check_of_every_reference():
+    rows = costmodel.load_profile("iphone8").meta["cross_check_iphone_xs"]["rows"]
+    assert [(r["network"], r["precision"], r["published_ms"]) for r in rows] == calibrate.IPHONE_XS_POINTS
+    iphone8 = {(n, p): ms for n, p, ms in calibrate.IPHONE8_POINTS}
+    assert [r["xs_over_iphone8"] for r in rows] == [
+        round(r["published_ms"] / iphone8[(r["network"], r["precision"])], 3) for r in rows
+    ]
+
+
 def test_update_docs_rewrites_only_the_generated_section(tmp_path):
     doc = tmp_path / "latency.md"
     doc.write_text(f"# Title\nintro\n{validate.DOC_BEGIN}\nold figures\n{validate.DOC_END}\noutro\n")
