@@ -188,6 +188,7 @@ class Quality(Strict):
 class RowGate(Strict):
     target_fps: float
     passed: bool
+    straddles: bool = Field(False, description="a prediction whose interval holds the target: it cannot tell")
 
 
 class LatencyRow(Strict):
@@ -202,6 +203,12 @@ class LatencyRow(Strict):
     p90_ms: float | None = None
     p99_ms: float | None = None
     fps: float | None
+    interval_ms: list[float | None] | None = Field(
+        None, description="predicted rows: [low, high] ms the true latency may lie in (compress/bench/interval.py)"
+    )
+    extrapolated_share: float | None = Field(
+        None, description="predicted rows: share of the ms in op types no reference network of the profile has"
+    )
     gate: RowGate | None = None
 
 
