@@ -116,8 +116,8 @@ class QuantizeConfig(Strict):
     ship_when_slower: Literal["mixed", "int8", "fp32"] = Field(
         "mixed",
         description="where int8 is slower than fp32 on this host: `mixed` keeps float the regions whose int8 is "
-        "slower (fp32 ships if the file is still slower), `int8` ships full int8 (size matters more), `fp32` "
-        "ships the fp32 file",
+        "slower (fp32 ships if the file is still slower, unless that breaks targets.size_mb: then int8 ships for "
+        "size), `int8` ships full int8 (size matters more), `fp32` ships the fp32 file",
     )
     coreml_mode: Literal["auto", "weights", "w8a8"] = "auto"
     qat: DistillConfig | None = Field(
