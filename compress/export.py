@@ -198,14 +198,7 @@ def export_onnx(
             f"export: {part.name}: ONNX export failed ({_first_line(exc)}); `compress lint` names the module to fix"
         ) from exc
     if simplify:
-        import onnxsim
-
-        model, ok = onnxsim.simplify(model)
-        if not ok:
-            raise CompressError(
-                f"export: {part.name}: onnxsim's simplified model does not match the original; "
-                "set export.simplify: false"
-            )
+        model = simplified(model, part.name)
     for value, spec in zip([*model.graph.input, *model.graph.output], [*part.inputs, *part.outputs]):
         value.doc_string = spec.description
     model.doc_string = part.description
@@ -214,6 +207,19 @@ def export_onnx(
     with atomic_path(path) as tmp:
         onnx.save(model, str(tmp))
     return path
+
+
+def simplified(model: Any, name: str) -> Any:
+    """onnxsim's simplification of an ONNX model: shape computations folded to constants, so every
+    tensor has a static shape (the cost model prices convolutions from them)."""
+    import onnxsim
+
+    model, ok = onnxsim.simplify(model)
+    if not ok:
+        raise CompressError(
+            f"export: {name}: onnxsim's simplified model does not match the original; set export.simplify: false"
+        )
+    return model
 
 
 def part_metadata(part: Part, metadata: dict[str, str] | None = None) -> dict[str, str]:
