@@ -174,7 +174,7 @@ def run(
                 label, family, path, teacher, batches, Path(tmp), runs, shipped if path == student_file else None
             )
     for r in rows:
-        r["shipped"] = r["model"] == "distilled + pruned" and r["precision"] == ("int8" if shipped else "fp32")
+        r["shipped"] = r["model"] == "distilled + pruned" and r["precision"] == shipped_precision(demo.artifacts)
     return {
         "created_utc": datetime.now(UTC).isoformat(timespec="seconds"),
         "host": {
@@ -210,6 +210,14 @@ def run(
         "quantize": _stage_record(demo, "quantize"),
         "loss_curve": portable(demo.run_dir / "distill" / "loss.png"),
     }
+
+
+def shipped_precision(artifacts: dict[str, Any]) -> str:
+    """The row that matches the bundle's ONNX files: "fp32" when no part ships int8 (no quantize stage,
+    or it found int8 slower on the host and shipped the float file), else "int8"."""
+    shipped = artifacts.get("shipped") or {}
+    int8 = [f["onnx"]["precision"] != "fp32" for f in shipped.values() if "onnx" in f]
+    return "int8" if any(int8) else "fp32"
 
 
 def _stage_record(summary: Any, stage: str) -> dict[str, Any] | None:

@@ -264,3 +264,12 @@ def test_models_table_goes_through_the_recipes_family(write_recipe):
         [" teacher-32 ", " teacher "],
         [" student-32 ", " student "],
     ]
+
+
+def test_the_shipped_row_is_the_precision_the_bundle_ships():
+    def artifacts(*precisions: str) -> dict:
+        return {"shipped": {f"p{i}": {"onnx": {"path": "x.onnx", "precision": p}} for i, p in enumerate(precisions)}}
+
+    assert results.shipped_precision(artifacts("fp32", "fp32")) == "fp32"  # int8 was slower on the host
+    assert results.shipped_precision(artifacts("fp32", "int8")) == "int8"
+    assert results.shipped_precision({}) == "fp32"  # no quantize stage
