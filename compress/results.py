@@ -84,7 +84,7 @@ def measure(
     runs: int,
     shipped_int8: dict[str, Path] | None = None,
 ) -> list[dict[str, Any]]:
-    """The fp32 row of a model file and its int8 row: the files a run shipped, or quantized here
+    """The fp32 row of a model file and its int8 row: the int8 files a run's quantize stage wrote, or quantized here
     with the quantize stage's function (no accuracy gate) for models no run quantized."""
     from compress.evaluate import OnnxPart
     from compress.export import export_onnx
@@ -166,16 +166,14 @@ def run(
         ("distilled student", demo.run_dir / "distill" / "student.safetensors"),
         ("distilled + pruned", student_file),
     ]
-    shipped = {p: demo.run_dir / f["onnx"] for p, f in demo.artifacts.get("quantized", {}).items() if "onnx" in f}
+    quantized = {p: demo.run_dir / f["onnx"] for p, f in demo.artifacts.get("quantized", {}).items() if "onnx" in f}
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
         for label, path in models:
             rows += measure(
-                label, family, path, teacher, batches, Path(tmp), runs, shipped if path == student_file else None
+                label, family, path, teacher, batches, Path(tmp), runs, quantized if path == student_file else None
             )
-    for r in rows:
-        r["shipped"] = r["model"] == "distilled + pruned" and r["precision"] == shipped_precision(demo.artifacts)
-    return {
+    res = {
         "created_utc": datetime.now(UTC).isoformat(timespec="seconds"),
         "host": {
             "machine": platform.machine(),
@@ -210,14 +208,24 @@ def run(
         "quantize": _stage_record(demo, "quantize"),
         "loss_curve": portable(demo.run_dir / "distill" / "loss.png"),
     }
+    mark_shipped(res, shipped_precision(res) or "fp32")  # no quantize stage: the fp32 files ship
+    return res
 
 
-def shipped_precision(artifacts: dict[str, Any]) -> str:
-    """The row that matches the bundle's ONNX files: "fp32" when no part ships int8 (no quantize stage,
-    or it found int8 slower on the host and shipped the float file), else "int8"."""
-    shipped = artifacts.get("shipped") or {}
-    int8 = [f["onnx"]["precision"] != "fp32" for f in shipped.values() if "onnx" in f]
-    return "int8" if any(int8) else "fp32"
+def shipped_precision(res: dict[str, Any]) -> str | None:
+    """The precision of the bundle's ONNX files, from the quantize record: "fp32" when no part ships
+    int8 (the stage found int8 slower on the host and shipped the float file), else "int8"; None
+    without a quantize record."""
+    q = res.get("quantize")
+    if not q:
+        return None
+    return "int8" if any(q[p]["onnx"].get("shipped", "int8") != "fp32" for p in _onnx_parts(q)) else "fp32"
+
+
+def mark_shipped(res: dict[str, Any], precision: str) -> None:
+    """Flag the row whose files the bundle ships: the distilled + pruned student in that precision."""
+    for r in res["rows"]:
+        r["shipped"] = r["model"] == "distilled + pruned" and r["precision"] == precision
 
 
 def _stage_record(summary: Any, stage: str) -> dict[str, Any] | None:
@@ -713,6 +721,9 @@ def main(argv: list[str] | None = None) -> None:
     comparison = None if str(args.comparison).lower() == "none" else args.comparison
     if args.from_json:
         res = json.loads(args.from_json.read_text())
+        precision = shipped_precision(res)
+        if precision:  # results written before the quantize record decided the shipped row
+            mark_shipped(res, precision)
     else:
         res = run(root, args.out or root / "exported" / "bench", args.runs, args.limit, args.recipe, comparison)
     write_reports(res, docs, root / args.headline_doc, args.suffix)

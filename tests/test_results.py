@@ -266,10 +266,12 @@ def test_models_table_goes_through_the_recipes_family(write_recipe):
     ]
 
 
-def test_the_shipped_row_is_the_precision_the_bundle_ships():
-    def artifacts(*precisions: str) -> dict:
-        return {"shipped": {f"p{i}": {"onnx": {"path": "x.onnx", "precision": p}} for i, p in enumerate(precisions)}}
-
-    assert results.shipped_precision(artifacts("fp32", "fp32")) == "fp32"  # int8 was slower on the host
-    assert results.shipped_precision(artifacts("fp32", "int8")) == "int8"
-    assert results.shipped_precision({}) == "fp32"  # no quantize stage
+def test_the_shipped_row_is_the_precision_the_quantize_stage_shipped():
+    res = result(PSNR_TASK, None, {"psnr": 22.0, "l1": 0.05}, {"psnr": 23.0, "l1": 0.04})
+    res["rows"].insert(2, row("distilled + pruned", "fp32", {"psnr": 22.0, "l1": 0.05}, {"psnr": 1.0, "l1": 1.0}))
+    assert results.shipped_precision(res) is None  # no quantize stage
+    res["quantize"] = {p: {"onnx": {"shipped": "fp32"}} for p in PARTS}  # int8 was slower on the host
+    results.mark_shipped(res, results.shipped_precision(res))
+    assert [(r["model"], r["precision"]) for r in res["rows"] if r["shipped"]] == [("distilled + pruned", "fp32")]
+    res["quantize"]["dec"]["onnx"]["shipped"] = "int8"
+    assert results.shipped_precision(res) == "int8"
