@@ -145,6 +145,10 @@ class BundleConfig(Strict):
     out: str | None = Field(None, description="bundle folder; default exported/<name>-<version>")
     formats: list[Literal["onnx", "coreml"]] = ["onnx", "coreml"]
     snippets: list[Literal["swift", "kotlin", "python"]] = ["swift", "kotlin", "python"]
+    bitstream_clips: int | None = Field(
+        None, ge=1, description="calibration clips a video-call bundle's bitstream format is fitted on; default 4"
+    )
+    bitstream_frames: int | None = Field(None, ge=8, description="frames of each of those clips; default 100")
 
 
 STAGE_CONFIGS: dict[str, type[Strict]] = {

@@ -368,7 +368,7 @@ def bundle_stage(cfg: BundleConfig, ctx: RunContext) -> StageResult:
     )
     out = Path(cfg.out) if cfg.out else Path("exported") / f"{recipe.name}-{recipe.version}"
     manifest = write_bundle(out, src)
-    manifest = add_bitstream(out, recipe.data.calibration, ctx.log)
+    manifest = add_bitstream(out, recipe.data.calibration, ctx.log, cfg.bitstream_clips, cfg.bitstream_frames)
     gate = size_gate(manifest.size)
     mb = ", ".join(f"{fmt} {n / 1e6:.2f} MB" for fmt, n in manifest.size.per_format.items())
     return StageResult(
