@@ -17,6 +17,8 @@ On Linux the Core ML program is inspected instead (ops, I/O names and shapes, we
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import io
 import json
 import logging
@@ -76,10 +78,49 @@ def quiet_stdout() -> Iterator[None]:
         os.close(saved)
 
 
+def spectral_norm_modules(module: nn.Module) -> list[str]:
+    """Paths (in `module`) of the sub-modules whose weight is spectrally normalised: the
+    torch.nn.utils.spectral_norm hook (weight_orig, weight_u, weight_v) or the parametrization."""
+    from torch.nn.utils import parametrize
+    from torch.nn.utils.spectral_norm import SpectralNorm
+
+    found = []
+    for name, m in module.named_modules():
+        hooked = any(isinstance(h, SpectralNorm) for h in m._forward_pre_hooks.values())
+        parametrized = parametrize.is_parametrized(m, "weight") and any(
+            type(p).__name__ == "_SpectralNorm"
+            for p in m.parametrizations.weight  # type: ignore[union-attr]
+        )
+        if hooked or parametrized:
+            found.append(name)
+    return found
+
+
+def baked(part: Part) -> Part:
+    """The part with spectral norm baked into plain weights (weight_orig / sigma, as an eval-mode
+    forward computes it), on a copy: the family model keeps its hooks. What the exporters trace,
+    so the files hold one constant weight per conv, not the normalisation ops."""
+    from torch.nn.utils import parametrize, remove_spectral_norm
+
+    paths = spectral_norm_modules(part.module)
+    if not paths:
+        return part
+    module = copy.deepcopy(part.module)
+    with eval_mode(module), torch.no_grad():
+        for path in paths:
+            m = module.get_submodule(path)
+            if parametrize.is_parametrized(m, "weight"):
+                parametrize.remove_parametrizations(m, "weight", leave_parametrized=True)
+            else:
+                remove_spectral_norm(m)
+    return dataclasses.replace(part, module=module)
+
+
 def onnx_model(part: Part, opset: int = 17) -> Any:
-    """The part as an in-memory onnx.ModelProto (TorchScript exporter, static shapes)."""
+    """The part as an in-memory onnx.ModelProto (TorchScript exporter, static shapes, spectral norm baked)."""
     import onnx
 
+    part = baked(part)
     buffer = io.BytesIO()
     with eval_mode(part.module), torch.no_grad(), warnings.catch_warnings(), quiet_stdout():
         warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice, tracer warnings
@@ -97,12 +138,13 @@ def onnx_model(part: Part, opset: int = 17) -> Any:
 
 
 def coreml_convert(part: Part, target: str = "iOS16", precision: str = "fp16", frontend_only: bool = False) -> Any:
-    """ct.convert of the traced part to an MLModel (ML program).
+    """ct.convert of the traced part (spectral norm baked) to an MLModel (ML program).
 
     frontend_only: stop at the MIL program the torch frontend builds, without optimisation
     passes or backend (2-3x faster): enough to find ops that have no Core ML lowering.
     """
     ct = _coremltools()
+    part = baked(part)
     if frontend_only:
         passes = ct.PassPipeline.EMPTY
     else:
@@ -156,14 +198,7 @@ def export_onnx(
             f"export: {part.name}: ONNX export failed ({_first_line(exc)}); `compress lint` names the module to fix"
         ) from exc
     if simplify:
-        import onnxsim
-
-        model, ok = onnxsim.simplify(model)
-        if not ok:
-            raise CompressError(
-                f"export: {part.name}: onnxsim's simplified model does not match the original; "
-                "set export.simplify: false"
-            )
+        model = simplified(model, part.name)
     for value, spec in zip([*model.graph.input, *model.graph.output], [*part.inputs, *part.outputs]):
         value.doc_string = spec.description
     model.doc_string = part.description
@@ -172,6 +207,19 @@ def export_onnx(
     with atomic_path(path) as tmp:
         onnx.save(model, str(tmp))
     return path
+
+
+def simplified(model: Any, name: str) -> Any:
+    """onnxsim's simplification of an ONNX model: shape computations folded to constants, so every
+    tensor has a static shape (the cost model prices convolutions from them)."""
+    import onnxsim
+
+    model, ok = onnxsim.simplify(model)
+    if not ok:
+        raise CompressError(
+            f"export: {name}: onnxsim's simplified model does not match the original; set export.simplify: false"
+        )
+    return model
 
 
 def part_metadata(part: Part, metadata: dict[str, str] | None = None) -> dict[str, str]:

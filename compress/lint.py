@@ -9,7 +9,9 @@ every aten op with the module that called it and the Python line. Then:
                     int8 kernel for (its QLinear and QDQ registries): they run in float between
                     dequantize and quantize.
   coreml_cpu_only   ops Core ML runs on the CPU only (grid_sample -> MIL resample).
-The first two are errors (`compress run` stops before training), the last two warnings.
+  spectral_norm     convs whose weight is spectrally normalised: export bakes them (the trace sees
+                    the baked copy, as the exporters do).
+The first two are errors (`compress run` stops before training), the others warnings.
 """
 
 from __future__ import annotations
@@ -25,18 +27,19 @@ import torch
 from torch import nn
 
 from compress.errors import CompressError
-from compress.export import coreml_convert, eval_mode, onnx_model
+from compress.export import baked, coreml_convert, eval_mode, onnx_model, spectral_norm_modules
 from compress.families.base import Family, Part
 from compress.recipe import ExportConfig, LintConfig, Recipe
 from compress.run import RunContext, StageResult
 
-Category = Literal["onnx", "coreml", "int8_float", "coreml_cpu_only"]
+Category = Literal["onnx", "coreml", "int8_float", "coreml_cpu_only", "spectral_norm"]
 Severity = Literal["error", "warning"]
 SEVERITY: dict[str, Severity] = {
     "onnx": "error",
     "coreml": "error",
     "int8_float": "warning",
     "coreml_cpu_only": "warning",
+    "spectral_norm": "warning",
 }
 
 _INVERSE_HINT = (
@@ -93,6 +96,10 @@ COREML_CPU_ONLY = {
         "and count the CPU time in the latency budget"
     )
 }
+SPECTRAL_NORM_HINT = (
+    "spectral norm recomputes the weight (weight_orig / sigma from weight_u, weight_v) in every forward: "
+    "bake it into a plain weight (torch.nn.utils.remove_spectral_norm); compress export does so on a copy"
+)
 FEATURE_MAP_RANK = 4
 VOLUME_RANK = 5
 COREML_MAX_RANK = 5
@@ -150,16 +157,29 @@ class OpSite:
 
 # -- tracing ---------------------------------------------------------------------------------
 def op_sites(part: Part, model: nn.Module | None = None) -> list[OpSite]:
-    """Every aten op of the part's traced graph with the model path of the module that ran it."""
-    names = {id(m): name for name, m in model.named_modules()} if model is not None else {}
-    with eval_mode(part.module), torch.no_grad(), warnings.catch_warnings():
+    """Every aten op of the part's traced graph with the model path of the module that ran it.
+
+    The part is traced as the exporters trace it, spectral norm baked (on a copy of the part's
+    module, whose sub-modules keep the model's names through their path in the part)."""
+    traced = baked(part)
+    names = _model_names(part, model, traced.module)
+    with eval_mode(traced.module), torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        graph = torch.jit.trace(part.module, part.example_inputs(), check_trace=False).inlined_graph
+        graph = torch.jit.trace(traced.module, traced.example_inputs(), check_trace=False).inlined_graph
     return [
-        OpSite(node.kind(), _module_path(part.module, node.scopeName(), names), _rank(node), _location(node))
+        OpSite(node.kind(), _module_path(traced.module, node.scopeName(), names), _rank(node), _location(node))
         for node in _nodes(graph)
         if node.kind().startswith("aten::")
     ]
+
+
+def _model_names(part: Part, model: nn.Module | None, module: nn.Module | None = None) -> dict[int, str]:
+    """{id of a sub-module of `module` (the part's module, or a copy of it): its name in the model}."""
+    if model is None:
+        return {}
+    in_model = {id(m): name for name, m in model.named_modules()}
+    same = dict((module or part.module).named_modules())
+    return {id(same[path]): in_model[id(m)] for path, m in part.module.named_modules() if id(m) in in_model}
 
 
 def _nodes(block: Any) -> Any:
@@ -222,7 +242,7 @@ def lint_model(family: Family, model: nn.Module, *, opset: int = 17, target: str
 
 def lint_part(part: Part, model: nn.Module | None = None, *, opset: int = 17, target: str = "iOS16") -> list[Finding]:
     sites = op_sites(part, model)
-    findings = _volume_findings(part, sites, opset)
+    findings = _volume_findings(part, sites, opset) + _spectral_norm_findings(part, model, sites)
     # An exporter failure these findings explain is not blamed again (its message names no op).
     explained = {f.category for f in findings if f.severity == "error"}
     onnx_error = None if "onnx" in explained else _onnx_error(part, opset)
@@ -264,6 +284,25 @@ def _volume_findings(part: Part, sites: list[OpSite], opset: int) -> list[Findin
                 why = f"5-D grid_sample: ONNX GridSample is 4-D only before opset {ONNX_VOLUME_GRID_SAMPLE_OPSET}"
                 findings.append(_finding(part, site, "onnx", f"{why}; {_TO_2D}"))
     return findings
+
+
+def _spectral_norm_findings(part: Part, model: nn.Module | None, sites: list[OpSite]) -> list[Finding]:
+    """Spectrally normalised modules the part runs (one whose ops are in its trace)."""
+    names = _model_names(part, model)
+    modules = dict(part.module.named_modules())
+    ran = {s.module_path for s in sites}
+    return [
+        Finding(
+            part.name,
+            names.get(id(modules[path]), path),
+            "spectral_norm",
+            "spectral_norm",
+            SEVERITY["spectral_norm"],
+            SPECTRAL_NORM_HINT,
+        )
+        for path in spectral_norm_modules(part.module)
+        if names.get(id(modules[path]), path) in ran
+    ]
 
 
 def _finding(part: Part, site: OpSite, category: Category, hint: str) -> Finding:

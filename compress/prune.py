@@ -433,13 +433,16 @@ def fixed_costs(family: Family, model: nn.Module, device: str = "profile:iphone8
 
 def _predicted_ms(part: Part, device: str, precision: str) -> float:
     """The latency the device profile's cost model predicts for `part`: priced as int8 when the bundle
-    ships int8 and the device computes in int8, as the profile stage will price it."""
+    ships int8 and the device computes in int8, as the profile stage will price it, on the graph the
+    export stage writes (simplified: the raw trace's shape computations leave some convolutions
+    without static shapes, which the cost model cannot price)."""
     from compress.bench.costmodel import predict
     from compress.bench.stage import float_compute
-    from compress.export import onnx_model
+    from compress.export import onnx_model, simplified
 
     int8 = precision == "int8" and not float_compute(device)
-    return float(predict(onnx_model(part), device, precision="int8" if int8 else "auto")["ms"])
+    graph = simplified(onnx_model(part), part.name)
+    return float(predict(graph, device, precision="int8" if int8 else "auto")["ms"])
 
 
 def _owners(family: Family, model: nn.Module, metric: str) -> frozenset[str]:

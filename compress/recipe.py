@@ -116,8 +116,8 @@ class QuantizeConfig(Strict):
     ship_when_slower: Literal["mixed", "int8", "fp32"] = Field(
         "mixed",
         description="where int8 is slower than fp32 on this host: `mixed` keeps float the regions whose int8 is "
-        "slower (fp32 ships if the file is still slower), `int8` ships full int8 (size matters more), `fp32` "
-        "ships the fp32 file",
+        "slower (fp32 ships if the file is still slower, unless that breaks targets.size_mb: then int8 ships for "
+        "size), `int8` ships full int8 (size matters more), `fp32` ships the fp32 file",
     )
     coreml_mode: Literal["auto", "weights", "w8a8"] = "auto"
     qat: DistillConfig | None = Field(
@@ -145,6 +145,10 @@ class BundleConfig(Strict):
     out: str | None = Field(None, description="bundle folder; default exported/<name>-<version>")
     formats: list[Literal["onnx", "coreml"]] = ["onnx", "coreml"]
     snippets: list[Literal["swift", "kotlin", "python"]] = ["swift", "kotlin", "python"]
+    bitstream_clips: int | None = Field(
+        None, ge=1, description="calibration clips a video-call bundle's bitstream format is fitted on; default 4"
+    )
+    bitstream_frames: int | None = Field(None, ge=8, description="frames of each of those clips; default 100")
 
 
 STAGE_CONFIGS: dict[str, type[Strict]] = {

@@ -1,23 +1,22 @@
 """`make bench`: measure the teacher, the comparison path and the shipped student in one run.
 
-Runs a recipe (default recipes/fomm-mobile-demo.yaml) and, where it has one, its comparison recipe
-(default recipes/fomm-teacher-pruned-demo.yaml for the default recipe, pruned to the student's
-size; none for another recipe unless --comparison names one), then measures the models (teacher,
-pruned teacher, distilled student, distilled + pruned), fp32 and int8, the same way: parameters,
-MB, GFLOPs per part, host latency (p50 of repeated runs) at 1 and 2 threads, predicted iPhone 8
-fps, and the family's task metrics vs ground truth
+Runs a recipe (default recipes/fomm-mobile-demo.yaml) and its comparison recipe (default
+recipes/fomm-teacher-pruned-demo.yaml, pruned to the student's size), then measures four models,
+fp32 and int8, the same way: parameters, MB, GFLOPs per part, host latency (p50 of repeated
+runs) at 1 and 2 threads, predicted iPhone 8 fps, and the family's task metrics vs ground truth
 and vs the teacher on its held-out evaluation protocol. Everything family-specific comes from
 the recipe's family: its parts (per-frame ones by `Part.cadence`), its task's metrics (the
-primary one for the Pareto plot and the checks) and its baseline. Writes results.json,
-results.md, pareto.png and distill_loss.png into the family's report folder (`report_place`:
-docs/ and the README's headline table for the default recipe's family, docs/results-<family>/
-for any other), under --root (default: the current directory, the repository root when `make
-bench` runs it).
+primary one for the Pareto plot and the checks) and its baseline. Writes docs/results.json,
+docs/results.md, docs/pareto.png and the README's headline table, under --root (default: the
+current directory, the repository root when `make bench` runs it).
 
     python -m compress.results [--runs 30] [--limit 8] [--out exported/bench] [--root .]
-    python -m compress.results --recipe recipes/cse-mobile-demo.yaml   # docs/results-cse/
     python -m compress.results --from-json docs/results.json   # re-render the reports only
     python -m compress.results --models-table [RECIPE ...]     # docs/models/<family>.md table
+    python -m compress.results --recipe recipes/facevid2vid-mobile-demo.yaml --comparison none \
+        --suffix=-facevid2vid --headline-doc docs/models/facevid2vid.md
+        # another family: its own docs/results-facevid2vid.{json,md}, pareto-facevid2vid.png,
+        # distill_loss-facevid2vid.png, and its headline in its model page; no pruned-teacher row
 """
 
 from __future__ import annotations
@@ -41,7 +40,6 @@ from compress.families.task import Metric
 
 DEMO = Path("recipes") / "fomm-mobile-demo.yaml"
 COMPARISON = Path("recipes") / "fomm-teacher-pruned-demo.yaml"
-DEMO_FAMILY = "fomm"  # DEMO's: its reports keep docs/results.* and the README's headline table
 MODELS_TABLE_RECIPES = (Path("recipes") / "fomm-mobile.yaml", DEMO)
 # Acceptance targets of the checks: how much worse (relative to the reference's value, in the
 # primary metric's direction) the distilled student may be than the teacher, and the pruned,
@@ -86,7 +84,7 @@ def measure(
     runs: int,
     shipped_int8: dict[str, Path] | None = None,
 ) -> list[dict[str, Any]]:
-    """The fp32 row of a model file and its int8 row: the files a run shipped, or quantized here
+    """The fp32 row of a model file and its int8 row: the int8 files a run's quantize stage wrote, or quantized here
     with the quantize stage's function (no accuracy gate) for models no run quantized."""
     from compress.evaluate import OnnxPart
     from compress.export import export_onnx
@@ -141,6 +139,8 @@ def run(
     comparison_path: Path | None = COMPARISON,
     quiet: bool = False,
 ) -> dict[str, Any]:
+    """Measure the recipe's teacher, distilled student and shipped student (and, with a comparison
+    recipe, the teacher pruned straight to the student's size)."""
     from compress.evaluate import evaluate
     from compress.families.loading import load_model
     from compress.families.registry import get_family
@@ -152,32 +152,28 @@ def run(
     demo = run_recipe(recipe, out=out / "runs", resume=True, quiet=quiet)
     student_file = demo.run_dir / demo.artifacts["model"]
     student, _ = load_model(student_file, family)
-    models = [("teacher", demo.run_dir / "teacher.safetensors")]
-    stage_wall_s = {recipe.name: stage_walls(demo)}
-    comparison = None
+    student_mb = sum(p.numel() for p in student.parameters()) / 1e6  # int8: one byte per weight
+    comparison = pruned = None
     if comparison_path is not None:
-        student_mb = sum(p.numel() for p in student.parameters()) / 1e6  # int8: one byte per weight
         comparison = load_recipe(root / comparison_path, [f"stages.prune.size_mb={student_mb:.4f}"])
         pruned = run_recipe(comparison, out=out / "runs", resume=True, quiet=quiet)
-        models.append(("pruned teacher", pruned.run_dir / pruned.artifacts["model"]))
-        stage_wall_s[comparison.name] = stage_walls(pruned)
-    models += [
-        ("distilled student", demo.run_dir / "distill" / "student.safetensors"),
-        ("distilled + pruned", student_file),
-    ]
     teacher, _ = load_model(demo.run_dir / "teacher.safetensors", family)
     size = family.model_input_size(teacher)
     batches = list(family.eval_batches(recipe.data.eval, size, seed=0, limit=limit))
-    shipped = {p: demo.run_dir / f["onnx"] for p, f in demo.artifacts.get("quantized", {}).items() if "onnx" in f}
+    models = [
+        ("teacher", demo.run_dir / "teacher.safetensors"),
+        *([("pruned teacher", pruned.run_dir / pruned.artifacts["model"])] if pruned is not None else []),
+        ("distilled student", demo.run_dir / "distill" / "student.safetensors"),
+        ("distilled + pruned", student_file),
+    ]
+    quantized = {p: demo.run_dir / f["onnx"] for p, f in demo.artifacts.get("quantized", {}).items() if "onnx" in f}
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
         for label, path in models:
             rows += measure(
-                label, family, path, teacher, batches, Path(tmp), runs, shipped if path == student_file else None
+                label, family, path, teacher, batches, Path(tmp), runs, quantized if path == student_file else None
             )
-    for r in rows:
-        r["shipped"] = r["model"] == "distilled + pruned" and r["precision"] == ("int8" if shipped else "fp32")
-    return {
+    res = {
         "created_utc": datetime.now(UTC).isoformat(timespec="seconds"),
         "host": {
             "machine": platform.machine(),
@@ -191,7 +187,7 @@ def run(
         "recipe": {
             "name": recipe.name,
             "student": _config_label(recipe.student.config),
-            "comparison": comparison.name if comparison else None,
+            "comparison": comparison.name if comparison is not None else None,
         },
         "eval": {
             "data": recipe.data.eval,
@@ -202,13 +198,34 @@ def run(
         "latency_runs": runs,
         "baseline": evaluate(family, teacher, batches).get("baseline"),
         "rows": rows,
-        "stage_wall_s": stage_wall_s,
+        "stage_wall_s": {
+            recipe.name: stage_walls(demo),
+            **({comparison.name: stage_walls(pruned)} if comparison is not None and pruned is not None else {}),
+        },
         "bundle": demo.artifacts.get("bundle"),
         "distill": _stage_record(demo, "distill"),
         "prune": _stage_record(demo, "prune"),
         "quantize": _stage_record(demo, "quantize"),
         "loss_curve": portable(demo.run_dir / "distill" / "loss.png"),
     }
+    mark_shipped(res, shipped_precision(res) or "fp32")  # no quantize stage: the fp32 files ship
+    return res
+
+
+def shipped_precision(res: dict[str, Any]) -> str | None:
+    """The precision of the bundle's ONNX files, from the quantize record: "fp32" when no part ships
+    int8 (the stage found int8 slower on the host and shipped the float file), else "int8"; None
+    without a quantize record."""
+    q = res.get("quantize")
+    if not q:
+        return None
+    return "int8" if any(q[p]["onnx"].get("shipped", "int8") != "fp32" for p in _onnx_parts(q)) else "fp32"
+
+
+def mark_shipped(res: dict[str, Any], precision: str) -> None:
+    """Flag the row whose files the bundle ships: the distilled + pruned student in that precision."""
+    for r in res["rows"]:
+        r["shipped"] = r["model"] == "distilled + pruned" and r["precision"] == precision
 
 
 def _stage_record(summary: Any, stage: str) -> dict[str, Any] | None:
@@ -297,7 +314,8 @@ def _metric_legend(res: dict[str, Any]) -> str:
     return "Quality columns: " + ", ".join(f"{m.name} ({notes(m)})" for m in metrics(res)) + "."
 
 
-def results_markdown(res: dict[str, Any]) -> str:
+def results_markdown(res: dict[str, Any], suffix: str = "") -> str:
+    """docs/results{suffix}.md; `suffix` also names its images (pareto{suffix}.png, distill_loss{suffix}.png)."""
     parts = [p["name"] for p in res["parts"]]
     frame = per_frame_parts(res)
     quality = _quality_columns(res)
@@ -364,14 +382,15 @@ def results_markdown(res: dict[str, Any]) -> str:
     lines += checks_markdown(res)
     lines += [
         "",
-        "![size vs quality](pareto.png)",
+        f"![size vs quality](pareto{suffix}.png)",
         "",
         f"Distillation loss of the demo run ({res['recipe']['name']}, stage distill):",
         "",
-        "![distillation loss](distill_loss.png)",
+        f"![distillation loss](distill_loss{suffix}.png)",
         "",
-        "Reproduce: `make bench` (writes this page, results.json, pareto.png, distill_loss.png"
-        + (" and the README headline)." if res["family"] == DEMO_FAMILY else ")."),
+        "Reproduce: `make bench` "
+        f"(writes this page, results{suffix}.json, pareto{suffix}.png, distill_loss{suffix}.png and the "
+        f"headline table{'' if not suffix else ' of docs/models/' + res['family'] + '.md'}).",
     ]
     return "\n".join(lines) + "\n"
 
@@ -511,7 +530,7 @@ def _bytes_row(label: str, cells: list[float]) -> str:
     )
 
 
-def headline_markdown(res: dict[str, Any]) -> str:
+def headline_markdown(res: dict[str, Any], suffix: str = "") -> str:
     """The README table: the teacher and the shipped student, in the task's metrics vs ground truth."""
     teacher = next(r for r in res["rows"] if r["model"] == "teacher" and r["precision"] == "fp32")
     shipped = next(r for r in res["rows"] if r.get("shipped"))
@@ -539,7 +558,9 @@ def headline_markdown(res: dict[str, Any]) -> str:
             *(number(r["quality"]["vs_ground_truth"][m.name]) for m in quality),
         ]
         lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + f"\n\nMeasured by `make bench` ({res['created_utc']}); details in docs/results.md.\n"
+    return (
+        "\n".join(lines) + f"\n\nMeasured by `make bench` ({res['created_utc']}); details in docs/results{suffix}.md.\n"
+    )
 
 
 def pareto_png(res: dict[str, Any], path: Path) -> None:
@@ -616,25 +637,17 @@ def replace_marked(path: Path, name: str, body: str) -> None:
     path.write_text(pattern.sub(lambda m: m.group(1) + body + m.group(2), text))
 
 
-def report_place(root: Path, family: str) -> tuple[Path, Path | None]:
-    """(folder, README or None) a family's bench reports go to. The default recipe's family keeps docs/ and
-    the README's headline table; every other family gets docs/results-<family>/, so that no family's
-    `make bench` line overwrites another's."""
-    if family == DEMO_FAMILY:
-        return root / "docs", root / "README.md"
-    return root / "docs" / f"results-{family}", None
-
-
-def write_reports(res: dict[str, Any], docs: Path, readme: Path | None) -> None:
-    docs.mkdir(parents=True, exist_ok=True)
-    (docs / "results.json").write_text(json.dumps(res, indent=2) + "\n")
-    (docs / "results.md").write_text(results_markdown(res))
-    pareto_png(res, docs / "pareto.png")
+def write_reports(res: dict[str, Any], docs: Path, readme: Path, suffix: str = "") -> None:
+    """results{suffix}.json, .md, pareto{suffix}.png, distill_loss{suffix}.png under `docs`, and the
+    headline table between the `headline` markers of `readme` (the README, or a family's model page)."""
+    docs.mkdir(exist_ok=True)
+    (docs / f"results{suffix}.json").write_text(json.dumps(res, indent=2) + "\n")
+    (docs / f"results{suffix}.md").write_text(results_markdown(res, suffix))
+    pareto_png(res, docs / f"pareto{suffix}.png")
     loss_curve = Path(res["loss_curve"])
     if loss_curve.is_file():  # absent when re-rendering results from another machine's run
-        shutil.copyfile(loss_curve, docs / "distill_loss.png")
-    if readme is not None:
-        replace_marked(readme, "headline", headline_markdown(res))
+        shutil.copyfile(loss_curve, docs / f"distill_loss{suffix}.png")
+    replace_marked(readme, "headline", headline_markdown(res, suffix))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -658,20 +671,26 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--comparison",
         type=Path,
-        default=None,
-        help="the recipe that prunes the teacher straight to the student's size (relative to --root); default: "
-        f"{COMPARISON} for the default recipe, none for another",
+        default=COMPARISON,
+        help="the recipe that prunes the teacher straight to the student's size (relative to --root); "
+        "'none': no pruned-teacher row",
+    )
+    parser.add_argument(
+        "--suffix",
+        default="",
+        help="appended to the report names: results{SUFFIX}.json and .md, pareto{SUFFIX}.png, "
+        "distill_loss{SUFFIX}.png (e.g. --suffix=-facevid2vid, so another family's bench leaves FOMM's reports alone)",
+    )
+    parser.add_argument(
+        "--headline-doc",
+        type=Path,
+        default=Path("README.md"),
+        help="the page (relative to --root) whose <!-- headline:start --> markers get the headline table",
     )
     parser.add_argument(
         "--out", type=Path, default=None, help="where the bench's runs go (default: ROOT/exported/bench)"
     )
-    parser.add_argument(
-        "--docs",
-        type=Path,
-        default=None,
-        help="where the reports go; default: ROOT/docs (and the README headline) for the default recipe's family, "
-        "ROOT/docs/results-<family> for another",
-    )
+    parser.add_argument("--docs", type=Path, default=None, help="default: ROOT/docs")
     parser.add_argument(
         "--from-json",
         type=Path,
@@ -690,18 +709,25 @@ def main(argv: list[str] | None = None) -> None:
     )
     args = parser.parse_args(argv)
     root = args.root.resolve()
+    docs = args.docs or root / "docs"
     if args.models_table is not None:
         family, table = models_table([root / r for r in args.models_table or MODELS_TABLE_RECIPES])
-        replace_marked((args.docs or root / "docs") / "models" / f"{family}.md", "models", table)
+        replace_marked(docs / "models" / f"{family}.md", "models", table)
         return
+    if args.suffix and not re.fullmatch(r"[-_.A-Za-z0-9]+", args.suffix):
+        parser.error(
+            f"--suffix {args.suffix!r}: letters, digits, '-', '_' and '.' only (it becomes part of file names)"
+        )
+    comparison = None if str(args.comparison).lower() == "none" else args.comparison
     if args.from_json:
         res = json.loads(args.from_json.read_text())
+        precision = shipped_precision(res)
+        if precision:  # results written before the quantize record decided the shipped row
+            mark_shipped(res, precision)
     else:
-        comparison = args.comparison or (COMPARISON if args.recipe == DEMO else None)
         res = run(root, args.out or root / "exported" / "bench", args.runs, args.limit, args.recipe, comparison)
-    docs, readme = report_place(root, res["family"])
-    write_reports(res, args.docs or docs, readme)
-    print(results_markdown(res))
+    write_reports(res, docs, root / args.headline_doc, args.suffix)
+    print(results_markdown(res, args.suffix))
 
 
 if __name__ == "__main__":

@@ -11,8 +11,16 @@ import pytest
 import torch
 
 from compress.errors import CompressError
-from compress.export import COREML_NO_PREDICT, coreml_parity, export_coreml, export_onnx, inspect_coreml, onnx_parity
-from compress.families.base import Part
+from compress.export import (
+    COREML_NO_PREDICT,
+    coreml_parity,
+    export_coreml,
+    export_onnx,
+    inspect_coreml,
+    onnx_parity,
+    spectral_norm_modules,
+)
+from compress.families.base import Part, TensorSpec
 from compress.families.registry import get_family
 from compress.recipe import load_recipe
 from compress.run import run_recipe
@@ -162,3 +170,33 @@ def test_fomm_parts_export_to_both_formats_with_parity(role: str, config: str, t
         assert info["unsupported_ops"] == []
         if part.name == "generator.per_frame":
             assert info["cpu_only_ops"] == ["resample"]
+
+
+class SpectralConv(torch.nn.Module):
+    """One spectrally normalised conv (the old hook API, as public SPADE checkpoints use): image -> (y,)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.utils.spectral_norm(torch.nn.Conv2d(3, 4, 3, padding=1))
+
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor]:
+        return (self.conv(image),)
+
+
+def _spectral_part() -> Part:
+    torch.manual_seed(0)
+    net = SpectralConv()
+    for _ in range(3):  # training passes move u and v: weight_orig / sigma is no longer weight_orig
+        net(torch.rand(1, 3, 8, 8))
+    specs = [TensorSpec("image", (1, 3, 8, 8))], [TensorSpec("y", (1, 4, 8, 8))]
+    return Part("net", "sender", "per_frame", net.eval(), *specs)
+
+
+def test_spectral_norm_is_baked_into_the_onnx_weight_and_the_model_keeps_its_hook(tmp_path: Path) -> None:
+    part = _spectral_part()
+    path = export_onnx(part, tmp_path / "net.onnx")
+    graph = onnx.load(str(path)).graph
+    assert [n.op_type for n in graph.node] == ["Conv"] and len(graph.initializer) == 2  # weight, bias
+    parity = onnx_parity(part, path, [part.example_inputs(seed) for seed in range(2)], rtol=1e-5, atol=1e-6)
+    assert parity["y"]["passed"]
+    assert hasattr(part.module.conv, "weight_orig") and spectral_norm_modules(part.module) == ["conv"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 
 import pytest
@@ -77,3 +78,19 @@ def test_loss_weights_are_validated_by_the_family_naming_key_path_and_line(write
 def test_the_renamed_psnr_gate_key_is_refused_with_its_new_name(write_recipe):
     with pytest.raises(CompressError, match="max_psnr_drop_db was renamed max_quality_drop"):
         load_recipe(write_recipe([{"export": {}}, {"quantize": {"max_psnr_drop_db": 0.3}}]))
+
+
+def test_quality_runs_the_teacher_once_per_batch_until_its_weights_change(demo_teacher, monkeypatch):
+    family, teacher = get_family("fomm"), copy.deepcopy(demo_teacher)
+    batches = list(family.eval_batches("synthetic", (64, 64), seed=0, limit=1))[:2]
+    student = family.build_student(family.resolve_config("mobile-64", "student"))
+    calls = []
+    forward = type(family).forward
+    monkeypatch.setattr(type(family), "forward", lambda self, m, b: calls.append(m) or forward(self, m, b))
+    first = family.quality(student, batches, teacher=teacher)
+    assert family.quality(student, batches, teacher=teacher) == first
+    assert sum(m is teacher for m in calls) == len(batches)  # the second scoring reused the teacher's outputs
+    with torch.no_grad():
+        next(teacher.parameters()).mul_(0.5)
+    family.quality(student, batches, teacher=teacher)
+    assert sum(m is teacher for m in calls) == 2 * len(batches)

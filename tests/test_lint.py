@@ -218,3 +218,18 @@ def test_summary_gives_each_part_its_counts_and_worst_finding() -> None:
 def test_the_demo_recipe_lints_to_a_summary_of_at_most_15_lines() -> None:
     findings = lint_target(Path(__file__).parent.parent / "recipes" / "fomm-mobile-demo.yaml")
     assert len(findings) > 2 and len(summarize_findings(findings)) <= 15
+
+
+def test_spectral_norm_is_named_per_module_and_its_weight_ops_are_not_blamed() -> None:
+    net = nn.Sequential(nn.Conv2d(3, 4, 1), nn.utils.spectral_norm(nn.Conv2d(4, 4, 3, padding=1))).eval()
+    part = Part(
+        "net",
+        "sender",
+        "per_frame",
+        net,
+        [TensorSpec("image", (1, 3, SIZE, SIZE))],
+        [TensorSpec("y", (1, 4, SIZE, SIZE))],
+    )
+    findings = lint_part(part, net)
+    assert [(f.module_path, f.category, f.severity) for f in findings] == [("1", "spectral_norm", "warning")]
+    assert "remove_spectral_norm" in findings[0].hint

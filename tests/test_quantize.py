@@ -435,15 +435,15 @@ def test_stage_quantizes_every_exported_format_and_updates_shipped(write_recipe,
     assert rows[0]["int8_over_fp32_latency"] == onnx_metrics["latency"]["int8_over_fp32"]
 
 
-def test_bench_totals_add_up_the_parts_of_each_format():
+def test_bench_totals_add_up_the_parts_of_each_format_and_the_files_that_ship():
     rows = [
-        {"format": "onnx", "fp32_bytes": 400, "int8_bytes": 150},
-        {"format": "onnx", "fp32_bytes": 200, "int8_bytes": 50},
-        {"format": "coreml", "fp32_bytes": 300, "int8_bytes": 120},
+        {"format": "onnx", "fp32_bytes": 400, "int8_bytes": 150, "shipped": "int8"},
+        {"format": "onnx", "fp32_bytes": 200, "int8_bytes": 50, "shipped": "fp32"},
+        {"format": "coreml", "fp32_bytes": 300, "int8_bytes": 120, "shipped": "int8-weights"},
     ]
     assert format_totals(rows) == {
-        "onnx": {"fp32_bytes": 600, "int8_bytes": 200, "fp32_over_int8_size": 3.0},
-        "coreml": {"fp32_bytes": 300, "int8_bytes": 120, "fp32_over_int8_size": 2.5},
+        "onnx": {"fp32_bytes": 600, "int8_bytes": 200, "shipped_bytes": 350, "fp32_over_int8_size": 3.0},
+        "coreml": {"fp32_bytes": 300, "int8_bytes": 120, "shipped_bytes": 120, "fp32_over_int8_size": 2.5},
     }
 
 

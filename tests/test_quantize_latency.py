@@ -30,7 +30,7 @@ from compress.quantize.latency import (
     regions,
 )
 from compress.quantize.onnx import QuantReport, int8_and_float_nodes
-from compress.quantize.stage import ship_onnx
+from compress.quantize.stage import OnnxShipping, fit_size_target, ship_onnx
 from compress.quantize.targets import int8_types
 from compress.recipe import QuantizeConfig, load_recipe
 from compress.run import run_recipe
@@ -264,6 +264,39 @@ def test_every_region_float_ships_the_fp32_file():
 def test_preferring_size_ships_slower_int8_and_says_so():
     entry, note = ship(report_with(SLOWER), "int8")
     assert entry["precision"] == "int8" and note.startswith("int8 ships for size (ship_when_slower: int8")
+
+
+def shipping(report: QuantReport, fp32_bytes: int, int8_bytes: int) -> OnnxShipping:
+    report.fp32_bytes, report.int8_bytes = fp32_bytes, int8_bytes
+    entry, note = ship(report)
+    return OnnxShipping(report, entry, note, {"path": "q/net.int8.onnx", "precision": "int8"})
+
+
+def test_float_parts_over_the_size_target_ship_int8_for_size_largest_saving_first():
+    ships = {
+        "small": shipping(report_with(SLOWER), 400_000, 100_000),
+        "large": shipping(report_with(SLOWER), 4_000_000, 1_000_000),
+        "fast": shipping(report_with(WITHIN_NOISE), 2_000_000, 500_000),
+    }
+    fit_size_target(ships, target_mb=2.0)  # 0.4 + 4.0 + 0.5 MB as shipped; int8 "large" alone makes it 1.9
+    assert [ships[n].entry["precision"] for n in ("small", "large", "fast")] == ["fp32", "int8", "int8"]
+    assert ships["large"].note.startswith("int8 ships for size: with this part fp32 the ONNX files are 4.90 MB")
+    assert ships["small"].note.startswith("fp32 ships")
+
+
+def test_float_parts_within_the_size_target_or_without_one_stay_float():
+    for target in (5.0, None):
+        ships = {"net": shipping(report_with(SLOWER), 4_000_000, 1_000_000)}
+        fit_size_target(ships, target_mb=target)
+        assert ships["net"].entry["precision"] == "fp32"
+
+
+def test_a_part_kept_float_for_quality_is_never_shipped_int8_for_size():
+    report = report_with(SLOWER)
+    report.gate = {"passed": False, "rule": "psnr_drop <= 0.3"}
+    ships = {"net": shipping(report, 4_000_000, 1_000_000)}
+    fit_size_target(ships, target_mb=1.0)
+    assert ships["net"].entry["precision"] == "fp32"
 
 
 def test_mixed_is_the_default_and_an_unknown_mode_is_refused():

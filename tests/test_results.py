@@ -201,7 +201,6 @@ def test_reports_render_from_json_under_root(tmp_path: Path):
     res = result(
         ERROR_TASK, {"error": 3.0, "accuracy": 50.0}, {"error": 2.0, "accuracy": 60.0}, {"error": 1.9, "accuracy": 61.0}
     )
-    res["family"] = "fomm"  # the default recipe's family: docs/ and the README
     (tmp_path / "docs").mkdir()
     source = tmp_path / "in.json"
     source.write_text(json.dumps(res))
@@ -219,21 +218,41 @@ def test_reports_render_from_json_under_root(tmp_path: Path):
         "error vs GT",
         "accuracy vs GT",
     ]
-    assert "| teacher (fomm, 32x32) | 0.50 | 0.400 | 100 | 200 | 1.90 | 61.00 |" in readme
+    assert "| teacher (fam, 32x32) | 0.50 | 0.400 | 100 | 200 | 1.90 | 61.00 |" in readme
     assert "| shipped student (small, distilled + pruned + int8) |" in readme
     assert (tmp_path / "docs" / "results.md").read_text() == results.results_markdown(copy.deepcopy(res))
 
 
-def test_another_familys_reports_go_to_its_own_folder_and_leave_the_readme(tmp_path: Path):
-    res = result(ERROR_TASK, None, {"error": 2.0, "accuracy": 60.0}, {"error": 1.9, "accuracy": 61.0})
+def test_a_suffix_gives_another_familys_reports_their_own_names_and_headline_page(tmp_path: Path):
+    res = result(PSNR_TASK, {"psnr": 20.0, "l1": 0.1}, {"psnr": 22.0, "l1": 0.05}, {"psnr": 23.0, "l1": 0.04})
+    (tmp_path / "docs" / "models").mkdir(parents=True)
     source = tmp_path / "in.json"
     source.write_text(json.dumps(res))
-    readme = "# x\n<!-- headline:start (by make bench) -->\nold\n<!-- headline:end -->\n"
-    (tmp_path / "README.md").write_text(readme)
-    results.main(["--root", str(tmp_path), "--from-json", str(source)])
-    assert json.loads((tmp_path / "docs" / "results-fam" / "results.json").read_text()) == res
-    assert not (tmp_path / "docs" / "results.json").exists()
-    assert (tmp_path / "README.md").read_text() == readme
+    page = tmp_path / "docs" / "models" / "fam.md"
+    page.write_text("<!-- headline:start -->\n<!-- headline:end -->\n")
+    args = ["--root", str(tmp_path), "--from-json", str(source), "--suffix=-fam"]
+    results.main([*args, "--headline-doc", "docs/models/fam.md"])
+    assert sorted(p.name for p in (tmp_path / "docs").iterdir()) == [
+        "models",
+        "pareto-fam.png",
+        "results-fam.json",
+        "results-fam.md",
+    ]
+    assert "![size vs quality](pareto-fam.png)" in (tmp_path / "docs" / "results-fam.md").read_text()
+    assert "details in docs/results-fam.md" in page.read_text()
+
+
+def test_a_suffix_that_is_not_a_file_name_exits_2(tmp_path: Path):
+    with pytest.raises(SystemExit) as exc:
+        results.main(["--root", str(tmp_path), "--from-json", "x.json", "--suffix", "../fam"])
+    assert exc.value.code == 2
+
+
+def test_without_a_comparison_the_stage_table_has_the_demo_recipe_only():
+    res = result(PSNR_TASK, None, {"psnr": 22.0, "l1": 0.05}, {"psnr": 23.0, "l1": 0.04})
+    res["recipe"]["comparison"], res["stage_wall_s"] = None, {"fam-demo": {"lint": 1.0}}
+    md = results.results_markdown(res)
+    assert "| fam-demo | 1.0 |" in md and "pruned teacher" not in md
 
 
 def test_models_table_goes_through_the_recipes_family(write_recipe):
@@ -245,3 +264,14 @@ def test_models_table_goes_through_the_recipes_family(write_recipe):
         [" teacher-32 ", " teacher "],
         [" student-32 ", " student "],
     ]
+
+
+def test_the_shipped_row_is_the_precision_the_quantize_stage_shipped():
+    res = result(PSNR_TASK, None, {"psnr": 22.0, "l1": 0.05}, {"psnr": 23.0, "l1": 0.04})
+    res["rows"].insert(2, row("distilled + pruned", "fp32", {"psnr": 22.0, "l1": 0.05}, {"psnr": 1.0, "l1": 1.0}))
+    assert results.shipped_precision(res) is None  # no quantize stage
+    res["quantize"] = {p: {"onnx": {"shipped": "fp32"}} for p in PARTS}  # int8 was slower on the host
+    results.mark_shipped(res, results.shipped_precision(res))
+    assert [(r["model"], r["precision"]) for r in res["rows"] if r["shipped"]] == [("distilled + pruned", "fp32")]
+    res["quantize"]["dec"]["onnx"]["shipped"] = "int8"
+    assert results.shipped_precision(res) == "int8"

@@ -17,7 +17,9 @@ A device profile prices a node as  ms = sum_k coef[k] * feature[k]  with the fea
 and a network as the sum over its nodes plus "run", the fixed cost of one inference call. A
 profile may price an op type's bytes on their own ("op:Softmax.mb") where one memory-bound rate
 would not fit them all. Coefficients come from `calibrate` (YAML under compress/bench/devices/),
-one set per thread count.
+one set per thread count, each with the data for a prediction interval (compress/bench/interval.py).
+A host profile records the machine it was calibrated on (compress/bench/machine.py): its CPU
+flags set the channel block, and predicting with it on another machine warns.
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ import onnx
 import yaml
 from onnx import shape_inference
 
+from compress.bench import machine
+from compress.bench.interval import INTERVAL_KEYS, IntervalModel, widen
 from compress.errors import CompressError
 
 DEVICES_DIR = Path(__file__).with_name("devices")
@@ -297,8 +301,45 @@ class DeviceProfile:
         return self.coefficients[threads]
 
     @property
+    def describes_host(self) -> bool:
+        """A profile of an onnxruntime host (calibrate host), as opposed to a phone's published figures."""
+        return "machine" in self.meta or self.name.startswith("host")
+
+    @property
     def channel_block(self) -> int:
+        """The recorded machine's NCHWc block (from its CPU flags), else the profile's `channel_block`."""
+        if "machine" in self.meta:
+            return machine.channel_block(self.meta["machine"].get("flags") or [])
         return int(self.meta.get("channel_block", 1))
+
+    def interval_model(self, threads: int) -> IntervalModel | None:
+        """The interval data calibrated with this thread count's coefficients (None in a profile without it)."""
+        self.coef(threads)
+        data = (self.meta.get("calibrations") or {}).get(threads, {}).get("interval")
+        return IntervalModel.from_json(data) if data else None
+
+    def interval(self, costs: list[NodeCost], threads: int) -> dict[str, Any] | None:
+        """The prediction interval of a network and the share of its predicted ms that extrapolates
+        (op types no reference network contains); None when the profile has no interval data."""
+        model = self.interval_model(threads)
+        if model is None:
+            return None
+        coef, specific = self.coef(threads), self.op_specific(threads)
+        low = high = total = self.run_ms(threads)
+        extrapolated: dict[str, float] = {}
+        for c in costs:
+            feats = c.features(specific)
+            if not feats:
+                continue
+            ms = self.node_ms(c, threads)
+            mb = next(k for k in feats if k.endswith(".mb"))
+            node_low, node_high = model.node_range(c.op_class, c.op_type, ms, feats[mb], coef.get(mb, 0.0))
+            low, high, total = low + node_low, high + node_high, total + ms
+            if model.extrapolated(c.op_type):
+                extrapolated[c.op_type] = extrapolated.get(c.op_type, 0.0) + ms
+        low_ms, high_ms = widen(low, high, model.bound)
+        share = sum(extrapolated.values()) / total if total else 0.0
+        return dict(zip(INTERVAL_KEYS, ([low_ms, high_ms], model.coverage, share, sorted(extrapolated))))
 
     def op_specific(self, threads: int) -> frozenset[str]:
         """Op types this profile prices on their own."""
@@ -347,15 +388,23 @@ def load_profile(name: str, path: Path | None = None) -> DeviceProfile:
 def predict(
     model: str | Path | onnx.ModelProto, device: str | DeviceProfile, threads: int = 1, precision: str = "auto"
 ) -> dict[str, Any]:
-    """Predicted latency of a model on a device profile, with the per-node breakdown."""
+    """Predicted latency of a model on a device profile, with the per-node breakdown and its interval
+    (`interval_ms`, `interval_coverage`, `extrapolated_share`, `extrapolated_op_types`: see DeviceProfile.interval).
+
+    A host profile used on a machine other than the one it records warns (machine.HostMismatchWarning).
+    """
     profile = device if isinstance(device, DeviceProfile) else load_profile(device.removeprefix("profile:"))
+    if profile.describes_host:
+        machine.warn_if_elsewhere(profile.name, profile.meta.get("machine"))
     costs = analyse(model, precision, profile.channel_block)
     per_node = [(c, profile.node_ms(c, threads)) for c in costs if c.op_class != "free"]
     total = profile.run_ms(threads) + sum(ms for _, ms in per_node)
+    interval = profile.interval(costs, threads) or dict.fromkeys(INTERVAL_KEYS)
     return {
         "device": f"profile:{profile.name}",
         "threads": threads,
         "ms": total,
         "nodes": per_node,
         "totals": totals(costs, profile.op_specific(threads)),
+        **interval,
     }

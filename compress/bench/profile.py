@@ -17,9 +17,11 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from compress.bench import costmodel
+from compress.bench.interval import INTERVAL_KEYS, interval_text
 from compress.errors import CompressError
 
-ROW_KEYS = ("file", "part", "device", "source", "threads", "p50_ms", "p90_ms", "p99_ms", "fps")
+# The interval keys are null on measured rows (compress/bench/interval.py).
+ROW_KEYS = ("file", "part", "device", "source", "threads", "p50_ms", "p90_ms", "p99_ms", "fps", *INTERVAL_KEYS)
 
 
 @dataclass(frozen=True)
@@ -202,6 +204,7 @@ def predicted(path: Path, device: str, threads: int, top: int) -> dict[str, Any]
         "p90_ms": ms,
         "p99_ms": ms,
         "fps": 1e3 / ms if ms else None,
+        **{k: pred[k] for k in INTERVAL_KEYS},
         "ops": [{"node": c.name, "op_type": c.op_type, "ms": node_ms, "share": node_ms / total} for c, node_ms in ops],
     }
 
@@ -212,7 +215,8 @@ def profile(
     """Latency rows of every model file in `target` that `device` runs.
 
     Each row: file, part, device, source ("measured" | "predicted"), threads, p50_ms, p90_ms,
-    p99_ms, fps, ops (the `top_ops` slowest nodes: node, op_type, ms, share).
+    p99_ms, fps, ops (the `top_ops` slowest nodes: node, op_type, ms, share); a predicted row also
+    interval_ms ([low, high]), interval_coverage, extrapolated_share and extrapolated_op_types.
     """
     if threads < 1:
         raise CompressError(f"--threads {threads}: must be at least 1")
@@ -296,6 +300,24 @@ def print_rows(rows: list[dict[str, Any]]) -> None:
             "-" if r["fps"] is None else f"{r['fps']:.1f}",
         )
     console.print(summary)
+    predicted = [r for r in rows if r.get("interval_ms")]
+    if predicted:
+        intervals = Table(
+            title="predictions: where the true latency lies with the profile's nominal coverage (docs/latency.md)",
+            title_justify="left",
+        )
+        for col in ("part", "device", "p50 ms", "interval ms", "coverage", "extrapolated"):
+            intervals.add_column(col, justify="left" if col in ("part", "device") else "right")
+        for r in predicted:
+            intervals.add_row(
+                r["part"],
+                r["device"],
+                _ms(r["p50_ms"]),
+                interval_text(r["interval_ms"]),
+                f"{r['interval_coverage'] * 100:.0f}%",
+                f"{r['extrapolated_share'] * 100:.0f}%",
+            )
+        console.print(intervals)
     for r in rows:
         if not r["ops"]:
             continue

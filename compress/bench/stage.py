@@ -3,7 +3,9 @@
 Profiles the shipped models (or the fp32 exports / int8 models, per `precision`) on every device
 of the stage config and of the recipe's fps targets, at every thread count. Each fps target
 becomes a Gate ("fps PART @ DEVICE"): passed when the best measured or predicted fps of that
-part on that device reaches the target; the runner then exits 1 on any missed target.
+part on that device reaches the target; the runner then exits 1 on any missed target. When the
+deciding row is a prediction whose interval holds the target, the verdict is the point estimate's
+and the gate's detail says that the interval straddles the target (the prediction cannot tell).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import json
 from typing import Any
 
 from compress.bench.costmodel import load_profile
+from compress.bench.interval import straddle_note
 from compress.bench.profile import device_format, device_kind, measure_files, run_models, to_row
 from compress.errors import CompressError
 from compress.recipe import FpsTarget, ProfileConfig
@@ -46,7 +49,9 @@ def fps_gate(target: FpsTarget, rows: list[dict[str, Any]]) -> Gate:
         f"{best['source']} p50 {best['p50_ms']:.2f} ms at {best['threads']} thread(s), "
         f"{best['precision']} {best['format']}"
     )
-    return Gate(name, target.fps, round(best["fps"], 3), best["fps"] >= target.fps, detail)
+    note = straddle_note(best.get("interval_ms"), target.fps, best.get("extrapolated_share"))
+    passed = best["fps"] >= target.fps
+    return Gate(name, target.fps, round(best["fps"], 3), passed, f"{detail}; {note}" if note else detail)
 
 
 def float_compute(device: str) -> bool:
@@ -97,6 +102,7 @@ def profile_stage(cfg: ProfileConfig, ctx: RunContext) -> StageResult:
             "p90_ms": _round(r["p90_ms"]),
             "fps": _round(r["fps"]),
             "source": r["source"],
+            **({"interval_ms": [_round(v) for v in r["interval_ms"]]} if r.get("interval_ms") else {}),
         }
         for r in rows
     }

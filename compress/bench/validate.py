@@ -25,7 +25,7 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from compress.bench import calibrate, zoo
+from compress.bench import calibrate, machine, zoo
 from compress.checkpoints import atomic_path
 
 HELD_OUT_SEEDS = range(100, 140)
@@ -84,7 +84,7 @@ def validate(workdir: Path, rounds: int = 4, with_fomm: bool = True) -> dict[str
     paths = [p for _, p in micro] + [p for _, p, _ in nets]
     times = calibrate.host_latencies(paths, threads=1, rounds=rounds)
     measured_all, repeat_all = times.fastest, times.fastest_repeat
-    feats_all = calibrate.host_features(paths)
+    feats_all = calibrate.host_features(paths, machine.channel_block(machine.this_host().flags))
     m, n = len(micro), len(calib)
     feats, measured, repeat = feats_all[m:], measured_all[m:], repeat_all[m:]
     result = calibrate.fit_host(feats_all[:m], measured_all[:m], feats[:n], measured[:n])
@@ -112,7 +112,7 @@ def validate(workdir: Path, rounds: int = 4, with_fomm: bool = True) -> dict[str
         "method": f"1 thread, runner thread CPU time, fastest of {rounds} rounds x 20 runs, "
         "real-time priority where allowed",
         "rounds": rounds,
-        "channel_block": calibrate.HOST_CHANNEL_BLOCK,
+        "channel_block": machine.channel_block(machine.this_host().flags),
         "coefficients": result.coefficients,
         "calibration": {
             "networks": n,
@@ -208,9 +208,10 @@ def docs_section(report: dict[str, Any], json_path: Path) -> str:
     return "\n".join(lines)
 
 
-def update_docs(doc: Path, section: str) -> None:
+def update_docs(doc: Path, section: str, markers: tuple[str, str] = (DOC_BEGIN, DOC_END)) -> None:
+    """Replace the text between `markers` (inclusive) with `section`, or append it."""
     text = doc.read_text() if doc.exists() else ""
-    pattern = re.compile(re.escape(DOC_BEGIN) + ".*?" + re.escape(DOC_END), re.S)
+    pattern = re.compile(re.escape(markers[0]) + ".*?" + re.escape(markers[1]), re.S)
     text = pattern.sub(lambda _: section, text) if pattern.search(text) else text.rstrip() + "\n\n" + section + "\n"
     with atomic_path(doc) as tmp:
         tmp.write_text(text)

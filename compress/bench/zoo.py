@@ -8,6 +8,7 @@ plus a generator of varied conv nets for validating the method on the host:
   SqueezeNet 1.0           (Iandola et al. 2016; fire modules, 7x7 stem)
   NASNet-A mobile 4@1056   (Zoph et al. 2018; TF-slim nasnet_utils cell definitions)
   Inception-ResNet-V2      (Szegedy et al. 2016; TF-slim inception_resnet_v2), 299x299
+  Inception-V4             (Szegedy et al. 2016; TF-slim inception_v4), 299x299
 """
 
 from __future__ import annotations
@@ -328,6 +329,70 @@ def inception_resnet_v2(classes: int = 1001) -> nn.Module:
     return Classifier(features, 1536, classes)
 
 
+# -- Inception-V4 ----------------------------------------------------------------------------
+def _pool_branch(channels: int, cout: int) -> nn.Sequential:
+    """3x3 average pool (stride 1, 'same', padding not counted, as TF's) then a 1x1 conv."""
+    return nn.Sequential(nn.AvgPool2d(3, 1, 1, count_include_pad=False), conv_bn(channels, cout, 1))
+
+
+def inception_v4(classes: int = 1001) -> nn.Module:
+    """Figures 3-9 of Szegedy et al. 2016, with TF-slim's channel counts (inception_v4.py)."""
+
+    def block_a() -> nn.Module:  # 35x35x384
+        return Branches(
+            _seq((384, 96, 1)),
+            _seq((384, 64, 1), (64, 96, 3)),
+            _seq((384, 64, 1), (64, 96, 3), (96, 96, 3)),
+            _pool_branch(384, 96),
+        )
+
+    def block_b() -> nn.Module:  # 17x17x1024
+        return Branches(
+            _seq((1024, 384, 1)),
+            _seq((1024, 192, 1), (192, 224, (1, 7)), (224, 256, (7, 1))),
+            _seq((1024, 192, 1), (192, 192, (7, 1)), (192, 224, (1, 7)), (224, 224, (7, 1)), (224, 256, (1, 7))),
+            _pool_branch(1024, 128),
+        )
+
+    def block_c() -> nn.Module:  # 8x8x1536
+        def split(cin: int) -> Branches:
+            return Branches(conv_bn(cin, 256, (1, 3)), conv_bn(cin, 256, (3, 1)))
+
+        return Branches(
+            _seq((1536, 256, 1)),
+            nn.Sequential(conv_bn(1536, 384, 1), split(384)),
+            nn.Sequential(_seq((1536, 384, 1), (384, 448, (3, 1)), (448, 512, (1, 3))), split(512)),
+            _pool_branch(1536, 256),
+        )
+
+    stem = [
+        _seq((3, 32, 3, 2, 0), (32, 32, 3, 1, 0), (32, 64, 3)),
+        Branches(nn.MaxPool2d(3, 2), conv_bn(64, 96, 3, 2, 0)),  # mixed_3a: 73x73x160
+        Branches(  # mixed_4a: 71x71x192
+            _seq((160, 64, 1), (64, 96, 3, 1, 0)),
+            _seq((160, 64, 1), (64, 64, (1, 7)), (64, 64, (7, 1)), (64, 96, 3, 1, 0)),
+        ),
+        Branches(conv_bn(192, 192, 3, 2, 0), nn.MaxPool2d(3, 2)),  # mixed_5a: 35x35x384
+    ]
+    reduction_a = Branches(
+        _seq((384, 384, 3, 2, 0)), _seq((384, 192, 1), (192, 224, 3), (224, 256, 3, 2, 0)), nn.MaxPool2d(3, 2)
+    )
+    reduction_b = Branches(
+        _seq((1024, 192, 1), (192, 192, 3, 2, 0)),
+        _seq((1024, 256, 1), (256, 256, (1, 7)), (256, 320, (7, 1)), (320, 320, 3, 2, 0)),
+        nn.MaxPool2d(3, 2),
+    )
+    features = nn.Sequential(
+        *stem,
+        *(block_a() for _ in range(4)),
+        reduction_a,
+        *(block_b() for _ in range(7)),
+        reduction_b,
+        *(block_c() for _ in range(3)),
+    )
+    return Classifier(features, 1536, classes)
+
+
 # -- published references --------------------------------------------------------------------
 @dataclass(frozen=True)
 class Reference:
@@ -341,6 +406,7 @@ REFERENCES: dict[str, Reference] = {
     "nasnet_mobile": Reference("nasnet_mobile", NASNetMobile, 224),
     "squeezenet_1.0": Reference("squeezenet_1.0", squeezenet_1_0, 224),
     "inception_resnet_v2": Reference("inception_resnet_v2", inception_resnet_v2, 299),
+    "inception_v4": Reference("inception_v4", inception_v4, 299),
 }
 
 

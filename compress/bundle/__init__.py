@@ -1,7 +1,7 @@
 """Model bundles for app developers: write (the bundle stage), verify, publish and pull.
 
 exported/<name>-<version>/
-  manifest.json          schema_version 1.1, documented in docs/bundle.md
+  manifest.json          schema_version 1.2, documented in docs/bundle.md
   MODEL_CARD.md
   models/<part>.onnx, models/<part>.mlpackage.zip
   assets/<name>.bin      constants the app needs besides the models (raw little-endian)

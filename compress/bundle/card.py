@@ -7,6 +7,7 @@ app on one device.
 
 from __future__ import annotations
 
+from compress.bench.interval import interval_text
 from compress.bundle.manifest import InputTensor, Manifest, MetricEntry, RowGate, Tensor
 
 NOT_MEASURED = "not measured"
@@ -215,15 +216,15 @@ def _latency(m: Manifest) -> str:
             r.p90_ms,
             r.p99_ms,
             r.fps,
+            interval_text(r.interval_ms),
+            "-" if r.extrapolated_share is None else f"{r.extrapolated_share * 100:.0f} %",
             _row_gate(r.gate),
         ]
         for r in m.metrics.latency
     ]
+    header = ["part", "format", "precision", "device", "source", "threads", "p50 ms", "p90 ms", "p99 ms", "fps"]
     body = (
-        _table(
-            ["part", "format", "precision", "device", "source", "threads", "p50 ms", "p90 ms", "p99 ms", "fps", "gate"],
-            rows,
-        )
+        _table([*header, "interval ms", "extrapolated", "gate"], rows)
         if rows
         else f"{NOT_MEASURED} (the recipe has no profile stage)."
     )
@@ -233,7 +234,9 @@ def _latency(m: Manifest) -> str:
         (
             "## Latency\n\n"
             "`measured`: timed on the device; "
-            "`predicted`: a cost-model estimate from a device profile, not a measurement.\n\n"
+            "`predicted`: a cost-model estimate from a device profile, not a measurement; its interval is where the "
+            "true latency lies with the profile's nominal coverage, and `extrapolated` the share of the estimate in "
+            "op types no reference network of the profile has (docs/latency.md).\n\n"
         )
         + body
         + gate_table
@@ -243,7 +246,8 @@ def _latency(m: Manifest) -> str:
 def _row_gate(gate: RowGate | None) -> str:
     if gate is None:
         return "-"
-    return f"{'pass' if gate.passed else 'FAIL'} (>= {gate.target_fps:g} fps)"
+    undecided = "; the interval straddles it: undecided" if gate.straddles else ""
+    return f"{'pass' if gate.passed else 'FAIL'} (>= {gate.target_fps:g} fps{undecided})"
 
 
 def _size(m: Manifest) -> str:

@@ -1,4 +1,4 @@
-"""The bundle manifest: one pydantic schema (`schema_version` "1.1"), built from run outputs.
+"""The bundle manifest: one pydantic schema (`schema_version` "1.2"), built from run outputs.
 
 The manifest is the contract with app developers: the task and how an app runs the parts
 (`flow`: a video call between two phones, or one app on one device), every shipped file
@@ -24,7 +24,9 @@ from compress.families.base import Part, TensorSpec
 from compress.families.task import FLOW_ROLES, Cadence, Flow, Reference, Role
 from compress.recipe import check_semver
 
-SCHEMA_VERSION = "1.1"
+SCHEMA_VERSION = "1.2"
+# Older versions read as this one: what changed since is optional (1.2 added latency intervals).
+UPGRADABLE = ("1.1",)
 MANIFEST = "manifest.json"
 # int8: int8 ONNX (QDQ); int8-weights: Core ML 8-bit weights, float compute;
 # w8a8: Core ML 8-bit weights and activations.
@@ -188,6 +190,7 @@ class Quality(Strict):
 class RowGate(Strict):
     target_fps: float
     passed: bool
+    straddles: bool = Field(False, description="a prediction whose interval holds the target: it cannot tell")
 
 
 class LatencyRow(Strict):
@@ -202,6 +205,12 @@ class LatencyRow(Strict):
     p90_ms: float | None = None
     p99_ms: float | None = None
     fps: float | None
+    interval_ms: list[float | None] | None = Field(
+        None, description="predicted rows: [low, high] ms the true latency may lie in (compress/bench/interval.py)"
+    )
+    extrapolated_share: float | None = Field(
+        None, description="predicted rows: share of the ms in op types no reference network of the profile has"
+    )
     gate: RowGate | None = None
 
 
@@ -227,7 +236,7 @@ class Size(Strict):
 
 
 class Manifest(Strict):
-    schema_version: Literal["1.1"] = SCHEMA_VERSION
+    schema_version: Literal["1.2"] = SCHEMA_VERSION
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]*$")
     version: str
     family: str
@@ -315,7 +324,9 @@ def load_manifest(bundle: str | Path) -> Manifest:
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise CompressError(f"{path}: not valid JSON ({exc})") from None
     found = data.get("schema_version") if isinstance(data, dict) else None
-    if found != SCHEMA_VERSION:
+    if found in UPGRADABLE:
+        data["schema_version"] = SCHEMA_VERSION
+    elif found != SCHEMA_VERSION:
         # 1.0 has no task (metric units and directions) to fill in, so it is not upgraded on reading.
         rebuild = (
             "it has no flow, task or assets; rebuild it with the recipe's bundle stage or " if found == "1.0" else ""

@@ -21,6 +21,7 @@ from typing import Any, get_args
 import numpy as np
 
 from compress import __version__
+from compress.bench.interval import straddle_note, straddles
 from compress.bundle.card import render_card
 from compress.bundle.manifest import (
     ASSET_NAME,
@@ -238,20 +239,13 @@ def fps_gates(rows: list[LatencyRow], targets: list[FpsTarget]) -> list[Gate]:
     """One gate per fps target: the best fps among the shipped files' rows for that device and part."""
     gates = []
     for t in targets:
-        matching = [r for r in rows if r.device == t.device and r.part == t.part]
-        fps = [r.fps for r in matching if r.shipped and r.fps is not None] or [
-            r.fps for r in matching if r.fps is not None
-        ]
-        value = max(fps) if fps else None
-        gates.append(
-            Gate(
-                f"fps:{t.part}@{t.device}",
-                t.fps,
-                value,
-                value is not None and value >= t.fps,
-                "" if fps else "not profiled",
-            )
-        )
+        matching = [r for r in rows if r.device == t.device and r.part == t.part and r.fps is not None]
+        best = max([r for r in matching if r.shipped] or matching, key=lambda r: r.fps or 0.0, default=None)
+        if best is None:
+            gates.append(Gate(f"fps:{t.part}@{t.device}", t.fps, None, False, "not profiled"))
+            continue
+        note = straddle_note(best.interval_ms, t.fps, best.extrapolated_share)
+        gates.append(Gate(f"fps:{t.part}@{t.device}", t.fps, best.fps, (best.fps or 0.0) >= t.fps, note))
     return gates
 
 
@@ -259,9 +253,12 @@ def _with_gate(row: LatencyRow, targets: list[FpsTarget]) -> LatencyRow:
     target = next((t for t in targets if t.device == row.device and t.part == row.part), None)
     if target is None:
         return row
-    return row.model_copy(
-        update={"gate": RowGate(target_fps=target.fps, passed=row.fps is not None and row.fps >= target.fps)}
+    gate = RowGate(
+        target_fps=target.fps,
+        passed=row.fps is not None and row.fps >= target.fps,
+        straddles=straddles(row.interval_ms, target.fps),
     )
+    return row.model_copy(update={"gate": gate})
 
 
 def quality_entry(quality: dict[str, Any] | None) -> Quality:
@@ -306,6 +303,8 @@ def latency_rows(latency: Any, run_files: dict[str, tuple[str, str, bool]]) -> l
                     p90_ms=row.get("p90_ms"),
                     p99_ms=row.get("p99_ms"),
                     fps=row.get("fps"),
+                    interval_ms=row.get("interval_ms"),
+                    extrapolated_share=row.get("extrapolated_share"),
                 )
             )
         except (KeyError, ValueError) as exc:
@@ -369,7 +368,7 @@ def bundle_stage(cfg: BundleConfig, ctx: RunContext) -> StageResult:
     )
     out = Path(cfg.out) if cfg.out else Path("exported") / f"{recipe.name}-{recipe.version}"
     manifest = write_bundle(out, src)
-    manifest = add_bitstream(out, recipe.data.calibration, ctx.log)
+    manifest = add_bitstream(out, recipe.data.calibration, ctx.log, cfg.bitstream_clips, cfg.bitstream_frames)
     gate = size_gate(manifest.size)
     mb = ", ".join(f"{fmt} {n / 1e6:.2f} MB" for fmt, n in manifest.size.per_format.items())
     return StageResult(

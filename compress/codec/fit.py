@@ -52,15 +52,18 @@ def fit_format(
     )
 
 
-def add_bitstream(bundle: Path, source: str, log: Callable[[str], None]) -> Manifest:
-    """The bundle stage's step: a video-call bundle gets its fitted format; others stay as they are."""
+def add_bitstream(
+    bundle: Path, source: str, log: Callable[[str], None], clips: int | None = None, frames: int | None = None
+) -> Manifest:
+    """The bundle stage's step: a video-call bundle gets its format, fitted on `clips` clips of `frames`
+    frames (default FIT_CLIPS of FIT_FRAMES); others stay as they are."""
     manifest = load_manifest(bundle)
     if not any(p.role == "sender" for p in manifest.parts):
         return manifest
     if any("onnx" not in p.files for p in manifest.parts):
         log("no bitstream format: fitting it runs the parts' ONNX files, and this bundle does not ship them all")
         return manifest
-    fmt = write_bitstream(bundle, source)
+    fmt = write_bitstream(bundle, source, clips or FIT_CLIPS, frames or FIT_FRAMES)
     log(
         f"bitstream: steps {', '.join(f'{t.key} {t.step:g}' for t in fmt.tensors)}, "
         f"a key every {fmt.key_interval} frames"

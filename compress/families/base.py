@@ -7,6 +7,8 @@ assets; see task.py). Stages never import a model, and never name a family's met
 
 from __future__ import annotations
 
+import hashlib
+import weakref
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -248,10 +250,25 @@ class Family:
             (
                 batch,
                 self.forward(_eval(model), batch),
-                self.forward(teacher.eval(), batch) if teacher is not None else None,
+                self.reference_outputs(teacher, batch) if teacher is not None else None,
             )
             for batch in batches
         )
+
+    def reference_outputs(self, teacher: nn.Module, batch: Batch) -> dict[str, torch.Tensor]:
+        """The teacher's outputs on `batch` (eval mode), remembered per teacher, its weights' state and the
+        batch's content: a run scores each model it makes (distilled, pruned, fine-tuned, quantized)
+        against one frozen teacher on the same held-out batches, and a large teacher's forward costs far
+        more than the student's (face-vid2vid's vox-256: about 1.1 TFLOP per frame)."""
+        memo = _REFERENCES.setdefault(teacher, {})
+        key = (_weights_state(teacher), _digest(batch))
+        if key not in memo:
+            with torch.no_grad():
+                outputs = self.forward(teacher.eval(), batch)
+            while len(memo) >= REFERENCE_MEMO_BATCHES:
+                memo.pop(next(iter(memo)))
+            memo[key] = outputs
+        return dict(memo[key])
 
     def mean_scores(
         self, scored: Iterable[tuple[Batch, dict[str, torch.Tensor], dict[str, torch.Tensor] | None]]
@@ -311,6 +328,31 @@ class Family:
             "input_size": list(self.default_input_size),
             "task": self.task.to_json(),
         }
+
+
+# Teacher outputs `Family.reference_outputs` keeps: per teacher (dropped with it), the latest batches.
+_REFERENCES: weakref.WeakKeyDictionary[nn.Module, dict[tuple[Any, str], dict[str, torch.Tensor]]] = (
+    weakref.WeakKeyDictionary()
+)
+REFERENCE_MEMO_BATCHES = 8
+
+
+def _weights_state(model: nn.Module) -> tuple[Any, ...]:
+    """Identity and in-place version of every parameter and buffer: changes when any is modified or replaced."""
+    return tuple((id(t), t._version) for t in (*model.parameters(), *model.buffers()))
+
+
+def _digest(batch: Batch) -> str:
+    h = hashlib.sha1()
+    for name in sorted(batch):
+        value = batch[name]
+        h.update(name.encode())
+        if isinstance(value, torch.Tensor):
+            h.update(f"{value.dtype}{tuple(value.shape)}".encode())
+            h.update(value.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+        else:
+            h.update(repr(value).encode())
+    return h.hexdigest()
 
 
 def _eval(model: Any) -> Any:

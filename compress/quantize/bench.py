@@ -86,12 +86,14 @@ def float_regions(mixed: dict[str, Any]) -> str | None:
 
 
 def format_totals(rows: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
-    """Per format, the fp32 and int8 bytes of all parts together and their ratio: the model's size as shipped."""
+    """Per format, the fp32 and int8 bytes of all parts together and their ratio, and the bytes of the
+    files that ship (a part shipped fp32 counts its fp32 bytes): the model's size as the bundle carries it."""
     totals: dict[str, dict[str, float]] = {}
     for r in rows:
-        t = totals.setdefault(r["format"], {"fp32_bytes": 0, "int8_bytes": 0})
+        t = totals.setdefault(r["format"], {"fp32_bytes": 0, "int8_bytes": 0, "shipped_bytes": 0})
         t["fp32_bytes"] += r["fp32_bytes"]
         t["int8_bytes"] += r["int8_bytes"]
+        t["shipped_bytes"] += r["fp32_bytes"] if r["shipped"] == "fp32" else r["int8_bytes"]
     for t in totals.values():
         t["fp32_over_int8_size"] = t["fp32_bytes"] / t["int8_bytes"]
     return totals
@@ -173,7 +175,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     for fmt, t in result["totals"].items():
         print(
             f"all parts, {fmt}: {t['fp32_bytes']} -> {t['int8_bytes']} bytes, "
-            f"fp32/int8 size {t['fp32_over_int8_size']:.2f}"
+            f"fp32/int8 size {t['fp32_over_int8_size']:.2f}; as shipped {t['shipped_bytes']} bytes"
         )
     for r in rows:
         print(f"{r['part']} {r['format']}: {r['note']}")

@@ -2,7 +2,8 @@
 
 Reads `exported` ({part: {format: path}}), writes `quantized` ({part: {format: path}}) and
 updates `shipped` with what the bundle should carry: int8 that is no slower than fp32 on this
-host (regions slower in int8 kept float), unless the recipe's `ship_when_slower` says otherwise.
+host (regions slower in int8 kept float), unless the recipe's `ship_when_slower` says otherwise
+or the float files would break the recipe's `targets.size_mb` (then int8 ships for size).
 """
 
 from __future__ import annotations
@@ -117,6 +118,42 @@ def ship_onnx(
     return fp32, f"fp32 ships: {what} is slower on this host ({why})"
 
 
+@dataclass
+class OnnxShipping:
+    """One part's ONNX after quantization: the report, what ships and why, and its int8 entry."""
+
+    report: QuantReport
+    entry: dict[str, Any]
+    note: str
+    int8: dict[str, Any]
+
+    @property
+    def bytes(self) -> int:
+        return self.report.int8_bytes if self.entry["precision"] == "int8" else self.report.fp32_bytes
+
+
+def fit_size_target(ships: dict[str, OnnxShipping], target_mb: float | None) -> None:
+    """Ship int8 for size where the parts kept fp32 for host speed put the ONNX files over `target_mb`:
+    the part whose int8 saves the most bytes first, until the files fit (the recipe's size target says
+    that size matters more there). Parts kept fp32 for quality are never switched."""
+    if target_mb is None:
+        return
+    for_speed = [
+        s
+        for s in ships.values()
+        if s.entry["precision"] != "int8" and s.report.passed and s.report.latency and s.report.latency.slower
+    ]
+    for ship in sorted(for_speed, key=lambda s: s.report.fp32_bytes - s.report.int8_bytes, reverse=True):
+        total = sum(s.bytes for s in ships.values())
+        if total <= target_mb * 1e6:
+            return
+        ship.entry = ship.int8
+        ship.note = (
+            f"int8 ships for size: with this part fp32 the ONNX files are {total / 1e6:.2f} MB, over targets.size_mb "
+            f"{target_mb:g} (was: {ship.note})"
+        )
+
+
 def int8_for_size(ctx: RunContext) -> dict[str, str]:
     """The devices this recipe profiles (its profile stage's, else that stage's defaults, and its fps targets')
     whose profile says int8 runs there with float compute, and what that means."""
@@ -192,12 +229,12 @@ def quantize_stage(cfg: QuantizeConfig, ctx: RunContext) -> StageResult:
     if for_size:
         result.metrics["int8_for_size"] = for_size
     lines: list[str] = list(for_size.values())
-    as_shipped: dict[str, Path] = {}  # ONNX file of each part as it ships, for the whole-pipeline check
+    ships: dict[str, OnnxShipping] = {}
     for name, files in exported.items():
         result.metrics[name] = {}
         if "onnx" in cfg.formats and "onnx" in files:
             gate_on = PipelineGate(ctx.family, pipeline, name, eval_batches, max_drop) if pipeline else None
-            report, entry, note = _onnx_part(
+            ships[name] = _onnx_part(
                 cfg,
                 ctx,
                 parts[name],
@@ -207,32 +244,35 @@ def quantize_stage(cfg: QuantizeConfig, ctx: RunContext) -> StageResult:
                 gate_on,
                 trained.get(name),
             )
-            gate = report.gate
-            assert gate is not None  # the stage always gates
-            basis = gate["basis"]
-            quantized.setdefault(name, {})["onnx"] = ctx.rel(report.path)
-            shipped.setdefault(name, {})["onnx"] = entry
-            as_shipped[name] = report.path if entry["precision"] == "int8" else ctx.path(files["onnx"])
-            result.metrics[name]["onnx"] = {
-                **report.to_json(),
-                "gate_basis": basis,
-                "shipped": entry["precision"],
-                "ship_note": note,
-            }
-            result.gates.append(
-                Gate(f"quantize.{name}.onnx.{gate['metric']}", gate["bound"], gate["value"], gate["passed"], basis)
-            )
-            quality[name] = {gate["metric"]: gate["value"]}
-            lines.append(
-                f"{name}.onnx {report.size_ratio:.2f}x smaller, {gate['metric']} {gate['value']:.3f}, "
-                f"{len(report.fallback.excluded) if report.fallback else 0} nodes back to float for accuracy; {note}"
-            )
         if "coreml" in cfg.formats and "coreml" in files:
             creport, record = _coreml_part(cfg, ctx, parts[name], data[name], files["coreml"])
             quantized.setdefault(name, {})["coreml"] = ctx.rel(creport.path)
             shipped.setdefault(name, {})["coreml"] = {"path": ctx.rel(creport.path), "precision": creport.mode}
             result.metrics[name]["coreml"] = record
             lines.append(f"{name}.coreml {creport.mode} {record['fp32_over_int8_size']:.2f}x smaller than fp32")
+    if cfg.ship_when_slower == "mixed":
+        fit_size_target(ships, ctx.recipe.targets.size_mb)
+    as_shipped: dict[str, Path] = {}  # ONNX file of each part as it ships, for the whole-pipeline check
+    for name, ship in ships.items():
+        report, gate = ship.report, ship.report.gate
+        assert gate is not None  # the stage always gates
+        quantized.setdefault(name, {})["onnx"] = ctx.rel(report.path)
+        shipped.setdefault(name, {})["onnx"] = ship.entry
+        as_shipped[name] = report.path if ship.entry["precision"] == "int8" else ctx.path(exported[name]["onnx"])
+        result.metrics[name]["onnx"] = {
+            **report.to_json(),
+            "gate_basis": gate["basis"],
+            "shipped": ship.entry["precision"],
+            "ship_note": ship.note,
+        }
+        result.gates.append(
+            Gate(f"quantize.{name}.onnx.{gate['metric']}", gate["bound"], gate["value"], gate["passed"], gate["basis"])
+        )
+        quality[name] = {gate["metric"]: gate["value"]}
+        lines.append(
+            f"{name}.onnx {report.size_ratio:.2f}x smaller, {gate['metric']} {gate['value']:.3f}, "
+            f"{len(report.fallback.excluded) if report.fallback else 0} nodes back to float for accuracy; {ship.note}"
+        )
     if pipeline:
         metric = f"{ctx.family.task.primary.name}_drop"
         drop = pipeline_drop(ctx.family, pipeline, as_shipped, eval_batches)
@@ -326,7 +366,7 @@ def _onnx_part(
     previous: dict[str, Any] | None,
     gate: PipelineGate | None,
     trained: onnx.ModelProto | None = None,
-) -> tuple[QuantReport, dict[str, Any], str]:
+) -> OnnxShipping:
     """Quantize one part's ONNX file (or take its QAT model), gated by `gate` or else on the part's own output;
     returns the report and what ships, with why.
     """
@@ -362,7 +402,7 @@ def _onnx_part(
     if cfg.ship_when_slower == "int8":
         report.notes.append("latency-aware mixed precision off: ship_when_slower: int8 (size matters more)")
     entry, note = ship_onnx(report, cfg, ctx.rel(report.path), previous, exported)
-    return report, entry, note
+    return OnnxShipping(report, entry, note, {"path": ctx.rel(report.path), "precision": "int8"})
 
 
 def _coreml_part(

@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from compress.bench.machine import read_cpuinfo
 from compress.errors import CompressError
 
 TARGETS = ("x86", "x86-vnni", "arm")
@@ -38,16 +39,7 @@ class Int8Types:
 
 def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> set[str]:
     """CPU feature flags of this host (x86 `flags`, ARM `Features`); empty where unreadable."""
-    try:
-        text = cpuinfo.read_text()
-    except OSError:
-        return set()
-    flags: set[str] = set()
-    for line in text.splitlines():
-        key, _, value = line.partition(":")
-        if key.strip() in ("flags", "Features"):
-            flags.update(value.split())
-    return flags
+    return read_cpuinfo(cpuinfo)[1]
 
 
 def host_target(machine: str | None = None, flags: set[str] | None = None) -> str:

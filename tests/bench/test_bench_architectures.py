@@ -17,23 +17,41 @@ def candidate(label: str, frame_ms: float, psnr: float | None) -> dict:
         "int8_mb": 0.003,
         "iphone8": {"kp_detector": costs, PART: costs},
         "host_ms": {PART: {"1": frame_ms / 3, "2": frame_ms / 5}},
+        "host_load_average": [1.0, 1.5],
         "quality": None if psnr is None else {"l1": 0.03, "psnr": psnr, "ssim": 0.87},
+    }
+
+
+def seed(number: int, psnr: tuple[float, float]) -> dict:
+    return {
+        "seed": number,
+        "candidates": [
+            candidate("mobile-256-v1 (unpruned)", 88.0, None),
+            candidate("mobile-256-v1 latency-pruned to 26.0 ms", 25.6, psnr[0]),
+            candidate("mobile-256 (unpruned)", 26.0, psnr[1]),
+        ],
     }
 
 
 RESULTS = {
     "created_utc": "2026-11-30T00:00:00+00:00",
-    "command": "python -m compress.bench.architectures --steps 2",
+    "command": "python -m compress.bench.architectures --steps 2 --seeds 0 1",
     "part": PART,
-    "training": {"steps": 2, "batch_size": 4, "lr": 0.002, "seed": 0, "eval_batches": 8},
-    "candidates": [candidate("baseline", 88.0, None), candidate("pruned", 25.6, 23.2), candidate("design", 26.0, 23.4)],
+    "training": {"steps": 2, "batch_size": 4, "lr": 0.002, "eval_batches": 8},
+    "seeds": [seed(0, (23.2, 23.4)), seed(1, (23.0, 23.5))],
 }
 
 
 def test_the_table_has_a_row_per_candidate_with_fixed_and_total_ms_and_untrained_ones_marked() -> None:
     table = markdown(RESULTS)
-    assert "| baseline |" in table and "88.0 (22.0)" in table and "not trained" in table
-    assert "| design |" in table and "26.0 (6.5)" in table and "| 23.40 |" in table
+    assert "| mobile-256-v1 (unpruned) |" in table and "88.0 (22.0)" in table and "not trained" in table
+    assert "| mobile-256 (unpruned) |" in table and "26.0 (6.5)" in table and "| 23.40 |" in table
+
+
+def test_every_seed_has_its_rows_and_the_design_gain_per_seed_and_mean() -> None:
+    table = markdown(RESULTS)
+    assert "| 1 | mobile-256 (unpruned) |" in table and "| 23.50 |" in table
+    assert "+0.20 dB, +0.50 dB (mean +0.35 dB)" in table
 
 
 def test_the_pareto_plot_is_a_png_of_the_trained_candidates(tmp_path: Path) -> None:

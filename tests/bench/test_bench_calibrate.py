@@ -62,7 +62,7 @@ def test_single_op_graphs_price_the_op_they_are_named_for(tmp_path):
     micro = dict(calibrate.memory_microbenchmarks(tmp_path))
     assert len(micro) == len(calibrate.MICRO_SHAPES) * 16
     feats = calibrate.host_features(
-        [micro["softmax-spatial 16x64x64"], micro["gridsample 16x64x64"], micro["relu-chain-8 16x64x64"]]
+        [micro["softmax-spatial 16x64x64"], micro["gridsample 16x64x64"], micro["relu-chain-8 16x64x64"]], 8
     )
     assert feats[0]["op:Softmax.mb"] > 0 and feats[0]["memory.mb"] == 0
     assert feats[1]["grid_sample.mb"] > 0
@@ -88,6 +88,25 @@ def test_reference_networks_have_their_published_size(name, params_m, macs_m):
 
 def test_inception_resnet_v2_has_its_published_parameter_count():
     assert sum(p.numel() for p in zoo.inception_resnet_v2().parameters()) / 1e6 == pytest.approx(55.8, rel=0.01)
+
+
+def test_inception_v4_has_its_published_parameter_count():
+    assert sum(p.numel() for p in zoo.inception_v4().parameters()) / 1e6 == pytest.approx(42.7, rel=0.01)
+
+
+def test_inception_v4_reaches_its_8x8x1536_head_at_299():
+    features = zoo.inception_v4().features.eval()
+    with torch.no_grad():
+        assert features(torch.zeros(1, 3, 299, 299)).shape == (1, 1536, 8, 8)
+
+
+def test_the_iphone8_profile_records_the_iphone_xs_cross_check_of_every_reference():
+    rows = costmodel.load_profile("iphone8").meta["cross_check_iphone_xs"]["rows"]
+    assert [(r["network"], r["precision"], r["published_ms"]) for r in rows] == calibrate.IPHONE_XS_POINTS
+    iphone8 = {(n, p): ms for n, p, ms in calibrate.IPHONE8_POINTS}
+    assert [r["xs_over_iphone8"] for r in rows] == [
+        round(r["published_ms"] / iphone8[(r["network"], r["precision"])], 3) for r in rows
+    ]
 
 
 def test_update_docs_rewrites_only_the_generated_section(tmp_path):

@@ -113,7 +113,7 @@ def test_profile_command_prints_json_rows(tiny_onnx, capsys):
 def test_profile_command_prints_a_table_with_the_op_breakdown(tiny_onnx, capsys):
     prof.profile_command(str(tiny_onnx), "profile:iphone8", top=2)
     out = capsys.readouterr().out
-    assert "p50 ms" in out and "slowest ops" in out and "Conv" in out
+    assert "p50 ms" in out and "slowest ops" in out and "Conv" in out and "interval ms" in out
 
 
 def test_a_corrupt_onnx_file_is_refused_naming_it_exit_2(tmp_path):

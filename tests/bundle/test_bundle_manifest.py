@@ -18,7 +18,7 @@ from compress.run import sha256_file
 
 def test_manifest_lists_every_part_with_checksummed_files_and_tensors(bundle: Path) -> None:
     data = json.loads((bundle / "manifest.json").read_text())
-    assert data["schema_version"] == "1.1"
+    assert data["schema_version"] == "1.2"
     assert [(p["name"], p["role"], p["cadence"]) for p in data["parts"]] == [
         ("kp_detector", "sender", "per_frame"),
         ("generator.per_call", "receiver", "per_call"),
@@ -89,6 +89,16 @@ def test_schema_errors_are_all_listed(bundle: Path) -> None:
         load_manifest(bundle)
     assert "version: Value error, version '1.2' is not semver" in str(err.value)
     assert "parts.0.files.onnx.sha256" in str(err.value)
+
+
+def test_a_1_1_manifest_reads_as_1_2_without_intervals(bundle: Path) -> None:
+    data = json.loads((bundle / "manifest.json").read_text())
+    for row in data["metrics"]["latency"]:
+        row.pop("interval_ms", None), row.pop("extrapolated_share", None)
+    (bundle / "manifest.json").write_text(json.dumps({**data, "schema_version": "1.1"}))
+    manifest = load_manifest(bundle)
+    assert manifest.schema_version == "1.2"
+    assert all(row.interval_ms is None for row in manifest.metrics.latency)
 
 
 def test_an_unknown_schema_version_is_refused(bundle: Path) -> None:

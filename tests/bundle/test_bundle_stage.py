@@ -20,14 +20,14 @@ from compress.recipe import BundleConfig, Recipe
 from compress.run import RunContext
 
 
-def _context(tiny, tmp_path: Path, artifacts: dict) -> RunContext:
+def _context(tiny, tmp_path: Path, artifacts: dict, fps_device: str = "host") -> RunContext:
     recipe = Recipe(
         name="tiny-call",
         version="2.0.1",
         family="tiny",
         description="A tiny call model.",
         stages=[{"export": {}}, {"profile": {}}, {"bundle": {}}],
-        targets={"size_mb": 1.0, "fps": [{"device": "host", "part": "kp_detector", "fps": 30}]},
+        targets={"size_mb": 1.0, "fps": [{"device": fps_device, "part": "kp_detector", "fps": 30}]},
     )
     run_dir = tmp_path / "run"
     (run_dir / "export").mkdir(parents=True)
@@ -92,6 +92,25 @@ def test_the_stage_bundles_the_exported_models_with_metrics_and_a_size_gate(
     [gate] = result.gates
     assert (gate.name, gate.target, gate.passed) == ("size_mb", 1.0, True)
     assert gate.value == round(m.size.per_format["onnx"] / 1e6, 4)
+
+
+def test_a_prediction_whose_interval_straddles_the_target_says_so_in_the_gate_and_the_card(
+    tiny, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    exported = {name: {"onnx": f"export/{name}.onnx"} for name in tiny.onnx}
+    row = {"file": "export/kp_detector.onnx", "part": "kp_detector", "device": "profile:iphone8"}
+    row |= {"source": "predicted", "threads": 1, "p50_ms": 30.0, "fps": 1000 / 30.0}
+    row |= {"interval_ms": [20.0, 50.0], "extrapolated_share": 0.25}  # 50 and 20 fps: 30 fps lies between
+    ctx = _context(tiny, tmp_path, {"exported": exported, "latency": [row]}, fps_device="profile:iphone8")
+    bundle_stage(BundleConfig(), ctx)
+    bundle = tmp_path / "exported" / "tiny-call-2.0.1"
+    metrics = load_manifest(bundle).metrics
+    (fps_gate,) = [g for g in metrics.gates if g.name.startswith("fps:")]
+    assert fps_gate.passed and "straddles 30 fps" in fps_gate.detail and "25 %" in fps_gate.detail
+    (latency,) = metrics.latency
+    assert latency.gate.straddles and latency.interval_ms == [20.0, 50.0]
+    assert "pass (>= 30 fps; the interval straddles it: undecided)" in (bundle / "MODEL_CARD.md").read_text()
 
 
 def test_the_stage_ships_what_quantize_chose(tiny, tmp_path: Path) -> None:

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import dataclasses
+import shutil
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 from compress.bundle import load_manifest
 from compress.bundle.stage import write_bundle
+from compress.codec import fit
 from compress.codec.fit import STEPS, add_bitstream, choose_steps, fit_clips
 from compress.codec.flow import load_flow
 from compress.families.registry import get_family
@@ -46,3 +49,20 @@ def test_a_bundle_without_a_sender_gets_no_bitstream(tmp_path: Path) -> None:
     notes: list[str] = []
     assert add_bitstream(bundle, "synthetic", notes.append).bitstream is None
     assert load_manifest(bundle).bitstream is None and notes == []
+
+
+def test_the_bundle_stage_fits_on_as_many_clips_and_frames_as_it_is_told(
+    call_bundle: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bundle = tmp_path / "bundle"
+    shutil.copytree(call_bundle, bundle)
+    asked = []
+    real = fit.fit_clips
+    monkeypatch.setattr(
+        fit,
+        "fit_clips",
+        lambda source, size, clips, frames: asked.append((clips, frames)) or real(source, size, clips, frames),
+    )
+    assert add_bitstream(bundle, "synthetic", print, clips=1, frames=8).bitstream is not None
+    add_bitstream(bundle, "synthetic", print)
+    assert asked == [(1, 8), (fit.FIT_CLIPS, fit.FIT_FRAMES)]

@@ -186,7 +186,7 @@ def pose_specs(prefix: str, num_kp: int, frame: str) -> list[TensorSpec]:
     ]
 
 
-def _kp_spec(name: str, num_kp: int, description: str) -> TensorSpec:
+def kp_spec(name: str, num_kp: int, description: str) -> TensorSpec:
     return TensorSpec(
         name,
         (1, num_kp, 3),
@@ -260,7 +260,10 @@ class FaceVid2VidFamily(FramePairFamily):
 
     # -- deployable parts ---------------------------------------------------------------
     def parts(self, model: nn.Module) -> list[Part]:
-        _require_facevid2vid(model, "parts")
+        if getattr(model, "config", {}).get("variant") == "liveportrait":
+            from compress.families.facevid2vid.liveportrait_parts import liveportrait_parts
+
+            return liveportrait_parts(model, self.input_size(model.config))
         shapes = _probe(model)
         size, k = shapes["frame"], shapes["num_kp"]
         source = image_spec("source", 3, size, "reference frame (the one the sender sent at call start)")
@@ -271,7 +274,7 @@ class FaceVid2VidFamily(FramePairFamily):
             normalization="generator.per_call output, passed through unchanged",
             description="features of the reference frame, computed once per call",
         )
-        canonical = _kp_spec("kp_canonical", k, "canonical keypoints of the reference frame, computed once per call")
+        canonical = kp_spec("kp_canonical", k, "canonical keypoints of the reference frame, computed once per call")
         animate = AnimateModule(model.generator)
         return [
             Part(

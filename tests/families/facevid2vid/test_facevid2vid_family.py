@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import onnx
 import torch
 
 import compress
@@ -15,7 +16,7 @@ from compress.checkpoints import save_model
 from compress.codec.call import run_call
 from compress.codec.fit import write_bitstream
 from compress.codec.flow import load_flow
-from compress.export import export_onnx
+from compress.export import export_onnx, onnx_parity
 from compress.families.facevid2vid.objectives import ground_truth_degrees
 from compress.families.loading import identify_checkpoint, load_model
 from compress.families.registry import get_family
@@ -140,3 +141,49 @@ def test_a_liveportrait_teacher_distils_the_student_on_the_terms_whose_shapes_ma
     loss.backward()
     assert {"output_l1", "occlusion", "angles", "translation"} <= set(terms)
     assert not {"pose_kl", "expression", "keypoints"} & set(terms)  # 21 keypoints, no bins: nothing to match
+
+
+def _liveportrait_at(tiny_teacher, size: int = 32) -> torch.nn.Module:
+    teacher = tiny_teacher("liveportrait")
+    teacher.config["frame_shape"] = [size, size]  # the parts' frame size (LivePortrait itself runs at any size)
+    return teacher
+
+
+def test_lint_names_each_liveportrait_networks_blockers_with_the_rewrite(tiny_teacher) -> None:
+    findings = lint_model(FAMILY, _liveportrait_at(tiny_teacher))
+    by_network: dict[str, set[tuple[str, str]]] = {}
+    for f in findings:
+        by_network.setdefault(f.module_path.split(".")[0], set()).add((f.category, f.op))
+    assert {("coreml", "aten::batch_norm"), ("coreml_cpu_only", "aten::_convolution")} <= by_network[
+        "appearance_feature_extractor"
+    ]  # BatchNorm3d, Conv3d
+    warping = by_network["warping_module"]
+    assert {("onnx", "aten::grid_sampler"), ("coreml", "aten::grid_sampler"), ("coreml", "aten::batch_norm")} <= warping
+    assert any("rank-6" in f.hint or "rank-7" in f.hint for f in findings if f.module_path.startswith("warping"))
+    assert by_network["spade_generator"] == {("spectral_norm", "spectral_norm")}
+    assert not any(c in ("onnx", "coreml") for c, _ in by_network["motion_extractor"])  # 2-D ConvNeXt
+    assert all("2-D" in f.hint for f in findings if f.category in ("onnx", "coreml"))
+
+
+def test_the_liveportrait_parts_export_at_opset_20_and_animate_the_source_as_its_pipeline(
+    tiny_teacher, tmp_path: Path
+) -> None:
+    teacher = _liveportrait_at(tiny_teacher)
+    parts = {p.name: p for p in FAMILY.parts(teacher)}
+    for part in parts.values():
+        path = export_onnx(part, tmp_path / f"{part.name}.onnx")
+        parity = onnx_parity(part, path, [part.example_inputs(seed) for seed in range(2)], rtol=1e-4, atol=1e-5)
+        assert all(row["passed"] for row in parity.values()), (part.name, parity)
+    assert onnx.load(str(tmp_path / "generator.per_frame.onnx")).opset_import[0].version == 20
+    source, driving = _batch(32, 1)["source"], _batch(32, 1)["driving"]
+    with torch.no_grad():
+        feature, kp_canonical = parts["generator.per_call"].module(source)
+        pose = (*parts["he_estimator"].module(source), *parts["he_estimator"].module(driving))
+        (frame,) = parts["generator.per_frame"].module(feature, kp_canonical, *pose)
+        info = {"source": teacher.get_kp_info(source), "driving": teacher.get_kp_info(driving)}
+        info["driving"]["kp"] = info["source"]["kp"]  # LivePortrait's pipeline: the source's canonical keypoints
+        x_s = teacher.transform_keypoint(info["source"])
+        x_d = teacher.stitching(x_s, teacher.transform_keypoint(info["driving"]))
+        expected = teacher.warp_decode(teacher.extract_feature_3d(source), x_s, x_d)["out"]
+    torch.testing.assert_close(frame, expected)
+    assert frame.shape == (1, 3, 64, 64)
