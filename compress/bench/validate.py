@@ -72,6 +72,26 @@ def fomm_nets(workdir: Path) -> list[tuple[str, Path, dict[str, Any]]]:
     return out
 
 
+def wilson_interval(hits: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95 % Wilson score interval of a share `hits / n`: sound at small n and at shares near 0 or 1."""
+    share = hits / n
+    centre = (share + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * np.sqrt(share * (1 - share) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return float(centre - half), float(centre + half)
+
+
+def share_within(errors: np.ndarray, bound: float) -> dict[str, Any]:
+    """The share of |errors| within `bound`, with its 95 % interval."""
+    hits = int(np.sum(np.abs(errors) <= bound))
+    return {"share": hits / len(errors), "interval_95": wilson_interval(hits, len(errors))}
+
+
+def noise_ceiling(repeatability: np.ndarray, bound: float) -> float:
+    """The share of networks whose two half-measurements agree within `bound`: what a predictor that knew
+    one half exactly would score against the other, so no cost model can be expected to score more."""
+    return float(np.mean(repeatability <= bound))
+
+
 def validate(workdir: Path, rounds: int = 4, with_fomm: bool = True) -> dict[str, Any]:
     start = time.perf_counter()
     micro = calibrate.memory_microbenchmarks(workdir)
@@ -107,6 +127,7 @@ def validate(workdir: Path, rounds: int = 4, with_fomm: bool = True) -> dict[str
         for i, (name, _, info) in enumerate(nets)
     ]
     errors = np.array([r["error"] for r in rows if r["set"] == "held-out"])
+    held_repeat = np.array([r["repeatability"] for r in rows if r["set"] == "held-out"])
     return {
         "machine": calibrate.machine_name(),
         "method": f"1 thread, runner thread CPU time, fastest of {rounds} rounds x 20 runs, "
@@ -124,6 +145,10 @@ def validate(workdir: Path, rounds: int = 4, with_fomm: bool = True) -> dict[str
             "networks": len(errors),
             "within_10pct": float(np.mean(np.abs(errors) <= 0.10)),
             "within_20pct": float(np.mean(np.abs(errors) <= 0.20)),
+            "within_10pct_interval_95": share_within(errors, 0.10)["interval_95"],
+            "within_20pct_interval_95": share_within(errors, 0.20)["interval_95"],
+            "noise_ceiling_10pct": noise_ceiling(held_repeat, 0.10),
+            "noise_ceiling_20pct": noise_ceiling(held_repeat, 0.20),
             "median_abs_error": float(np.median(np.abs(errors))),
             "max_abs_error": float(np.max(np.abs(errors))),
         },
@@ -160,14 +185,22 @@ def print_report(report: dict[str, Any], console: Console) -> None:
 def summary_line(report: dict[str, Any]) -> str:
     h = report["held_out"]
     return (
-        f"held-out: {h['networks']} networks, {h['within_10pct'] * 100:.0f}% within +-10%, "
-        f"{h['within_20pct'] * 100:.0f}% within +-20% "
+        f"held-out: {h['networks']} networks, {h['within_10pct'] * 100:.0f}% within +-10%{_ci(h, 10)}, "
+        f"{h['within_20pct'] * 100:.0f}% within +-20%{_ci(h, 20)} "
         f"(median |error| {h['median_abs_error'] * 100:.1f}%, max {h['max_abs_error'] * 100:.1f}%); "
         f"calibration: {report['calibration']['networks']} networks, "
         f"rms {report['calibration']['rms_relative_error'] * 100:.1f}%; "
         f"measurement repeatability (median |first half / second half of the rounds - 1|) "
         f"{report['repeatability_median'] * 100:.1f}%"
     )
+
+
+def _ci(held_out: dict[str, Any], pct: int) -> str:
+    """' (95 % CI a-b %, noise ceiling c %)' for the share within ±pct %, when the report has them."""
+    interval, ceiling = held_out.get(f"within_{pct}pct_interval_95"), held_out.get(f"noise_ceiling_{pct}pct")
+    if interval is None or ceiling is None:
+        return ""
+    return f" (95 % CI {interval[0] * 100:.0f}-{interval[1] * 100:.0f} %, noise ceiling {ceiling * 100:.0f} %)"
 
 
 def docs_section(report: dict[str, Any], json_path: Path) -> str:
@@ -196,6 +229,11 @@ def docs_section(report: dict[str, Any], json_path: Path) -> str:
         f"| **{h['median_abs_error'] * 100:.1f} %** |"
     )
     lines += [
+        "",
+        f"All held-out networks: within ±10 %{_ci(h, 10)}; within ±20 %{_ci(h, 20)}. The 95 % intervals "
+        "are Wilson score intervals of the shares; the noise ceiling is the share of networks whose two "
+        "half-measurements (first and second half of the rounds) agree within the same bound, what a "
+        "predictor that knew one half exactly would score against the other.",
         "",
         f"Calibration: {report['calibration']['networks']} conv nets, "
         f"in-sample rms error {report['calibration']['rms_relative_error'] * 100:.1f} %. "
