@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -151,39 +152,64 @@ class ReconstructModule(FlatForward):
         return (self.generator(source, kp_source={"value": kp_source}, kp_driving={"value": kp_driving})["prediction"],)
 
 
-def pose_specs(prefix: str, num_kp: int, frame: str) -> list[TensorSpec]:
+@dataclass(frozen=True)
+class Payload:
+    """How one model writes a frame's pose payload: each field's range and meaning."""
+
+    angle_range: tuple[float, float]
+    angle_convention: str
+    t_range: tuple[float, float]
+    t_meaning: str
+    exp_range: tuple[float, float]
+    exp_meaning: str
+
+
+FACEVID2VID_PAYLOAD = Payload(
+    angle_range=(-99.0, 96.0),
+    angle_convention="the public face-vid2vid convention: R = Rx(pitch) Ry(yaw) Rz(roll), pi taken as 3.14",
+    t_range=(-1.0, 1.0),
+    t_meaning="translation of the keypoints, (x, y, z) in [-1, 1] frame units",
+    exp_range=(-0.2, 0.2),
+    exp_meaning="expression deltas, (x, y, z) per keypoint, frame units",
+)
+
+
+def pose_specs(prefix: str, num_kp: int, frame: str, payload: Payload = FACEVID2VID_PAYLOAD) -> list[TensorSpec]:
     """The payload of one frame: angles [1] in degrees, t [1, 3], exp [1, 3K]."""
-    name = (lambda f: f"{prefix}_{f}") if prefix else (lambda f: f)
-    angle = "the public face-vid2vid convention: R = Rx(pitch) Ry(yaw) Rz(roll), pi taken as 3.14"
     specs = [
         TensorSpec(
-            name(a),
+            prefixed(prefix, a),
             (1,),
             layout="N",
-            value_range=(-99.0, 96.0),
-            normalization=f"degrees; {angle}",
+            value_range=payload.angle_range,
+            normalization=f"degrees; {payload.angle_convention}",
             description=f"{a} of the {frame}",
         )
         for a in ANGLES
     ]
     return specs + [
         TensorSpec(
-            name("t"),
+            prefixed(prefix, "t"),
             (1, 3),
             layout="NC",
-            value_range=(-1.0, 1.0),
-            normalization="translation of the keypoints, (x, y, z) in [-1, 1] frame units",
+            value_range=payload.t_range,
+            normalization=payload.t_meaning,
             description=f"head translation of the {frame}",
         ),
         TensorSpec(
-            name("exp"),
+            prefixed(prefix, "exp"),
             (1, 3 * num_kp),
             layout="NC",
-            value_range=(-0.2, 0.2),
-            normalization="expression deltas, (x, y, z) per keypoint, frame units",
+            value_range=payload.exp_range,
+            normalization=payload.exp_meaning,
             description=f"expression of the {frame}",
         ),
     ]
+
+
+def prefixed(prefix: str, field: str) -> str:
+    """A payload tensor's name: `source_yaw` for the reference frame's, plain `yaw` for the sender's own."""
+    return f"{prefix}_{field}" if prefix else field
 
 
 def kp_spec(name: str, num_kp: int, description: str) -> TensorSpec:

@@ -20,46 +20,45 @@ import torch
 from torch import nn
 
 from compress.families.base import Part, TensorSpec
-from compress.families.facevid2vid.family import ANGLES, VOLUME_GRID_SAMPLE_OPSET, kp_spec
-from compress.families.fomm.family import image_spec
+from compress.families.facevid2vid.family import ANGLES, VOLUME_GRID_SAMPLE_OPSET, Payload, kp_spec, prefixed
+from compress.families.facevid2vid.family import pose_specs as facevid2vid_pose_specs
+from compress.families.fomm.family import FlatForward, image_spec
 
-ANGLE_CONVENTION = "LivePortrait's: R = (Rz(roll) Ry(yaw) Rx(pitch))^T applied to row vectors, x R"
+LIVEPORTRAIT_PAYLOAD = Payload(
+    angle_range=(-97.5, 97.5),
+    angle_convention="LivePortrait's: R = (Rz(roll) Ry(yaw) Rx(pitch))^T applied to row vectors, x R",
+    t_range=(-0.2, 0.2),
+    t_meaning="translation; only (tx, ty) moves the keypoints",
+    exp_range=(-0.05, 0.05),
+    exp_meaning="expression deltas, (x, y, z) per keypoint",
+)
 
 
-class LivePortraitPoseModule(nn.Module):
+class LivePortraitPoseModule(FlatForward):
     """he_estimator: image -> (yaw, pitch, roll [1] in degrees, t [1, 3], exp [1, 3K], scale [1, 1])."""
 
-    def __init__(self, model: nn.Module):
-        super().__init__()
-        self.model = model
-        self.training = model.training
+    network = "model"
 
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, ...]:
         info = self.model.get_kp_info(image)
         return (*(info[a].reshape(-1) for a in ANGLES), info["t"], info["exp"].flatten(1), info["scale"])
 
 
-class LivePortraitEncoderModule(nn.Module):
+class LivePortraitEncoderModule(FlatForward):
     """generator.per_call: source -> (appearance volume, canonical keypoints [1, K, 3])."""
 
-    def __init__(self, model: nn.Module):
-        super().__init__()
-        self.model = model
-        self.training = model.training
+    network = "model"
 
     def forward(self, source: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.model.extract_feature_3d(source), self.model.get_kp_info(source)["kp"]
 
 
-class LivePortraitAnimateModule(nn.Module):
+class LivePortraitAnimateModule(FlatForward):
     """generator.per_frame: (volume, kp_canonical, source yaw, pitch, roll, t, exp, scale, driving ...) ->
     (prediction,)."""
 
-    def __init__(self, model: nn.Module):
-        super().__init__()
-        self.model = model
-        self.training = model.training
-        self.reads_source = False
+    network = "model"
+    reads_source = False  # the runtime feeds no source image: the volume carries the appearance
 
     def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor]:
         feature, kp_canonical, pose = inputs[0], inputs[1], inputs[2:]
@@ -75,44 +74,16 @@ def _kp_info(kp_canonical: torch.Tensor, pose: tuple[torch.Tensor, ...]) -> dict
 
 
 def pose_specs(prefix: str, num_kp: int, frame: str) -> list[TensorSpec]:
-    """LivePortrait's payload of one frame: angles [1] in degrees, t [1, 3], exp [1, 3K], scale [1, 1]."""
-    name = (lambda f: f"{prefix}_{f}") if prefix else (lambda f: f)
-    specs = [
+    """LivePortrait's payload of one frame: face-vid2vid's fields in its own ranges, and scale [1, 1]."""
+    return facevid2vid_pose_specs(prefix, num_kp, frame, LIVEPORTRAIT_PAYLOAD) + [
         TensorSpec(
-            name(a),
-            (1,),
-            layout="N",
-            value_range=(-97.5, 97.5),
-            normalization=f"degrees; {ANGLE_CONVENTION}",
-            description=f"{a} of the {frame}",
-        )
-        for a in ANGLES
-    ]
-    return specs + [
-        TensorSpec(
-            name("t"),
-            (1, 3),
-            layout="NC",
-            value_range=(-0.2, 0.2),
-            normalization="translation; only (tx, ty) moves the keypoints",
-            description=f"head translation of the {frame}",
-        ),
-        TensorSpec(
-            name("exp"),
-            (1, 3 * num_kp),
-            layout="NC",
-            value_range=(-0.05, 0.05),
-            normalization="expression deltas, (x, y, z) per keypoint",
-            description=f"expression of the {frame}",
-        ),
-        TensorSpec(
-            name("scale"),
+            prefixed(prefix, "scale"),
             (1, 1),
             layout="NC",
             value_range=(0.8, 2.0),
             normalization="keypoint scale s in x = s (x_c R + delta) + t",
             description=f"scale of the {frame}",
-        ),
+        )
     ]
 
 
