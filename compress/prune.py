@@ -416,12 +416,16 @@ def _unique_params(prunables: list[Prunable]) -> int:
 FIXED_COST_RATIO = 0.99  # every prunable layer keeps 1 % of its channels (at least one)
 
 
+def floor_model(family: Family, model: nn.Module) -> nn.Module:
+    """A copy of `model` with every prunable layer pruned to (almost) no channels: what is left is the
+    work pruning cannot remove (full-resolution warps, blends, interface layers)."""
+    return prune_model(family, model, {p.name: FIXED_COST_RATIO for p in family.prunables(model)}, round_to=1)
+
+
 def fixed_costs(family: Family, model: nn.Module, device: str = "profile:iphone8") -> dict[str, dict[str, float]]:
-    """Per part, the predicted ms as it is and with every prunable layer pruned to (almost) no
-    channels: the work pruning cannot remove (full-resolution warps, blends, interface layers).
-    Priced in float, as a device without int8 arithmetic runs it."""
-    pruned = prune_model(family, model, {p.name: FIXED_COST_RATIO for p in family.prunables(model)}, round_to=1)
-    fixed = {part.name: _predicted_ms(part, device, "fp32") for part in family.parts(pruned)}
+    """Per part, the predicted ms as it is and at its floor (`floor_model`). Priced in float, as a
+    device without int8 arithmetic runs it."""
+    fixed = {part.name: _predicted_ms(part, device, "fp32") for part in family.parts(floor_model(family, model))}
     return {
         part.name: {
             "predicted_ms": round(_predicted_ms(part, device, "fp32"), 2),
