@@ -188,6 +188,11 @@ class Family:
         """Map a public checkpoint layout (already safely read) onto build_teacher's keys."""
         return raw
 
+    def fit_teacher_config(self, config: dict[str, Any], raw: dict[str, Any]) -> dict[str, Any]:
+        """A resolved teacher config narrowed to the networks a checkpoint (as read) holds, for families
+        whose checkpoints may leave optional networks out; unchanged by default."""
+        return config
+
     # -- what stages operate on --------------------------------------------------------
     def parts(self, model: nn.Module) -> list[Part]:
         raise NotImplementedError

@@ -48,6 +48,7 @@ def load_teacher_model(
         return model, meta["config"]
     raw = family.read_checkpoint(path, trust)
     resolved = family.resolve_config(config if config is not None else family.claims(raw), "teacher")
+    resolved = family.fit_teacher_config(resolved, raw)
     model = family.build_teacher(resolved)
     load_state_dict_checked(model, family.teacher_state_dict(raw, str(path)), path, f"{family.name} teacher")
     return model.eval(), resolved

@@ -274,6 +274,12 @@ class FaceVid2VidFamily(FramePairFamily):
     def teacher_state_dict(self, raw: dict[str, Any], path: str) -> dict[str, torch.Tensor]:
         return checkpoints.teacher_state_dict(raw, path)
 
+    def fit_teacher_config(self, config: dict[str, Any], raw: dict[str, Any]) -> dict[str, Any]:
+        """A LivePortrait folder without the stitching file builds the teacher without stitching."""
+        if config.get("variant") == "liveportrait" and checkpoints.STITCHING_FILE not in raw:
+            return checkpoints.without_stitching(config)
+        return config
+
     def claims(self, raw: dict[str, Any]) -> str | None:
         try:
             state = checkpoints.teacher_state_dict(raw, "checkpoint")
@@ -478,15 +484,21 @@ def _require_facevid2vid(model: nn.Module, what: str) -> None:
 
 
 def _liveportrait_forward(model: nn.Module, source: torch.Tensor, driving: torch.Tensor) -> dict[str, torch.Tensor]:
-    """LivePortrait's inference calls (its wrapper's order, with stitching); its 512x512 output
-    area-resized to the input's size, so it is scored and distilled like the others."""
+    """LivePortrait's pipeline, as its generator.per_frame part runs it: the driving keypoints from the
+    source's canonical keypoints and the driving frame's pose, expression and scale, stitched. Its 512x512
+    output is area-resized to the input's size, so that it is scored and distilled at the student's
+    resolution; its t is the translation it applies, (tx, ty, 0) (the pipeline drops tz)."""
     info = {"source": model.get_kp_info(source), "driving": model.get_kp_info(driving)}
+    info["driving"]["kp"] = info["source"]["kp"]
+    for kp_info in info.values():
+        kp_info["t"] = torch.cat([kp_info["t"][:, :2], torch.zeros_like(kp_info["t"][:, 2:])], dim=1)
     x_s = model.transform_keypoint(info["source"])
     x_d = model.stitching(x_s, model.transform_keypoint(info["driving"]))
     decoded = model.warp_decode(model.extract_feature_3d(source), x_s, x_d)
     out = {
         "prediction": F.interpolate(decoded["out"], size=source.shape[-2:], mode="area"),
         "occlusion_map": decoded["occlusion_map"],
+        "kp_canonical": info["source"]["kp"],
         "kp_source": x_s,
         "kp_driving": x_d,
     }

@@ -48,6 +48,16 @@ def test_a_liveportrait_folder_without_stitching_is_claimed_as_liveportrait_base
     assert FAMILY.resolve_config("liveportrait-base", "teacher")["stitching_retargeting_module_params"] is None
 
 
+def test_a_liveportrait_config_loads_a_folder_without_stitching_through_load_teacher(
+    tiny_teacher, tiny_config, tmp_path: Path
+) -> None:
+    # `compress run recipes/liveportrait-mobile.yaml --checkpoint base_models` names config liveportrait.
+    folder = liveportrait_folder(tiny_teacher("liveportrait"), tmp_path / "base_models", stitching=False)
+    loaded = compress.load_teacher("facevid2vid", folder, config=tiny_config("liveportrait"))
+    assert loaded.stitching_retargeting_module is None
+    assert loaded.config["stitching_retargeting_module_params"] is None
+
+
 def test_forward_runs_the_public_protocol_on_the_teacher(tiny_teacher) -> None:
     teacher, batch = tiny_teacher("spade"), _batch(32)
     with torch.no_grad():
@@ -66,6 +76,19 @@ def test_the_liveportrait_teacher_is_scored_at_the_input_size(tiny_teacher) -> N
         out = FAMILY.forward(tiny_teacher("liveportrait"), batch)
     assert out["prediction"].shape == batch["driving"].shape
     assert math.isfinite(FAMILY.score(out, batch)["vs_ground_truth"]["psnr"])
+
+
+def test_the_liveportrait_teacher_is_distilled_on_what_its_parts_compute_resized_to_the_input(tiny_teacher) -> None:
+    teacher, batch = _liveportrait_at(tiny_teacher), _batch(32, 1)
+    parts = {p.name: p.module for p in FAMILY.parts(teacher)}
+    with torch.no_grad():
+        out = FAMILY.forward(teacher, batch)
+        feature, kp_canonical = parts["generator.per_call"](batch["source"])
+        pose = (*parts["he_estimator"](batch["source"]), *parts["he_estimator"](batch["driving"]))
+        (frame,) = parts["generator.per_frame"](feature, kp_canonical, *pose)
+    assert frame.shape[-2:] == (64, 64)  # the decoder's 2x upscale
+    torch.testing.assert_close(out["prediction"], torch.nn.functional.interpolate(frame, size=(32, 32), mode="area"))
+    assert (out["driving_t"][:, 2] == 0).all()  # the translation it applies: tz is dropped
 
 
 def test_lint_names_the_teachers_volume_ops_with_the_2d_rewrite() -> None:
