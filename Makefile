@@ -50,6 +50,10 @@ FV2V_SMOKE := --set stages.distill.steps=2 --set stages.distill.batch_size=1 --s
 # 27 554 vertices); the later --set of the bundle folder wins.
 CSE_SMOKE := $(SMOKE) --set stages.bundle.out=exported/smoke-cse/bundle
 
+# recipes/liveportrait-mobile.yaml on a randomly initialised LivePortrait (130 M parameters with stitching; 256x256 in,
+# 512x512 out, area-resized to the student's 256x256 for the frame losses): face-vid2vid's overrides, its own bundle.
+LP_SMOKE := $(FV2V_SMOKE) --set stages.bundle.out=exported/smoke-liveportrait/bundle
+
 smoke: install
 	$(BIN)/compress run recipes/fomm-mobile.yaml --out exported/smoke $(SMOKE)
 	$(BIN)/compress bundle verify exported/smoke/bundle
@@ -57,6 +61,8 @@ smoke: install
 	$(BIN)/compress bundle verify exported/smoke-facevid2vid/bundle
 	$(BIN)/compress run recipes/cse-mobile.yaml --out exported/smoke-cse $(CSE_SMOKE)
 	$(BIN)/compress bundle verify exported/smoke-cse/bundle
+	$(BIN)/compress run recipes/liveportrait-mobile.yaml --out exported/smoke-liveportrait $(LP_SMOKE)
+	$(BIN)/compress bundle verify exported/smoke-liveportrait/bundle
 
 # FOMM's rows (docs/results.*, the README headline), then face-vid2vid's and CSE's from their demo recipes:
 # their own docs/results-<family>.*, pareto and loss images, headline in docs/models/<family>.md (no

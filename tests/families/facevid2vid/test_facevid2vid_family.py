@@ -3,10 +3,12 @@ protocol and lint, the demo teacher, and a student bundle whose payload the keyp
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
 import onnx
+import pytest
 import torch
 
 import compress
@@ -21,6 +23,8 @@ from compress.families.facevid2vid.objectives import ground_truth_degrees
 from compress.families.loading import identify_checkpoint, load_model
 from compress.families.registry import get_family
 from compress.lint import lint_model
+from compress.recipe import load_recipe
+from compress.run import run_recipe
 from tests.families.facevid2vid.test_facevid2vid_loading import liveportrait_folder, public_checkpoint
 
 FAMILY = get_family("facevid2vid")
@@ -89,6 +93,27 @@ def test_the_liveportrait_teacher_is_distilled_on_what_its_parts_compute_resized
     assert frame.shape[-2:] == (64, 64)  # the decoder's 2x upscale
     torch.testing.assert_close(out["prediction"], torch.nn.functional.interpolate(frame, size=(32, 32), mode="area"))
     assert (out["driving_t"][:, 2] == 0).all()  # the translation it applies: tz is dropped
+
+
+@pytest.mark.slow
+def test_the_liveportrait_teacher_recipe_exports_each_part_to_onnx_at_opset_20_and_profiles_it(
+    tiny_teacher, tiny_config, tmp_path: Path
+) -> None:
+    folder = liveportrait_folder(tiny_teacher("liveportrait"), tmp_path / "liveportrait")
+    recipe = load_recipe(RECIPES / "liveportrait-teacher-onnx.yaml")
+    config = {**tiny_config("liveportrait"), "frame_shape": [32, 32]}  # the tiny widths at the tests' frame size
+    recipe = recipe.model_copy(
+        update={
+            "teacher": recipe.teacher.model_copy(update={"config": config}),
+            "data": recipe.data.model_copy(update={"size": (32, 32)}),
+        }
+    )
+    summary = run_recipe(recipe, checkpoint=folder, out=tmp_path / "run", quiet=True)
+    files = sorted((summary.run_dir / "export" / "onnx").glob("*.onnx"))
+    assert [f.stem for f in files] == ["generator.per_call", "generator.per_frame", "he_estimator"]
+    assert all(onnx.load(str(f), load_external_data=False).opset_import[0].version == 20 for f in files)
+    latency = json.loads((summary.run_dir / "profile" / "record.json").read_text())["metrics"]
+    assert {f"{f.stem} @ host x1" for f in files} <= set(latency)
 
 
 def test_lint_names_the_teachers_volume_ops_with_the_2d_rewrite() -> None:
