@@ -96,16 +96,15 @@ def spectral_norm_modules(module: nn.Module) -> list[str]:
     return found
 
 
-def baked(part: Part) -> Part:
-    """The part with spectral norm baked into plain weights (weight_orig / sigma, as an eval-mode
-    forward computes it), on a copy: the family model keeps its hooks. What the exporters trace,
-    so the files hold one constant weight per conv, not the normalisation ops."""
+def spectral_norm_baked(module: nn.Module) -> nn.Module:
+    """A copy of `module` with spectral norm baked into plain weights (weight_orig / sigma, as an
+    eval-mode forward computes it); `module` itself when it has none."""
     from torch.nn.utils import parametrize, remove_spectral_norm
 
-    paths = spectral_norm_modules(part.module)
+    paths = spectral_norm_modules(module)
     if not paths:
-        return part
-    module = copy.deepcopy(part.module)
+        return module
+    module = copy.deepcopy(module)
     with eval_mode(module), torch.no_grad():
         for path in paths:
             m = module.get_submodule(path)
@@ -113,7 +112,14 @@ def baked(part: Part) -> Part:
                 parametrize.remove_parametrizations(m, "weight", leave_parametrized=True)
             else:
                 remove_spectral_norm(m)
-    return dataclasses.replace(part, module=module)
+    return module
+
+
+def baked(part: Part) -> Part:
+    """The part with spectral norm baked, on a copy: the family model keeps its hooks. What the
+    exporters trace, so the files hold one constant weight per conv, not the normalisation ops."""
+    module = spectral_norm_baked(part.module)
+    return part if module is part.module else dataclasses.replace(part, module=module)
 
 
 def onnx_model(part: Part, opset: int = 17) -> Any:

@@ -418,19 +418,27 @@ FIXED_COST_RATIO = 0.99  # every prunable layer keeps 1 % of its channels (at le
 
 def floor_model(family: Family, model: nn.Module) -> nn.Module:
     """A copy of `model` with every prunable layer pruned to (almost) no channels: what is left is the
-    work pruning cannot remove (full-resolution warps, blends, interface layers)."""
+    work pruning cannot remove (full-resolution warps, blends, interface layers). Spectral norm is
+    baked first (torch-pruning cannot prune its reparametrisation; a floor is only priced)."""
+    from compress.export import spectral_norm_baked
+
+    model = spectral_norm_baked(model)
     return prune_model(family, model, {p.name: FIXED_COST_RATIO for p in family.prunables(model)}, round_to=1)
 
 
-def fixed_costs(family: Family, model: nn.Module, device: str = "profile:iphone8") -> dict[str, dict[str, float]]:
-    """Per part, the predicted ms as it is and at its floor (`floor_model`). Priced in float, as a
-    device without int8 arithmetic runs it."""
-    fixed = {part.name: _predicted_ms(part, device, "fp32") for part in family.parts(floor_model(family, model))}
+def fixed_costs(
+    family: Family, model: nn.Module, device: str = "profile:iphone8"
+) -> dict[str, dict[str, float | None]]:
+    """Per part, the predicted ms as it is and at its floor (`floor_model`; None for a model its family
+    does not prune, e.g. the LivePortrait teacher). Priced in float, as a device without int8
+    arithmetic runs it."""
+    try:
+        floor = floor_model(family, model)
+    except CompressError:  # its family has no prunable networks for it
+        floor = None
+    fixed = {part.name: round(_predicted_ms(part, device, "fp32"), 2) for part in family.parts(floor)} if floor else {}
     return {
-        part.name: {
-            "predicted_ms": round(_predicted_ms(part, device, "fp32"), 2),
-            "fixed_ms": round(fixed[part.name], 2),
-        }
+        part.name: {"predicted_ms": round(_predicted_ms(part, device, "fp32"), 2), "fixed_ms": fixed.get(part.name)}
         for part in family.parts(model)
     }
 
@@ -445,7 +453,7 @@ def _predicted_ms(part: Part, device: str, precision: str) -> float:
     from compress.export import onnx_model, simplified
 
     int8 = precision == "int8" and not float_compute(device)
-    graph = simplified(onnx_model(part), part.name)
+    graph = simplified(onnx_model(part, max(17, part.min_opset)), part.name)
     return float(predict(graph, device, precision="int8" if int8 else "auto")["ms"])
 
 

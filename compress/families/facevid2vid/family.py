@@ -75,6 +75,10 @@ INTERFACE_LAYERS = {
         "dense_motion_network.mask",
         "dense_motion_network.occlusion",
         "region_masks.mix",
+        # The teacher's channel <-> (channel, depth) reshapes, which torch-pruning's graph cannot follow:
+        # the appearance volume's 1x1 conv and the dense motion's per-keypoint feature compression.
+        "second",
+        "dense_motion_network.compress",
     ),
 }
 

@@ -235,3 +235,20 @@ def test_the_liveportrait_parts_export_at_opset_20_and_animate_the_source_as_its
         expected = teacher.warp_decode(teacher.extract_feature_3d(source), x_s, x_d)["out"]
     torch.testing.assert_close(frame, expected)
     assert frame.shape == (1, 3, 64, 64)
+
+
+def test_the_teachers_fixed_costs_are_priced_through_their_channel_depth_reshapes(tiny_teacher):
+    """`compress inspect TEACHER --latency`: the teacher prunes to its floor (the reshapes between 2-D
+    channels and the 3-D volume keep their width) and its volume parts are priced at their opset."""
+    from compress.prune import fixed_costs
+
+    costs = fixed_costs(FAMILY, tiny_teacher("spade"), "profile:iphone8")
+    for part, cost in costs.items():
+        assert 0 <= cost["fixed_ms"] < cost["predicted_ms"], part
+
+
+def test_a_teacher_the_family_does_not_prune_is_priced_without_a_fixed_cost(tiny_teacher):
+    from compress.prune import fixed_costs
+
+    costs = fixed_costs(FAMILY, tiny_teacher("liveportrait"), "profile:iphone8")
+    assert all(c["predicted_ms"] > 0 and c["fixed_ms"] is None for c in costs.values())
