@@ -142,6 +142,7 @@ def inspect(
         help="A device profile (e.g. profile:iphone8): add each part's predicted ms and its fixed ms "
         "(predicted with every prunable layer pruned to 1 % of its channels: what pruning cannot remove).",
     ),
+    student: bool = typer.Option(False, help="With a recipe: its student as built, not its teacher."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Parameters, fp32/int8 MB and GFLOPs per network, per deployable part and per module."""
@@ -149,7 +150,7 @@ def inspect(
 
     if latency is not None and not latency.startswith("profile:"):
         raise CompressError(f"--latency {latency!r}: expected a device profile, e.g. profile:iphone8")
-    fam, model, kind = load_for_inspect(target, family, config, trust_checkpoint)
+    fam, model, kind = load_for_inspect(target, family, config, trust_checkpoint, student)
     report = {"target": str(target), "kind": kind, **inspect_model(fam, model, latency=latency)}
     if as_json:
         _print_json(report)

@@ -15,16 +15,21 @@ from compress.stats import PartStats, count_macs, count_params, count_used_param
 
 
 def load_for_inspect(
-    target: str | Path, family: str | None = None, config: str | None = None, trust: bool = False
+    target: str | Path, family: str | None = None, config: str | None = None, trust: bool = False, student: bool = False
 ) -> tuple[Family, nn.Module, str]:
-    """A recipe (its teacher), one of our model files, or a public checkpoint
-    (family and config recognised unless given)."""
+    """A recipe (its teacher, or with `student` its student as built: random weights, which counts and
+    costs do not depend on), one of our model files, or a public checkpoint (family and config
+    recognised unless given)."""
     from compress.recipe import is_recipe, load_recipe
 
     target = Path(target)
+    if student and not is_recipe(target):
+        raise CompressError(f"{target}: --student needs a recipe (the student it builds); pass a recipe YAML")
     if is_recipe(target):
         recipe = load_recipe(target)
         fam = get_family(recipe.family)
+        if student:
+            return fam, fam.build_student(fam.resolve_config(recipe.student.config, "student")).eval(), "student"
         return (
             fam,
             load_teacher_model(fam, recipe.resolve(recipe.teacher.checkpoint), recipe.teacher.config, trust)[0],

@@ -77,6 +77,22 @@ def test_inspect_with_a_device_profile_reports_each_parts_predicted_and_fixed_ms
     assert part["device"] == "profile:iphone8" and 0 <= part["fixed_ms"] < part["predicted_ms"]
 
 
+def test_inspect_student_of_a_recipe_reports_the_student_it_builds(write_recipe):
+    recipe = write_recipe(["export"], student={"config": "student-64"})
+    teacher = json.loads(run_cli("inspect", str(recipe), "--json").stdout)
+    proc = run_cli("inspect", str(recipe), "--student", "--json")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["kind"] == "student" and teacher["kind"] == "teacher" and report["params"] != teacher["params"]
+
+
+def test_inspect_student_of_a_checkpoint_exits_2_asking_for_a_recipe(tmp_path):
+    path = tmp_path / "model.pth"
+    torch.save({"conv.weight": torch.zeros(1)}, path)
+    proc = run_cli("inspect", str(path), "--student")
+    assert proc.returncode == 2 and "--student needs a recipe" in proc.stderr
+
+
 def test_inspect_latency_takes_only_a_device_profile(write_recipe):
     proc = run_cli("inspect", str(write_recipe(["export"])), "--latency", "host")
     assert proc.returncode == 2 and "profile:iphone8" in proc.stderr
