@@ -27,7 +27,7 @@ import yaml
 from onnx import helper, numpy_helper
 from scipy.optimize import nnls
 
-from compress.bench import costmodel, host, machine, zoo
+from compress.bench import costmodel, executed, host, machine, zoo
 from compress.bench.interval import LEVEL, error_bound
 from compress.checkpoints import atomic_path
 from compress.errors import CompressError
@@ -72,7 +72,7 @@ IPHONE8_COLUMNS: Columns = [["conv.gmac"], ["conv_int8.gmac"], ["depthwise.gmac"
 HOST_OP_SPECIFIC = (
     "Sigmoid",
     "Exp",
-    "HardSwish",
+    "HardSigmoid",  # onnxruntime runs HardSwish as HardSigmoid and Mul
     "Pow",
     "GlobalAveragePool",
     "Resize",
@@ -81,10 +81,19 @@ HOST_OP_SPECIFIC = (
     "Softmax",
     "ReduceSum",
 )
-HOST_MEMORY_COLUMNS: Columns = [["memory.mb"], ["memory.mseg"], ["grid_sample.mb"], ["layer"], ["run"]] + [
-    [f"op:{t}.mb"] for t in HOST_OP_SPECIFIC
-]
-HOST_CONV_COLUMNS: Columns = [[f"{c}.{unit}"] for c in ("conv", "depthwise") for unit in ("gmac", "mtap", "mb")]
+HOST_MEMORY_COLUMNS: Columns = [
+    ["memory.mb"],
+    ["memory.mseg"],
+    ["grid_sample.mb"],
+    ["reorder.mb"],
+    ["layer"],
+    ["run"],
+] + [[f"op:{t}.mb"] for t in HOST_OP_SPECIFIC]
+# The host prices the graph onnxruntime executes (executed.py): NCHWc convs and the ones left on the
+# plain path are separate classes, and transcendental activations fused into convs their own term.
+HOST_CONV_COLUMNS: Columns = [
+    [f"{c}.{unit}"] for c in ("conv", "depthwise", "conv_nchw", "depthwise_nchw") for unit in ("gmac", "mtap", "mb")
+] + [["activation.mb"]]
 # int8 (QDQ) convs, fitted last on quantized copies of some calibration nets with every other
 # term fixed. The depthwise convs of those nets stay priced as fp32 depthwise: one int8 class.
 HOST_INT8_COLUMNS: Columns = [[f"conv_int8.{unit}"] for unit in ("gmac", "mtap", "mb")]
@@ -496,9 +505,8 @@ def int8_convnet_set(seeds: Sequence[int], workdir: Path) -> list[tuple[str, Pat
 
 
 def host_features(paths: Sequence[Path], channel_block: int) -> list[dict[str, float]]:
-    return [
-        costmodel.totals(costmodel.analyse(p, channel_block=channel_block), frozenset(HOST_OP_SPECIFIC)) for p in paths
-    ]
+    """Each model's cost features on the graph onnxruntime executes here."""
+    return [costmodel.totals(executed.analyse(p, channel_block), frozenset(HOST_OP_SPECIFIC)) for p in paths]
 
 
 def fit_host(
@@ -540,7 +548,7 @@ def calibrate_host(
     paths = [p for _, p in micro] + [p for _, p, _ in nets] + [p for _, p in int8_nets]
     feats = host_features(paths, block)
     m, n = len(micro), len(micro) + len(nets)
-    reference_types = set().union(*(op_types(costmodel.analyse(p, channel_block=block)) for p in paths))
+    reference_types = set().union(*(op_types(executed.analyse(p, block)) for p in paths))
     fits, extra = {}, {}
     for t in threads:
         times = host_latencies(paths, t, rounds)
@@ -562,6 +570,7 @@ def calibrate_host(
         "description": f"the machine that ran the calibration ({machine_name()}), onnxruntime CPU",
         # what the coefficients hold for; its flags set the NCHWc channel block (machine.channel_block)
         "machine": here.to_json(),
+        "graph": costmodel.EXECUTED_GRAPH,  # prices onnxruntime's optimised graph on this machine
         "sources": [
             {
                 "measured": f"python -m compress.bench.calibrate host: {len(micro)} single-op graphs "
