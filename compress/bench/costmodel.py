@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from functools import reduce
+from functools import cached_property, reduce
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +41,8 @@ from compress.errors import CompressError
 DEVICES_DIR = Path(__file__).with_name("devices")
 # conv_nchw, depthwise_nchw and reorder occur only in the graph onnxruntime executes (executed.py)
 CLASSES = ("conv", "conv_int8", "depthwise", "conv_nchw", "depthwise_nchw", "reorder", "memory", "grid_sample")
-FEATURES = tuple(f"{c}.{unit}" for c in CLASSES for unit in ("gmac", "mb", "mtap", "mseg")) + (
+# kms: a conv's time from the profile's per-kernel model (kernels.py), in ms; its coefficient is a scale
+FEATURES = tuple(f"{c}.{unit}" for c in CLASSES for unit in ("gmac", "mb", "mtap", "mseg", "kms")) + (
     "activation.mb",
     "layer",
     "run",
@@ -97,19 +98,24 @@ class NodeCost:
     taps: int = 0  # output positions x kernel taps of a conv: the work that does not shrink with fewer channels
     segments: int = 0  # inner-loop runs of a broadcasting elementwise op (output elements / contiguous span)
     activation_bytes: int = 0  # output bytes of a transcendental activation fused into a conv (executed graph)
+    kernel: Any = None  # a conv's kernels.Kernel (executed graph): what a per-kernel model prices
+    kernel_ms: float | None = None  # that model's price, set by the profile that has one
 
     def features(self, op_specific: frozenset[str] = frozenset()) -> dict[str, float]:
         """Work as cost features; the bytes of an op type in `op_specific` go to its own "op:TYPE.mb"."""
         if self.op_class == "free":
             return {}
         mb = f"op:{self.op_type}.mb" if self.op_type in op_specific else f"{self.op_class}.mb"
-        out = {
-            f"{self.op_class}.gmac": self.macs / 1e9,
-            mb: self.bytes / 1e6,
-            f"{self.op_class}.mtap": self.taps / 1e6,
-            f"{self.op_class}.mseg": self.segments / 1e6,
-            "layer": 1.0,
-        }
+        if self.kernel_ms is not None:  # priced by the per-kernel model instead of the linear terms
+            out = {f"{self.op_class}.kms": self.kernel_ms, "layer": 1.0}
+        else:
+            out = {
+                f"{self.op_class}.gmac": self.macs / 1e9,
+                mb: self.bytes / 1e6,
+                f"{self.op_class}.mtap": self.taps / 1e6,
+                f"{self.op_class}.mseg": self.segments / 1e6,
+                "layer": 1.0,
+            }
         if self.activation_bytes:
             out["activation.mb"] = self.activation_bytes / 1e6
         return out
@@ -336,11 +342,20 @@ class DeviceProfile:
 
     def analyse(self, model: str | Path | onnx.ModelProto, precision: str = "auto") -> list[NodeCost]:
         """Per-node work of `model` as this profile prices it."""
-        if self.prices_executed_graph:
-            from compress.bench import executed
+        if not self.prices_executed_graph:
+            return analyse(model, precision, self.channel_block)
+        from compress.bench import executed
 
-            return executed.analyse(model, self.channel_block, precision)
-        return analyse(model, precision, self.channel_block)
+        return executed.analyse(model, self.channel_block, precision, self.kernel_model)
+
+    @cached_property
+    def kernel_model(self) -> Any:
+        """The per-kernel model refitted from the measurements the profile names (`kernels:`), else None."""
+        if "kernels" not in self.meta:
+            return None
+        from compress.bench import kernels
+
+        return kernels.KernelModel(kernels.read_csv(self.path.parent / self.meta["kernels"]))
 
     def interval_model(self, threads: int) -> IntervalModel | None:
         """The interval data calibrated with this thread count's coefficients (None in a profile without it)."""
@@ -362,8 +377,10 @@ class DeviceProfile:
             if not feats:
                 continue
             ms = self.node_ms(c, threads)
-            mb = next(k for k in feats if k.endswith(".mb"))
-            node_low, node_high = model.node_range(c.op_class, c.op_type, ms, feats[mb], coef.get(mb, 0.0))
+            # a node's bytes term (none for a conv priced by the per-kernel model)
+            mb = next((k for k in feats if k.endswith(".mb") and k != "activation.mb"), None)
+            node_mb, rate = (feats[mb], coef.get(mb, 0.0)) if mb else (0.0, 0.0)
+            node_low, node_high = model.node_range(c.op_class, c.op_type, ms, node_mb, rate)
             low, high, total = low + node_low, high + node_high, total + ms
             if model.extrapolated(c.op_type):
                 extrapolated[c.op_type] = extrapolated.get(c.op_type, 0.0) + ms

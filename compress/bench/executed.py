@@ -31,7 +31,7 @@ from pathlib import Path
 import onnx
 from onnx import defs, shape_inference
 
-from compress.bench import costmodel
+from compress.bench import costmodel, kernels
 from compress.errors import CompressError
 
 NCHWC = "com.microsoft.nchwc"
@@ -169,12 +169,16 @@ def kernel_class(n: onnx.NodeProto, shapes: costmodel.Shapes) -> str:
 
 
 def analyse(
-    model: str | Path | onnx.ModelProto, block: int, precision: str = "auto"
+    model: str | Path | onnx.ModelProto,
+    block: int,
+    precision: str = "auto",
+    kernel_model: kernels.KernelModel | None = None,
 ) -> list[costmodel.NodeCost]:
     """Per-node work of the graph onnxruntime executes for `model` on this CPU.
 
     `precision` "int8" prices a float graph as if quantized (dense convs as conv_int8, 1-byte
-    tensors), the exported-graph model's convention for a device that computes in int8.
+    tensors), the exported-graph model's convention for a device that computes in int8. With a
+    `kernel_model`, every conv it knows gets its price (`kernel_ms`, the feature `<class>.kms`).
     """
     exported = costmodel.load_model(model)
     optimized = optimized_graph(model)
@@ -189,7 +193,24 @@ def analyse(
         if shapes.int8 and op_class in {"conv", "conv_nchw"}:
             op_class = "conv_int8"
         costs.append(_node_cost(n, op_class, shapes))
+    if kernel_model is not None:
+        priced = [c for c in costs if c.kernel is not None]
+        for c, ms in zip(priced, kernel_model.predict([c.kernel for c in priced])):
+            c.kernel_ms = float(ms)
     return costs
+
+
+def _kernel(n: onnx.NodeProto, op_class: str, w: list[int], out: list[int]) -> kernels.Kernel | None:
+    """The shape a per-kernel model prices: a conv as it runs, a matrix product as a 1x1 conv over its rows."""
+    if n.op_type in {"Conv", "FusedConv"}:
+        if len(out) != 4 or len(w) != 4:
+            return None
+        group = _attrs(n).get("group", 1)
+        stride = (_attrs(n).get("strides") or [1])[0]
+        return kernels.Kernel(op_class, w[1] * group, w[0], group, w[2], stride, out[2], out[3])
+    transposed = n.op_type == "Gemm" and _attrs(n).get("transB", 0)
+    k, cols = (w[-1], w[-2]) if transposed else (w[-2], w[-1])
+    return kernels.Kernel(op_class, k, cols, 1, 1, 1, max(1, costmodel.prod(out) // cols), 1)
 
 
 def _node_cost(n: onnx.NodeProto, op_class: str, shapes: costmodel.Shapes) -> costmodel.NodeCost:
@@ -209,6 +230,7 @@ def _node_cost(n: onnx.NodeProto, op_class: str, shapes: costmodel.Shapes) -> co
                 macs = costmodel.prod(out) * k
         activation = _attrs(n).get("activation")
         heavy = shapes.nbytes(n.output[0]) if activation in HEAVY_ACTIVATIONS else 0
-        return costmodel.NodeCost(name, n.op_type, op_class, macs, moved, taps, activation_bytes=heavy)
+        kernel = _kernel(n, op_class, w, out) if op_class in kernels.CONV_CLASSES and w and out else None
+        return costmodel.NodeCost(name, n.op_type, op_class, macs, moved, taps, activation_bytes=heavy, kernel=kernel)
     segments = costmodel.broadcast_segments(n, shapes, out) if n.op_type in costmodel.ELEMENTWISE else 0
     return costmodel.NodeCost(name, n.op_type, op_class, 0, moved, 0, segments)

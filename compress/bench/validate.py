@@ -25,7 +25,7 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from compress.bench import calibrate, machine, zoo
+from compress.bench import calibrate, executed, host, kernels, machine, zoo
 from compress.checkpoints import atomic_path
 
 HELD_OUT_SEEDS = range(100, 140)
@@ -92,6 +92,29 @@ def noise_ceiling(repeatability: np.ndarray, bound: float) -> float:
     return float(np.mean(repeatability <= bound))
 
 
+WORST = 10  # held-out networks whose per-node errors the report attributes
+
+
+def attribution(path: Path, block: int, kernel_model: kernels.KernelModel, coef: dict[str, float]) -> list[dict]:
+    """Predicted against onnxruntime-profiled ms per node kind (class, or op type for memory-bound nodes) of
+    one network: which kernels a network's error comes from. Profiled node times (each node's fastest of
+    the profiled runs) add up to a little more than the timed latency; the kinds' shares are what matter."""
+    specific = frozenset(calibrate.HOST_OP_SPECIFIC)
+    costs = executed.analyse(path, block, kernel_model=kernel_model)
+    (result,) = host.measure([path], threads=1, warmup=3, runs=5, top=1_000_000, priority="realtime")
+    measured = {op["node"]: op["min_ms"] for op in result["ops"]}
+    kinds: dict[str, dict[str, Any]] = {}
+    for c in costs:
+        kind = kinds.setdefault(
+            c.op_type if c.op_class == "memory" else c.op_class, {"nodes": 0, "predicted_ms": 0.0, "measured_ms": 0.0}
+        )
+        kind["nodes"] += 1
+        kind["predicted_ms"] += float(calibrate.price([c.features(specific)], coef)[0])
+        kind["measured_ms"] += measured.get(c.name, 0.0)
+    rows = [{"kind": k, **v} for k, v in kinds.items() if v["predicted_ms"] or v["measured_ms"]]
+    return sorted(rows, key=lambda r: -abs(r["predicted_ms"] - r["measured_ms"]))
+
+
 def validate(workdir: Path, rounds: int = 4, with_fomm: bool = True) -> dict[str, Any]:
     start = time.perf_counter()
     micro = calibrate.memory_microbenchmarks(workdir)
@@ -101,13 +124,20 @@ def validate(workdir: Path, rounds: int = 4, with_fomm: bool = True) -> dict[str
     )
     nets = calib + held
     exported_s = time.perf_counter() - start
+    block = machine.channel_block(machine.this_host().flags)
+    sample = calibrate.sample_kernels(workdir, block, rounds, [p for _, p, _ in calib])
+    kernel_rows = sample.rows
+    kernel_errors = kernels.cross_validated_errors(kernel_rows)
     paths = [p for _, p in micro] + [p for _, p, _ in nets]
     times = calibrate.host_latencies(paths, threads=1, rounds=rounds)
     measured_all, repeat_all = times.fastest, times.fastest_repeat
-    feats_all = calibrate.host_features(paths, machine.channel_block(machine.this_host().flags))
+    kernel_model = kernels.KernelModel(kernel_rows)
+    feats_all = calibrate.host_features(paths, block, kernel_model)
     m, n = len(micro), len(calib)
     feats, measured, repeat = feats_all[m:], measured_all[m:], repeat_all[m:]
-    result = calibrate.fit_host(feats_all[:m], measured_all[:m], feats[:n], measured[:n])
+    result = calibrate.fit_host(
+        feats_all[:m], measured_all[:m], feats[:n], measured[:n], reorder_rate=sample.reorder_rate()
+    )
     predicted = calibrate.price(feats, result.coefficients)
     micro_pred = calibrate.price(feats_all[:m], result.coefficients)
     micro_err = micro_pred / np.array(measured_all[:m]) - 1
@@ -127,6 +157,10 @@ def validate(workdir: Path, rounds: int = 4, with_fomm: bool = True) -> dict[str
         for i, (name, _, info) in enumerate(nets)
     ]
     errors = np.array([r["error"] for r in rows if r["set"] == "held-out"])
+    held = [(r, path) for r, (_, path, _) in zip(rows, nets) if r["set"] == "held-out"]
+    worst = sorted(held, key=lambda item: -abs(item[0]["error"]))[:WORST]
+    for row, path in worst:
+        row["attribution"] = attribution(path, block, kernel_model, result.coefficients)
     held_repeat = np.array([r["repeatability"] for r in rows if r["set"] == "held-out"])
     within = {pct: share_within(errors, pct / 100) for pct in (10, 20)}
     return {
@@ -134,7 +168,13 @@ def validate(workdir: Path, rounds: int = 4, with_fomm: bool = True) -> dict[str
         "method": f"1 thread, runner thread CPU time, fastest of {rounds} rounds x 20 runs, "
         "real-time priority where allowed",
         "rounds": rounds,
-        "channel_block": machine.channel_block(machine.this_host().flags),
+        "channel_block": block,
+        "kernels": {
+            "measured": len(kernel_rows),
+            "by_class": {c: sum(r.kernel.op_class == c for r in kernel_rows) for c in kernels.CONV_CLASSES},
+            "cross_validated_within_10pct": float(np.mean(np.abs(kernel_errors) <= 0.10)),
+            "cross_validated_median_abs_error": float(np.median(np.abs(kernel_errors))),
+        },
         "coefficients": result.coefficients,
         "calibration": {
             "networks": n,
