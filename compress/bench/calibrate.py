@@ -533,6 +533,9 @@ class KernelSample:
         return float(coef[0])
 
 
+KERNEL_BATCH = 200  # single-conv graphs per runner process (a thousand sessions at once take gigabytes)
+
+
 def measure_kernels(configs: Sequence[kernels.Config], workdir: Path, channel_block: int, rounds: int) -> KernelSample:
     """Each single-conv graph's conv as onnxruntime runs it here and its profiled time (the fastest
     profiled run of `rounds` interleaved rounds), and the same for the reorders around it; a graph whose
@@ -545,10 +548,12 @@ def measure_kernels(configs: Sequence[kernels.Config], workdir: Path, channel_bl
         paths.append(path)
     fastest: list[dict[str, float]] = [{} for _ in paths]  # node name -> ms
     for _ in range(rounds):
-        results = host.measure(paths, threads=1, warmup=3, runs=5, top=20, priority="realtime", interleave=True)
-        for best, result in zip(fastest, results):
-            for op in result["ops"]:
-                best[op["node"]] = min(best.get(op["node"], float("inf")), op["min_ms"])
+        for start in range(0, len(paths), KERNEL_BATCH):
+            batch = paths[start : start + KERNEL_BATCH]
+            results = host.measure(batch, threads=1, warmup=3, runs=5, top=20, priority="realtime", interleave=True)
+            for best, result in zip(fastest[start:], results):
+                for op in result["ops"]:
+                    best[op["node"]] = min(best.get(op["node"], float("inf")), op["min_ms"])
     sample = KernelSample([], [])
     for config, path, best in zip(configs, paths, fastest):
         costs = [c for c in executed.analyse(path, channel_block) if c.name in best]

@@ -5,8 +5,9 @@ onnxruntime rewrites an exported graph before running it, at the level `host` ti
 into them, and on x86 the NCHWc transformer moves convs, pools and Upsample into blocked
 layouts (`com.microsoft.nchwc` ops) with ReorderInput/ReorderOutput copies at every boundary.
 A conv stays on the plain NCHW path (im2col + GEMM; for depthwise, one GEMM per channel) when its
-channels are not a multiple of the block (16 on AVX-512, 8 on AVX2). HardSwish never fuses. Which
-of these happened cannot be guessed reliably from the exported graph, so the host cost model asks
+input channels do not fit the blocked kernels (22 or 35 channels, say; 24 is padded to 32 on AVX-512).
+HardSwish fuses into some NCHWc convs and elsewhere runs as its function, HardSigmoid then Mul.
+Which of these happened cannot be guessed reliably from the exported graph, so the host cost model asks
 onnxruntime: it saves the optimised graph (`SessionOptions.optimized_model_filepath`) and prices
 its nodes, each class in its own terms:
 
@@ -14,9 +15,10 @@ its nodes, each class in its own terms:
   conv_nchw / depthwise_nchw convs left on the plain path (FusedConv, Conv), Gemm, MatMul
   conv_int8                  QLinearConv, ConvInteger, MatMulInteger, QLinearMatMul
   reorder                    ReorderInput / ReorderOutput: bytes copied between layouts
-  memory / grid_sample       as in the exported graph (an unfused HardSwish is its own memory op)
+  memory / grid_sample       as in the exported graph (an unfused activation is its own memory op)
 A conv's fused transcendental activation (Sigmoid, Tanh) adds its output bytes as
-`activation.mb`: it runs inside the conv's output loop, not as a pass of its own.
+`activation.mb`: it runs inside the conv's output loop, not as a pass of its own. Given the
+profile's per-kernel model (kernels.py), each conv also gets that model's price (`<class>.kms`).
 
 onnxruntime writes no shapes into the optimised graph, so they are propagated here: from the
 exported graph's shape inference for tensors that keep their names, by the NCHWc ops' own rules,

@@ -282,9 +282,44 @@ def docs_section(report: dict[str, Any], json_path: Path) -> str:
         f"|estimate from the first half of the rounds / "
         f"from the second half - 1|: {report['repeatability_median'] * 100:.1f} % for the fastest run (used above), "
         f"{report['median_estimator_repeatability_median'] * 100:.1f} % for the median of per-round p50s.",
+        *kernel_lines(report),
         DOC_END,
     ]
     return "\n".join(lines)
+
+
+def kernel_lines(report: dict[str, Any]) -> list[str]:
+    """The per-kernel model's data and error, and the attribution of the worst networks' errors."""
+    k = report.get("kernels")
+    if not k:
+        return []
+    classes = ", ".join(f"{n} {c}" for c, n in k["by_class"].items())
+    lines = [
+        "",
+        f"Per-kernel model: {k['measured']} single-conv graphs measured ({classes}); predicted by a model fitted "
+        f"without them (5-fold cross-validation), {k['cross_validated_within_10pct'] * 100:.0f} % of the kernels "
+        f"are within ±10 %, median abs error {k['cross_validated_median_abs_error'] * 100:.1f} %.",
+    ]
+    worst = [r for r in report["rows"] if r.get("attribution")]
+    if worst:
+        lines += [
+            "",
+            f"Where the {len(worst)} worst-predicted held-out networks' errors come from: per node kind, "
+            "predicted / onnxruntime-profiled ms, the two kinds with the largest difference.",
+            "",
+            "| network | error | largest differences |",
+            "| --- | ---: | --- |",
+            *(
+                f"| {r['network']} | {r['error'] * 100:+.1f} % | "
+                + "; ".join(
+                    f"{a['kind']} ({a['nodes']}): {a['predicted_ms']:.3f} / {a['measured_ms']:.3f}"
+                    for a in r["attribution"][:2]
+                )
+                + " |"
+                for r in worst
+            ),
+        ]
+    return lines
 
 
 def update_docs(doc: Path, section: str, markers: tuple[str, str] = (DOC_BEGIN, DOC_END)) -> None:
