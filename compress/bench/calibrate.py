@@ -339,11 +339,12 @@ def calibrate_iphone8(workdir: Path, out: Path | None = None, host_profile: str 
 
 
 # -- the host, from measurements -------------------------------------------------------------
-def convnet_set(seeds: Sequence[int], workdir: Path) -> list[tuple[str, Path, dict[str, Any]]]:
-    """Export (or reuse) the varied conv nets of these seeds: (name, ONNX path, spec)."""
+def convnet_set(seeds: Sequence[int], workdir: Path, odd: bool = False) -> list[tuple[str, Path, dict[str, Any]]]:
+    """Export (or reuse) the varied conv nets of these seeds (`odd` channel counts: zoo.random_convnet_spec):
+    (name, ONNX path, spec)."""
     out = []
     for seed in seeds:
-        spec = zoo.random_convnet_spec(seed)
+        spec = zoo.random_convnet_spec(seed, odd=odd)
         digest = hashlib.sha256(json.dumps(spec.to_json(), sort_keys=True).encode()).hexdigest()[:8]
         path = workdir / f"{spec.name}-{digest}.onnx"  # a changed generator never reuses a stale export
         if not path.exists():
