@@ -19,7 +19,10 @@ profile may price an op type's bytes on their own ("op:Softmax.mb") where one me
 would not fit them all. Coefficients come from `calibrate` (YAML under compress/bench/devices/),
 one set per thread count, each with the data for a prediction interval (compress/bench/interval.py).
 A host profile records the machine it was calibrated on (compress/bench/machine.py): its CPU
-flags set the channel block, and predicting with it on another machine warns.
+flags set the channel block, and predicting with it on another machine warns. A host profile
+prices the graph onnxruntime executes (executed.py: NCHWc and plain-path convs, layout reorders,
+fused activations) rather than the exported one, its convs by a per-kernel model refitted from
+measurements stored next to it (kernels.py; feature <class>.kms, the model's ms, times a scale).
 """
 
 from __future__ import annotations

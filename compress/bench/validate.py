@@ -1,14 +1,16 @@
 """Validate the latency cost model where the truth can be measured: on this host.
 
-    python -m compress.bench.validate [--rounds 3] [--out exported/bench/latency-validate.json]
+    python -m compress.bench.validate [--rounds 3] [--folds 5] [--out exported/bench/latency-validate.json]
                                       [--update-docs docs/latency.md]
 
-Calibrates the host profile on one set of conv nets, predicts a held-out set (other varied conv
-nets, the zoo reference networks, FOMM teacher and student parts and narrower students) and
-reports the share of held-out networks predicted within +-10 % and +-20 % of the measurement.
+Calibrates the host profile as `calibrate host` does (single-conv graphs for the per-kernel model,
+single-op graphs, one set of conv nets), predicts a held-out set (other varied conv nets, the zoo
+reference networks, FOMM teacher and student parts and narrower students) and reports the share
+of held-out networks predicted within +-10 % and +-20 % of the measurement. Then a k-fold
+validation over those and more networks (conv nets with odd channel counts, pruned students),
+and for the worst networks of both, predicted against profiled time per node kind.
 A benchmark, not a test: it prints a table and writes JSON; docs/latency.md's figures come
-only from that JSON (--update-docs).
-"""
+only from that JSON (--update-docs)."""
 
 from __future__ import annotations
 
