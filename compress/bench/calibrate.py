@@ -188,6 +188,15 @@ def rate_range(own: dict[str, float], carried: dict[str, float] | None = None) -
     }
 
 
+def host_rates(profile: costmodel.DeviceProfile) -> dict[str, float]:
+    """A host profile's 1-thread coefficients with its dense conv rate (`conv.gmac`) for rate_range: a
+    profile with a per-kernel model has none of its own, so it is the model's dense rate times its scale."""
+    coef = dict(profile.coef(1))
+    if "conv.gmac" not in coef and profile.kernel_model is not None:
+        coef["conv.gmac"] = kernels.dense_rate(profile.kernel_model.rows) * coef.get("conv.kms", 1.0)
+    return coef
+
+
 def interval_block(
     references: Sequence[str],
     errors: Sequence[float | None],
@@ -269,7 +278,7 @@ def calibrate_iphone8(workdir: Path, out: Path | None = None, host_profile: str 
     iphone8, xs = published_fit(IPHONE8_POINTS, costs), published_fit(IPHONE_XS_POINTS, costs)
     iphone8_ms = {(name, precision): ms for name, precision, ms in IPHONE8_POINTS}
     result = iphone8["fit"]
-    host = costmodel.load_profile(host_profile).coef(1)
+    host = host_rates(costmodel.load_profile(host_profile))
     names = [f"{name} {precision}" for name, precision, _ in IPHONE8_POINTS]
     reference_types = set().union(*(op_types(c) for c in costs.values()))
     interval = interval_block(names, iphone8["loo"], reference_types, rate_range(result.coefficients, host))

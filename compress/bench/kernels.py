@@ -184,6 +184,15 @@ class KernelModel:
         return out
 
 
+def dense_rate(rows: Sequence[Measured]) -> float:
+    """Median ms per GMAC of the measured NCHWc dense convs of at least 1 MMAC: a host's dense conv rate,
+    by which another device's profile carries the host's memory-bound rates over (calibrate.rate_range)."""
+    rates = [r.ms / (r.kernel.macs / 1e9) for r in rows if r.kernel.op_class == "conv" and r.kernel.macs >= 1e6]
+    if not rates:
+        raise CompressError("no measured dense NCHWc convs of 1 MMAC or more to take the dense conv rate from")
+    return float(np.median(rates))
+
+
 def cross_validated_errors(rows: Sequence[Measured], folds: int = 5) -> np.ndarray:
     """Each kernel's relative error when predicted by a model fitted without its fold (deterministic folds)."""
     order = list(range(len(rows)))

@@ -124,3 +124,13 @@ def test_network_configs_are_the_convs_of_a_network(tiny_onnx):
 def test_the_stored_data_file_exists_where_the_profile_names_it():
     meta = costmodel.load_profile("host-x86").meta
     assert Path(costmodel.DEVICES_DIR / meta["kernels"]) == STORED
+
+
+def test_the_host_profile_gives_the_iphone8_calibration_a_dense_conv_rate_to_carry_rates_by():
+    from compress.bench import calibrate
+
+    rates = calibrate.host_rates(costmodel.load_profile("host-x86"))
+    assert rates["conv.gmac"] > 0
+    own = {"conv.gmac": 2 * rates["conv.gmac"], "memory.mb": 0.1, "grid_sample.mb": 0.1}
+    ranges = calibrate.rate_range(own, rates)
+    assert ranges["grid_sample"][1] == pytest.approx(2 * rates["grid_sample.mb"], rel=1e-3)
