@@ -27,7 +27,7 @@ import yaml
 from onnx import helper, numpy_helper
 from scipy.optimize import nnls
 
-from compress.bench import costmodel, host, machine, zoo
+from compress.bench import costmodel, executed, host, kernels, machine, zoo
 from compress.bench.interval import LEVEL, error_bound
 from compress.checkpoints import atomic_path
 from compress.errors import CompressError
@@ -72,7 +72,7 @@ IPHONE8_COLUMNS: Columns = [["conv.gmac"], ["conv_int8.gmac"], ["depthwise.gmac"
 HOST_OP_SPECIFIC = (
     "Sigmoid",
     "Exp",
-    "HardSwish",
+    "HardSigmoid",  # onnxruntime runs HardSwish as HardSigmoid and Mul
     "Pow",
     "GlobalAveragePool",
     "Resize",
@@ -81,10 +81,19 @@ HOST_OP_SPECIFIC = (
     "Softmax",
     "ReduceSum",
 )
-HOST_MEMORY_COLUMNS: Columns = [["memory.mb"], ["memory.mseg"], ["grid_sample.mb"], ["layer"], ["run"]] + [
-    [f"op:{t}.mb"] for t in HOST_OP_SPECIFIC
-]
-HOST_CONV_COLUMNS: Columns = [[f"{c}.{unit}"] for c in ("conv", "depthwise") for unit in ("gmac", "mtap", "mb")]
+HOST_MEMORY_COLUMNS: Columns = [
+    ["memory.mb"],
+    ["memory.mseg"],
+    ["grid_sample.mb"],
+    ["layer"],
+    ["run"],
+] + [[f"op:{t}.mb"] for t in HOST_OP_SPECIFIC]
+# The host prices the graph onnxruntime executes (executed.py): its convs by the per-kernel model
+# (kernels.py) of their class (NCHWc or plain path, dense or depthwise), scaled by one coefficient
+# fitted on whole networks (a kernel in a network runs with other data in the caches than alone; one
+# shared scale, as plain-path convs are too rare in the networks to fit their own), and
+# transcendental activations fused into convs by their own term.
+HOST_CONV_COLUMNS: Columns = [[f"{c}.kms" for c in kernels.CONV_CLASSES], ["activation.mb"]]
 # int8 (QDQ) convs, fitted last on quantized copies of some calibration nets with every other
 # term fixed. The depthwise convs of those nets stay priced as fp32 depthwise: one int8 class.
 HOST_INT8_COLUMNS: Columns = [[f"conv_int8.{unit}"] for unit in ("gmac", "mtap", "mb")]
@@ -179,6 +188,15 @@ def rate_range(own: dict[str, float], carried: dict[str, float] | None = None) -
     }
 
 
+def host_rates(profile: costmodel.DeviceProfile) -> dict[str, float]:
+    """A host profile's 1-thread coefficients with its dense conv rate (`conv.gmac`) for rate_range: a
+    profile with a per-kernel model has none of its own, so it is the model's dense rate times its scale."""
+    coef = dict(profile.coef(1))
+    if "conv.gmac" not in coef and profile.kernel_model is not None:
+        coef["conv.gmac"] = kernels.dense_rate(profile.kernel_model.rows) * coef.get("conv.kms", 1.0)
+    return coef
+
+
 def interval_block(
     references: Sequence[str],
     errors: Sequence[float | None],
@@ -260,7 +278,7 @@ def calibrate_iphone8(workdir: Path, out: Path | None = None, host_profile: str 
     iphone8, xs = published_fit(IPHONE8_POINTS, costs), published_fit(IPHONE_XS_POINTS, costs)
     iphone8_ms = {(name, precision): ms for name, precision, ms in IPHONE8_POINTS}
     result = iphone8["fit"]
-    host = costmodel.load_profile(host_profile).coef(1)
+    host = host_rates(costmodel.load_profile(host_profile))
     names = [f"{name} {precision}" for name, precision, _ in IPHONE8_POINTS]
     reference_types = set().union(*(op_types(c) for c in costs.values()))
     interval = interval_block(names, iphone8["loo"], reference_types, rate_range(result.coefficients, host))
@@ -330,11 +348,12 @@ def calibrate_iphone8(workdir: Path, out: Path | None = None, host_profile: str 
 
 
 # -- the host, from measurements -------------------------------------------------------------
-def convnet_set(seeds: Sequence[int], workdir: Path) -> list[tuple[str, Path, dict[str, Any]]]:
-    """Export (or reuse) the varied conv nets of these seeds: (name, ONNX path, spec)."""
+def convnet_set(seeds: Sequence[int], workdir: Path, odd: bool = False) -> list[tuple[str, Path, dict[str, Any]]]:
+    """Export (or reuse) the varied conv nets of these seeds (`odd` channel counts: zoo.random_convnet_spec):
+    (name, ONNX path, spec)."""
     out = []
     for seed in seeds:
-        spec = zoo.random_convnet_spec(seed)
+        spec = zoo.random_convnet_spec(seed, odd=odd)
         digest = hashlib.sha256(json.dumps(spec.to_json(), sort_keys=True).encode()).hexdigest()[:8]
         path = workdir / f"{spec.name}-{digest}.onnx"  # a changed generator never reuses a stale export
         if not path.exists():
@@ -495,10 +514,98 @@ def int8_convnet_set(seeds: Sequence[int], workdir: Path) -> list[tuple[str, Pat
     return out
 
 
-def host_features(paths: Sequence[Path], channel_block: int) -> list[dict[str, float]]:
-    return [
-        costmodel.totals(costmodel.analyse(p, channel_block=channel_block), frozenset(HOST_OP_SPECIFIC)) for p in paths
-    ]
+def host_features(
+    paths: Sequence[Path], channel_block: int, kernel_model: kernels.KernelModel | None = None
+) -> list[dict[str, float]]:
+    """Each model's cost features on the graph onnxruntime executes here, its convs priced by `kernel_model`."""
+    specific = frozenset(HOST_OP_SPECIFIC)
+    return [costmodel.totals(executed.analyse(p, channel_block, kernel_model=kernel_model), specific) for p in paths]
+
+
+@dataclass
+class KernelSample:
+    """Single-conv measurements: the convs (kernels.py's data) and the layout reorders around them."""
+
+    measured: list[tuple[kernels.Config, kernels.Measured]]
+    reorders: list[tuple[float, float]]  # (MB copied, fastest profiled ms) of each ReorderInput/ReorderOutput
+
+    @property
+    def rows(self) -> list[kernels.Measured]:
+        return [row for _, row in self.measured]
+
+    def reorder_rate(self) -> float:
+        """ms per MB a layout reorder copies, by NNLS on relative error with a per-node constant (which
+        the single-op graphs fit as `layer`, so it is left out here); 0 without reorders."""
+        if not self.reorders:
+            return 0.0
+        mb, ms = np.array(self.reorders).T
+        coef, _ = nnls(np.stack([mb, np.ones_like(mb)], 1) / ms[:, None], np.ones_like(ms))
+        return float(coef[0])
+
+
+KERNEL_BATCH = 200  # single-conv graphs per runner process (a thousand sessions at once take gigabytes)
+
+
+def measure_kernels(configs: Sequence[kernels.Config], workdir: Path, channel_block: int, rounds: int) -> KernelSample:
+    """Each single-conv graph's conv as onnxruntime runs it here and its profiled time (the fastest
+    profiled run of `rounds` interleaved rounds), and the same for the reorders around it; a graph whose
+    conv onnxruntime turned into something else is left out."""
+    paths = []
+    for config in configs:
+        path = workdir / f"kernel-{config.name}.onnx"
+        if not path.exists():
+            onnx.save(kernels.graph(config), str(path))
+        paths.append(path)
+    fastest: list[dict[str, float]] = [{} for _ in paths]  # node name -> ms
+    for _ in range(rounds):
+        for start in range(0, len(paths), KERNEL_BATCH):
+            batch = paths[start : start + KERNEL_BATCH]
+            results = host.measure(batch, threads=1, warmup=3, runs=5, top=20, priority="realtime", interleave=True)
+            for best, result in zip(fastest[start:], results):
+                for op in result["ops"]:
+                    best[op["node"]] = min(best.get(op["node"], float("inf")), op["min_ms"])
+    sample = KernelSample([], [])
+    for config, path, best in zip(configs, paths, fastest):
+        costs = [c for c in executed.analyse(path, channel_block) if c.name in best]
+        convs = [c for c in costs if c.kernel is not None]
+        if len(convs) == 1:
+            sample.measured.append((config, kernels.Measured(convs[0].kernel, best[convs[0].name])))
+        sample.reorders += [(c.bytes / 1e6, best[c.name]) for c in costs if c.op_class == "reorder"]
+    return sample
+
+
+KERNEL_SAMPLE = 240  # first draw of single-conv graphs
+ADAPTIVE_ROUNDS = 2  # then, twice: neighbours of the worst-predicted tenth
+NEIGHBOURS = 4
+
+
+def sample_kernels(
+    workdir: Path,
+    channel_block: int,
+    rounds: int,
+    networks: Sequence[Path] = (),
+    count: int = KERNEL_SAMPLE,
+    adaptive: int = ADAPTIVE_ROUNDS,
+) -> KernelSample:
+    """Measure a first sample of single convs (every conv of the calibration `networks`, then `count` random
+    ones), then `adaptive` times the neighbours of the kernels the cross-validated per-kernel model
+    predicts worst (kernels.py)."""
+    first = list(dict.fromkeys(c for p in networks for c in kernels.network_configs(onnx.load(str(p)))))
+    first += [c for c in kernels.initial_sample(count) if c not in first]
+    sample = measure_kernels(first, workdir, channel_block, rounds)
+    seen = {config for config, _ in sample.measured}
+    for step in range(adaptive):
+        errors = kernels.cross_validated_errors(sample.rows)
+        new = []
+        for i in np.argsort(-np.abs(errors))[: max(1, len(sample.measured) // 10)]:
+            for config in kernels.neighbours(sample.measured[i][0], NEIGHBOURS, seed=1000 * step + int(i)):
+                if config not in seen:
+                    seen.add(config)
+                    new.append(config)
+        more = measure_kernels(new, workdir, channel_block, rounds)
+        sample.measured += more.measured
+        sample.reorders += more.reorders
+    return sample
 
 
 def fit_host(
@@ -508,10 +615,12 @@ def fit_host(
     net_ms: Sequence[float],
     int8_feats: Sequence[dict[str, float]] = (),
     int8_ms: Sequence[float] = (),
+    reorder_rate: float = 0.0,
 ) -> Fit:
-    """Memory-bound and per-layer terms from single-op graphs, then conv terms from networks less
-    that share, then (given int8 networks) the int8 conv terms with all the others fixed."""
-    memory = fit(micro_feats, micro_ms, HOST_MEMORY_COLUMNS)
+    """Memory-bound and per-layer terms from single-op graphs (with the layout reorders' `reorder_rate`,
+    measured around single convs, fixed), then conv terms from networks less that share, then (given
+    int8 networks) the int8 conv terms with all the others fixed."""
+    memory = fit(micro_feats, micro_ms, HOST_MEMORY_COLUMNS, fixed={"reorder.mb": reorder_rate})
     nets = fit(net_feats, net_ms, HOST_CONV_COLUMNS, fixed=memory.coefficients)
     columns, coefficients = HOST_MEMORY_COLUMNS + HOST_CONV_COLUMNS, nets.coefficients
     if int8_feats:
@@ -531,21 +640,30 @@ def calibrate_host(
     seeds: Sequence[int] = HOST_CALIBRATION_SEEDS,
     int8_seeds: Sequence[int] = HOST_INT8_SEEDS,
     micro_shapes: Sequence[tuple[int, int, int]] = tuple(MICRO_SHAPES),
+    kernel_sample: int = KERNEL_SAMPLE,
+    adaptive_rounds: int = ADAPTIVE_ROUNDS,
 ) -> Path:
+    """Measure and fit the host profile (written to `out`) and its kernel measurements (next to it,
+    `<profile>-kernels.csv`, which the profile names and refits its per-kernel model from at load)."""
+    out = out or costmodel.profile_path("host-x86")
     here = machine.this_host()
     block = machine.channel_block(here.flags)
-    micro = memory_microbenchmarks(workdir, micro_shapes)
     nets = convnet_set(seeds, workdir)
+    sample = sample_kernels(workdir, block, rounds, [p for _, p, _ in nets], kernel_sample, adaptive_rounds)
+    kernels_csv = kernels.write_csv(out.with_name(f"{out.stem}-kernels.csv"), sample.rows)
+    micro = memory_microbenchmarks(workdir, micro_shapes)
     int8_nets = int8_convnet_set(int8_seeds, workdir)
     paths = [p for _, p in micro] + [p for _, p, _ in nets] + [p for _, p in int8_nets]
-    feats = host_features(paths, block)
+    feats = host_features(paths, block, kernels.KernelModel(sample.rows))
     m, n = len(micro), len(micro) + len(nets)
-    reference_types = set().union(*(op_types(costmodel.analyse(p, channel_block=block)) for p in paths))
+    reference_types = set().union(*(op_types(executed.analyse(p, block)) for p in paths))
     fits, extra = {}, {}
     for t in threads:
         times = host_latencies(paths, t, rounds)
         measured = times.fastest
-        fits[t] = fit_host(feats[:m], measured[:m], feats[m:n], measured[m:n], feats[n:], measured[n:])
+        fits[t] = fit_host(
+            feats[:m], measured[:m], feats[m:n], measured[m:n], feats[n:], measured[n:], sample.reorder_rate()
+        )
         coef = fits[t].coefficients
         memory_terms = {k: coef[k] for group in HOST_MEMORY_COLUMNS for k in group}
         loo = leave_one_out(feats[m:n], measured[m:n], HOST_CONV_COLUMNS, fixed=memory_terms)
@@ -562,9 +680,14 @@ def calibrate_host(
         "description": f"the machine that ran the calibration ({machine_name()}), onnxruntime CPU",
         # what the coefficients hold for; its flags set the NCHWc channel block (machine.channel_block)
         "machine": here.to_json(),
+        "graph": costmodel.EXECUTED_GRAPH,  # prices onnxruntime's optimised graph on this machine
+        "kernels": kernels_csv.name,  # single-conv measurements (1 thread) the per-kernel model is refitted from
         "sources": [
             {
-                "measured": f"python -m compress.bench.calibrate host: {len(micro)} single-op graphs "
+                "measured": f"python -m compress.bench.calibrate host: {len(sample.measured)} single-conv graphs "
+                f"(the calibration nets' convs and {kernel_sample} drawn, then neighbours of the worst-predicted "
+                f"in {adaptive_rounds} adaptive rounds: the per-kernel model; the reorders around them give "
+                f"reorder.mb), {len(micro)} single-op graphs "
                 f"(memory-bound terms), then {len(nets)} varied conv nets "
                 f"(zoo.random_convnet_spec seeds {_span(seeds)}), then {len(int8_nets)} of them quantized "
                 f"(QDQ, seeds {_span(int8_seeds)}) for the int8 conv terms; fastest run of {rounds} rounds; "
@@ -572,7 +695,7 @@ def calibrate_host(
             }
         ],
     }
-    return write_profile(out or costmodel.profile_path("host-x86"), header, fits, extra)
+    return write_profile(out, header, fits, extra)
 
 
 def _span(seeds: Sequence[int]) -> str:

@@ -19,14 +19,17 @@ profile may price an op type's bytes on their own ("op:Softmax.mb") where one me
 would not fit them all. Coefficients come from `calibrate` (YAML under compress/bench/devices/),
 one set per thread count, each with the data for a prediction interval (compress/bench/interval.py).
 A host profile records the machine it was calibrated on (compress/bench/machine.py): its CPU
-flags set the channel block, and predicting with it on another machine warns.
+flags set the channel block, and predicting with it on another machine warns. A host profile
+prices the graph onnxruntime executes (executed.py: NCHWc and plain-path convs, layout reorders,
+fused activations) rather than the exported one, its convs by a per-kernel model refitted from
+measurements stored next to it (kernels.py; feature <class>.kms, the model's ms, times a scale).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from functools import reduce
+from functools import cached_property, reduce
 from pathlib import Path
 from typing import Any
 
@@ -39,9 +42,17 @@ from compress.bench.interval import INTERVAL_KEYS, IntervalModel, widen
 from compress.errors import CompressError
 
 DEVICES_DIR = Path(__file__).with_name("devices")
-CLASSES = ("conv", "conv_int8", "depthwise", "memory", "grid_sample")
-FEATURES = tuple(f"{c}.{unit}" for c in CLASSES for unit in ("gmac", "mb", "mtap", "mseg")) + ("layer", "run")
+# conv_nchw, depthwise_nchw and reorder occur only in the graph onnxruntime executes (executed.py)
+CLASSES = ("conv", "conv_int8", "depthwise", "conv_nchw", "depthwise_nchw", "reorder", "memory", "grid_sample")
+# kms: a conv's time from the profile's per-kernel model (kernels.py), in ms; its coefficient is a scale
+FEATURES = tuple(f"{c}.{unit}" for c in CLASSES for unit in ("gmac", "mb", "mtap", "mseg", "kms")) + (
+    "activation.mb",
+    "layer",
+    "run",
+)
 DENSE_CLASSES = {"conv", "conv_int8", "depthwise"}
+# a profile's `graph:` value when it prices onnxruntime's optimised graph (host profiles) rather than the export
+EXECUTED_GRAPH = "onnxruntime-optimized"
 ELEMENTWISE = {
     "Add",
     "Sub",
@@ -89,38 +100,53 @@ class NodeCost:
     bytes: int = 0
     taps: int = 0  # output positions x kernel taps of a conv: the work that does not shrink with fewer channels
     segments: int = 0  # inner-loop runs of a broadcasting elementwise op (output elements / contiguous span)
+    activation_bytes: int = 0  # output bytes of a transcendental activation fused into a conv (executed graph)
+    kernel: Any = None  # a conv's kernels.Kernel (executed graph): what a per-kernel model prices
+    kernel_ms: float | None = None  # that model's price, set by the profile that has one
 
     def features(self, op_specific: frozenset[str] = frozenset()) -> dict[str, float]:
         """Work as cost features; the bytes of an op type in `op_specific` go to its own "op:TYPE.mb"."""
         if self.op_class == "free":
             return {}
         mb = f"op:{self.op_type}.mb" if self.op_type in op_specific else f"{self.op_class}.mb"
-        return {
-            f"{self.op_class}.gmac": self.macs / 1e9,
-            mb: self.bytes / 1e6,
-            f"{self.op_class}.mtap": self.taps / 1e6,
-            f"{self.op_class}.mseg": self.segments / 1e6,
-            "layer": 1.0,
-        }
+        if self.kernel_ms is not None:  # priced by the per-kernel model instead of the linear terms
+            out = {f"{self.op_class}.kms": self.kernel_ms, "layer": 1.0}
+        else:
+            out = {
+                f"{self.op_class}.gmac": self.macs / 1e9,
+                mb: self.bytes / 1e6,
+                f"{self.op_class}.mtap": self.taps / 1e6,
+                f"{self.op_class}.mseg": self.segments / 1e6,
+                "layer": 1.0,
+            }
+        if self.activation_bytes:
+            out["activation.mb"] = self.activation_bytes / 1e6
+        return out
 
 
-def _prod(dims: Iterable[int]) -> int:
+def prod(dims: Iterable[int]) -> int:
     return reduce(lambda a, b: a * b, dims, 1)
 
 
-class _Shapes:
-    """Static shapes and element sizes of every tensor of a shape-inferred model."""
+class Shapes:
+    """Static shapes and element sizes of every tensor of a graph; `int8` counts 1 byte per element."""
 
-    def __init__(self, model: onnx.ModelProto, int8: bool):
+    def __init__(self, info: dict[str, tuple[list[int], int]], int8: bool):
         self.int8 = int8
-        self.info: dict[str, tuple[list[int], int]] = {}
+        self.info = info
+
+    @classmethod
+    def from_model(cls, model: onnx.ModelProto, int8: bool = False) -> Shapes:
+        """The shapes of a shape-inferred model (symbolic dimensions taken as 1)."""
+        info: dict[str, tuple[list[int], int]] = {}
         g = model.graph
         for vi in list(g.input) + list(g.value_info) + list(g.output):
             t = vi.type.tensor_type
             if t.HasField("shape"):
-                self.info[vi.name] = ([d.dim_value if d.dim_value > 0 else 1 for d in t.shape.dim], t.elem_type)
+                info[vi.name] = ([d.dim_value if d.dim_value > 0 else 1 for d in t.shape.dim], t.elem_type)
         for init in g.initializer:
-            self.info[init.name] = (list(init.dims), init.data_type)
+            info[init.name] = (list(init.dims), init.data_type)
+        return cls(info, int8)
 
     def shape(self, name: str) -> list[int] | None:
         return self.info[name][0] if name in self.info else None
@@ -129,7 +155,7 @@ class _Shapes:
         if name not in self.info:
             return 0
         dims, dtype = self.info[name]
-        return _prod(dims) * (1 if self.int8 else ELEM_SIZE.get(dtype, 4))
+        return prod(dims) * (1 if self.int8 else ELEM_SIZE.get(dtype, 4))
 
 
 def load_model(model: str | Path | onnx.ModelProto) -> onnx.ModelProto:
@@ -159,7 +185,7 @@ def analyse(model: str | Path | onnx.ModelProto, precision: str = "auto", channe
     proto = load_model(model)
     int8_graph = precision == "int8"
     inferred = shape_inference.infer_shapes(proto, data_prop=True)
-    shapes = _Shapes(inferred, int8_graph)
+    shapes = Shapes.from_model(inferred, int8_graph)
     graph = inferred.graph
     producer = {o: n for n in graph.node for o in n.output}
     consumers: dict[str, int] = {}
@@ -178,7 +204,7 @@ def analyse(model: str | Path | onnx.ModelProto, precision: str = "auto", channe
 
 def _node_cost(
     n: onnx.NodeProto,
-    shapes: _Shapes,
+    shapes: Shapes,
     producer: dict,
     consumers: dict,
     fused_outputs: set[str],
@@ -195,18 +221,18 @@ def _node_cost(
     if op in DENSE:
         macs, depthwise = _dense_macs(n, shapes, out, channel_block)
         w = shapes.shape(n.input[1]) if len(n.input) > 1 and n.op_type in {"Conv", "ConvInteger"} else None
-        taps = _prod(out[2:]) * _prod(w[2:]) if w and len(out) > 2 else 0
+        taps = prod(out[2:]) * prod(w[2:]) if w and len(out) > 2 else 0
         fed_by_dq = any(producer.get(i) is not None and producer[i].op_type == "DequantizeLinear" for i in n.input[:1])
         quantized = int8_graph or fed_by_dq or op.startswith("QLinear") or op.endswith("Integer")
         op_class = "depthwise" if depthwise else ("conv_int8" if quantized else "conv")
         return NodeCost(name, op, op_class, macs, moved, taps)
     if op == "GridSample":
         return NodeCost(name, op, "grid_sample", 0, moved)
-    segments = _broadcast_segments(n, shapes, out) if op in ELEMENTWISE else 0
+    segments = broadcast_segments(n, shapes, out) if op in ELEMENTWISE else 0
     return NodeCost(name, op, "memory", 0, moved, 0, segments)
 
 
-def _broadcast_segments(n: onnx.NodeProto, shapes: _Shapes, out: list[int]) -> int:
+def broadcast_segments(n: onnx.NodeProto, shapes: Shapes, out: list[int]) -> int:
     """How many separate inner loops an elementwise op runs when an input broadcasts.
 
     An input is walked in runs as long as its trailing block of dimensions that all match the
@@ -217,7 +243,7 @@ def _broadcast_segments(n: onnx.NodeProto, shapes: _Shapes, out: list[int]) -> i
     worst = 0
     for name in n.input:
         shape = shapes.shape(name) if name else None
-        if shape is None or _prod(shape) == 1:
+        if shape is None or prod(shape) == 1:
             continue
         shape = [1] * (len(out) - len(shape)) + shape
         if shape == out:
@@ -230,7 +256,7 @@ def _broadcast_segments(n: onnx.NodeProto, shapes: _Shapes, out: list[int]) -> i
             if mode is not None and kind != mode:
                 break
             mode, span = kind, span * d_out
-        worst = max(worst, _prod(out) // span)
+        worst = max(worst, prod(out) // span)
     return worst
 
 
@@ -245,7 +271,7 @@ def _round_up(c: int, block: int) -> int:
     return -(-c // block) * block
 
 
-def _dense_macs(n: onnx.NodeProto, shapes: _Shapes, out: list[int], block: int) -> tuple[int, bool]:
+def _dense_macs(n: onnx.NodeProto, shapes: Shapes, out: list[int], block: int) -> tuple[int, bool]:
     """(MACs, is depthwise) of a conv or matrix product from its weight and output shapes."""
     op = n.op_type
     weight_index = 3 if op in {"QLinearConv", "QLinearMatMul"} else 1
@@ -255,16 +281,16 @@ def _dense_macs(n: onnx.NodeProto, shapes: _Shapes, out: list[int], block: int) 
     if op in {"Conv", "QLinearConv", "ConvInteger"}:
         group = _attr(n, "group", 1)
         if group > 1 and w[1] == 1:
-            return _round_up(out[1], block) * _prod(out[2:]) * _prod(w[2:]), True
+            return _round_up(out[1], block) * prod(out[2:]) * prod(w[2:]), True
         cin = w[1] if w[1] * group < block else _round_up(w[1], block)  # a 3-channel image input is not padded
-        return out[0] * _round_up(out[1], block) * _prod(out[2:]) * cin * _prod(w[2:]), False
+        return out[0] * _round_up(out[1], block) * prod(out[2:]) * cin * prod(w[2:]), False
     if op == "ConvTranspose":
         x = shapes.shape(n.input[0]) or out
-        return _prod(x) * _prod(w[1:]), False
+        return prod(x) * prod(w[1:]), False
     k = w[0] if op in {"MatMul", "QLinearMatMul", "MatMulInteger"} or not _attr(n, "transB", 0) else w[1]
     if op in {"MatMul", "QLinearMatMul", "MatMulInteger"} and len(w) >= 2:
         k = w[-2]
-    return _prod(out) * k, False
+    return prod(out) * k, False
 
 
 def totals(costs: list[NodeCost], op_specific: frozenset[str] = frozenset()) -> dict[str, float]:
@@ -312,6 +338,28 @@ class DeviceProfile:
             return machine.channel_block(self.meta["machine"].get("flags") or [])
         return int(self.meta.get("channel_block", 1))
 
+    @property
+    def prices_executed_graph(self) -> bool:
+        """Whether the profile prices the graph onnxruntime executes here (executed.py), not the exported one."""
+        return self.meta.get("graph") == EXECUTED_GRAPH
+
+    def analyse(self, model: str | Path | onnx.ModelProto, precision: str = "auto") -> list[NodeCost]:
+        """Per-node work of `model` as this profile prices it."""
+        if not self.prices_executed_graph:
+            return analyse(model, precision, self.channel_block)
+        from compress.bench import executed
+
+        return executed.analyse(model, self.channel_block, precision, self.kernel_model)
+
+    @cached_property
+    def kernel_model(self) -> Any:
+        """The per-kernel model refitted from the measurements the profile names (`kernels:`), else None."""
+        if "kernels" not in self.meta:
+            return None
+        from compress.bench import kernels
+
+        return kernels.KernelModel(kernels.read_csv(self.path.parent / self.meta["kernels"]))
+
     def interval_model(self, threads: int) -> IntervalModel | None:
         """The interval data calibrated with this thread count's coefficients (None in a profile without it)."""
         self.coef(threads)
@@ -332,8 +380,10 @@ class DeviceProfile:
             if not feats:
                 continue
             ms = self.node_ms(c, threads)
-            mb = next(k for k in feats if k.endswith(".mb"))
-            node_low, node_high = model.node_range(c.op_class, c.op_type, ms, feats[mb], coef.get(mb, 0.0))
+            # a node's bytes term (none for a conv priced by the per-kernel model)
+            mb = next((k for k in feats if k.endswith(".mb") and k != "activation.mb"), None)
+            node_mb, rate = (feats[mb], coef.get(mb, 0.0)) if mb else (0.0, 0.0)
+            node_low, node_high = model.node_range(c.op_class, c.op_type, ms, node_mb, rate)
             low, high, total = low + node_low, high + node_high, total + ms
             if model.extrapolated(c.op_type):
                 extrapolated[c.op_type] = extrapolated.get(c.op_type, 0.0) + ms
@@ -396,7 +446,7 @@ def predict(
     profile = device if isinstance(device, DeviceProfile) else load_profile(device.removeprefix("profile:"))
     if profile.describes_host:
         machine.warn_if_elsewhere(profile.name, profile.meta.get("machine"))
-    costs = analyse(model, precision, profile.channel_block)
+    costs = profile.analyse(model, precision)
     per_node = [(c, profile.node_ms(c, threads)) for c in costs if c.op_class != "free"]
     total = profile.run_ms(threads) + sum(ms for _, ms in per_node)
     interval = profile.interval(costs, threads) or dict.fromkeys(INTERVAL_KEYS)

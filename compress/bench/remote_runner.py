@@ -113,7 +113,8 @@ def time_runs(sessions: list, warmup: int, runs: int) -> list[tuple[list[float],
 
 
 def op_table(ort, model: str, threads: int, feeds: dict, top: int, spinning: bool) -> list[dict]:
-    """Mean time per run of the `top` slowest nodes, from onnxruntime's profiler trace."""
+    """Mean time per run of the `top` slowest nodes (and their fastest run: calibration's single-kernel
+    figure, least disturbed by the rest of the machine), from onnxruntime's profiler trace."""
     with tempfile.TemporaryDirectory() as tmp:
         opts = session_options(ort, threads, spinning)
         opts.enable_profiling = True
@@ -131,7 +132,7 @@ def op_table(ort, model: str, threads: int, feeds: dict, top: int, spinning: boo
     rows = []
     for (node, op_type), samples in durations.items():
         timed = [d for _, d in sorted(samples)][1:] or [samples[0][1]]  # the first run allocates: leave it out
-        rows.append({"node": node, "op_type": op_type, "ms": sum(timed) / len(timed) / 1e3})
+        rows.append({"node": node, "op_type": op_type, "ms": sum(timed) / len(timed) / 1e3, "min_ms": min(timed) / 1e3})
     total = sum(r["ms"] for r in rows) or 1.0
     rows.sort(key=lambda r: r["ms"], reverse=True)
     return [{**r, "share": r["ms"] / total} for r in rows[:top]]

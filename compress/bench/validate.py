@@ -1,31 +1,35 @@
 """Validate the latency cost model where the truth can be measured: on this host.
 
-    python -m compress.bench.validate [--rounds 3] [--out exported/bench/latency-validate.json]
+    python -m compress.bench.validate [--rounds 3] [--folds 5] [--out exported/bench/latency-validate.json]
                                       [--update-docs docs/latency.md]
 
-Calibrates the host profile on one set of conv nets, predicts a held-out set (other varied conv
-nets, the zoo reference networks, FOMM teacher and student parts and narrower students) and
-reports the share of held-out networks predicted within +-10 % and +-20 % of the measurement.
+Calibrates the host profile as `calibrate host` does (single-conv graphs for the per-kernel model,
+single-op graphs, one set of conv nets), predicts a held-out set (other varied conv nets, the zoo
+reference networks, FOMM teacher and student parts and narrower students) and reports the share
+of held-out networks predicted within +-10 % and +-20 % of the measurement. Then a k-fold
+validation over those and more networks (conv nets with odd channel counts, pruned students),
+and for the worst networks of both, predicted against profiled time per node kind.
 A benchmark, not a test: it prints a table and writes JSON; docs/latency.md's figures come
-only from that JSON (--update-docs).
-"""
+only from that JSON (--update-docs)."""
 
 from __future__ import annotations
 
 import argparse
 import copy
 import json
+import random
 import re
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnx
 import torch
 from rich.console import Console
 from rich.table import Table
 
-from compress.bench import calibrate, machine, zoo
+from compress.bench import calibrate, costmodel, executed, host, kernels, machine, zoo
 from compress.checkpoints import atomic_path
 
 HELD_OUT_SEEDS = range(100, 140)
@@ -72,6 +76,33 @@ def fomm_nets(workdir: Path) -> list[tuple[str, Path, dict[str, Any]]]:
     return out
 
 
+def kfold_summary(rows: list[dict[str, Any]], folds: int) -> dict[str, Any]:
+    """Shares within ±10 / ±20 % of every network's k-fold error, with intervals, the noise ceiling and by kind."""
+    errors = np.array([r["kfold_error"] for r in rows])
+    repeat = np.array([r["repeatability"] for r in rows])
+    kinds: dict[str, list[float]] = {}
+    for r in rows:
+        kind = "convnet-odd" if r["network"].startswith("convnet-odd") else r["kind"]
+        kinds.setdefault(kind, []).append(abs(r["kfold_error"]))
+    return {
+        "folds": folds,
+        "networks": len(rows),
+        **{f"within_{pct}pct": share_within(errors, pct / 100) for pct in (10, 20)},
+        **{f"noise_ceiling_{pct}pct": noise_ceiling(repeat, pct / 100) for pct in (10, 20)},
+        "median_abs_error": float(np.median(np.abs(errors))),
+        "max_abs_error": float(np.max(np.abs(errors))),
+        "by_kind": {
+            k: {
+                "networks": len(e),
+                "within_10pct": float(np.mean(np.array(e) <= 0.1)),
+                "within_20pct": float(np.mean(np.array(e) <= 0.2)),
+                "median_abs_error": float(np.median(e)),
+            }
+            for k, e in sorted(kinds.items())
+        },
+    }
+
+
 def wilson_interval(hits: int, n: int, z: float = 1.96) -> tuple[float, float]:
     """95 % Wilson score interval of a share `hits / n`: sound at small n and at shares near 0 or 1."""
     share = hits / n
@@ -92,29 +123,138 @@ def noise_ceiling(repeatability: np.ndarray, bound: float) -> float:
     return float(np.mean(repeatability <= bound))
 
 
-def validate(workdir: Path, rounds: int = 4, with_fomm: bool = True) -> dict[str, Any]:
+WORST = 10  # held-out networks whose per-node errors the report attributes
+FOLDS = 5
+ODD_SEEDS = range(200, 250)  # conv nets with odd channel counts, in the k-fold set only
+PRUNE_RATIOS = (0.3, 0.5)
+
+
+def attribution(path: Path, block: int, kernel_model: kernels.KernelModel, coef: dict[str, float]) -> list[dict]:
+    """Predicted against onnxruntime-profiled ms per node kind (class, or op type for memory-bound nodes) of
+    one network: which kernels a network's error comes from. Profiled node times (each node's fastest of
+    the profiled runs) add up to a little more than the timed latency; the kinds' shares are what matter."""
+    specific = frozenset(calibrate.HOST_OP_SPECIFIC)
+    costs = executed.analyse(path, block, kernel_model=kernel_model)
+    (result,) = host.measure([path], threads=1, warmup=3, runs=5, top=1_000_000, priority="realtime")
+    measured = {op["node"]: op["min_ms"] for op in result["ops"]}
+    kinds: dict[str, dict[str, Any]] = {}
+    for c in costs:
+        kind = kinds.setdefault(
+            c.op_type if c.op_class == "memory" else c.op_class, {"nodes": 0, "predicted_ms": 0.0, "measured_ms": 0.0}
+        )
+        kind["nodes"] += 1
+        kind["predicted_ms"] += float(calibrate.price([c.features(specific)], coef)[0])
+        kind["measured_ms"] += measured.get(c.name, 0.0)
+    rows = [{"kind": k, **v} for k, v in kinds.items() if v["predicted_ms"] or v["measured_ms"]]
+    return sorted(rows, key=lambda r: -abs(r["predicted_ms"] - r["measured_ms"]))
+
+
+def fomm_pruned_nets(workdir: Path) -> list[tuple[str, Path, dict[str, Any]]]:
+    """Every part of the 64x64 and 256x256 mobile students pruned by 30 % and 50 % of each prunable layer's
+    channels, rounded to 1 (the channel counts pruning leaves, mostly off onnxruntime's blocks)."""
+    from compress.export import export_onnx
+    from compress.families.registry import get_family
+    from compress.prune import prune_model
+
+    family = get_family("fomm")
+    out = []
+    for preset in ("mobile-64", "mobile-256"):
+        for ratio in PRUNE_RATIOS:
+            paths = {}
+            for name in ("kp_detector", "generator.per_call", "generator.per_frame"):
+                paths[name] = workdir / f"fomm-student-{preset}-pruned{ratio:g}-{name}.onnx"
+            if not all(p.exists() for p in paths.values()):
+                model = family.build_student(family.resolve_config(preset, "student")).eval()
+                pruned = prune_model(family, model, {p.name: ratio for p in family.prunables(model)}, round_to=1)
+                for part in family.parts(pruned.eval()):
+                    export_onnx(part, paths[part.name])
+            out += [
+                (f"fomm student-{preset}-pruned{ratio:g} {name}", path, {"kind": "fomm-pruned"})
+                for name, path in paths.items()
+            ]
+    return out
+
+
+def kernel_priced_totals(costs: list, model: kernels.KernelModel) -> dict[str, float]:
+    """A network's cost features with its convs priced by `model`."""
+    priced = [c for c in costs if c.kernel is not None]
+    for c, ms in zip(priced, model.predict([c.kernel for c in priced]) if priced else []):
+        c.kernel_ms = float(ms)
+    return costmodel.totals(costs, frozenset(calibrate.HOST_OP_SPECIFIC))
+
+
+def kfold(
+    names: list[str],
+    costs: list[list],
+    measured: list[float],
+    memory: dict[str, float],
+    kernel_table: dict[kernels.Config, kernels.Measured],
+    configs: list[set[kernels.Config]],
+    folds: int,
+) -> list[dict[str, Any]]:
+    """Each network predicted by a profile fitted without its fold (deterministic folds): the per-kernel
+    model without any kernel only the fold's networks have, the network terms on the other folds."""
+    order = list(range(len(names)))
+    random.Random(0).shuffle(order)
+    out: list[dict[str, Any]] = [{} for _ in names]
+    for f in range(folds):
+        test = order[f::folds]
+        train = sorted(set(order) - set(test))
+        train_configs = set().union(*(configs[i] for i in train))
+        test_only = set().union(*(configs[i] for i in test)) - train_configs
+        model = kernels.KernelModel([row for config, row in kernel_table.items() if config not in test_only])
+        feats = {i: kernel_priced_totals(costs[i], model) for i in order}
+        fitted = calibrate.fit(
+            [feats[i] for i in train], [measured[i] for i in train], calibrate.HOST_CONV_COLUMNS, fixed=memory
+        )
+        for i in test:
+            predicted = float(calibrate.price([feats[i]], fitted.coefficients)[0])
+            out[i] = {"fold": f, "predicted_ms": predicted, "error": predicted / measured[i] - 1}
+            out[i]["model"] = (model, fitted.coefficients)
+    return out
+
+
+def validate(workdir: Path, rounds: int = 4, with_fomm: bool = True, folds: int = FOLDS) -> dict[str, Any]:
     start = time.perf_counter()
     micro = calibrate.memory_microbenchmarks(workdir)
     calib = calibrate.convnet_set(calibrate.HOST_CALIBRATION_SEEDS, workdir)
     held = (
         calibrate.convnet_set(HELD_OUT_SEEDS, workdir) + zoo_nets(workdir) + (fomm_nets(workdir) if with_fomm else [])
     )
-    nets = calib + held
+    extra = calibrate.convnet_set(ODD_SEEDS, workdir, odd=True) + (fomm_pruned_nets(workdir) if with_fomm else [])
+    nets = calib + held + (extra if folds else [])
     exported_s = time.perf_counter() - start
+    block = machine.channel_block(machine.this_host().flags)
+    sample = calibrate.sample_kernels(workdir, block, rounds, [p for _, p, _ in calib])
+    kernel_rows = sample.rows
+    kernel_errors = kernels.cross_validated_errors(kernel_rows)
     paths = [p for _, p in micro] + [p for _, p, _ in nets]
     times = calibrate.host_latencies(paths, threads=1, rounds=rounds)
     measured_all, repeat_all = times.fastest, times.fastest_repeat
-    feats_all = calibrate.host_features(paths, machine.channel_block(machine.this_host().flags))
-    m, n = len(micro), len(calib)
+    kernel_model = kernels.KernelModel(kernel_rows)
+    costs_all = [executed.analyse(p, block) for p in paths]
+    feats_all = [kernel_priced_totals(c, kernel_model) for c in costs_all]
+    m, n, n_split = len(micro), len(calib), len(calib) + len(held)
     feats, measured, repeat = feats_all[m:], measured_all[m:], repeat_all[m:]
-    result = calibrate.fit_host(feats_all[:m], measured_all[:m], feats[:n], measured[:n])
+    result = calibrate.fit_host(
+        feats_all[:m], measured_all[:m], feats[:n], measured[:n], reorder_rate=sample.reorder_rate()
+    )
     predicted = calibrate.price(feats, result.coefficients)
     micro_pred = calibrate.price(feats_all[:m], result.coefficients)
     micro_err = micro_pred / np.array(measured_all[:m]) - 1
+    cross = []
+    if folds:
+        configs = [set(kernels.network_configs(onnx.load(str(p)))) for _, p, _ in nets]
+        kernel_table = dict(sample.measured)
+        missing = sorted(set().union(*configs) - set(kernel_table), key=lambda c: c.name)
+        kernel_table.update(calibrate.measure_kernels(missing, workdir, block, rounds).measured)
+        conv_terms = {k for group in calibrate.HOST_CONV_COLUMNS for k in group}
+        memory = {k: v for k, v in result.coefficients.items() if k not in conv_terms}
+        cross = kfold([name for name, _, _ in nets], costs_all[m:], measured, memory, kernel_table, configs, folds)
     rows = [
         {
             "network": name,
-            "set": "calibration" if i < n else "held-out",
+            "set": "calibration" if i < n else ("held-out" if i < n_split else "k-fold only"),
             "kind": info.get("kind", "convnet"),
             "spec": info,
             "measured_ms": measured[i],
@@ -123,10 +263,23 @@ def validate(workdir: Path, rounds: int = 4, with_fomm: bool = True) -> dict[str
             "repeatability": repeat[i],
             "median_ms": times.median[m + i],
             "median_repeatability": times.median_repeat[m + i],
+            **({"kfold_predicted_ms": cross[i]["predicted_ms"], "kfold_error": cross[i]["error"]} if cross else {}),
         }
         for i, (name, _, info) in enumerate(nets)
     ]
+
     errors = np.array([r["error"] for r in rows if r["set"] == "held-out"])
+    held = [(r, path) for r, (_, path, _) in zip(rows, nets) if r["set"] == "held-out"]
+    worst = sorted(held, key=lambda item: -abs(item[0]["error"]))[:WORST]
+    for row, path in worst:
+        row["attribution"] = attribution(path, block, kernel_model, result.coefficients)
+    kfold_report = None
+    if cross:
+        by_error = sorted(range(len(nets)), key=lambda i: -abs(cross[i]["error"]))[:WORST]
+        for i in by_error:
+            model, coef = cross[i]["model"]
+            rows[i]["kfold_attribution"] = attribution(nets[i][1], block, model, coef)
+        kfold_report = kfold_summary(rows, folds)
     held_repeat = np.array([r["repeatability"] for r in rows if r["set"] == "held-out"])
     within = {pct: share_within(errors, pct / 100) for pct in (10, 20)}
     return {
@@ -134,7 +287,13 @@ def validate(workdir: Path, rounds: int = 4, with_fomm: bool = True) -> dict[str
         "method": f"1 thread, runner thread CPU time, fastest of {rounds} rounds x 20 runs, "
         "real-time priority where allowed",
         "rounds": rounds,
-        "channel_block": machine.channel_block(machine.this_host().flags),
+        "channel_block": block,
+        "kernels": {
+            "measured": len(kernel_rows),
+            "by_class": {c: sum(r.kernel.op_class == c for r in kernel_rows) for c in kernels.CONV_CLASSES},
+            "cross_validated_within_10pct": float(np.mean(np.abs(kernel_errors) <= 0.10)),
+            "cross_validated_median_abs_error": float(np.median(np.abs(kernel_errors))),
+        },
         "coefficients": result.coefficients,
         "calibration": {
             "networks": n,
@@ -153,6 +312,7 @@ def validate(workdir: Path, rounds: int = 4, with_fomm: bool = True) -> dict[str
             "median_abs_error": float(np.median(np.abs(errors))),
             "max_abs_error": float(np.max(np.abs(errors))),
         },
+        "kfold": kfold_report,
         "repeatability_median": float(np.median(repeat)),
         "median_estimator_repeatability_median": float(np.median(times.median_repeat[m:])),
         "wall_s": round(time.perf_counter() - start, 1),
@@ -192,7 +352,17 @@ def summary_line(report: dict[str, Any]) -> str:
         f"calibration: {report['calibration']['networks']} networks, "
         f"rms {report['calibration']['rms_relative_error'] * 100:.1f}%; "
         f"measurement repeatability (median |first half / second half of the rounds - 1|) "
-        f"{report['repeatability_median'] * 100:.1f}%"
+        f"{report['repeatability_median'] * 100:.1f}%" + _kfold_summary(report)
+    )
+
+
+def _kfold_summary(report: dict[str, Any]) -> str:
+    k = report.get("kfold")
+    if not k:
+        return ""
+    return (
+        f"; {k['folds']}-fold over {k['networks']} networks: {k['within_10pct']['share'] * 100:.0f}% within +-10%, "
+        f"{k['within_20pct']['share'] * 100:.0f}% within +-20%"
     )
 
 
@@ -242,9 +412,94 @@ def docs_section(report: dict[str, Any], json_path: Path) -> str:
         f"|estimate from the first half of the rounds / "
         f"from the second half - 1|: {report['repeatability_median'] * 100:.1f} % for the fastest run (used above), "
         f"{report['median_estimator_repeatability_median'] * 100:.1f} % for the median of per-round p50s.",
+        *kernel_lines(report),
+        *kfold_lines(report),
         DOC_END,
     ]
     return "\n".join(lines)
+
+
+def kfold_lines(report: dict[str, Any]) -> list[str]:
+    """The k-fold validation over every network, by kind, and the attribution of its worst ten."""
+    k = report.get("kfold")
+    if not k:
+        return []
+    w10, w20 = k["within_10pct"], k["within_20pct"]
+    lines = [
+        "",
+        f"**{k['folds']}-fold validation over all {k['networks']} networks** (the split's 95, 50 more conv nets "
+        "with odd channel counts and HardSwish half the time, and every part of the 64x64 and 256x256 students "
+        "pruned by 30 % and 50 % with channels rounded to 1): each network predicted by a profile fitted "
+        "without its fold, the per-kernel model included (a kernel only the fold's networks have is left out "
+        "of its data). Within ±10 %: "
+        f"{w10['share'] * 100:.0f} % (95 % CI {w10['interval_95'][0] * 100:.0f}-{w10['interval_95'][1] * 100:.0f} %, "
+        f"noise ceiling {k['noise_ceiling_10pct'] * 100:.0f} %); within ±20 %: {w20['share'] * 100:.0f} % "
+        f"(95 % CI {w20['interval_95'][0] * 100:.0f}-{w20['interval_95'][1] * 100:.0f} %, noise ceiling "
+        f"{k['noise_ceiling_20pct'] * 100:.0f} %); median abs error {k['median_abs_error'] * 100:.1f} %, "
+        f"max {k['max_abs_error'] * 100:.0f} %.",
+        "",
+        "| networks (k-fold) | n | within ±10 % | within ±20 % | median abs error |",
+        "| --- | ---: | ---: | ---: | ---: |",
+        *(
+            f"| {kind} | {v['networks']} | {v['within_10pct'] * 100:.0f} % | {v['within_20pct'] * 100:.0f} % "
+            f"| {v['median_abs_error'] * 100:.1f} % |"
+            for kind, v in k["by_kind"].items()
+        ),
+    ]
+    worst = sorted([r for r in report["rows"] if r.get("kfold_attribution")], key=lambda r: -abs(r["kfold_error"]))
+    if worst:
+        lines += [
+            "",
+            "Worst ten in the k-fold validation, per node kind: predicted / onnxruntime-profiled ms, the two kinds "
+            "with the largest difference.",
+            "",
+            "| network | error | largest differences |",
+            "| --- | ---: | --- |",
+            *(
+                f"| {r['network']} | {r['kfold_error'] * 100:+.1f} % | "
+                + "; ".join(
+                    f"{a['kind']} ({a['nodes']}): {a['predicted_ms']:.3f} / {a['measured_ms']:.3f}"
+                    for a in r["kfold_attribution"][:2]
+                )
+                + " |"
+                for r in worst
+            ),
+        ]
+    return lines
+
+
+def kernel_lines(report: dict[str, Any]) -> list[str]:
+    """The per-kernel model's data and error, and the attribution of the worst networks' errors."""
+    k = report.get("kernels")
+    if not k:
+        return []
+    classes = ", ".join(f"{n} {c}" for c, n in k["by_class"].items())
+    lines = [
+        "",
+        f"Per-kernel model: {k['measured']} single-conv graphs measured ({classes}); predicted by a model fitted "
+        f"without them (5-fold cross-validation), {k['cross_validated_within_10pct'] * 100:.0f} % of the kernels "
+        f"are within ±10 %, median abs error {k['cross_validated_median_abs_error'] * 100:.1f} %.",
+    ]
+    worst = [r for r in report["rows"] if r.get("attribution")]
+    if worst:
+        lines += [
+            "",
+            f"Where the {len(worst)} worst-predicted held-out networks' errors come from: per node kind, "
+            "predicted / onnxruntime-profiled ms, the two kinds with the largest difference.",
+            "",
+            "| network | error | largest differences |",
+            "| --- | ---: | --- |",
+            *(
+                f"| {r['network']} | {r['error'] * 100:+.1f} % | "
+                + "; ".join(
+                    f"{a['kind']} ({a['nodes']}): {a['predicted_ms']:.3f} / {a['measured_ms']:.3f}"
+                    for a in r["attribution"][:2]
+                )
+                + " |"
+                for r in worst
+            ),
+        ]
+    return lines
 
 
 def update_docs(doc: Path, section: str, markers: tuple[str, str] = (DOC_BEGIN, DOC_END)) -> None:
@@ -264,10 +519,13 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--out", type=Path, default=Path("exported/bench/latency-validate.json"))
     parser.add_argument("--no-fomm", action="store_true", help="leave out the FOMM parts")
+    parser.add_argument(
+        "--folds", type=int, default=FOLDS, help="k of the k-fold validation over every network (0: the split only)"
+    )
     parser.add_argument("--update-docs", type=Path, help="rewrite the generated section of this markdown file")
     args = parser.parse_args(argv)
     args.workdir.mkdir(parents=True, exist_ok=True)
-    report = validate(args.workdir, args.rounds, not args.no_fomm)
+    report = validate(args.workdir, args.rounds, not args.no_fomm, args.folds)
     with atomic_path(args.out) as tmp:
         tmp.write_text(json.dumps(report, indent=2))
     print_report(report, Console())

@@ -546,30 +546,31 @@ def convnet_macs(spec: ConvNetSpec) -> int:
     return total + c * 100
 
 
-def random_convnet_spec(seed: int, mmacs: tuple[float, float] = (20.0, 400.0)) -> ConvNetSpec:
+def random_convnet_spec(seed: int, mmacs: tuple[float, float] = (20.0, 400.0), odd: bool = False) -> ConvNetSpec:
     """A random but plausible conv net, redrawn until its MACs fall in `mmacs` (millions).
 
     The bounds keep validation fast and keep latencies above ~1 ms, where a shared machine's
-    timer and scheduling noise stay small against the figure measured.
+    timer and scheduling noise stay small against the figure measured. `odd` draws channel counts
+    anywhere (as pruning leaves them, mostly off onnxruntime's channel blocks) and HardSwish half
+    the time; its nets are named convnet-odd-SEED.
     """
     rng = random.Random(seed)
     while True:
         depthwise = rng.random() < 0.5
-        width = rng.choice([8, 16, 24, 32, 48, 64])
+        width = rng.randint(5, 64) if odd else rng.choice([8, 16, 24, 32, 48, 64])
         stages = []
         for i in range(rng.randint(2, 4)):
-            stages.append(
-                (int(width * 2**i * rng.choice([1.0, 1.5])), rng.randint(1, 3), 2 if i else rng.choice([1, 2]))
-            )
+            scale = rng.uniform(0.8, 1.6) if odd else rng.choice([1.0, 1.5])
+            stages.append((max(3, int(width * 2**i * scale)), rng.randint(1, 3), 2 if i else rng.choice([1, 2])))
         spec = ConvNetSpec(
-            name=f"convnet-{seed:03d}",
+            name=f"convnet-odd-{seed:03d}" if odd else f"convnet-{seed:03d}",
             resolution=rng.choice([64, 96, 128, 160, 192, 224, 256]),
-            stem=rng.choice([8, 16, 24, 32]),
+            stem=rng.randint(5, 32) if odd else rng.choice([8, 16, 24, 32]),
             stages=tuple(stages),
             kernel=rng.choice([3, 3, 5, 7]) if depthwise else rng.choice([1, 3, 3, 5]),
             depthwise=depthwise,
             residual=rng.random() < 0.5,
-            act=rng.choice(list(ACTS)),
+            act="hardswish" if odd and rng.random() < 0.5 else rng.choice(list(ACTS)),
             warp=rng.random() < 0.25,
             decoder=rng.random() < 0.3,
         )

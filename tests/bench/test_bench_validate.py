@@ -42,3 +42,24 @@ def test_the_summary_prints_the_interval_and_the_ceiling_next_to_the_score():
         {"held_out": held_out, "calibration": {"networks": 3, "rms_relative_error": 0.05}, "repeatability_median": 0.01}
     )
     assert "50% within +-10% (95 % CI 15-85 %, noise ceiling 100 %)" in line
+
+
+def test_k_fold_predicts_every_network_without_the_kernels_only_its_fold_has():
+    from compress.bench import costmodel, kernels
+    from compress.bench.validate import kfold
+
+    def kernel_of(config: kernels.Config) -> kernels.Kernel:
+        return kernels.Kernel("conv", config.cin, config.cout, 1, config.k, config.stride, config.size, config.size)
+
+    shared = kernels.initial_sample(30, seed=5)
+    shared = [c for c in shared if not c.depthwise][:12]
+    own = [kernels.Config(20 + i, 30, 3, 1, 16, False) for i in range(6)]  # one kernel per network
+    table = {c: kernels.Measured(kernel_of(c), kernel_of(c).macs / 1e8 + 0.01) for c in shared + own}
+    costs = [[costmodel.NodeCost(f"n{i}", "Conv", "conv", kernel=kernel_of(c))] for i, c in enumerate(own)]
+    measured = [table[c].ms for c in own]
+    out = kfold([f"net{i}" for i in range(6)], costs, measured, {"run": 0.0}, table, [{c} for c in own], folds=3)
+    assert sorted(r["fold"] for r in out) == [0, 0, 1, 1, 2, 2]
+    for config, result in zip(own, out):
+        model, coefficients = result["model"]
+        assert table[config] not in model.rows
+        assert result["predicted_ms"] > 0 and "conv.kms" in coefficients
