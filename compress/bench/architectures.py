@@ -276,9 +276,10 @@ def pareto_png(res: dict[str, Any], path: Path) -> None:
             ms = [c["iphone8"][part]["predicted_ms"] if key == "iphone8" else host[label] for c in runs]
             psnr = [c["quality"]["psnr"] for c in runs]
             ax.plot(ms, psnr, "o", color=f"C{i}", markersize=8, label=f"{label} ({len(runs)} seeds)")
-        for j, c in enumerate(floors):
+        for c in floors:  # in its design's colour: the baseline's points come first
             x = c["iphone8"][part]["predicted_ms"] if key == "iphone8" else host[c["label"]]
-            ax.axvline(x, color=f"C{j + 2}", linestyle="--", linewidth=1, label=c["label"])
+            colour = "C0" if c["label"].split(" ")[0] == BASELINE else "C1"
+            ax.axvline(x, color=colour, linestyle="--", linewidth=1, label=c["label"])
         ax.set_xlabel(f"{part}: {xlabel}")
         ax.set_ylabel("PSNR dB vs ground truth")
         ax.grid(alpha=0.3)
