@@ -252,11 +252,16 @@ def read_model_meta(path: str | Path) -> dict[str, Any] | None:
 
 
 def portable(path: Path) -> str:
-    """`path` relative to the working directory when under it (a repository path), else its file name."""
-    try:
-        return Path(path).resolve().relative_to(Path.cwd().resolve()).as_posix()
-    except ValueError:
-        return Path(path).name
+    """`path` relative to the working directory when under it (a repository path), else its file name.
+    A path through a symbolic link keeps the link's name (`recipes/...`, not `compress/recipes/...`):
+    it is the command as typed that must rerun."""
+    typed, cwd = Path(os.path.abspath(path)), Path(os.getcwd())
+    for candidate, base in ((typed, cwd), (typed.resolve(), cwd.resolve())):
+        try:
+            return candidate.relative_to(base).as_posix()
+        except ValueError:
+            continue
+    return Path(path).name
 
 
 class atomic_path:

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from compress.checkpoints import atomic_path, load_raw, load_state_dict_checked, save_model
+from compress.checkpoints import atomic_path, load_raw, load_state_dict_checked, portable, save_model
 from compress.errors import CompressError
 from compress.families.base import Family
 from compress.families.loading import load_model
@@ -211,3 +211,11 @@ def test_torch_checkpoint_named_pkl_is_read_by_torch(tmp_path, zip_format):
     path = tmp_path / "torch.pkl"
     torch.save({"w": torch.ones(2)}, path, _use_new_zipfile_serialization=zip_format)
     assert torch.equal(load_raw(path)["w"], torch.ones(2))
+
+
+def test_a_recorded_path_keeps_the_name_it_was_typed_with_through_a_symlink(tmp_path, monkeypatch):
+    (tmp_path / "package" / "recipes").mkdir(parents=True)
+    (tmp_path / "recipes").symlink_to(tmp_path / "package" / "recipes")
+    monkeypatch.chdir(tmp_path)
+    assert portable(tmp_path / "recipes" / "teacher.yaml") == "recipes/teacher.yaml"
+    assert portable(tmp_path.parent / "elsewhere.yaml") == "elsewhere.yaml"

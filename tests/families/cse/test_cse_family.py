@@ -12,6 +12,8 @@ import torch
 import compress
 from compress.batches import collate
 from compress.errors import CompressError
+from compress.families.cse import objectives
+from compress.families.cse.mesh import template_mesh
 from compress.families.cse.student import VertexLookup
 from compress.families.registry import get_family
 from compress.inspect import inspect_model
@@ -106,6 +108,23 @@ def test_the_teacher_objective_trains_the_embedder_against_ground_truth(demo: di
     loss.backward()
     embedder = teacher.roi_heads.embedder.embedder_synthetic_2624
     assert set(terms) == {"embedding", "segmentation"} and embedder.embeddings.grad.abs().sum() > 0
+
+
+def test_the_teacher_objective_can_hold_each_pixel_at_its_vertex_row(demo: dict) -> None:
+    teacher, batch = demo["teacher"], demo["batch"]
+    with torch.no_grad():
+        out, vertices = teacher(batch["image"]), teacher.vertex_embeddings(0)
+    truth = objectives.at_grid(batch["vertex_ids"], out["embedding"].shape[-2:])
+    at_rows = {**out, "embedding": 3 * vertices[truth.clamp_min(0)].permute(0, 3, 1, 2)}  # any length
+    weights = FAMILY.loss_weights({"vertex_cosine": 1.0}, FAMILY.task.teacher_loss)
+    mesh = template_mesh()
+    geodesics = mesh.geodesics / mesh.diameter
+
+    def term(outputs: dict) -> float:
+        _, terms = objectives.teacher_loss(outputs, vertices, batch, geodesics, weights, torch.Generator())
+        return terms["vertex_cosine"]
+
+    assert term(at_rows) == pytest.approx(0.0, abs=1e-5) and term(out) > 0.1
 
 
 def test_the_ground_truth_scores_perfectly_and_the_baseline_does_not(demo: dict) -> None:
