@@ -453,19 +453,26 @@ def kfold_lines(report: dict[str, Any]) -> list[str]:
             "Worst ten in the k-fold validation, per node kind: predicted / onnxruntime-profiled ms, the two kinds "
             "with the largest difference.",
             "",
-            "| network | error | largest differences |",
-            "| --- | ---: | --- |",
-            *(
-                f"| {r['network']} | {r['kfold_error'] * 100:+.1f} % | "
-                + "; ".join(
-                    f"{a['kind']} ({a['nodes']}): {a['predicted_ms']:.3f} / {a['measured_ms']:.3f}"
-                    for a in r["kfold_attribution"][:2]
-                )
-                + " |"
-                for r in worst
-            ),
+            *attribution_table(worst, "kfold_error", "kfold_attribution"),
         ]
     return lines
+
+
+def attribution_table(rows: list[dict[str, Any]], error: str, attribution: str) -> list[str]:
+    """A table of networks: their `error` and the two node kinds of `attribution` that differ most."""
+    return [
+        "| network | error | largest differences |",
+        "| --- | ---: | --- |",
+        *(
+            f"| {r['network']} | {r[error] * 100:+.1f} % | "
+            + "; ".join(
+                f"{a['kind']} ({a['nodes']}): {a['predicted_ms']:.3f} / {a['measured_ms']:.3f}"
+                for a in r[attribution][:2]
+            )
+            + " |"
+            for r in rows
+        ),
+    ]
 
 
 def kernel_lines(report: dict[str, Any]) -> list[str]:
@@ -487,17 +494,7 @@ def kernel_lines(report: dict[str, Any]) -> list[str]:
             f"Where the {len(worst)} worst-predicted held-out networks' errors come from: per node kind, "
             "predicted / onnxruntime-profiled ms, the two kinds with the largest difference.",
             "",
-            "| network | error | largest differences |",
-            "| --- | ---: | --- |",
-            *(
-                f"| {r['network']} | {r['error'] * 100:+.1f} % | "
-                + "; ".join(
-                    f"{a['kind']} ({a['nodes']}): {a['predicted_ms']:.3f} / {a['measured_ms']:.3f}"
-                    for a in r["attribution"][:2]
-                )
-                + " |"
-                for r in worst
-            ),
+            *attribution_table(worst, "error", "attribution"),
         ]
     return lines
 
