@@ -267,7 +267,7 @@ def _attr(n: onnx.NodeProto, key: str, default: Any) -> Any:
     return default
 
 
-def _round_up(c: int, block: int) -> int:
+def round_up(c: int, block: int) -> int:
     return -(-c // block) * block
 
 
@@ -281,9 +281,9 @@ def _dense_macs(n: onnx.NodeProto, shapes: Shapes, out: list[int], block: int) -
     if op in {"Conv", "QLinearConv", "ConvInteger"}:
         group = _attr(n, "group", 1)
         if group > 1 and w[1] == 1:
-            return _round_up(out[1], block) * prod(out[2:]) * prod(w[2:]), True
-        cin = w[1] if w[1] * group < block else _round_up(w[1], block)  # a 3-channel image input is not padded
-        return out[0] * _round_up(out[1], block) * prod(out[2:]) * cin * prod(w[2:]), False
+            return round_up(out[1], block) * prod(out[2:]) * prod(w[2:]), True
+        cin = w[1] if w[1] * group < block else round_up(w[1], block)  # a 3-channel image input is not padded
+        return out[0] * round_up(out[1], block) * prod(out[2:]) * cin * prod(w[2:]), False
     if op == "ConvTranspose":
         x = shapes.shape(n.input[0]) or out
         return prod(x) * prod(w[1:]), False
@@ -358,7 +358,7 @@ class DeviceProfile:
             return None
         from compress.bench import kernels
 
-        return kernels.KernelModel(kernels.read_csv(self.path.parent / self.meta["kernels"]))
+        return kernels.fitted(self.path.parent / self.meta["kernels"])
 
     def interval_model(self, threads: int) -> IntervalModel | None:
         """The interval data calibrated with this thread count's coefficients (None in a profile without it)."""

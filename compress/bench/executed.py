@@ -62,10 +62,6 @@ def optimized_graph(model: str | Path | onnx.ModelProto) -> onnx.ModelProto:
         return onnx.load(str(out))
 
 
-def _round_up(c: int, block: int) -> int:
-    return -(-c // block) * block
-
-
 def _window(size: int, k: int, stride: int, dilation: int, pads: int, ceil_mode: int = 0) -> int:
     span = size + pads - dilation * (k - 1) - 1
     return (-(-span // stride) if ceil_mode else span // stride) + 1
@@ -96,7 +92,7 @@ def _nchwc_shape(n: onnx.NodeProto, x: list[int], weight: list[int] | None, bloc
     a, op = _attrs(n), n.op_type
     if op == "ReorderInput":
         c, hw = (x[3], x[1:3]) if a.get("channels_last") else (x[1], x[2:])
-        return [x[0], _round_up(c, block), *hw]
+        return [x[0], costmodel.round_up(c, block), *hw]
     if op == "ReorderOutput":
         c = a["channels"]
         return [x[0], *x[2:], c] if a.get("channels_last") else [x[0], c, *x[2:]]
@@ -210,9 +206,14 @@ def _kernel(n: onnx.NodeProto, op_class: str, w: list[int], out: list[int]) -> k
         group = _attrs(n).get("group", 1)
         stride = (_attrs(n).get("strides") or [1])[0]
         return kernels.Kernel(op_class, w[1] * group, w[0], group, w[2], stride, out[2], out[3])
-    transposed = n.op_type == "Gemm" and _attrs(n).get("transB", 0)
-    k, cols = (w[-1], w[-2]) if transposed else (w[-2], w[-1])
+    k, cols = _matmul_dims(n, w)
     return kernels.Kernel(op_class, k, cols, 1, 1, 1, max(1, costmodel.prod(out) // cols), 1)
+
+
+def _matmul_dims(n: onnx.NodeProto, w: list[int]) -> tuple[int, int]:
+    """(shared dimension, output columns) of a matrix product from its weight's shape."""
+    transposed = n.op_type == "Gemm" and _attrs(n).get("transB", 0)
+    return (w[-1], w[-2]) if transposed else (w[-2], w[-1])
 
 
 def _node_cost(n: onnx.NodeProto, op_class: str, shapes: costmodel.Shapes) -> costmodel.NodeCost:
@@ -228,8 +229,7 @@ def _node_cost(n: onnx.NodeProto, op_class: str, shapes: costmodel.Shapes) -> co
                 macs = costmodel.prod(out) * costmodel.prod(w[1:])
                 taps = costmodel.prod(out[2:]) * costmodel.prod(w[2:])
             else:  # a matrix product: every output element sums over the shared dimension
-                k = w[-2] if n.op_type != "Gemm" or not _attrs(n).get("transB", 0) else w[-1]
-                macs = costmodel.prod(out) * k
+                macs = costmodel.prod(out) * _matmul_dims(n, w)[0]
         activation = _attrs(n).get("activation")
         heavy = shapes.nbytes(n.output[0]) if activation in HEAVY_ACTIVATIONS else 0
         kernel = _kernel(n, op_class, w, out) if op_class in kernels.CONV_CLASSES and w and out else None

@@ -20,6 +20,7 @@ bad configuration, the rest fixed).
 from __future__ import annotations
 
 import csv
+import functools
 import math
 import random
 from collections.abc import Sequence
@@ -122,9 +123,10 @@ def read_csv(path: Path) -> list[Measured]:
                 op_class, *ints, ms = values
                 if op_class not in CONV_CLASSES:
                     raise ValueError(f"unknown class {op_class!r} (known: {', '.join(CONV_CLASSES)})")
-                kernel = Kernel(op_class, *(int(v) for v in ints))
-                if min(ints_ := [int(v) for v in ints]) < 1 or kernel.cin % kernel.groups:
-                    raise ValueError(f"impossible shape {ints_}")
+                dims = [int(v) for v in ints]
+                kernel = Kernel(op_class, *dims)
+                if min(dims) < 1 or kernel.cin % kernel.groups:
+                    raise ValueError(f"impossible shape {dims}")
                 value = float(ms)
                 if not value > 0:
                     raise ValueError(f"time {ms!r} is not positive")
@@ -182,6 +184,17 @@ class KernelModel:
             idx = [i for i, k in enumerate(kernels) if k.op_class == c]
             out[idx] = self.classes[c].predict([kernels[i] for i in idx])
         return out
+
+
+def fitted(path: Path) -> KernelModel:
+    """The model of the measurements in `path`, fitted once per version of the file in a process: a
+    profile is loaded for every prediction, and the pruner predicts many times."""
+    return _fitted(str(path), path.stat().st_mtime_ns if path.is_file() else 0)
+
+
+@functools.lru_cache(maxsize=4)
+def _fitted(path: str, mtime_ns: int) -> KernelModel:
+    return KernelModel(read_csv(Path(path)))
 
 
 def dense_rate(rows: Sequence[Measured]) -> float:

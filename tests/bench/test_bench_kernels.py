@@ -134,3 +134,13 @@ def test_the_host_profile_gives_the_iphone8_calibration_a_dense_conv_rate_to_car
     own = {"conv.gmac": 2 * rates["conv.gmac"], "memory.mb": 0.1, "grid_sample.mb": 0.1}
     ranges = calibrate.rate_range(own, rates)
     assert ranges["grid_sample"][1] == pytest.approx(2 * rates["grid_sample.mb"], rel=1e-3)
+
+
+def test_a_measurements_file_is_fitted_once_per_version(tmp_path):
+    import os
+
+    path = kernels.write_csv(tmp_path / "k.csv", synthetic_rows())
+    first = kernels.fitted(path)
+    assert kernels.fitted(path) is first
+    os.utime(path, ns=(0, path.stat().st_mtime_ns + 1_000_000))  # rewritten: a new version
+    assert kernels.fitted(path) is not first
