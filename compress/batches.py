@@ -17,6 +17,22 @@ def collate(dataset: Dataset, indices: list[int]) -> dict[str, torch.Tensor]:
     return {k: torch.stack([torch.as_tensor(it[k]) for it in items]) for k in items[0]}
 
 
+class Memoized(Dataset):
+    """A dataset whose samples are computed once, on first access, and then kept."""
+
+    def __init__(self, dataset: Dataset):
+        self.dataset = dataset
+        self.samples: dict[int, Any] = {}
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, i: int) -> Any:
+        if i not in self.samples:
+            self.samples[i] = self.dataset[i]
+        return self.samples[i]
+
+
 def iterate_batches(dataset: Dataset, batch_size: int, count: int | None = None) -> Iterator[dict[str, torch.Tensor]]:
     """Consecutive batches in index order (deterministic), at most `count` of them."""
     n = len(dataset)  # type: ignore[arg-type]

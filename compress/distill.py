@@ -31,7 +31,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import Dataset
 
-from compress.batches import collate, iterate_batches, recipe_dataset
+from compress.batches import Memoized, collate, iterate_batches, recipe_dataset
 from compress.checkpoints import atomic_path, load_raw, save_model
 from compress.errors import CompressError
 from compress.families.base import Family
@@ -156,6 +156,7 @@ def distill(
     teacher = placed(teacher, device).eval()  # its outputs are computed under no_grad
     family.adopt_teacher(student, teacher)
     student.to(device).train()
+    train = Memoized(train) if cfg.cache_data else train
     try:
         return _train_loop(
             student, teacher, family, cfg, train, out_dir, state_path, tag, distributed, progress, rank, world, device

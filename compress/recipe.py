@@ -57,6 +57,11 @@ class DistillConfig(Strict):
     )
     feature_weight: float = Field(0.1, ge=0, description="weight of the feature-matching term (with feature_layers)")
     cache_teacher: bool = True
+    cache_data: bool = Field(
+        False,
+        description="keep each training sample in memory once drawn: synthetic data is otherwise rendered again "
+        "every epoch (about 100 KB a sample at 64x64)",
+    )
     checkpoint_every: int = Field(100, ge=1)
     eval_batches: int = Field(4, ge=1)
     device: Literal["cpu", "cuda", "mps"] = Field(

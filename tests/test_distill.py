@@ -45,6 +45,30 @@ class InterruptAfter(torch.utils.data.Dataset):
         return self.data[i]
 
 
+class CountReads(torch.utils.data.Dataset):
+    def __init__(self, data):
+        self.data, self.reads = data, 0
+
+    def __len__(self):
+        return len(self.data)
+
+    def __getitem__(self, i):
+        self.reads += 1
+        return self.data[i]
+
+
+def test_cached_data_is_read_once_per_sample_and_trains_alike(generic, tmp_path):
+    family, teacher, data = generic
+    cfg = DistillConfig(steps=8, batch_size=4)  # two epochs of the 16 samples
+    plain, cached = fresh_student(family), fresh_student(family)
+    distill(plain, teacher, family, cfg, data, tmp_path / "a", progress=False)
+    counted, cfg_cached = CountReads(data), cfg.model_copy(update={"cache_data": True})
+    distill(cached, teacher, family, cfg_cached, counted, tmp_path / "b", progress=False)
+    assert counted.reads == len(data)
+    for (name, a), b in zip(plain.state_dict().items(), cached.state_dict().values()):
+        assert torch.equal(a, b), name
+
+
 def test_global_batches_are_deterministic_and_cover_each_epoch():
     first = [global_batch_indices(s, 4, 16, seed=3) for s in range(4)]
     assert first == [global_batch_indices(s, 4, 16, seed=3) for s in range(4)]
