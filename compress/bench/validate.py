@@ -229,7 +229,7 @@ def validate(workdir: Path, rounds: int = 4, with_fomm: bool = True, folds: int 
     kernel_rows = sample.rows
     kernel_errors = kernels.cross_validated_errors(kernel_rows)
     paths = [p for _, p in micro] + [p for _, p, _ in nets]
-    times = calibrate.host_latencies(paths, threads=1, rounds=rounds)
+    times = calibrate.host_latencies(paths, threads=1, rounds=rounds, reference=calibrate.reference_network(workdir))
     measured_all, repeat_all = times.fastest, times.fastest_repeat
     kernel_model = kernels.KernelModel(kernel_rows)
     costs_all = [executed.analyse(p, block) for p in paths]
@@ -261,6 +261,7 @@ def validate(workdir: Path, rounds: int = 4, with_fomm: bool = True, folds: int 
             "predicted_ms": float(predicted[i]),
             "error": float(predicted[i] / measured[i] - 1),
             "repeatability": repeat[i],
+            "unreferenced_repeatability": times.unreferenced_repeat[m + i],
             "median_ms": times.median[m + i],
             "median_repeatability": times.median_repeat[m + i],
             **({"kfold_predicted_ms": cross[i]["predicted_ms"], "kfold_error": cross[i]["error"]} if cross else {}),
@@ -284,8 +285,8 @@ def validate(workdir: Path, rounds: int = 4, with_fomm: bool = True, folds: int 
     within = {pct: share_within(errors, pct / 100) for pct in (10, 20)}
     return {
         "machine": calibrate.machine_name(),
-        "method": f"1 thread, runner thread CPU time, fastest of {rounds} rounds x 20 runs, "
-        "real-time priority where allowed",
+        "method": f"1 thread, runner thread CPU time, fastest of {rounds} rounds x 20 runs normalised by a reference "
+        "network's, real-time priority where allowed",
         "rounds": rounds,
         "channel_block": block,
         "kernels": {
@@ -314,6 +315,11 @@ def validate(workdir: Path, rounds: int = 4, with_fomm: bool = True, folds: int 
         },
         "kfold": kfold_report,
         "repeatability_median": float(np.median(repeat)),
+        "reference": {
+            **times.reference.to_json(),
+            "unreferenced_repeatability_median": float(np.median(times.unreferenced_repeat[m:])),
+            "unreferenced_noise_ceiling_10pct": noise_ceiling(np.array(times.unreferenced_repeat[m:]), 0.10),
+        },
         "median_estimator_repeatability_median": float(np.median(times.median_repeat[m:])),
         "wall_s": round(time.perf_counter() - start, 1),
         "export_s": round(exported_s, 1),
@@ -352,7 +358,19 @@ def summary_line(report: dict[str, Any]) -> str:
         f"calibration: {report['calibration']['networks']} networks, "
         f"rms {report['calibration']['rms_relative_error'] * 100:.1f}%; "
         f"measurement repeatability (median |first half / second half of the rounds - 1|) "
-        f"{report['repeatability_median'] * 100:.1f}%" + _kfold_summary(report)
+        f"{report['repeatability_median'] * 100:.1f}%" + _reference_summary(report) + _kfold_summary(report)
+    )
+
+
+def _reference_summary(report: dict[str, Any]) -> str:
+    ref = report.get("reference")
+    if not ref:
+        return ""
+    return (
+        f" (normalised by the reference network {ref['network']}: "
+        f"{ref['unreferenced_repeatability_median'] * 100:.1f}% without; "
+        f"{ref['disturbed_share'] * 100:.0f}% of its timings disturbed by more than "
+        f"{ref['disturbed_threshold'] * 100:.0f}%)"
     )
 
 
@@ -412,11 +430,30 @@ def docs_section(report: dict[str, Any], json_path: Path) -> str:
         f"|estimate from the first half of the rounds / "
         f"from the second half - 1|: {report['repeatability_median'] * 100:.1f} % for the fastest run (used above), "
         f"{report['median_estimator_repeatability_median'] * 100:.1f} % for the median of per-round p50s.",
+        *reference_lines(report),
         *kernel_lines(report),
         *kfold_lines(report),
         DOC_END,
     ]
     return "\n".join(lines)
+
+
+def reference_lines(report: dict[str, Any]) -> list[str]:
+    """What the reference network timed in every round saw, and what normalising by it changed."""
+    ref = report.get("reference")
+    if not ref:
+        return []
+    return [
+        "",
+        f"Reference network: {ref['network']} ({ref['ms']:.2f} ms), timed {ref['timings_per_round']} times a round "
+        f"(before every {calibrate.REFERENCE_EVERY} networks and after the last). Against its fastest timing, its "
+        f"timings were slower by {ref['median_slowdown'] * 100:.1f} % (median) and at most "
+        f"{ref['max_slowdown'] * 100:.1f} %; {ref['disturbed_share'] * 100:.0f} % of them by more than "
+        f"{ref['disturbed_threshold'] * 100:.0f} % (disturbed stretches). Each network's runs in a stretch of a "
+        "round are divided by the reference's slowdown around them before the fastest is taken: repeatability "
+        f"{report['repeatability_median'] * 100:.1f} % with that, {ref['unreferenced_repeatability_median'] * 100:.1f} "
+        f"% without (noise ceiling at ±10 % without it: {ref['unreferenced_noise_ceiling_10pct'] * 100:.0f} %).",
+    ]
 
 
 def kfold_lines(report: dict[str, Any]) -> list[str]:
