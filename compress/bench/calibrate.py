@@ -92,8 +92,10 @@ HOST_MEMORY_COLUMNS: Columns = [
 # (kernels.py) of their class (NCHWc or plain path, dense or depthwise), scaled by one coefficient
 # fitted on whole networks (a kernel in a network runs with other data in the caches than alone; one
 # shared scale, as plain-path convs are too rare in the networks to fit their own), and
-# transcendental activations fused into convs by their own term.
-HOST_CONV_COLUMNS: Columns = [[f"{c}.kms" for c in kernels.CONV_CLASSES], ["activation.mb"]]
+# the activations fused into convs by their output bytes (costmodel.ACTIVATION_FEATURES; Relu is free).
+HOST_CONV_COLUMNS: Columns = [[f"{c}.kms" for c in kernels.CONV_CLASSES], ["activation.mb"]] + [
+    [feature] for feature in costmodel.ACTIVATION_FEATURES.values()
+]
 # int8 (QDQ) convs, fitted last on quantized copies of some calibration nets with every other
 # term fixed. The depthwise convs of those nets stay priced as fp32 depthwise: one int8 class.
 HOST_INT8_COLUMNS: Columns = [[f"conv_int8.{unit}"] for unit in ("gmac", "mtap", "mb")]

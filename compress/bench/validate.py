@@ -127,6 +127,10 @@ WORST = 10  # held-out networks whose per-node errors the report attributes
 FOLDS = 5
 ODD_SEEDS = range(200, 250)  # conv nets with odd channel counts, in the k-fold set only
 PRUNE_RATIOS = (0.3, 0.5)
+# The k-fold set's student presets: FOMM's (unpruned, they are in the held-out split) and face-vid2vid's (LivePortrait's
+# recipe distils the same mobile-256 student) and CSE's, the two smallest where the 224x224 one takes too long to time.
+FOMM_STUDENTS = {"fomm": ("mobile-64", "mobile-256")}
+OTHER_STUDENTS = {"facevid2vid": ("mobile-64", "mobile-256"), "cse": ("mobile-64", "mobile-128")}
 
 
 def attribution(path: Path, block: int, kernel_model: kernels.KernelModel, coef: dict[str, float]) -> list[dict]:
@@ -149,29 +153,34 @@ def attribution(path: Path, block: int, kernel_model: kernels.KernelModel, coef:
     return sorted(rows, key=lambda r: -abs(r["predicted_ms"] - r["measured_ms"]))
 
 
-def fomm_pruned_nets(workdir: Path) -> list[tuple[str, Path, dict[str, Any]]]:
-    """Every part of the 64x64 and 256x256 mobile students pruned by 30 % and 50 % of each prunable layer's
-    channels, rounded to 1 (the channel counts pruning leaves, mostly off onnxruntime's blocks)."""
+def student_nets(
+    workdir: Path, presets: dict[str, tuple[str, ...]], ratios: tuple[float, ...]
+) -> list[tuple[str, Path, dict[str, Any]]]:
+    """Every part of each family's student presets (`presets`: family -> preset names), pruned by each of
+    `ratios` of every prunable layer's channels (0: unpruned), channels rounded to 1: the channel counts
+    pruning leaves, mostly off onnxruntime's blocks. Kind: the family, `<family>-pruned` when pruned."""
     from compress.export import export_onnx
     from compress.families.registry import get_family
     from compress.prune import prune_model
 
-    family = get_family("fomm")
     out = []
-    for preset in ("mobile-64", "mobile-256"):
-        for ratio in PRUNE_RATIOS:
-            paths = {}
-            for name in ("kp_detector", "generator.per_call", "generator.per_frame"):
-                paths[name] = workdir / f"fomm-student-{preset}-pruned{ratio:g}-{name}.onnx"
-            if not all(p.exists() for p in paths.values()):
-                model = family.build_student(family.resolve_config(preset, "student")).eval()
-                pruned = prune_model(family, model, {p.name: ratio for p in family.prunables(model)}, round_to=1)
-                for part in family.parts(pruned.eval()):
-                    export_onnx(part, paths[part.name])
-            out += [
-                (f"fomm student-{preset}-pruned{ratio:g} {name}", path, {"kind": "fomm-pruned"})
-                for name, path in paths.items()
-            ]
+    for name, names in presets.items():
+        family = get_family(name)
+        for preset in names:
+            student = family.build_student(family.resolve_config(preset, "student")).eval()
+            parts = [part.name for part in family.parts(student)]
+            for ratio in ratios:
+                label = f"student-{preset}" + (f"-pruned{ratio:g}" if ratio else "")
+                paths = {part: workdir / f"{name}-{label}-{part}.onnx" for part in parts}
+                if not all(p.exists() for p in paths.values()):
+                    model = student
+                    if ratio:
+                        ratio_of = {p.name: ratio for p in family.prunables(student)}
+                        model = prune_model(family, student, ratio_of, round_to=1).eval()
+                    for part in family.parts(model):
+                        export_onnx(part, paths[part.name])
+                kind = f"{name}-pruned" if ratio else name
+                out += [(f"{name} {label} {part}", path, {"kind": kind}) for part, path in paths.items()]
     return out
 
 
@@ -221,7 +230,12 @@ def validate(workdir: Path, rounds: int = 4, with_fomm: bool = True, folds: int 
     held = (
         calibrate.convnet_set(HELD_OUT_SEEDS, workdir) + zoo_nets(workdir) + (fomm_nets(workdir) if with_fomm else [])
     )
-    extra = calibrate.convnet_set(ODD_SEEDS, workdir, odd=True) + (fomm_pruned_nets(workdir) if with_fomm else [])
+    families = (
+        student_nets(workdir, FOMM_STUDENTS, PRUNE_RATIOS) + student_nets(workdir, OTHER_STUDENTS, (0.0, *PRUNE_RATIOS))
+        if with_fomm
+        else []
+    )
+    extra = calibrate.convnet_set(ODD_SEEDS, workdir, odd=True) + families
     nets = calib + held + (extra if folds else [])
     exported_s = time.perf_counter() - start
     block = machine.channel_block(machine.this_host().flags)
@@ -552,7 +566,9 @@ def main(argv: list[str] | None = None) -> None:
         "--workdir", type=Path, default=Path("exported/bench/nets"), help="exported nets are kept here and reused"
     )
     parser.add_argument("--out", type=Path, default=Path("exported/bench/latency-validate.json"))
-    parser.add_argument("--no-fomm", action="store_true", help="leave out the FOMM parts")
+    parser.add_argument(
+        "--no-fomm", action="store_true", help="leave out the model families' parts (FOMM, face-vid2vid, CSE)"
+    )
     parser.add_argument(
         "--folds", type=int, default=FOLDS, help="k of the k-fold validation over every network (0: the split only)"
     )
