@@ -93,9 +93,22 @@ HOST_MEMORY_COLUMNS: Columns = [
 # fitted on whole networks (a kernel in a network runs with other data in the caches than alone; one
 # shared scale, as plain-path convs are too rare in the networks to fit their own), and
 # the activations fused into convs by their output bytes (costmodel.ACTIVATION_FEATURES; Relu is free).
-HOST_CONV_COLUMNS: Columns = [[f"{c}.kms" for c in kernels.CONV_CLASSES], ["activation.mb"]] + [
-    [feature] for feature in costmodel.ACTIVATION_FEATURES.values()
-]
+# The per-node and per-call costs (`layer`, `run`) are fitted twice: on the single-op graphs, so that
+# the memory-bound rates do not absorb them, then again on the networks, where a node's and a call's
+# fixed cost are not those of a one-node graph (the k-fold validation scores better so: docs/latency.md).
+HOST_NETWORK_COLUMNS: Columns = (
+    [[f"{c}.kms" for c in kernels.CONV_CLASSES], ["activation.mb"]]
+    + [[feature] for feature in costmodel.ACTIVATION_FEATURES.values()]
+    + [["layer"], ["run"]]
+)
+
+
+def without_network_terms(coefficients: dict[str, float]) -> dict[str, float]:
+    """The coefficients the network fit keeps fixed: all but HOST_NETWORK_COLUMNS'."""
+    network = {k for group in HOST_NETWORK_COLUMNS for k in group}
+    return {k: v for k, v in coefficients.items() if k not in network}
+
+
 # int8 (QDQ) convs, fitted last on quantized copies of some calibration nets with every other
 # term fixed. The depthwise convs of those nets stay priced as fp32 depthwise: one int8 class.
 HOST_INT8_COLUMNS: Columns = [[f"conv_int8.{unit}"] for unit in ("gmac", "mtap", "mb")]
@@ -708,11 +721,13 @@ def fit_host(
     reorder_rate: float = 0.0,
 ) -> Fit:
     """Memory-bound and per-layer terms from single-op graphs (with the layout reorders' `reorder_rate`,
-    measured around single convs, fixed), then conv terms from networks less that share, then (given
-    int8 networks) the int8 conv terms with all the others fixed."""
+    measured around single convs, fixed), then the network terms (convs, fused activations, per-node and
+    per-call costs) from networks less the memory-bound share, then (given int8 networks) the int8 conv
+    terms with all the others fixed."""
     memory = fit(micro_feats, micro_ms, HOST_MEMORY_COLUMNS, fixed={"reorder.mb": reorder_rate})
-    nets = fit(net_feats, net_ms, HOST_CONV_COLUMNS, fixed=memory.coefficients)
-    columns, coefficients = HOST_MEMORY_COLUMNS + HOST_CONV_COLUMNS, nets.coefficients
+    nets = fit(net_feats, net_ms, HOST_NETWORK_COLUMNS, fixed=without_network_terms(memory.coefficients))
+    columns = HOST_MEMORY_COLUMNS + [g for g in HOST_NETWORK_COLUMNS if g not in HOST_MEMORY_COLUMNS]
+    coefficients = nets.coefficients
     if int8_feats:
         columns = columns + HOST_INT8_COLUMNS
         coefficients = fit(int8_feats, int8_ms, HOST_INT8_COLUMNS, fixed=coefficients).coefficients
@@ -756,8 +771,8 @@ def calibrate_host(
             feats[:m], measured[:m], feats[m:n], measured[m:n], feats[n:], measured[n:], sample.reorder_rate()
         )
         coef = fits[t].coefficients
-        memory_terms = {k: coef[k] for group in HOST_MEMORY_COLUMNS for k in group}
-        loo = leave_one_out(feats[m:n], measured[m:n], HOST_CONV_COLUMNS, fixed=memory_terms)
+        memory_terms = without_network_terms({k: coef[k] for group in HOST_MEMORY_COLUMNS for k in group})
+        loo = leave_one_out(feats[m:n], measured[m:n], HOST_NETWORK_COLUMNS, fixed=memory_terms)
         extra[t] = {
             "single_op_graphs": m,
             "int8_networks": len(int8_nets),

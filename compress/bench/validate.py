@@ -218,7 +218,7 @@ def kfold(
         model = kernels.KernelModel([row for config, row in kernel_table.items() if config not in test_only])
         feats = {i: kernel_priced_totals(costs[i], model) for i in order}
         fitted = calibrate.fit(
-            [feats[i] for i in train], [measured[i] for i in train], calibrate.HOST_CONV_COLUMNS, fixed=memory
+            [feats[i] for i in train], [measured[i] for i in train], calibrate.HOST_NETWORK_COLUMNS, fixed=memory
         )
         for i in test:
             predicted = float(calibrate.price([feats[i]], fitted.coefficients)[0])
@@ -267,8 +267,7 @@ def validate(workdir: Path, rounds: int = 4, with_fomm: bool = True, folds: int 
         kernel_table = dict(sample.measured)
         missing = sorted(set().union(*configs) - set(kernel_table), key=lambda c: c.name)
         kernel_table.update(calibrate.measure_kernels(missing, workdir, block, rounds).measured)
-        conv_terms = {k for group in calibrate.HOST_CONV_COLUMNS for k in group}
-        memory = {k: v for k, v in result.coefficients.items() if k not in conv_terms}
+        memory = calibrate.without_network_terms(result.coefficients)
         cross = kfold([name for name, _, _ in nets], costs_all[m:], measured, memory, kernel_table, configs, folds)
     rows = [
         {

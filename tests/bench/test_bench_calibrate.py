@@ -54,6 +54,18 @@ def test_a_profile_with_an_unknown_feature_is_refused(tmp_path):
         costmodel.load_profile("bad", path)
 
 
+def test_host_fit_takes_memory_rates_from_single_op_graphs_and_refits_per_node_costs_on_networks():
+    micro = [{"memory.mb": mb, "layer": n, "run": 1.0} for mb, n in [(1, 1), (4, 1), (2, 8), (8, 3), (3, 5)]]
+    micro_ms = calibrate.price(micro, {"memory.mb": 0.1, "layer": 0.002, "run": 0.01})
+    nets = [
+        {"conv.kms": k, "memory.mb": mb, "layer": n, "run": 1.0} for k, mb, n in [(1, 1, 10), (2, 3, 40), (0.5, 2, 25)]
+    ]
+    nets += [{"conv.kms": 3.0, "memory.mb": 1.0, "layer": 60, "run": 1.0}]
+    truth = {"conv.kms": 1.2, "memory.mb": 0.1, "layer": 0.005, "run": 0.03}  # a network's nodes cost more
+    result = calibrate.fit_host(micro, micro_ms, nets, calibrate.price(nets, truth))
+    assert {k: result.coefficients[k] for k in truth} == pytest.approx(truth, rel=1e-6)
+
+
 def test_one_round_cannot_tell_how_well_a_measurement_repeats(tmp_path):
     with pytest.raises(CompressError, match="at least 2"):
         calibrate.host_latencies([tmp_path / "m.onnx"], rounds=1)
