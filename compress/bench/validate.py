@@ -162,16 +162,24 @@ def student_nets(
 ) -> list[tuple[str, Path, dict[str, Any]]]:
     """Every part of each family's student presets (`presets`: family -> preset names), pruned by each of
     `ratios` of every prunable layer's channels (0: unpruned), channels rounded to 1: the channel counts
-    pruning leaves, mostly off onnxruntime's blocks. Kind: the family, `<family>-pruned` when pruned."""
+    pruning leaves, mostly off onnxruntime's blocks. Kind: the family, `<family>-pruned` when pruned. The
+    teacher is built only for a family whose students adopt part of it."""
     from compress.export import export_onnx
+    from compress.families.base import Family
     from compress.families.registry import get_family
     from compress.prune import prune_model
 
     out = []
     for name, names in presets.items():
         family = get_family(name)
+        # what a student keeps from its teacher (CSE: the vertex table its lookup searches) sets the size of
+        # some parts: such a family's students adopt it from its default teacher, as distillation does
+        adopts = type(family).adopt_teacher is not Family.adopt_teacher
+        teacher = family.build_teacher(family.resolve_config(None, "teacher")) if adopts else None
         for preset in names:
             student = family.build_student(family.resolve_config(preset, "student")).eval()
+            if teacher is not None:
+                family.adopt_teacher(student, teacher)
             parts = [part.name for part in family.parts(student)]
             for ratio in ratios:
                 label = f"student-{preset}" + (f"-pruned{ratio:g}" if ratio else "")

@@ -65,7 +65,7 @@ def test_k_fold_predicts_every_network_without_the_kernels_only_its_fold_has():
         assert result["predicted_ms"] > 0 and "conv.kms" in coefficients
 
 
-def test_student_nets_export_every_part_of_a_family_preset_unpruned_and_pruned(tmp_path):
+def test_student_nets_export_every_part_of_a_family_preset_unpruned_and_pruned_with_what_it_adopts(tmp_path):
     import onnx
 
     from compress.bench.validate import student_nets
@@ -82,3 +82,4 @@ def test_student_nets_export_every_part_of_a_family_preset_unpruned_and_pruned(t
         return sum(int(np.prod(t.dims)) for t in onnx.load(str(path)).graph.initializer)
 
     assert weights(nets[2][1]) < weights(nets[0][1])
+    assert weights(nets[1][1]) >= 27554 * 16  # the lookup searches the default teacher's smpl_27554 vertex table
