@@ -7,8 +7,11 @@ Calibrates the host profile as `calibrate host` does (single-conv graphs for the
 single-op graphs, one set of conv nets), predicts a held-out set (other varied conv nets, the zoo
 reference networks, FOMM teacher and student parts and narrower students) and reports the share
 of held-out networks predicted within +-10 % and +-20 % of the measurement. Then a k-fold
-validation over those and more networks (conv nets with odd channel counts, pruned students),
-and for the worst networks of both, predicted against profiled time per node kind.
+validation over those and more networks (conv nets with odd channel counts, every part of every
+student preset of FOMM, face-vid2vid and CSE, pruned and not), and for the worst networks of both,
+predicted against profiled time per node kind. Every network is timed in rounds with a reference
+network between every 16 (calibrate.host_latencies), which the report's noise figures describe.
+About 4-5 minutes on a shared 2-core machine with the exports reused.
 A benchmark, not a test: it prints a table and writes JSON; docs/latency.md's figures come
 only from that JSON (--update-docs)."""
 
