@@ -92,8 +92,23 @@ HOST_MEMORY_COLUMNS: Columns = [
 # (kernels.py) of their class (NCHWc or plain path, dense or depthwise), scaled by one coefficient
 # fitted on whole networks (a kernel in a network runs with other data in the caches than alone; one
 # shared scale, as plain-path convs are too rare in the networks to fit their own), and
-# transcendental activations fused into convs by their own term.
-HOST_CONV_COLUMNS: Columns = [[f"{c}.kms" for c in kernels.CONV_CLASSES], ["activation.mb"]]
+# the activations fused into convs by their output bytes (costmodel.ACTIVATION_FEATURES; Relu is free).
+# The per-node and per-call costs (`layer`, `run`) are fitted twice: on the single-op graphs, so that
+# the memory-bound rates do not absorb them, then again on the networks, where a node's and a call's
+# fixed cost are not those of a one-node graph (the k-fold validation scores better so: docs/latency.md).
+HOST_NETWORK_COLUMNS: Columns = (
+    [[f"{c}.kms" for c in kernels.CONV_CLASSES], ["activation.mb"]]
+    + [[feature] for feature in costmodel.ACTIVATION_FEATURES.values()]
+    + [["layer"], ["run"]]
+)
+
+
+def without_network_terms(coefficients: dict[str, float]) -> dict[str, float]:
+    """The coefficients the network fit keeps fixed: all but HOST_NETWORK_COLUMNS'."""
+    network = {k for group in HOST_NETWORK_COLUMNS for k in group}
+    return {k: v for k, v in coefficients.items() if k not in network}
+
+
 # int8 (QDQ) convs, fitted last on quantized copies of some calibration nets with every other
 # term fixed. The depthwise convs of those nets stay priced as fp32 depthwise: one int8 class.
 HOST_INT8_COLUMNS: Columns = [[f"conv_int8.{unit}"] for unit in ("gmac", "mtap", "mb")]
@@ -362,21 +377,85 @@ def convnet_set(seeds: Sequence[int], workdir: Path, odd: bool = False) -> list[
     return out
 
 
+REFERENCE_SEED = 903  # the reference network: a depthwise-separable conv net of 47 MMACs (HardSwish, 192 px)
+REFERENCE_EVERY = 16  # models timed between two timings of the reference
+DISTURBED = 0.05  # a reference timing this much slower than its quietest flags its stretch of a round
+
+
+def reference_network(workdir: Path) -> tuple[str, Path]:
+    """The network timed between every REFERENCE_EVERY models of every round (host_latencies)."""
+    spec = zoo.random_convnet_spec(REFERENCE_SEED, mmacs=(40.0, 80.0))
+    path = workdir / f"reference-{spec.name}.onnx"
+    if not path.exists():
+        zoo.export_onnx(zoo.build_convnet(spec), (torch.zeros(1, 3, spec.resolution, spec.resolution),), path)
+    return spec.name, path
+
+
+@dataclass
+class Reference:
+    """The reference network's timings: how much each stretch of each round was slowed by load.
+
+    `slowdown[r][s]`: the reference's fastest run at the s-th timing of round r over its fastest
+    anywhere, minus 1. Stretch s of a round (the models between timings s and s + 1) is priced by
+    the mean of its two ends' slowdowns."""
+
+    network: str
+    ms: float  # its fastest run over every timing
+    slowdown: list[list[float]]
+
+    @property
+    def disturbed_share(self) -> float:
+        """The share of reference timings slowed by more than DISTURBED."""
+        return float(np.mean(np.array(self.slowdown) > DISTURBED))
+
+    def to_json(self) -> dict[str, Any]:
+        s = np.array(self.slowdown)
+        return {
+            "network": self.network,
+            "ms": self.ms,
+            "timings_per_round": s.shape[1],
+            "median_slowdown": float(np.median(s)),
+            "max_slowdown": float(np.max(s)),
+            "disturbed_share": self.disturbed_share,
+            "disturbed_threshold": DISTURBED,
+        }
+
+
 @dataclass
 class HostTimes:
     """Each model's latency on this host by two estimators, and how well each repeats.
 
     Repeatability: |estimate from the first half of the rounds / from the second half - 1|.
+    With a reference network, `fastest` is normalised by the slowdown the reference saw in each
+    round (Reference); `unreferenced_repeat` is how well the plain fastest run repeats.
     """
 
     fastest: list[float]  # fastest run over all rounds, ms
     fastest_repeat: list[float]
     median: list[float]  # median over rounds of each round's p50, ms
     median_repeat: list[float]
+    reference: Reference | None = None
+    unreferenced_repeat: list[float] | None = None
+
+
+def referenced_fastest(values: np.ndarray, slowdown: np.ndarray, every: int) -> np.ndarray:
+    """Each model's fastest run, each round's runs divided by the load that round's reference saw.
+
+    `values`: rounds x models x runs; `slowdown`: rounds x timings (Reference.slowdown), timing s
+    taken before model s * every and one after the last. A model's runs in a round are divided by
+    1 + the mean slowdown of the two timings around it."""
+    segment = np.arange(values.shape[1]) // every
+    factor = 1 + (slowdown[:, segment] + slowdown[:, segment + 1]) / 2  # rounds x models
+    return (values.min(axis=2) / factor).min(axis=0)
 
 
 def host_latencies(
-    paths: Sequence[Path], threads: int = 1, rounds: int = 4, warmup: int = 3, runs: int = 20
+    paths: Sequence[Path],
+    threads: int = 1,
+    rounds: int = 4,
+    warmup: int = 3,
+    runs: int = 20,
+    reference: tuple[str, Path] | None = None,
 ) -> HostTimes:
     """Measure every model in `rounds` interleaved rounds, so a busy spell hits them all.
 
@@ -384,15 +463,27 @@ def host_latencies(
     thread), at real-time priority where allowed. On a shared 2-core machine whole rounds still
     slow down while the other core is busy (shared caches and memory): a median then measures
     the neighbours, the fastest run the network on a quiet machine. Calibration uses the fastest
-    run; both are kept so that the choice can be checked.
+    run; both are kept so that the choice can be checked. A `reference` network (name, path) is
+    timed before every REFERENCE_EVERY models of a round and after the last: what it loses to
+    load in a stretch of a round is taken off that stretch's models (referenced_fastest).
     """
     if rounds < 2:
         raise CompressError(f"--rounds {rounds}: at least 2, to tell how well the measurement repeats")
+    order, is_reference = list(paths), [False] * len(paths)
+    if reference is not None:
+        order, is_reference = [], []
+        for start in range(0, len(paths), REFERENCE_EVERY):
+            chunk = paths[start : start + REFERENCE_EVERY]
+            order += [reference[1], *chunk]
+            is_reference += [True] + [False] * len(chunk)
+        order.append(reference[1])
+        is_reference.append(True)
     table = []
     for _ in range(rounds):
-        results = host.measure(list(paths), threads=threads, warmup=warmup, runs=runs, top=0, priority="realtime")
+        results = host.measure(order, threads=threads, warmup=warmup, runs=runs, top=0, priority="realtime")
         table.append([r["cpu_times_ms"] if threads == 1 else r["times_ms"] for r in results])
-    values = np.array(table)  # rounds x models x runs
+    timed = np.array(table)  # rounds x (models and reference timings) x runs
+    values = timed[:, ~np.array(is_reference)]
     half = rounds // 2
 
     def fastest(v: np.ndarray) -> np.ndarray:
@@ -404,9 +495,21 @@ def host_latencies(
     def repeat(estimate) -> list[float]:
         return [float(x) for x in np.abs(estimate(values[:half]) / estimate(values[half:]) - 1)]
 
-    return HostTimes(
+    times = HostTimes(
         [float(x) for x in fastest(values)], repeat(fastest), [float(x) for x in median(values)], repeat(median)
     )
+    if reference is None:
+        return times
+    best = timed[:, np.array(is_reference)].min(axis=2)  # rounds x timings
+    slowdown = best / best.min() - 1
+    first, second = (
+        referenced_fastest(values[h], slowdown[h], REFERENCE_EVERY) for h in (slice(half), slice(half, None))
+    )
+    times.unreferenced_repeat = times.fastest_repeat
+    times.fastest = [float(x) for x in np.minimum(first, second)]
+    times.fastest_repeat = [float(x) for x in np.abs(first / second - 1)]
+    times.reference = Reference(reference[0], float(best.min()), slowdown.tolist())
+    return times
 
 
 HOST_CALIBRATION_SEEDS = range(0, 40)
@@ -618,11 +721,13 @@ def fit_host(
     reorder_rate: float = 0.0,
 ) -> Fit:
     """Memory-bound and per-layer terms from single-op graphs (with the layout reorders' `reorder_rate`,
-    measured around single convs, fixed), then conv terms from networks less that share, then (given
-    int8 networks) the int8 conv terms with all the others fixed."""
+    measured around single convs, fixed), then the network terms (convs, fused activations, per-node and
+    per-call costs) from networks less the memory-bound share, then (given int8 networks) the int8 conv
+    terms with all the others fixed."""
     memory = fit(micro_feats, micro_ms, HOST_MEMORY_COLUMNS, fixed={"reorder.mb": reorder_rate})
-    nets = fit(net_feats, net_ms, HOST_CONV_COLUMNS, fixed=memory.coefficients)
-    columns, coefficients = HOST_MEMORY_COLUMNS + HOST_CONV_COLUMNS, nets.coefficients
+    nets = fit(net_feats, net_ms, HOST_NETWORK_COLUMNS, fixed=without_network_terms(memory.coefficients))
+    columns = HOST_MEMORY_COLUMNS + [g for g in HOST_NETWORK_COLUMNS if g not in HOST_MEMORY_COLUMNS]
+    coefficients = nets.coefficients
     if int8_feats:
         columns = columns + HOST_INT8_COLUMNS
         coefficients = fit(int8_feats, int8_ms, HOST_INT8_COLUMNS, fixed=coefficients).coefficients
@@ -658,20 +763,24 @@ def calibrate_host(
     m, n = len(micro), len(micro) + len(nets)
     reference_types = set().union(*(op_types(executed.analyse(p, block)) for p in paths))
     fits, extra = {}, {}
+    reference = reference_network(workdir)
     for t in threads:
-        times = host_latencies(paths, t, rounds)
+        times = host_latencies(paths, t, rounds, reference=reference)
         measured = times.fastest
         fits[t] = fit_host(
             feats[:m], measured[:m], feats[m:n], measured[m:n], feats[n:], measured[n:], sample.reorder_rate()
         )
         coef = fits[t].coefficients
-        memory_terms = {k: coef[k] for group in HOST_MEMORY_COLUMNS for k in group}
-        loo = leave_one_out(feats[m:n], measured[m:n], HOST_CONV_COLUMNS, fixed=memory_terms)
+        memory_terms = without_network_terms({k: coef[k] for group in HOST_MEMORY_COLUMNS for k in group})
+        loo = leave_one_out(feats[m:n], measured[m:n], HOST_NETWORK_COLUMNS, fixed=memory_terms)
         extra[t] = {
             "single_op_graphs": m,
             "int8_networks": len(int8_nets),
             "measurement_repeatability_median": round(float(np.median(times.fastest_repeat)), 4),
-            "measured": f"fastest of {rounds} x 20 runs, "
+            "reference_network": {
+                k: round(v, 4) if isinstance(v, float) else v for k, v in times.reference.to_json().items()
+            },
+            "measured": f"fastest of {rounds} x 20 runs normalised by the reference network's slowdown, "
             + ("runner thread CPU time (1 thread)" if t == 1 else "wall time"),
             "interval": interval_block([name for name, _, _ in nets], loo, reference_types, rate_range(coef)),
         }

@@ -45,8 +45,12 @@ DEVICES_DIR = Path(__file__).with_name("devices")
 # conv_nchw, depthwise_nchw and reorder occur only in the graph onnxruntime executes (executed.py)
 CLASSES = ("conv", "conv_int8", "depthwise", "conv_nchw", "depthwise_nchw", "reorder", "memory", "grid_sample")
 # kms: a conv's time from the profile's per-kernel model (kernels.py), in ms; its coefficient is a scale
+# The output bytes of an activation fused into a conv (executed graph): Relu costs nothing in the conv's output
+# loop; Clip (Relu6) and HardSwish each have their own rate, every other one (Sigmoid, Tanh, ...) `activation.mb`.
+ACTIVATION_FEATURES = {"Clip": "activation_clip.mb", "HardSwish": "activation_hardswish.mb"}
 FEATURES = tuple(f"{c}.{unit}" for c in CLASSES for unit in ("gmac", "mb", "mtap", "mseg", "kms")) + (
     "activation.mb",
+    *ACTIVATION_FEATURES.values(),
     "layer",
     "run",
 )
@@ -100,7 +104,8 @@ class NodeCost:
     bytes: int = 0
     taps: int = 0  # output positions x kernel taps of a conv: the work that does not shrink with fewer channels
     segments: int = 0  # inner-loop runs of a broadcasting elementwise op (output elements / contiguous span)
-    activation_bytes: int = 0  # output bytes of a transcendental activation fused into a conv (executed graph)
+    activation_bytes: int = 0  # output bytes of an activation fused into a conv (executed graph), Relu left out
+    activation: str = ""  # that activation's op type
     kernel: Any = None  # a conv's kernels.Kernel (executed graph): what a per-kernel model prices
     kernel_ms: float | None = None  # that model's price, set by the profile that has one
 
@@ -120,7 +125,7 @@ class NodeCost:
                 "layer": 1.0,
             }
         if self.activation_bytes:
-            out["activation.mb"] = self.activation_bytes / 1e6
+            out[ACTIVATION_FEATURES.get(self.activation, "activation.mb")] = self.activation_bytes / 1e6
         return out
 
 
@@ -381,7 +386,7 @@ class DeviceProfile:
                 continue
             ms = self.node_ms(c, threads)
             # a node's bytes term (none for a conv priced by the per-kernel model)
-            mb = next((k for k in feats if k.endswith(".mb") and k != "activation.mb"), None)
+            mb = next((k for k in feats if k.endswith(".mb") and not k.startswith("activation")), None)
             node_mb, rate = (feats[mb], coef.get(mb, 0.0)) if mb else (0.0, 0.0)
             node_low, node_high = model.node_range(c.op_class, c.op_type, ms, node_mb, rate)
             low, high, total = low + node_low, high + node_high, total + ms

@@ -16,8 +16,10 @@ its nodes, each class in its own terms:
   conv_int8                  QLinearConv, ConvInteger, MatMulInteger, QLinearMatMul
   reorder                    ReorderInput / ReorderOutput: bytes copied between layouts
   memory / grid_sample       as in the exported graph (an unfused activation is its own memory op)
-A conv's fused transcendental activation (Sigmoid, Tanh) adds its output bytes as
-`activation.mb`: it runs inside the conv's output loop, not as a pass of its own. Given the
+A conv's fused activation adds its output bytes: it runs inside the conv's output loop, not as
+a pass of its own, and only Relu is free there. Clip (Relu6) and HardSwish, the two conv nets
+use most, are priced by their own terms (`activation_clip.mb`, `activation_hardswish.mb`), every
+other one (Sigmoid, Tanh, ...) by `activation.mb`. Given the
 profile's per-kernel model (kernels.py), each conv also gets that model's price (`<class>.kms`).
 
 onnxruntime writes no shapes into the optimised graph, so they are propagated here: from the
@@ -41,7 +43,7 @@ MICROSOFT = "com.microsoft"
 REORDERS = {"ReorderInput", "ReorderOutput"}
 PLAIN_DENSE = {"Gemm", "MatMul", "FusedGemm", "FusedMatMul"}
 INT8_DENSE = {"QLinearConv", "ConvInteger", "MatMulInteger", "QLinearMatMul", "DynamicQuantizeMatMul"}
-HEAVY_ACTIVATIONS = {b"Sigmoid", b"Tanh", "Sigmoid", "Tanh"}
+FREE_ACTIVATIONS = {"Relu"}  # fused into a conv's output loop at no measurable cost
 
 
 def optimized_graph(model: str | Path | onnx.ModelProto) -> onnx.ModelProto:
@@ -230,9 +232,12 @@ def _node_cost(n: onnx.NodeProto, op_class: str, shapes: costmodel.Shapes) -> co
                 taps = costmodel.prod(out[2:]) * costmodel.prod(w[2:])
             else:  # a matrix product: every output element sums over the shared dimension
                 macs = costmodel.prod(out) * _matmul_dims(n, w)[0]
-        activation = _attrs(n).get("activation")
-        heavy = shapes.nbytes(n.output[0]) if activation in HEAVY_ACTIVATIONS else 0
+        activation = _attrs(n).get("activation", b"")
+        activation = activation.decode() if isinstance(activation, bytes) else activation
+        priced = shapes.nbytes(n.output[0]) if activation and activation not in FREE_ACTIVATIONS else 0
         kernel = _kernel(n, op_class, w, out) if op_class in kernels.CONV_CLASSES and w and out else None
-        return costmodel.NodeCost(name, n.op_type, op_class, macs, moved, taps, activation_bytes=heavy, kernel=kernel)
+        return costmodel.NodeCost(
+            name, n.op_type, op_class, macs, moved, taps, activation_bytes=priced, activation=activation, kernel=kernel
+        )
     segments = costmodel.broadcast_segments(n, shapes, out) if n.op_type in costmodel.ELEMENTWISE else 0
     return costmodel.NodeCost(name, n.op_type, op_class, 0, moved, 0, segments)

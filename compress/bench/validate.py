@@ -7,8 +7,11 @@ Calibrates the host profile as `calibrate host` does (single-conv graphs for the
 single-op graphs, one set of conv nets), predicts a held-out set (other varied conv nets, the zoo
 reference networks, FOMM teacher and student parts and narrower students) and reports the share
 of held-out networks predicted within +-10 % and +-20 % of the measurement. Then a k-fold
-validation over those and more networks (conv nets with odd channel counts, pruned students),
-and for the worst networks of both, predicted against profiled time per node kind.
+validation over those and more networks (conv nets with odd channel counts, every part of every
+student preset of FOMM, face-vid2vid and CSE, pruned and not), and for the worst networks of both,
+predicted against profiled time per node kind. Every network is timed in rounds with a reference
+network between every 16 (calibrate.host_latencies), which the report's noise figures describe.
+About 4-5 minutes on a shared 2-core machine with the exports reused.
 A benchmark, not a test: it prints a table and writes JSON; docs/latency.md's figures come
 only from that JSON (--update-docs)."""
 
@@ -16,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import hashlib
 import json
 import random
 import re
@@ -127,6 +131,14 @@ WORST = 10  # held-out networks whose per-node errors the report attributes
 FOLDS = 5
 ODD_SEEDS = range(200, 250)  # conv nets with odd channel counts, in the k-fold set only
 PRUNE_RATIOS = (0.3, 0.5)
+# Every student preset of the model families in the k-fold set: FOMM's two in the held-out split pruned (unpruned,
+# they are held out), the others unpruned and pruned. LivePortrait's recipe distils face-vid2vid's mobile-256 student.
+FOMM_HELD_OUT_STUDENTS = {"fomm": ("mobile-64", "mobile-256")}
+OTHER_STUDENTS = {
+    "fomm": ("mobile-256-v1",),
+    "facevid2vid": ("mobile-64", "mobile-256"),
+    "cse": ("mobile-64", "mobile-128", "mobile-224"),
+}
 
 
 def attribution(path: Path, block: int, kernel_model: kernels.KernelModel, coef: dict[str, float]) -> list[dict]:
@@ -149,29 +161,47 @@ def attribution(path: Path, block: int, kernel_model: kernels.KernelModel, coef:
     return sorted(rows, key=lambda r: -abs(r["predicted_ms"] - r["measured_ms"]))
 
 
-def fomm_pruned_nets(workdir: Path) -> list[tuple[str, Path, dict[str, Any]]]:
-    """Every part of the 64x64 and 256x256 mobile students pruned by 30 % and 50 % of each prunable layer's
-    channels, rounded to 1 (the channel counts pruning leaves, mostly off onnxruntime's blocks)."""
+def student_nets(
+    workdir: Path, presets: dict[str, tuple[str, ...]], ratios: tuple[float, ...]
+) -> list[tuple[str, Path, dict[str, Any]]]:
+    """Every part of each family's student presets (`presets`: family -> preset names), pruned by each of
+    `ratios` of every prunable layer's channels (0: unpruned), channels rounded to 1: the channel counts
+    pruning leaves, mostly off onnxruntime's blocks. Kind: the family, `<family>-pruned` when pruned. The
+    teacher is built only for a family whose students adopt part of it. A part whose export is the same as
+    one before (a part pruning did not change) is listed once."""
     from compress.export import export_onnx
+    from compress.families.base import Family
     from compress.families.registry import get_family
     from compress.prune import prune_model
 
-    family = get_family("fomm")
-    out = []
-    for preset in ("mobile-64", "mobile-256"):
-        for ratio in PRUNE_RATIOS:
-            paths = {}
-            for name in ("kp_detector", "generator.per_call", "generator.per_frame"):
-                paths[name] = workdir / f"fomm-student-{preset}-pruned{ratio:g}-{name}.onnx"
-            if not all(p.exists() for p in paths.values()):
-                model = family.build_student(family.resolve_config(preset, "student")).eval()
-                pruned = prune_model(family, model, {p.name: ratio for p in family.prunables(model)}, round_to=1)
-                for part in family.parts(pruned.eval()):
-                    export_onnx(part, paths[part.name])
-            out += [
-                (f"fomm student-{preset}-pruned{ratio:g} {name}", path, {"kind": "fomm-pruned"})
-                for name, path in paths.items()
-            ]
+    out, seen = [], set()
+    for name, names in presets.items():
+        family = get_family(name)
+        # what a student keeps from its teacher (CSE: the vertex table its lookup searches) sets the size of
+        # some parts: such a family's students adopt it from its default teacher, as distillation does
+        adopts = type(family).adopt_teacher is not Family.adopt_teacher
+        teacher = family.build_teacher(family.resolve_config(None, "teacher")) if adopts else None
+        for preset in names:
+            student = family.build_student(family.resolve_config(preset, "student")).eval()
+            if teacher is not None:
+                family.adopt_teacher(student, teacher)
+            parts = [part.name for part in family.parts(student)]
+            for ratio in ratios:
+                label = f"student-{preset}" + (f"-pruned{ratio:g}" if ratio else "")
+                paths = {part: workdir / f"{name}-{label}-{part}.onnx" for part in parts}
+                if not all(p.exists() for p in paths.values()):
+                    model = student
+                    if ratio:
+                        ratio_of = {p.name: ratio for p in family.prunables(student)}
+                        model = prune_model(family, student, ratio_of, round_to=1).eval()
+                    for part in family.parts(model):
+                        export_onnx(part, paths[part.name])
+                kind = f"{name}-pruned" if ratio else name
+                for part, path in paths.items():
+                    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+                    if digest not in seen:  # a part pruning leaves as it was (CSE's lookup) is timed once
+                        seen.add(digest)
+                        out.append((f"{name} {label} {part}", path, {"kind": kind}))
     return out
 
 
@@ -205,7 +235,7 @@ def kfold(
         model = kernels.KernelModel([row for config, row in kernel_table.items() if config not in test_only])
         feats = {i: kernel_priced_totals(costs[i], model) for i in order}
         fitted = calibrate.fit(
-            [feats[i] for i in train], [measured[i] for i in train], calibrate.HOST_CONV_COLUMNS, fixed=memory
+            [feats[i] for i in train], [measured[i] for i in train], calibrate.HOST_NETWORK_COLUMNS, fixed=memory
         )
         for i in test:
             predicted = float(calibrate.price([feats[i]], fitted.coefficients)[0])
@@ -221,7 +251,13 @@ def validate(workdir: Path, rounds: int = 4, with_fomm: bool = True, folds: int 
     held = (
         calibrate.convnet_set(HELD_OUT_SEEDS, workdir) + zoo_nets(workdir) + (fomm_nets(workdir) if with_fomm else [])
     )
-    extra = calibrate.convnet_set(ODD_SEEDS, workdir, odd=True) + (fomm_pruned_nets(workdir) if with_fomm else [])
+    families = (
+        student_nets(workdir, FOMM_HELD_OUT_STUDENTS, PRUNE_RATIOS)
+        + student_nets(workdir, OTHER_STUDENTS, (0.0, *PRUNE_RATIOS))
+        if with_fomm
+        else []
+    )
+    extra = calibrate.convnet_set(ODD_SEEDS, workdir, odd=True) + families
     nets = calib + held + (extra if folds else [])
     exported_s = time.perf_counter() - start
     block = machine.channel_block(machine.this_host().flags)
@@ -229,7 +265,7 @@ def validate(workdir: Path, rounds: int = 4, with_fomm: bool = True, folds: int 
     kernel_rows = sample.rows
     kernel_errors = kernels.cross_validated_errors(kernel_rows)
     paths = [p for _, p in micro] + [p for _, p, _ in nets]
-    times = calibrate.host_latencies(paths, threads=1, rounds=rounds)
+    times = calibrate.host_latencies(paths, threads=1, rounds=rounds, reference=calibrate.reference_network(workdir))
     measured_all, repeat_all = times.fastest, times.fastest_repeat
     kernel_model = kernels.KernelModel(kernel_rows)
     costs_all = [executed.analyse(p, block) for p in paths]
@@ -248,8 +284,7 @@ def validate(workdir: Path, rounds: int = 4, with_fomm: bool = True, folds: int 
         kernel_table = dict(sample.measured)
         missing = sorted(set().union(*configs) - set(kernel_table), key=lambda c: c.name)
         kernel_table.update(calibrate.measure_kernels(missing, workdir, block, rounds).measured)
-        conv_terms = {k for group in calibrate.HOST_CONV_COLUMNS for k in group}
-        memory = {k: v for k, v in result.coefficients.items() if k not in conv_terms}
+        memory = calibrate.without_network_terms(result.coefficients)
         cross = kfold([name for name, _, _ in nets], costs_all[m:], measured, memory, kernel_table, configs, folds)
     rows = [
         {
@@ -261,6 +296,7 @@ def validate(workdir: Path, rounds: int = 4, with_fomm: bool = True, folds: int 
             "predicted_ms": float(predicted[i]),
             "error": float(predicted[i] / measured[i] - 1),
             "repeatability": repeat[i],
+            "unreferenced_repeatability": times.unreferenced_repeat[m + i],
             "median_ms": times.median[m + i],
             "median_repeatability": times.median_repeat[m + i],
             **({"kfold_predicted_ms": cross[i]["predicted_ms"], "kfold_error": cross[i]["error"]} if cross else {}),
@@ -284,8 +320,8 @@ def validate(workdir: Path, rounds: int = 4, with_fomm: bool = True, folds: int 
     within = {pct: share_within(errors, pct / 100) for pct in (10, 20)}
     return {
         "machine": calibrate.machine_name(),
-        "method": f"1 thread, runner thread CPU time, fastest of {rounds} rounds x 20 runs, "
-        "real-time priority where allowed",
+        "method": f"1 thread, runner thread CPU time, fastest of {rounds} rounds x 20 runs normalised by a reference "
+        "network's, real-time priority where allowed",
         "rounds": rounds,
         "channel_block": block,
         "kernels": {
@@ -314,6 +350,11 @@ def validate(workdir: Path, rounds: int = 4, with_fomm: bool = True, folds: int 
         },
         "kfold": kfold_report,
         "repeatability_median": float(np.median(repeat)),
+        "reference": {
+            **times.reference.to_json(),
+            "unreferenced_repeatability_median": float(np.median(times.unreferenced_repeat[m:])),
+            "unreferenced_noise_ceiling_10pct": noise_ceiling(np.array(times.unreferenced_repeat[m:]), 0.10),
+        },
         "median_estimator_repeatability_median": float(np.median(times.median_repeat[m:])),
         "wall_s": round(time.perf_counter() - start, 1),
         "export_s": round(exported_s, 1),
@@ -352,7 +393,19 @@ def summary_line(report: dict[str, Any]) -> str:
         f"calibration: {report['calibration']['networks']} networks, "
         f"rms {report['calibration']['rms_relative_error'] * 100:.1f}%; "
         f"measurement repeatability (median |first half / second half of the rounds - 1|) "
-        f"{report['repeatability_median'] * 100:.1f}%" + _kfold_summary(report)
+        f"{report['repeatability_median'] * 100:.1f}%" + _reference_summary(report) + _kfold_summary(report)
+    )
+
+
+def _reference_summary(report: dict[str, Any]) -> str:
+    ref = report.get("reference")
+    if not ref:
+        return ""
+    return (
+        f" (normalised by the reference network {ref['network']}: "
+        f"{ref['unreferenced_repeatability_median'] * 100:.1f}% without; "
+        f"{ref['disturbed_share'] * 100:.0f}% of its timings disturbed by more than "
+        f"{ref['disturbed_threshold'] * 100:.0f}%)"
     )
 
 
@@ -412,11 +465,30 @@ def docs_section(report: dict[str, Any], json_path: Path) -> str:
         f"|estimate from the first half of the rounds / "
         f"from the second half - 1|: {report['repeatability_median'] * 100:.1f} % for the fastest run (used above), "
         f"{report['median_estimator_repeatability_median'] * 100:.1f} % for the median of per-round p50s.",
+        *reference_lines(report),
         *kernel_lines(report),
         *kfold_lines(report),
         DOC_END,
     ]
     return "\n".join(lines)
+
+
+def reference_lines(report: dict[str, Any]) -> list[str]:
+    """What the reference network timed in every round saw, and what normalising by it changed."""
+    ref = report.get("reference")
+    if not ref:
+        return []
+    return [
+        "",
+        f"Reference network: {ref['network']} ({ref['ms']:.2f} ms), timed {ref['timings_per_round']} times a round "
+        f"(before every {calibrate.REFERENCE_EVERY} networks and after the last). Against its fastest timing, its "
+        f"timings were slower by {ref['median_slowdown'] * 100:.1f} % (median) and at most "
+        f"{ref['max_slowdown'] * 100:.1f} %; {ref['disturbed_share'] * 100:.0f} % of them by more than "
+        f"{ref['disturbed_threshold'] * 100:.0f} % (disturbed stretches). Each network's runs in a stretch of a "
+        "round are divided by the reference's slowdown around them before the fastest is taken: repeatability "
+        f"{report['repeatability_median'] * 100:.1f} % with that, {ref['unreferenced_repeatability_median'] * 100:.1f} "
+        f"% without (noise ceiling at ±10 % without it: {ref['unreferenced_noise_ceiling_10pct'] * 100:.0f} %).",
+    ]
 
 
 def kfold_lines(report: dict[str, Any]) -> list[str]:
@@ -428,8 +500,9 @@ def kfold_lines(report: dict[str, Any]) -> list[str]:
     lines = [
         "",
         f"**{k['folds']}-fold validation over all {k['networks']} networks** (the split's 95, 50 more conv nets "
-        "with odd channel counts and HardSwish half the time, and every part of the 64x64 and 256x256 students "
-        "pruned by 30 % and 50 % with channels rounded to 1): each network predicted by a profile fitted "
+        "with odd channel counts and HardSwish half the time, and every part of every student preset of FOMM, "
+        "face-vid2vid (LivePortrait's student too) and CSE, pruned by 30 % and 50 % with channels rounded to 1 "
+        "and, those not in the split, unpruned): each network predicted by a profile fitted "
         "without its fold, the per-kernel model included (a kernel only the fold's networks have is left out "
         "of its data). Within ±10 %: "
         f"{w10['share'] * 100:.0f} % (95 % CI {w10['interval_95'][0] * 100:.0f}-{w10['interval_95'][1] * 100:.0f} %, "
@@ -515,7 +588,9 @@ def main(argv: list[str] | None = None) -> None:
         "--workdir", type=Path, default=Path("exported/bench/nets"), help="exported nets are kept here and reused"
     )
     parser.add_argument("--out", type=Path, default=Path("exported/bench/latency-validate.json"))
-    parser.add_argument("--no-fomm", action="store_true", help="leave out the FOMM parts")
+    parser.add_argument(
+        "--no-fomm", action="store_true", help="leave out the model families' parts (FOMM, face-vid2vid, CSE)"
+    )
     parser.add_argument(
         "--folds", type=int, default=FOLDS, help="k of the k-fold validation over every network (0: the split only)"
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -53,9 +54,43 @@ def test_a_profile_with_an_unknown_feature_is_refused(tmp_path):
         costmodel.load_profile("bad", path)
 
 
+def test_host_fit_takes_memory_rates_from_single_op_graphs_and_refits_per_node_costs_on_networks():
+    micro = [{"memory.mb": mb, "layer": n, "run": 1.0} for mb, n in [(1, 1), (4, 1), (2, 8), (8, 3), (3, 5)]]
+    micro_ms = calibrate.price(micro, {"memory.mb": 0.1, "layer": 0.002, "run": 0.01})
+    nets = [
+        {"conv.kms": k, "memory.mb": mb, "layer": n, "run": 1.0} for k, mb, n in [(1, 1, 10), (2, 3, 40), (0.5, 2, 25)]
+    ]
+    nets += [{"conv.kms": 3.0, "memory.mb": 1.0, "layer": 60, "run": 1.0}]
+    truth = {"conv.kms": 1.2, "memory.mb": 0.1, "layer": 0.005, "run": 0.03}  # a network's nodes cost more
+    result = calibrate.fit_host(micro, micro_ms, nets, calibrate.price(nets, truth))
+    assert {k: result.coefficients[k] for k in truth} == pytest.approx(truth, rel=1e-6)
+
+
 def test_one_round_cannot_tell_how_well_a_measurement_repeats(tmp_path):
     with pytest.raises(CompressError, match="at least 2"):
         calibrate.host_latencies([tmp_path / "m.onnx"], rounds=1)
+
+
+def test_a_stretch_of_a_round_slowed_by_load_is_divided_by_the_slowdown_its_reference_timings_saw():
+    quiet = np.array([2.0, 4.0, 8.0])  # three models, one reference timing before every two and one after the last
+    values = np.stack([np.tile(quiet[:, None], 5), np.tile(quiet[:, None], 5)])  # rounds x models x runs
+    # what the reference saw (rounds x timings): round 0 slows down from its second timing on, round 1 throughout;
+    # a model is priced by the mean of the two timings around it
+    slowdown = np.array([[0.0, 0.3, 0.3], [0.2, 0.2, 0.2]])
+    values[0, :2] *= 1.15
+    values[0, 2] *= 1.3
+    values[1] *= 1.2
+    assert calibrate.referenced_fastest(values, slowdown, every=2) == pytest.approx(quiet)
+
+
+def test_a_reference_network_is_timed_around_every_stretch_of_every_round(tiny_onnx, tmp_path):
+    times = calibrate.host_latencies(
+        [tiny_onnx] * (calibrate.REFERENCE_EVERY + 1), rounds=2, warmup=1, runs=2, reference=("tiny", tiny_onnx)
+    )
+    assert len(times.fastest) == len(times.unreferenced_repeat) == calibrate.REFERENCE_EVERY + 1
+    assert np.array(times.reference.slowdown).shape == (2, 3)  # before each of two stretches and after the last
+    assert min(min(r) for r in times.reference.slowdown) == 0.0 and times.reference.ms > 0
+    assert 0 <= times.reference.to_json()["disturbed_share"] <= 1
 
 
 def test_single_op_graphs_price_the_op_they_are_named_for(tmp_path):

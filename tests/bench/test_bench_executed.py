@@ -87,6 +87,20 @@ def test_a_fused_sigmoid_adds_its_output_bytes_as_activation_work(tmp_path):
     assert not [c for c in costs if c.op_type == "Sigmoid"]
 
 
+def test_a_fused_relu6_is_priced_as_clip_by_its_own_feature(tmp_path):
+    costs = executed.analyse(conv_net(tmp_path, 32, nn.ReLU6(), "relu6"), BLOCK)
+    convs = [c for c in costs if c.kernel is not None]
+    assert convs and all(c.activation == "Clip" for c in convs)
+    assert all(c.features()["activation_clip.mb"] == 32 * 32 * 32 * 4 / 1e6 for c in convs)
+
+
+def test_a_hardswish_fused_into_a_conv_is_priced_by_its_own_feature(tmp_path):
+    costs = executed.analyse(conv_net(tmp_path, 32, nn.Hardswish(), "hardswish"), BLOCK)
+    fused = [c for c in costs if c.activation == "HardSwish"]
+    assert fused and all(c.features()["activation_hardswish.mb"] > 0 for c in fused)
+    assert all("activation.mb" not in c.features() for c in fused)
+
+
 def test_an_unfused_hardswish_is_priced_as_its_own_elementwise_passes(tmp_path):
     """onnxruntime has no HardSwish kernel of its own: where it does not fuse it into the conv before it
     (it does after the stem here, not after the depthwise conv), it runs the op's function, HardSigmoid

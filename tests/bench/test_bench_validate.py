@@ -63,3 +63,25 @@ def test_k_fold_predicts_every_network_without_the_kernels_only_its_fold_has():
         model, coefficients = result["model"]
         assert table[config] not in model.rows
         assert result["predicted_ms"] > 0 and "conv.kms" in coefficients
+
+
+def test_student_nets_export_every_part_of_a_family_preset_unpruned_and_pruned_with_what_it_adopts(tmp_path):
+    import onnx
+
+    from compress.bench.validate import student_nets
+
+    nets = student_nets(tmp_path, {"cse": ("mobile-64",)}, (0.0, 0.5))
+    assert [(name, info["kind"]) for name, _, info in nets] == [  # the lookup is not pruned: it is listed once
+        ("cse student-mobile-64 embedder", "cse"),
+        ("cse student-mobile-64 lookup", "cse"),
+        ("cse student-mobile-64-pruned0.5 embedder", "cse-pruned"),
+    ]
+
+    def weights(path) -> int:
+        """Elements of the initializers and Constant nodes."""
+        graph = onnx.load(str(path)).graph
+        constants = [a.t for n in graph.node if n.op_type == "Constant" for a in n.attribute if a.name == "value"]
+        return sum(int(np.prod(t.dims)) for t in [*graph.initializer, *constants])
+
+    assert weights(nets[2][1]) < weights(nets[0][1])
+    assert weights(nets[1][1]) >= 27554 * 16  # it searches the default teacher's smpl_27554 vertex table
