@@ -18,8 +18,9 @@ def load_for_inspect(
     target: str | Path, family: str | None = None, config: str | None = None, trust: bool = False, student: bool = False
 ) -> tuple[Family, nn.Module, str]:
     """A recipe (its teacher, or with `student` its student as built: random weights, which counts and
-    costs do not depend on), one of our model files, or a public checkpoint (family and config
-    recognised unless given)."""
+    costs do not depend on, and what it keeps from the recipe's teacher, a random one of the recipe's
+    config when the recipe names no checkpoint), one of our model files, or a public checkpoint
+    (family and config recognised unless given)."""
     from compress.recipe import is_recipe, load_recipe
 
     target = Path(target)
@@ -29,13 +30,16 @@ def load_for_inspect(
         recipe = load_recipe(target)
         fam = get_family(recipe.family)
         if student:
-            return fam, fam.build_student(fam.resolve_config(recipe.student.config, "student")).eval(), "student"
-        return (
-            fam,
-            load_teacher_model(fam, recipe.resolve(recipe.teacher.checkpoint), recipe.teacher.config, trust)[0],
-            "teacher",
-        )
+            model = fam.build_student(fam.resolve_config(recipe.student.config, "student")).eval()
+            if fam.students_adopt:  # CSE: the lookup's cost is its teacher's vertex table's
+                fam.adopt_teacher(model, _recipe_teacher(fam, recipe, trust))
+            return fam, model, "student"
+        return fam, _recipe_teacher(fam, recipe, trust), "teacher"
     return load_checkpoint(target, family, config, trust)
+
+
+def _recipe_teacher(family: Family, recipe: Any, trust: bool) -> nn.Module:
+    return load_teacher_model(family, recipe.resolve(recipe.teacher.checkpoint), recipe.teacher.config, trust)[0]
 
 
 def inspect_model(

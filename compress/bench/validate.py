@@ -170,7 +170,6 @@ def student_nets(
     teacher is built only for a family whose students adopt part of it. A part whose export is the same as
     one before (a part pruning did not change) is listed once."""
     from compress.export import export_onnx
-    from compress.families.base import Family
     from compress.families.registry import get_family
     from compress.prune import prune_model
 
@@ -179,8 +178,7 @@ def student_nets(
         family = get_family(name)
         # what a student keeps from its teacher (CSE: the vertex table its lookup searches) sets the size of
         # some parts: such a family's students adopt it from its default teacher, as distillation does
-        adopts = type(family).adopt_teacher is not Family.adopt_teacher
-        teacher = family.build_teacher(family.resolve_config(None, "teacher")) if adopts else None
+        teacher = family.build_teacher(family.resolve_config(None, "teacher")) if family.students_adopt else None
         for preset in names:
             student = family.build_student(family.resolve_config(preset, "student")).eval()
             if teacher is not None:

@@ -161,6 +161,11 @@ class Family:
         """Copy into a student what it keeps from its teacher unchanged (CSE: the vertex table), before
         it is distilled; nothing by default."""
 
+    @property
+    def students_adopt(self) -> bool:
+        """Whether `adopt_teacher` copies anything: a student's size and cost then depend on its teacher."""
+        return type(self).adopt_teacher is not Family.adopt_teacher
+
     # -- public checkpoints ---------------------------------------------------------------
     def read_checkpoint(self, path: Path, trust: bool) -> dict[str, Any]:
         """A checkpoint file as a (nested) dict, read safely (families with other formats override)."""

@@ -4,6 +4,7 @@ the teacher's vertex table, the distillation and teacher objectives, scoring on 
 from __future__ import annotations
 
 import pickle
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,7 +17,7 @@ from compress.families.cse import objectives
 from compress.families.cse.mesh import template_mesh
 from compress.families.cse.student import VertexLookup
 from compress.families.registry import get_family
-from compress.inspect import inspect_model
+from compress.inspect import inspect_model, load_for_inspect
 
 FAMILY = get_family("cse")
 
@@ -80,6 +81,13 @@ def test_distillation_terms_vanish_when_the_student_matches_the_teacher(demo: di
     assert set(terms) == {"embedding_cosine", "vertex_kl"} and float(loss.detach()) == pytest.approx(0, abs=1e-5)
     moved = {**out, "embedding": out["embedding"].roll(1, dims=-1)}
     assert FAMILY.distill_loss(out, moved, demo["batch"], weights)[1]["vertex_kl"] > 0.01
+
+
+def test_a_recipes_student_is_inspected_with_its_teachers_vertex_table() -> None:
+    recipe = Path(compress.__file__).parent / "recipes" / "cse-mobile-demo.yaml"
+    _, student, kind = load_for_inspect(recipe, student=True)
+    teacher = compress.load_teacher("cse", recipe.parent / "teachers" / "cse-demo-64.safetensors")
+    assert kind == "student" and torch.equal(student.lookup.table, teacher.vertex_embeddings(0))
 
 
 def test_a_teacher_is_inspected_by_its_parts_though_only_students_are_pruned(demo: dict) -> None:
