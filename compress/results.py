@@ -138,9 +138,10 @@ def run(
     recipe_path: Path = DEMO,
     comparison_path: Path | None = COMPARISON,
     quiet: bool = False,
+    nproc: int = 1,
 ) -> dict[str, Any]:
     """Measure the recipe's teacher, distilled student and shipped student (and, with a comparison
-    recipe, the teacher pruned straight to the student's size)."""
+    recipe, the teacher pruned straight to the student's size); `nproc` distillation processes."""
     from compress.evaluate import evaluate
     from compress.families.loading import load_model
     from compress.families.registry import get_family
@@ -149,14 +150,14 @@ def run(
 
     recipe = load_recipe(root / recipe_path)
     family = get_family(recipe.family)
-    demo = run_recipe(recipe, out=out / "runs", resume=True, quiet=quiet)
+    demo = run_recipe(recipe, out=out / "runs", resume=True, quiet=quiet, nproc=nproc)
     student_file = demo.run_dir / demo.artifacts["model"]
     student, _ = load_model(student_file, family)
     student_mb = sum(p.numel() for p in student.parameters()) / 1e6  # int8: one byte per weight
     comparison = pruned = None
     if comparison_path is not None:
         comparison = load_recipe(root / comparison_path, [f"stages.prune.size_mb={student_mb:.4f}"])
-        pruned = run_recipe(comparison, out=out / "runs", resume=True, quiet=quiet)
+        pruned = run_recipe(comparison, out=out / "runs", resume=True, quiet=quiet, nproc=nproc)
     teacher, _ = load_model(demo.run_dir / "teacher.safetensors", family)
     size = family.model_input_size(teacher)
     batches = list(family.eval_batches(recipe.data.eval, size, seed=0, limit=limit))
@@ -692,6 +693,9 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--docs", type=Path, default=None, help="default: ROOT/docs")
     parser.add_argument(
+        "--nproc", type=int, default=1, help="distillation processes (torchrun/DDP), as `compress run --nproc`"
+    )
+    parser.add_argument(
         "--from-json",
         type=Path,
         default=None,
@@ -725,7 +729,8 @@ def main(argv: list[str] | None = None) -> None:
         if precision:  # results written before the quantize record decided the shipped row
             mark_shipped(res, precision)
     else:
-        res = run(root, args.out or root / "exported" / "bench", args.runs, args.limit, args.recipe, comparison)
+        out = args.out or root / "exported" / "bench"
+        res = run(root, out, args.runs, args.limit, args.recipe, comparison, nproc=args.nproc)
     write_reports(res, docs, root / args.headline_doc, args.suffix)
     print(results_markdown(res, args.suffix))
 
