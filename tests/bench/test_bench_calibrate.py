@@ -95,7 +95,7 @@ def test_a_reference_network_is_timed_around_every_stretch_of_every_round(tiny_o
 
 def test_single_op_graphs_price_the_op_they_are_named_for(tmp_path):
     micro = dict(calibrate.memory_microbenchmarks(tmp_path))
-    assert len(micro) == len(calibrate.MICRO_SHAPES) * 16
+    assert len(micro) == len(calibrate.MICRO_SHAPES) * 17 + len(calibrate.ARGMAX_SHAPES)
     feats = calibrate.host_features(
         [micro["softmax-spatial 16x64x64"], micro["gridsample 16x64x64"], micro["relu-chain-8 16x64x64"]], 8
     )
