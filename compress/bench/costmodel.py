@@ -45,6 +45,10 @@ DEVICES_DIR = Path(__file__).with_name("devices")
 # conv_nchw, depthwise_nchw and reorder occur only in the graph onnxruntime executes (executed.py)
 CLASSES = ("conv", "conv_int8", "depthwise", "conv_nchw", "depthwise_nchw", "reorder", "memory", "grid_sample")
 # kms: a conv's time from the profile's per-kernel model (kernels.py), in ms; its coefficient is a scale
+# A kernel timed alone (a single-conv graph) carries a fixed cost that the same conv inside a network does
+# not (about 1.2-1.4 us here, fitted on the networks); its feature is -1 per conv the per-kernel model
+# prices, so that a non-negative coefficient takes it off (ms per conv).
+KERNEL_ALONE = "kernel_alone"
 # The output bytes of an activation fused into a conv (executed graph): Relu costs nothing in the conv's output
 # loop; Clip (Relu6) and HardSwish each have their own rate, every other one (Sigmoid, Tanh, ...) `activation.mb`.
 ACTIVATION_FEATURES = {"Clip": "activation_clip.mb", "HardSwish": "activation_hardswish.mb"}
@@ -63,6 +67,7 @@ FEATURES = tuple(f"{c}.{unit}" for c in CLASSES for unit in ("gmac", "mb", "mtap
     "activation.mb",
     *ACTIVATION_FEATURES.values(),
     *REDUCTION_FEATURES,
+    KERNEL_ALONE,
     "layer",
     "run",
 )
@@ -129,7 +134,7 @@ class NodeCost:
             return {}
         mb = f"op:{self.op_type}.mb" if self.op_type in op_specific else f"{self.op_class}.mb"
         if self.kernel_ms is not None:  # priced by the per-kernel model instead of the linear terms
-            out = {f"{self.op_class}.kms": self.kernel_ms, "layer": 1.0}
+            out = {f"{self.op_class}.kms": self.kernel_ms, "layer": 1.0, KERNEL_ALONE: -1.0}
         else:
             out = {
                 f"{self.op_class}.gmac": self.macs / 1e9,
