@@ -46,7 +46,7 @@ DEVICES_DIR = Path(__file__).with_name("devices")
 CLASSES = ("conv", "conv_int8", "depthwise", "conv_nchw", "depthwise_nchw", "reorder", "memory", "grid_sample")
 # kms: a conv's time from the profile's per-kernel model (kernels.py), in ms; its coefficient is a scale
 # A kernel timed alone (a single-conv graph) carries a fixed cost that the same conv inside a network does
-# not (about 1.2-1.4 us here, fitted on the networks); its feature is -1 per conv the per-kernel model
+# not (1.2-1.4 us in the k-fold fits of docs/latency.md); its feature is -1 per conv the per-kernel model
 # prices, so that a non-negative coefficient takes it off (ms per conv).
 KERNEL_ALONE = "kernel_alone"
 # The output bytes of an activation fused into a conv (executed graph): Relu costs nothing in the conv's output
