@@ -80,26 +80,32 @@ HOST_OP_SPECIFIC = (
     "MaxPool",
     "Softmax",
     "ReduceSum",
+    "ArgMax",  # and its cache-aliasing strides (costmodel.REDUCTIONS)
 )
-HOST_MEMORY_COLUMNS: Columns = [
-    ["memory.mb"],
-    ["memory.mseg"],
-    ["grid_sample.mb"],
-    ["layer"],
-    ["run"],
-] + [[f"op:{t}.mb"] for t in HOST_OP_SPECIFIC]
+HOST_MEMORY_COLUMNS: Columns = (
+    [["memory.mb"], ["memory.mseg"], ["grid_sample.mb"], ["layer"], ["run"]]
+    + [[f"op:{t}.mb"] for t in HOST_OP_SPECIFIC]
+    + [[feature] for feature in costmodel.REDUCTION_FEATURES]
+)
+# Op types whose carried rate gets its own range instead of joining the memory-bound one (rate_range): an
+# ArgMax's rate depends on the stride it reads at (3-6x on the host, costmodel.REDUCTIONS), and carried
+# into the range of every memory-bound op no reference has it would widen theirs several times over with
+# no evidence about them.
+OWN_RANGE = ("ArgMax",)
 # The host prices the graph onnxruntime executes (executed.py): its convs by the per-kernel model
 # (kernels.py) of their class (NCHWc or plain path, dense or depthwise), scaled by one coefficient
 # fitted on whole networks (a kernel in a network runs with other data in the caches than alone; one
 # shared scale, as plain-path convs are too rare in the networks to fit their own), and
-# the activations fused into convs by their output bytes (costmodel.ACTIVATION_FEATURES; Relu is free).
+# the activations fused into convs by their output bytes (costmodel.ACTIVATION_FEATURES; Relu is free), less
+# the fixed cost a kernel timed alone carries (costmodel.KERNEL_ALONE: the k-fold share within ±10 % went
+# from 89 % to 94 % with it on the same measurements, the tiny parts' over-prediction most of it).
 # The per-node and per-call costs (`layer`, `run`) are fitted twice: on the single-op graphs, so that
 # the memory-bound rates do not absorb them, then again on the networks, where a node's and a call's
 # fixed cost are not those of a one-node graph (the k-fold validation scores better so: docs/latency.md).
 HOST_NETWORK_COLUMNS: Columns = (
     [[f"{c}.kms" for c in kernels.CONV_CLASSES], ["activation.mb"]]
     + [[feature] for feature in costmodel.ACTIVATION_FEATURES.values()]
-    + [["layer"], ["run"]]
+    + [[costmodel.KERNEL_ALONE], ["layer"], ["run"]]
 )
 
 
@@ -195,12 +201,18 @@ def rate_range(own: dict[str, float], carried: dict[str, float] | None = None) -
         raise CompressError("rate_range: the device to carry rates from has no dense conv rate to scale them by")
     else:
         scale = own["conv.gmac"] / carried["conv.gmac"]
-    memory = [v * scale for k, v in carried.items() if k == "memory.mb" or k.startswith("op:")]
+    own_range = {f"op:{t}.mb" for t in OWN_RANGE}
+    memory = [v * scale for k, v in carried.items() if k == "memory.mb" or (k.startswith("op:") and k not in own_range)]
     gather = [carried["grid_sample.mb"] * scale, own["grid_sample.mb"]]
-    return {
+    ranges = {
         "memory": [round(min(own["memory.mb"], *memory), 6), round(max(own["memory.mb"], *memory), 6)],
         "grid_sample": [round(min(gather), 6), round(max(gather), 6)],
     }
+    for t in OWN_RANGE:
+        if f"op:{t}.mb" in carried:  # up to its rate at an aliasing stride (the long-axis term left out)
+            rate = (carried[f"op:{t}.mb"] + carried.get(costmodel.REDUCTION_FEATURES[0], 0.0)) * scale
+            ranges[f"op:{t}"] = [round(min(own["memory.mb"], rate), 6), round(max(own["memory.mb"], rate), 6)]
+    return ranges
 
 
 def host_rates(profile: costmodel.DeviceProfile) -> dict[str, float]:
@@ -514,6 +526,17 @@ def host_latencies(
 
 HOST_CALIBRATION_SEEDS = range(0, 40)
 MICRO_SHAPES = [(8, 128, 128), (16, 64, 64), (32, 32, 32), (64, 64, 64), (128, 16, 16), (32, 128, 128)]
+# ArgMax across the channels of 1xCxHxW, the CSE lookup's search: plane strides on and off multiples of
+# 4 KiB, channel counts each side of costmodel.ALIASED_LONG (the costmodel.REDUCTIONS terms)
+ARGMAX_SHAPES = [
+    (64, 28, 28),
+    (256, 24, 24),
+    (256, 32, 32),
+    (512, 48, 48),
+    (768, 32, 32),
+    (1536, 28, 28),
+    (1536, 32, 32),
+]
 
 
 def _single_op(
@@ -560,10 +583,24 @@ def _micro_ops(c: int, h: int, w: int) -> dict[str, onnx.ModelProto]:
             node("GridSample", ["x", "grid"], ["y"], align_corners=1), {**x, "grid": (1, h, w, 2)}
         ),
         "sub-broadcast": _single_op(node("Sub", ["a", "b"], ["y"]), {"a": (1, k, h, w, 2), "b": (1, k, 1, 1, 2)}),
+        "argmax-channels": _argmax(c, h, w),
         "relu-chain-8": _chain(
             "Relu", 8, (1, c, h // 8, w // 8)
         ),  # tiny nodes: tells the per-node from the per-call cost
     }
+
+
+def _argmax(c: int, h: int, w: int) -> onnx.ModelProto:
+    """ArgMax across the channels of a 1xCxHxW input (its output is int64, unlike _single_op's)."""
+    graph = helper.make_graph(
+        [helper.make_node("ArgMax", ["x"], ["y"], axis=1, keepdims=1)],
+        "ArgMax",
+        [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, c, h, w])],
+        [helper.make_tensor_value_info("y", onnx.TensorProto.INT64, None)],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model
 
 
 def _chain(op: str, length: int, shape: tuple[int, ...]) -> onnx.ModelProto:
@@ -581,16 +618,19 @@ def _chain(op: str, length: int, shape: tuple[int, ...]) -> onnx.ModelProto:
 
 
 def memory_microbenchmarks(
-    workdir: Path, shapes: Sequence[tuple[int, int, int]] = tuple(MICRO_SHAPES)
+    workdir: Path,
+    shapes: Sequence[tuple[int, int, int]] = tuple(MICRO_SHAPES),
+    argmax_shapes: Sequence[tuple[int, int, int]] = tuple(ARGMAX_SHAPES),
 ) -> list[tuple[str, Path]]:
-    """Single-op ONNX graphs of memory-bound ops at several sizes: (name, path)."""
+    """Single-op ONNX graphs of memory-bound ops at several sizes, and ArgMax at `argmax_shapes`: (name, path)."""
+    graphs = [(op, shape, model) for shape in shapes for op, model in _micro_ops(*shape).items()]
+    graphs += [("argmax-channels", shape, _argmax(*shape)) for shape in argmax_shapes]
     out = []
-    for c, h, w in shapes:
-        for op, model in _micro_ops(c, h, w).items():
-            path = workdir / f"micro-{op}-{c}x{h}x{w}.onnx"
-            if not path.exists():
-                onnx.save(model, str(path))
-            out.append((f"{op} {c}x{h}x{w}", path))
+    for op, (c, h, w), model in graphs:
+        path = workdir / f"micro-{op}-{c}x{h}x{w}.onnx"
+        if not path.exists():
+            onnx.save(model, str(path))
+        out.append((f"{op} {c}x{h}x{w}", path))
     return out
 
 
@@ -745,6 +785,7 @@ def calibrate_host(
     seeds: Sequence[int] = HOST_CALIBRATION_SEEDS,
     int8_seeds: Sequence[int] = HOST_INT8_SEEDS,
     micro_shapes: Sequence[tuple[int, int, int]] = tuple(MICRO_SHAPES),
+    argmax_shapes: Sequence[tuple[int, int, int]] = tuple(ARGMAX_SHAPES),
     kernel_sample: int = KERNEL_SAMPLE,
     adaptive_rounds: int = ADAPTIVE_ROUNDS,
 ) -> Path:
@@ -756,7 +797,7 @@ def calibrate_host(
     nets = convnet_set(seeds, workdir)
     sample = sample_kernels(workdir, block, rounds, [p for _, p, _ in nets], kernel_sample, adaptive_rounds)
     kernels_csv = kernels.write_csv(out.with_name(f"{out.stem}-kernels.csv"), sample.rows)
-    micro = memory_microbenchmarks(workdir, micro_shapes)
+    micro = memory_microbenchmarks(workdir, micro_shapes, argmax_shapes)
     int8_nets = int8_convnet_set(int8_seeds, workdir)
     paths = [p for _, p in micro] + [p for _, p, _ in nets] + [p for _, p in int8_nets]
     feats = host_features(paths, block, kernels.KernelModel(sample.rows))

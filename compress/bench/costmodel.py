@@ -45,12 +45,29 @@ DEVICES_DIR = Path(__file__).with_name("devices")
 # conv_nchw, depthwise_nchw and reorder occur only in the graph onnxruntime executes (executed.py)
 CLASSES = ("conv", "conv_int8", "depthwise", "conv_nchw", "depthwise_nchw", "reorder", "memory", "grid_sample")
 # kms: a conv's time from the profile's per-kernel model (kernels.py), in ms; its coefficient is a scale
+# A kernel timed alone (a single-conv graph) carries a fixed cost that the same conv inside a network does
+# not (1.2-1.4 us in the k-fold fits of docs/latency.md); its feature is -1 per conv the per-kernel model
+# prices, so that a non-negative coefficient takes it off (ms per conv).
+KERNEL_ALONE = "kernel_alone"
 # The output bytes of an activation fused into a conv (executed graph): Relu costs nothing in the conv's output
 # loop; Clip (Relu6) and HardSwish each have their own rate, every other one (Sigmoid, Tanh, ...) `activation.mb`.
 ACTIVATION_FEATURES = {"Clip": "activation_clip.mb", "HardSwish": "activation_hardswish.mb"}
+# An ArgMax/ArgMin over an axis that is not the innermost walks the reduced elements `stride` apart; when
+# that stride is a multiple of 4 KiB every reduced element of one output falls in the same cache set, and
+# once there are more of them than the set has ways they evict each other (measured on the AMD EPYC host:
+# 0.15-0.2 ms/MB otherwise, about 0.43 with such a stride, 0.9-1.2 once more than ALIASED_LONG alias).
+# The bytes of such a reduction are priced once more by `reduction_aliased.mb`, and by
+# `reduction_aliased_long.mb` times how far the reduced length exceeds ALIASED_LONG (in units of it).
+REDUCTIONS = {"ArgMax", "ArgMin"}
+ALIASING_STRIDE = 4096
+ALIASED_WAYS = 8  # ways of an x86 L1 set (8-12): that many aliasing elements do not evict each other
+ALIASED_LONG = 512
+REDUCTION_FEATURES = ("reduction_aliased.mb", "reduction_aliased_long.mb")
 FEATURES = tuple(f"{c}.{unit}" for c in CLASSES for unit in ("gmac", "mb", "mtap", "mseg", "kms")) + (
     "activation.mb",
     *ACTIVATION_FEATURES.values(),
+    *REDUCTION_FEATURES,
+    KERNEL_ALONE,
     "layer",
     "run",
 )
@@ -108,6 +125,8 @@ class NodeCost:
     activation: str = ""  # that activation's op type
     kernel: Any = None  # a conv's kernels.Kernel (executed graph): what a per-kernel model prices
     kernel_ms: float | None = None  # that model's price, set by the profile that has one
+    aliased_bytes: int = 0  # bytes a reduction reads with a cache-aliasing stride (REDUCTIONS)
+    reduced: int = 0  # that reduction's axis length
 
     def features(self, op_specific: frozenset[str] = frozenset()) -> dict[str, float]:
         """Work as cost features; the bytes of an op type in `op_specific` go to its own "op:TYPE.mb"."""
@@ -115,7 +134,7 @@ class NodeCost:
             return {}
         mb = f"op:{self.op_type}.mb" if self.op_type in op_specific else f"{self.op_class}.mb"
         if self.kernel_ms is not None:  # priced by the per-kernel model instead of the linear terms
-            out = {f"{self.op_class}.kms": self.kernel_ms, "layer": 1.0}
+            out = {f"{self.op_class}.kms": self.kernel_ms, "layer": 1.0, KERNEL_ALONE: -1.0}
         else:
             out = {
                 f"{self.op_class}.gmac": self.macs / 1e9,
@@ -126,6 +145,10 @@ class NodeCost:
             }
         if self.activation_bytes:
             out[ACTIVATION_FEATURES.get(self.activation, "activation.mb")] = self.activation_bytes / 1e6
+        if self.aliased_bytes:
+            aliased, long = REDUCTION_FEATURES
+            out[aliased] = self.aliased_bytes / 1e6
+            out[long] = self.aliased_bytes / 1e6 * max(0.0, self.reduced / ALIASED_LONG - 1)
         return out
 
 
@@ -234,7 +257,21 @@ def _node_cost(
     if op == "GridSample":
         return NodeCost(name, op, "grid_sample", 0, moved)
     segments = broadcast_segments(n, shapes, out) if op in ELEMENTWISE else 0
-    return NodeCost(name, op, "memory", 0, moved, 0, segments)
+    return NodeCost(name, op, "memory", 0, moved, 0, segments, **strided_reduction(n, shapes))
+
+
+def strided_reduction(n: onnx.NodeProto, shapes: Shapes) -> dict[str, int]:
+    """NodeCost's `aliased_bytes` and `reduced` of an ArgMax/ArgMin whose reduced elements lie a multiple
+    of ALIASING_STRIDE bytes apart (see REDUCTIONS); {} for any other node."""
+    x = shapes.shape(n.input[0]) if n.op_type in REDUCTIONS and n.input else None
+    if not x:
+        return {}
+    axis = _attr(n, "axis", 0) % len(x)
+    itemsize = shapes.nbytes(n.input[0]) // max(1, prod(x))
+    stride = prod(x[axis + 1 :]) * itemsize
+    if stride == itemsize or stride % ALIASING_STRIDE or x[axis] <= ALIASED_WAYS:
+        return {}
+    return {"aliased_bytes": shapes.nbytes(n.input[0]), "reduced": x[axis]}
 
 
 def broadcast_segments(n: onnx.NodeProto, shapes: Shapes, out: list[int]) -> int:

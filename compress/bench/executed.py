@@ -240,4 +240,6 @@ def _node_cost(n: onnx.NodeProto, op_class: str, shapes: costmodel.Shapes) -> co
             name, n.op_type, op_class, macs, moved, taps, activation_bytes=priced, activation=activation, kernel=kernel
         )
     segments = costmodel.broadcast_segments(n, shapes, out) if n.op_type in costmodel.ELEMENTWISE else 0
-    return costmodel.NodeCost(name, n.op_type, op_class, 0, moved, 0, segments)
+    return costmodel.NodeCost(
+        name, n.op_type, op_class, 0, moved, 0, segments, **costmodel.strided_reduction(n, shapes)
+    )

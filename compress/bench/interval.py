@@ -78,7 +78,7 @@ class IntervalModel:
     bound: float  # q
     coverage: float  # nominal, k / (n + 1)
     reference_op_types: frozenset[str]
-    rate_range: dict[str, tuple[float, float]]  # op class -> (low, high) ms per MB for extrapolated nodes
+    rate_range: dict[str, tuple[float, float]]  # op class or "op:TYPE" -> (low, high) ms/MB for extrapolated nodes
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> IntervalModel:
@@ -95,7 +95,8 @@ class IntervalModel:
     def node_range(self, op_class: str, op_type: str, ms: float, mb: float, own_rate: float) -> tuple[float, float]:
         """Before widening by q: a referenced node's predicted ms; an extrapolated node's ms with its bytes
         priced at either end of its class's rate range (and at its own rate, whichever is further out)."""
-        if not self.extrapolated(op_type) or op_class not in self.rate_range:
+        own = self.rate_range.get(f"op:{op_type}", self.rate_range.get(op_class))  # an op type's own range first
+        if not self.extrapolated(op_type) or own is None:
             return ms, ms
-        low, high = self.rate_range[op_class]
+        low, high = own
         return min(ms, ms + (low - own_rate) * mb), max(ms, ms + (high - own_rate) * mb)

@@ -66,6 +66,20 @@ def test_host_fit_takes_memory_rates_from_single_op_graphs_and_refits_per_node_c
     assert {k: result.coefficients[k] for k in truth} == pytest.approx(truth, rel=1e-6)
 
 
+def test_the_network_fit_takes_off_the_fixed_cost_each_kernel_carried_when_timed_alone():
+    micro = [{"memory.mb": mb, "layer": n, "run": 1.0} for mb, n in [(1, 1), (4, 1), (2, 8), (8, 3), (3, 5)]]
+    micro_ms = calibrate.price(micro, {"memory.mb": 0.1, "layer": 0.002, "run": 0.01})
+    # kernels' summed alone-times, the convs among them (KERNEL_ALONE counts -1 each), nodes
+    shapes = [(1.0, 8, 10), (2.0, 30, 40), (0.5, 20, 25), (3.0, 12, 60), (0.2, 15, 18)]
+    nets = [
+        {"conv.kms": k, costmodel.KERNEL_ALONE: -float(c), "memory.mb": 1.0, "layer": n, "run": 1.0}
+        for k, c, n in shapes
+    ]
+    truth = {"conv.kms": 1.1, costmodel.KERNEL_ALONE: 0.002, "layer": 0.001, "run": 0.02, "memory.mb": 0.1}
+    result = calibrate.fit_host(micro, micro_ms, nets, calibrate.price(nets, truth))
+    assert result.coefficients[costmodel.KERNEL_ALONE] == pytest.approx(0.002, rel=1e-6)
+
+
 def test_one_round_cannot_tell_how_well_a_measurement_repeats(tmp_path):
     with pytest.raises(CompressError, match="at least 2"):
         calibrate.host_latencies([tmp_path / "m.onnx"], rounds=1)
@@ -95,7 +109,7 @@ def test_a_reference_network_is_timed_around_every_stretch_of_every_round(tiny_o
 
 def test_single_op_graphs_price_the_op_they_are_named_for(tmp_path):
     micro = dict(calibrate.memory_microbenchmarks(tmp_path))
-    assert len(micro) == len(calibrate.MICRO_SHAPES) * 16
+    assert len(micro) == len(calibrate.MICRO_SHAPES) * 17 + len(calibrate.ARGMAX_SHAPES)
     feats = calibrate.host_features(
         [micro["softmax-spatial 16x64x64"], micro["gridsample 16x64x64"], micro["relu-chain-8 16x64x64"]], 8
     )

@@ -101,6 +101,34 @@ def test_a_broadcast_with_a_short_inner_run_counts_one_segment_per_run(tmp_path)
     assert sub.segments == 4 * 8 * 8  # runs of 2 elements
 
 
+@pytest.mark.parametrize(
+    "channels, side, axis, aliased",
+    [
+        (1024, 32, 1, True),  # channel planes 4 KiB apart: every reduced element in one cache set
+        (1024, 56, 1, False),  # 12544 bytes apart
+        (8, 32, 1, False),  # 4 KiB apart, but no more of them than a cache set has ways
+        (64, 64, 3, False),  # along the innermost axis the elements are contiguous
+    ],
+)
+def test_an_argmax_counts_its_bytes_as_aliased_only_when_its_stride_is_a_multiple_of_4_kib(
+    tmp_path, channels, side, axis, aliased
+):
+    class Search(nn.Module):
+        def forward(self, x):
+            return x.argmax(dim=axis, keepdim=True)
+
+    path = export_onnx(Search(), (1, channels, side, side), tmp_path / "argmax.onnx")
+    (node,) = [c for c in costmodel.analyse(path) if c.op_type == "ArgMax"]
+    feats = node.features()
+    assert ("reduction_aliased.mb" in feats) == aliased
+    if aliased:
+        assert feats["reduction_aliased.mb"] == channels * side * side * 4 / 1e6
+        # the long-axis term grows with how far the reduced length passes ALIASED_LONG
+        assert feats["reduction_aliased_long.mb"] == pytest.approx(
+            feats["reduction_aliased.mb"] * (channels / costmodel.ALIASED_LONG - 1)
+        )
+
+
 def test_a_profile_prices_every_priced_node_and_sums_them(block):
     profile = costmodel.load_profile("iphone8")
     pred = costmodel.predict(block, "profile:iphone8")

@@ -84,6 +84,7 @@ def test_a_tiny_host_calibration_records_the_machine_int8_terms_and_its_interval
         seeds=[3, 5],
         int8_seeds=[3],
         micro_shapes=[(8, 16, 16)],
+        argmax_shapes=[(16, 32, 32)],
         kernel_sample=40,
         adaptive_rounds=1,
     )

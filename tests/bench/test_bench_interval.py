@@ -45,6 +45,22 @@ def test_only_an_extrapolated_node_has_its_bytes_priced_across_its_class_range()
     assert model.node_range("grid_sample", "GridSample", 1.0, 2.0, 0.5) == (1.0, 8.0)
 
 
+def test_an_op_type_with_its_own_range_is_priced_across_it_instead_of_its_class_range():
+    ranges = {"memory": (0.5, 1.0), "op:ArgMax": (0.5, 4.0)}
+    model = interval.IntervalModel(0.1, 0.8, frozenset(), ranges)
+    assert model.node_range("memory", "ArgMax", 1.0, 2.0, 0.5) == (1.0, 8.0)
+    assert model.node_range("memory", "Gather", 1.0, 2.0, 0.5) == (1.0, 2.0)
+
+
+def test_a_carried_argmax_rate_gets_its_own_range_and_leaves_the_memory_range_as_it_was():
+    own = {"conv.gmac": 20.0, "memory.mb": 0.1, "grid_sample.mb": 0.1}
+    host = {"conv.gmac": 10.0, "memory.mb": 0.01, "op:Resize.mb": 0.06, "grid_sample.mb": 1.0}
+    ranges = calibrate.rate_range(own, host)
+    with_argmax = calibrate.rate_range(own, {**host, "op:ArgMax.mb": 0.2, "reduction_aliased.mb": 0.3})
+    assert with_argmax["memory"] == ranges["memory"] == [0.02, 0.12]
+    assert with_argmax["op:ArgMax"] == [0.1, pytest.approx(1.0)]  # (0.2 + 0.3) ms/MB at twice the conv time
+
+
 def test_loo_errors_vanish_on_data_the_form_explains_and_a_point_alone_in_a_column_has_none():
     truth = {"conv.gmac": 30.0, "conv_int8.gmac": 20.0, "memory.mb": 0.5}
     feats = [{"conv.gmac": g, "memory.mb": mb} for g, mb in [(0.5, 10), (1.0, 3), (0.2, 40), (2.0, 5)]]

@@ -114,6 +114,21 @@ def test_a_profile_naming_its_kernel_data_prices_convs_with_the_per_kernel_model
     assert profile.predict_ms(convs, 1) == pytest.approx(sum(c.kernel_ms for c in convs))
 
 
+def test_each_kernel_priced_conv_is_charged_less_the_fixed_cost_its_kernel_carried_alone(tmp_path, tiny_onnx):
+    kernels.write_csv(tmp_path / "h-kernels.csv", synthetic_rows())
+    coefficients = {f"{c}.kms": 1.0 for c in kernels.CONV_CLASSES} | {costmodel.KERNEL_ALONE: 0.001}
+    data = {
+        "device": "h",
+        "graph": costmodel.EXECUTED_GRAPH,
+        "kernels": "h-kernels.csv",
+        "calibrations": {1: {"coefficients": coefficients}},
+    }
+    (tmp_path / "h.yaml").write_text(yaml.safe_dump(data))
+    profile = costmodel.load_profile("h", tmp_path / "h.yaml")
+    convs = [c for c in profile.analyse(tiny_onnx) if c.kernel is not None]
+    assert profile.predict_ms(convs, 1) == pytest.approx(sum(c.kernel_ms for c in convs) - 0.001 * len(convs))
+
+
 def test_network_configs_are_the_convs_of_a_network(tiny_onnx):
     import onnx
 
