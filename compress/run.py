@@ -42,6 +42,9 @@ from compress.families.registry import get_family
 from compress.recipe import Recipe
 
 RECORD = "record.json"
+# Other stages' configs a stage reads besides its own, so that --resume reruns it when they change:
+# quantize times int8 against float with the profile stage's runs and warmup, for its devices.
+READS = {"quantize": ("profile",)}
 PACKAGES = (
     "torch",
     "onnx",
@@ -323,6 +326,11 @@ def run_recipe(
                 {
                     "stage": stage.name,
                     "config": stage.config.model_dump(mode="json"),
+                    "reads": {
+                        name: read.config.model_dump(mode="json")
+                        for name in READS.get(stage.name, ())
+                        if (read := recipe.stage(name)) is not None
+                    },
                     "base": base_key,
                     "inputs": artifact_hashes(artifacts, run_dir),
                 },

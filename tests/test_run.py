@@ -47,6 +47,16 @@ def test_resume_reruns_from_the_first_changed_stage(write_recipe, tmp_path, test
     assert [s["status"] for s in again.stages] == ["resumed", "resumed", "ran"]
 
 
+def test_resume_reruns_quantize_when_the_profile_timing_it_reads_changes(write_recipe, tmp_path, monkeypatch):
+    for stage in ("lint", "quantize", "profile"):
+        monkeypatch.setitem(runner.STAGES, stage, "tests.stages_for_tests:passes")
+    path = write_recipe(["quantize", "profile"])
+    first = run_recipe(load_recipe(path), out=tmp_path, quiet=True)
+    changed = load_recipe(path, ["stages.profile.runs=7"])
+    again = run_recipe(changed, quiet=True, resume=True, run_dir=first.run_dir)
+    assert [s["status"] for s in again.stages] == ["resumed", "ran", "ran"]
+
+
 def test_resume_reruns_everything_made_by_other_code(write_recipe, tmp_path, test_stages, monkeypatch):
     path = write_recipe([{"distill": FAST_DISTILL}, "export"])
     first = run_recipe(load_recipe(path), out=tmp_path, quiet=True)
