@@ -30,7 +30,7 @@ from compress.quantize.latency import (
     regions,
 )
 from compress.quantize.onnx import QuantReport, int8_and_float_nodes
-from compress.quantize.stage import OnnxShipping, fit_size_target, ship_onnx
+from compress.quantize.stage import OnnxShipping, fit_size_target, int8_regions_for_size, ship_onnx
 from compress.quantize.targets import int8_types
 from compress.recipe import QuantizeConfig, load_recipe
 from compress.run import run_recipe
@@ -266,9 +266,9 @@ def test_preferring_size_ships_slower_int8_and_says_so():
     assert entry["precision"] == "int8" and note.startswith("int8 ships for size (ship_when_slower: int8")
 
 
-def shipping(report: QuantReport, fp32_bytes: int, int8_bytes: int) -> OnnxShipping:
+def shipping(report: QuantReport, fp32_bytes: int, int8_bytes: int, mode: str = "mixed") -> OnnxShipping:
     report.fp32_bytes, report.int8_bytes = fp32_bytes, int8_bytes
-    entry, note = ship(report)
+    entry, note = ship(report, mode)
     return OnnxShipping(report, entry, note, {"path": "q/net.int8.onnx", "precision": "int8"})
 
 
@@ -334,3 +334,28 @@ def test_the_stage_preferring_size_says_so_in_the_record(write_recipe, tmp_path)
     onnx_record = record["metrics"]["net"]["onnx"]
     assert onnx_record["mixed_precision"] is None
     assert "latency-aware mixed precision off: ship_when_slower: int8 (size matters more)" in onnx_record["notes"]
+
+
+def test_regions_kept_float_over_the_size_target_go_int8_for_size_largest_file_first():
+    ships = {
+        "big": shipping(report_with(WITHIN_NOISE, ("/dense_motion",)), 5_000_000, 4_500_000),
+        "small": shipping(report_with(WITHIN_NOISE, ("/first",)), 60_000, 50_000),
+        "plain": shipping(report_with(WITHIN_NOISE), 4_000_000, 1_000_000),
+    }
+    requantized = []
+
+    def all_int8(name):
+        requantized.append(name)
+        return shipping(report_with(SLOWER), 5_000_000, 1_250_000, mode="int8")  # as the stage asks
+
+    int8_regions_for_size(ships, 3.0, all_int8)  # 4.5 + 0.05 + 1.0 MB; "big" with every region int8: 2.3 MB
+    assert requantized == ["big"] and ships["big"].entry["precision"] == "int8"
+    assert ships["big"].note.startswith(
+        "every region int8 for size: with /dense_motion kept float the ONNX files were 5.55 MB"
+    )
+
+
+def test_regions_kept_float_within_the_size_target_stay_float():
+    ships = {"net": shipping(report_with(WITHIN_NOISE, ("/a",)), 5_000_000, 2_000_000)}
+    int8_regions_for_size(ships, 3.0, lambda name: pytest.fail("re-quantized within the target"))
+    assert ships["net"].report.mixed_precision.kept_float == ["/a"]

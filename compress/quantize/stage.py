@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import copy
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
@@ -154,6 +154,31 @@ def fit_size_target(ships: dict[str, OnnxShipping], target_mb: float | None) -> 
         )
 
 
+def int8_regions_for_size(
+    ships: dict[str, OnnxShipping], target_mb: float | None, all_int8: Callable[[str], OnnxShipping]
+) -> None:
+    """Where regions kept float for host speed put the ONNX files over `target_mb`, quantize those parts
+    again with every region int8 (`all_int8(name)`), the largest file first, until the files fit: the
+    recipe's size target says that size matters more there."""
+    if target_mb is None:
+        return
+    mixed = [
+        name
+        for name, s in ships.items()
+        if s.entry["precision"] == "int8" and s.report.mixed_precision and s.report.mixed_precision.kept_float
+    ]
+    for name in sorted(mixed, key=lambda n: ships[n].report.int8_bytes, reverse=True):
+        total = sum(s.bytes for s in ships.values())
+        if total <= target_mb * 1e6:
+            return
+        kept = ", ".join(ships[name].report.mixed_precision.kept_float)  # type: ignore[union-attr]
+        ships[name] = all_int8(name)
+        ships[name].note = (
+            f"every region int8 for size: with {kept} kept float the ONNX files were {total / 1e6:.2f} MB, over "
+            f"targets.size_mb {target_mb:g}; {ships[name].note}"
+        )
+
+
 def int8_for_size(ctx: RunContext) -> dict[str, str]:
     """The devices this recipe profiles (its profile stage's, else that stage's defaults, and its fps targets')
     whose profile says int8 runs there with float compute, and what that means."""
@@ -230,20 +255,18 @@ def quantize_stage(cfg: QuantizeConfig, ctx: RunContext) -> StageResult:
         result.metrics["int8_for_size"] = for_size
     lines: list[str] = list(for_size.values())
     ships: dict[str, OnnxShipping] = {}
+
+    def onnx_part(name: str, config: QuantizeConfig) -> OnnxShipping:
+        gate_on = PipelineGate(ctx.family, pipeline, name, eval_batches, max_drop) if pipeline else None
+        previous = shipped.get(name, {}).get("onnx")
+        return _onnx_part(
+            config, ctx, parts[name], data[name], exported[name]["onnx"], previous, gate_on, trained.get(name)
+        )
+
     for name, files in exported.items():
         result.metrics[name] = {}
         if "onnx" in cfg.formats and "onnx" in files:
-            gate_on = PipelineGate(ctx.family, pipeline, name, eval_batches, max_drop) if pipeline else None
-            ships[name] = _onnx_part(
-                cfg,
-                ctx,
-                parts[name],
-                data[name],
-                files["onnx"],
-                shipped.get(name, {}).get("onnx"),
-                gate_on,
-                trained.get(name),
-            )
+            ships[name] = onnx_part(name, cfg)
         if "coreml" in cfg.formats and "coreml" in files:
             creport, record = _coreml_part(cfg, ctx, parts[name], data[name], files["coreml"])
             quantized.setdefault(name, {})["coreml"] = ctx.rel(creport.path)
@@ -251,6 +274,8 @@ def quantize_stage(cfg: QuantizeConfig, ctx: RunContext) -> StageResult:
             result.metrics[name]["coreml"] = record
             lines.append(f"{name}.coreml {creport.mode} {record['fp32_over_int8_size']:.2f}x smaller than fp32")
     if cfg.ship_when_slower == "mixed":
+        every_region_int8 = cfg.model_copy(update={"ship_when_slower": "int8"})
+        int8_regions_for_size(ships, ctx.recipe.targets.size_mb, lambda name: onnx_part(name, every_region_int8))
         fit_size_target(ships, ctx.recipe.targets.size_mb)
     as_shipped: dict[str, Path] = {}  # ONNX file of each part as it ships, for the whole-pipeline check
     for name, ship in ships.items():
