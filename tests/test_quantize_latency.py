@@ -355,6 +355,13 @@ def test_regions_kept_float_over_the_size_target_go_int8_for_size_largest_file_f
     )
 
 
+def test_a_part_still_slower_with_float_regions_goes_every_region_int8_for_size():
+    ships = {"net": shipping(report_with(SLOWER, ("/dense_motion",)), 5_000_000, 4_500_000)}
+    assert ships["net"].entry["precision"] == "fp32"  # int8 with its float region was still slower
+    int8_regions_for_size(ships, 3.0, lambda name: shipping(report_with(SLOWER), 5_000_000, 1_250_000, mode="int8"))
+    assert ships["net"].entry["precision"] == "int8" and ships["net"].bytes == 1_250_000
+
+
 def test_regions_kept_float_within_the_size_target_stay_float():
     ships = {"net": shipping(report_with(WITHIN_NOISE, ("/a",)), 5_000_000, 2_000_000)}
     int8_regions_for_size(ships, 3.0, lambda name: pytest.fail("re-quantized within the target"))

@@ -158,16 +158,16 @@ def int8_regions_for_size(
     ships: dict[str, OnnxShipping], target_mb: float | None, all_int8: Callable[[str], OnnxShipping]
 ) -> None:
     """Where regions kept float for host speed put the ONNX files over `target_mb`, quantize those parts
-    again with every region int8 (`all_int8(name)`), the largest file first, until the files fit: the
-    recipe's size target says that size matters more there."""
+    again with every region int8 (`all_int8(name)`), the largest file as shipped first, until the files
+    fit: the recipe's size target says that size matters more there. Parts kept fp32 for quality stay."""
     if target_mb is None:
         return
     mixed = [
         name
-        for name, s in ships.items()
-        if s.entry["precision"] == "int8" and s.report.mixed_precision and s.report.mixed_precision.kept_float
+        for name, s in ships.items()  # shipped as int8 with float regions, or as fp32 since even that was slower
+        if s.report.passed and s.report.mixed_precision and s.report.mixed_precision.kept_float
     ]
-    for name in sorted(mixed, key=lambda n: ships[n].report.int8_bytes, reverse=True):
+    for name in sorted(mixed, key=lambda n: ships[n].bytes, reverse=True):
         total = sum(s.bytes for s in ships.values())
         if total <= target_mb * 1e6:
             return
