@@ -55,7 +55,7 @@ SMOKE_OVERRIDES = [
     "stages.prune.finetune.eval_batches=1",
     "stages.quantize.calibration_samples=2",
     "stages.quantize.eval_samples=1",
-    "stages.profile.runs=3",
+    "stages.profile.runs=12",
     "stages.profile.warmup=1",
 ]
 STEP_SCALES = (0.125, 0.25, 0.5, 1.0, 2.0, 4.0)
