@@ -30,7 +30,7 @@ from compress.quantize.latency import (
     regions,
 )
 from compress.quantize.onnx import QuantReport, int8_and_float_nodes
-from compress.quantize.stage import OnnxShipping, fit_size_target, int8_regions_for_size, ship_onnx
+from compress.quantize.stage import OnnxShipping, fit_size_target, ship_onnx
 from compress.quantize.targets import int8_types
 from compress.recipe import QuantizeConfig, load_recipe
 from compress.run import run_recipe
@@ -272,13 +272,17 @@ def shipping(report: QuantReport, fp32_bytes: int, int8_bytes: int, mode: str = 
     return OnnxShipping(report, entry, note, {"path": "q/net.int8.onnx", "precision": "int8"})
 
 
-def test_float_parts_over_the_size_target_ship_int8_for_size_largest_saving_first():
+def no_requantizing(name):
+    pytest.fail(f"{name} was quantized again")
+
+
+def test_float_parts_over_the_size_target_ship_int8_for_size_largest_file_first():
     ships = {
         "small": shipping(report_with(SLOWER), 400_000, 100_000),
         "large": shipping(report_with(SLOWER), 4_000_000, 1_000_000),
         "fast": shipping(report_with(WITHIN_NOISE), 2_000_000, 500_000),
     }
-    fit_size_target(ships, target_mb=2.0)  # 0.4 + 4.0 + 0.5 MB as shipped; int8 "large" alone makes it 1.9
+    fit_size_target(ships, 2.0, no_requantizing)  # 0.4 + 4.0 + 0.5 MB as shipped; int8 "large" alone makes it 1.9
     assert [ships[n].entry["precision"] for n in ("small", "large", "fast")] == ["fp32", "int8", "int8"]
     assert ships["large"].note.startswith("int8 ships for size: with this part fp32 the ONNX files are 4.90 MB")
     assert ships["small"].note.startswith("fp32 ships")
@@ -287,7 +291,7 @@ def test_float_parts_over_the_size_target_ship_int8_for_size_largest_saving_firs
 def test_float_parts_within_the_size_target_or_without_one_stay_float():
     for target in (5.0, None):
         ships = {"net": shipping(report_with(SLOWER), 4_000_000, 1_000_000)}
-        fit_size_target(ships, target_mb=target)
+        fit_size_target(ships, target, no_requantizing)
         assert ships["net"].entry["precision"] == "fp32"
 
 
@@ -295,7 +299,7 @@ def test_a_part_kept_float_for_quality_is_never_shipped_int8_for_size():
     report = report_with(SLOWER)
     report.gate = {"passed": False, "rule": "psnr_drop <= 0.3"}
     ships = {"net": shipping(report, 4_000_000, 1_000_000)}
-    fit_size_target(ships, target_mb=1.0)
+    fit_size_target(ships, 1.0, no_requantizing)
     assert ships["net"].entry["precision"] == "fp32"
 
 
@@ -348,7 +352,7 @@ def test_regions_kept_float_over_the_size_target_go_int8_for_size_largest_file_f
         requantized.append(name)
         return shipping(report_with(SLOWER), 5_000_000, 1_250_000, mode="int8")  # as the stage asks
 
-    int8_regions_for_size(ships, 3.0, all_int8)  # 4.5 + 0.05 + 1.0 MB; "big" with every region int8: 2.3 MB
+    fit_size_target(ships, 3.0, all_int8)  # 4.5 + 0.05 + 1.0 MB; "big" with every region int8: 2.3 MB
     assert requantized == ["big"] and ships["big"].entry["precision"] == "int8"
     assert ships["big"].note.startswith(
         "every region int8 for size: with /dense_motion kept float the ONNX files were 5.55 MB"
@@ -358,11 +362,11 @@ def test_regions_kept_float_over_the_size_target_go_int8_for_size_largest_file_f
 def test_a_part_still_slower_with_float_regions_goes_every_region_int8_for_size():
     ships = {"net": shipping(report_with(SLOWER, ("/dense_motion",)), 5_000_000, 4_500_000)}
     assert ships["net"].entry["precision"] == "fp32"  # int8 with its float region was still slower
-    int8_regions_for_size(ships, 3.0, lambda name: shipping(report_with(SLOWER), 5_000_000, 1_250_000, mode="int8"))
+    fit_size_target(ships, 3.0, lambda name: shipping(report_with(SLOWER), 5_000_000, 1_250_000, mode="int8"))
     assert ships["net"].entry["precision"] == "int8" and ships["net"].bytes == 1_250_000
 
 
 def test_regions_kept_float_within_the_size_target_stay_float():
     ships = {"net": shipping(report_with(WITHIN_NOISE, ("/a",)), 5_000_000, 2_000_000)}
-    int8_regions_for_size(ships, 3.0, lambda name: pytest.fail("re-quantized within the target"))
+    fit_size_target(ships, 3.0, no_requantizing)
     assert ships["net"].report.mixed_precision.kept_float == ["/a"]

@@ -495,10 +495,12 @@ def kfold_lines(report: dict[str, Any]) -> list[str]:
     if not k:
         return []
     w10, w20 = k["within_10pct"], k["within_20pct"]
+    split = sum(r["set"] != "k-fold only" for r in report["rows"])
+    odd = sum(r["network"].startswith("convnet-odd") for r in report["rows"])
     lines = [
         "",
-        f"**{k['folds']}-fold validation over all {k['networks']} networks** (the split's 95, 50 more conv nets "
-        "with odd channel counts and HardSwish half the time, and every part of every student preset of FOMM, "
+        f"**{k['folds']}-fold validation over all {k['networks']} networks** (the split's {split}, {odd} more conv "
+        "nets with odd channel counts and HardSwish half the time, and every part of every student preset of FOMM, "
         "face-vid2vid (LivePortrait's student too) and CSE, pruned by 30 % and 50 % with channels rounded to 1 "
         "and, those not in the split, unpruned): each network predicted by a profile fitted "
         "without its fold, the per-kernel model included (a kernel only the fold's networks have is left out "

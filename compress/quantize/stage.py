@@ -132,51 +132,43 @@ class OnnxShipping:
         return self.report.int8_bytes if self.entry["precision"] == "int8" else self.report.fp32_bytes
 
 
-def fit_size_target(ships: dict[str, OnnxShipping], target_mb: float | None) -> None:
-    """Ship int8 for size where the parts kept fp32 for host speed put the ONNX files over `target_mb`:
-    the part whose int8 saves the most bytes first, until the files fit (the recipe's size target says
-    that size matters more there). Parts kept fp32 for quality are never switched."""
-    if target_mb is None:
-        return
-    for_speed = [
-        s
-        for s in ships.values()
-        if s.entry["precision"] != "int8" and s.report.passed and s.report.latency and s.report.latency.slower
-    ]
-    for ship in sorted(for_speed, key=lambda s: s.report.fp32_bytes - s.report.int8_bytes, reverse=True):
-        total = sum(s.bytes for s in ships.values())
-        if total <= target_mb * 1e6:
-            return
-        ship.entry = ship.int8
-        ship.note = (
-            f"int8 ships for size: with this part fp32 the ONNX files are {total / 1e6:.2f} MB, over targets.size_mb "
-            f"{target_mb:g} (was: {ship.note})"
-        )
-
-
-def int8_regions_for_size(
+def fit_size_target(
     ships: dict[str, OnnxShipping], target_mb: float | None, all_int8: Callable[[str], OnnxShipping]
 ) -> None:
-    """Where regions kept float for host speed put the ONNX files over `target_mb`, quantize those parts
-    again with every region int8 (`all_int8(name)`), the largest file as shipped first, until the files
-    fit: the recipe's size target says that size matters more there. Parts kept fp32 for quality stay."""
+    """Ship int8 for size where choices made for host speed put the ONNX files over `target_mb`: a part
+    shipped fp32, or int8 with regions kept float (those are quantized again with every region int8,
+    `all_int8(name)`). The largest file as shipped first, until the files fit: the recipe's size target
+    says that size matters more there. Parts kept fp32 for quality are never switched."""
     if target_mb is None:
         return
-    mixed = [
+
+    def kept_float(s: OnnxShipping) -> list[str]:
+        return s.report.mixed_precision.kept_float if s.report.mixed_precision else []
+
+    for_speed = [
         name
-        for name, s in ships.items()  # shipped as int8 with float regions, or as fp32 since even that was slower
-        if s.report.passed and s.report.mixed_precision and s.report.mixed_precision.kept_float
+        for name, s in ships.items()
+        if s.report.passed
+        and (kept_float(s) or (s.entry["precision"] != "int8" and s.report.latency and s.report.latency.slower))
     ]
-    for name in sorted(mixed, key=lambda n: ships[n].bytes, reverse=True):
+    for name in sorted(for_speed, key=lambda n: ships[n].bytes, reverse=True):
         total = sum(s.bytes for s in ships.values())
         if total <= target_mb * 1e6:
             return
-        kept = ", ".join(ships[name].report.mixed_precision.kept_float)  # type: ignore[union-attr]
-        ships[name] = all_int8(name)
-        ships[name].note = (
-            f"every region int8 for size: with {kept} kept float the ONNX files were {total / 1e6:.2f} MB, over "
-            f"targets.size_mb {target_mb:g}; {ships[name].note}"
-        )
+        ship = ships[name]
+        if kept_float(ship):
+            kept = ", ".join(kept_float(ship))
+            ships[name] = ship = all_int8(name)
+            ship.note = (
+                f"every region int8 for size: with {kept} kept float the ONNX files were {total / 1e6:.2f} MB, "
+                f"over targets.size_mb {target_mb:g}; {ship.note}"
+            )
+        else:
+            ship.entry = ship.int8
+            ship.note = (
+                f"int8 ships for size: with this part fp32 the ONNX files are {total / 1e6:.2f} MB, over "
+                f"targets.size_mb {target_mb:g} (was: {ship.note})"
+            )
 
 
 def int8_for_size(ctx: RunContext) -> dict[str, str]:
@@ -275,8 +267,7 @@ def quantize_stage(cfg: QuantizeConfig, ctx: RunContext) -> StageResult:
             lines.append(f"{name}.coreml {creport.mode} {record['fp32_over_int8_size']:.2f}x smaller than fp32")
     if cfg.ship_when_slower == "mixed":
         every_region_int8 = cfg.model_copy(update={"ship_when_slower": "int8"})
-        int8_regions_for_size(ships, ctx.recipe.targets.size_mb, lambda name: onnx_part(name, every_region_int8))
-        fit_size_target(ships, ctx.recipe.targets.size_mb)
+        fit_size_target(ships, ctx.recipe.targets.size_mb, lambda name: onnx_part(name, every_region_int8))
     as_shipped: dict[str, Path] = {}  # ONNX file of each part as it ships, for the whole-pipeline check
     for name, ship in ships.items():
         report, gate = ship.report, ship.report.gate
