@@ -1,6 +1,6 @@
 """`python -m compress.bench.architectures`: student designs compared at equal latency.
 
-    python -m compress.bench.architectures [--steps 1500] [--batch-size 4] [--seeds 0 1] [--root .]
+    python -m compress.bench.architectures [--steps 1500] [--batch-size 4] [--seeds 0 1] [--jobs N] [--root .]
 
 The product-size FOMM student is judged where it ships, 256x256, and the official teacher cannot
 be downloaded here, so candidates are compared directly against ground truth: each is trained
@@ -27,8 +27,11 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import multiprocessing
 import os
 import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
@@ -124,20 +127,17 @@ def host_latency(family: Family, models: dict[str, torch.nn.Module], runs: int) 
     }
 
 
-def compare(family: Family, spec: TeacherTraining, runs: int) -> list[dict[str, Any]]:
-    """Every candidate of one seed; `runs` 0 leaves out the host timings and the untrained candidates."""
-    chosen = [(label, model, train) for label, model, train in candidates(family, spec.seed) if train or runs]
-    rows = [measure(family, label, model, train, spec) for label, model, train in chosen]
-    host = host_latency(family, {label: model for label, model, _ in chosen}, runs) if runs else {}
-    for row in rows:
-        timing = host.get(row["label"], {})
-        row["host_ms"] = {PART: timing[PART]} if timing else None
-        row["host_vs_design"] = timing.get("vs_design_1_thread")
-        row["host_load_average"] = timing.get("load_average")
-    return rows
+def trained(spec: TeacherTraining, index: int) -> dict[str, Any]:
+    """Candidate `index` of `spec.seed`, trained and scored: one worker process's job, at one torch
+    thread (the candidates are rebuilt there, the same for a seed in every process)."""
+    torch.set_num_threads(1)
+    family = get_family(FAMILY)
+    label, model, _ = candidates(family, spec.seed)[index]
+    return measure(family, label, model, True, spec)
 
 
-def run(steps: int, batch_size: int, runs: int, samples: int, seeds: list[int]) -> dict[str, Any]:
+def run(steps: int, batch_size: int, runs: int, samples: int, seeds: list[int], jobs: int) -> dict[str, Any]:
+    start = time.perf_counter()
     family = get_family(FAMILY)
     spec = TeacherTraining(
         family=FAMILY,
@@ -148,8 +148,25 @@ def run(steps: int, batch_size: int, runs: int, samples: int, seeds: list[int]) 
         train_samples=samples,
         eval_batches=8,
     )
-    # Host timings once, with the first seed: the architecture sets them, not the weights.
-    by_seed = [compare(family, spec.model_copy(update={"seed": s}), runs if i == 0 else 0) for i, s in enumerate(seeds)]
+    first = candidates(family, seeds[0])
+    to_train = [i for i, (_, _, train) in enumerate(first) if train]
+    # Training is nearly all of the time and each run is independent: one process per (seed, candidate),
+    # `jobs` at once, each at one thread (no communication, unlike data-parallel training of one model).
+    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        specs = {seed: spec.model_copy(update={"seed": seed}) for seed in seeds}
+        futures = {(seed, i): pool.submit(trained, specs[seed], i) for seed in seeds for i in to_train}
+        rows = {key: future.result() for key, future in futures.items()}
+    # Host timings once, after training (the machine to themselves), with the first seed's models: the
+    # architecture sets them, not the weights. The untrained candidates are listed with them, costs only.
+    by_seed = [[rows[s, i] for i in to_train] for s in seeds]
+    if runs:
+        by_seed[0] = [rows.get((seeds[0], i)) or measure(family, *first[i], spec) for i in range(len(first))]
+        host = host_latency(family, {label: model for label, model, _ in first}, runs)
+        for row in by_seed[0]:
+            timing = host[row["label"]]
+            row["host_ms"] = {PART: timing[PART]}
+            row["host_vs_design"] = timing["vs_design_1_thread"]
+            row["host_load_average"] = timing["load_average"]
     return {
         "created_utc": datetime.now(UTC).isoformat(timespec="seconds"),
         "command": "python -m compress.bench.architectures "
@@ -157,10 +174,12 @@ def run(steps: int, batch_size: int, runs: int, samples: int, seeds: list[int]) 
         "part": PART,
         "training": {**spec.model_dump(exclude={"family", "config", "init", "weights", "seed"}), "weights": WEIGHTS},
         "seeds": [{"seed": s, "candidates": c} for s, c in zip(seeds, by_seed)],
+        "wall_s": time.perf_counter() - start,
+        "cpus": os.cpu_count(),
+        "jobs": jobs,
     }
 
 
-# -- reports ------------------------------------------------------------------------------------
 def _scores(q: dict[str, float] | None) -> str:
     return f"{q['l1']:.4f} | {q['psnr']:.2f} | {q['ssim']:.4f}" if q else "not trained | | "
 
@@ -178,7 +197,9 @@ def markdown(res: dict[str, Any]) -> str:
     lines = [
         "# FOMM students at 256x256: quality at equal latency, predicted and measured",
         "",
-        f"Generated by `{res['command']}` on {res['created_utc']}; raw numbers in docs/architectures.json.",
+        f"Generated by `{res['command']}` on {res['created_utc']}; raw numbers in docs/architectures.json. "
+        f"The command took {res['wall_s'] / 60:.0f} minutes on {res['cpus']} CPUs, training {res['jobs']} "
+        "candidates at once.",
         "",
         f"Each candidate was trained from scratch on synthetic 256x256 clips with the FOMM objective "
         f"(reconstruction + equivariance, vs ground truth; no teacher), {t['steps']} steps of batch "
@@ -296,9 +317,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--samples", type=int, default=2048, help="training clip pairs drawn")
     parser.add_argument("--runs", type=int, default=30, help="host latency repeats per thread count (p50)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="one comparison per seed")
+    parser.add_argument(
+        "--jobs", type=int, default=os.cpu_count(), help="candidates trained at once, one process and thread each"
+    )
     parser.add_argument("--root", type=Path, default=Path.cwd(), help="docs/ is written there")
     args = parser.parse_args(argv)
-    res = run(args.steps, args.batch_size, args.runs, args.samples, args.seeds)
+    res = run(args.steps, args.batch_size, args.runs, args.samples, args.seeds, args.jobs)
     docs = args.root / "docs"
     docs.mkdir(parents=True, exist_ok=True)
     (docs / "architectures.json").write_text(json.dumps(res, indent=2) + "\n")

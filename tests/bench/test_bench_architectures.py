@@ -50,6 +50,9 @@ RESULTS = {
     "part": PART,
     "training": {"steps": 2, "batch_size": 4, "lr": 0.002, "eval_batches": 8},
     "seeds": [seed(0, (23.2, 23.4)), seed(1, (23.0, 23.5))],
+    "wall_s": 2520.0,
+    "cpus": 2,
+    "jobs": 2,
 }
 
 
@@ -84,3 +87,7 @@ def test_a_baseline_floor_slower_than_the_design_means_no_pruning_reaches_the_de
 def test_a_baseline_floor_within_noise_of_the_design_is_not_called_slower() -> None:
     results = {**RESULTS, "seeds": [seed(0, (23.2, 23.4), floor_ratio=1.02, floor_slower=16)]}
     assert "a pruned baseline could reach its time" in markdown(results)
+
+
+def test_the_page_says_how_long_the_command_took_and_on_how_many_cpus() -> None:
+    assert "The command took 42 minutes on 2 CPUs, training 2 candidates at once." in markdown(RESULTS)

@@ -35,7 +35,13 @@ class DistillWeights(LossWeights):
         gt=0,
         description="soft assignment of vertex_kl: softer than DensePose's 0.01, so neighbouring vertices share mass",
     )
-    pixels: int = Field(1024, ge=1, description="pixels per batch sampled for vertex_kl and ground_truth_vertex")
+    pixels_per_sample: int = Field(
+        64,
+        ge=1,
+        description="pixels sampled per sample of the batch for vertex_kl and ground_truth_vertex: per sample, so "
+        "that each distillation process samples for its slice of the batch (the soft assignments, over every vertex, "
+        "cost most of a step)",
+    )
 
 
 class TeacherWeights(LossWeights):
@@ -99,8 +105,9 @@ def distill_loss(
     terms: dict[str, Tensor] = {}
     if weights["embedding_cosine"]:
         terms["embedding_cosine"] = masked_mean(1 - F.cosine_similarity(student_e, teacher_e, dim=1), teacher_fg)
+    pixels = weights["pixels_per_sample"] * len(student_e)
     if weights["vertex_kl"]:
-        chosen = pixels_of(teacher_fg, weights["pixels"])
+        chosen = pixels_of(teacher_fg, pixels)
         log_t = log_assignment(flat_pixels(teacher_e)[chosen], vertices, weights["temperature"])
         log_s = log_assignment(flat_pixels(student_e)[chosen], vertices, weights["temperature"])
         kl = (log_t.exp() * (log_t - log_s)).sum(1)
@@ -113,7 +120,7 @@ def distill_loss(
             # Not a cosine to the true vertex's embedding: DensePose's loss only orders the vertices
             # (a softmax), so a teacher's embeddings need not point at their vertex, and a cosine term
             # would pull the student away from the teacher.
-            chosen = pixels_of(truth >= 0, weights["pixels"])
+            chosen = pixels_of(truth >= 0, pixels)
             log_s = log_assignment(flat_pixels(student_e)[chosen], vertices, weights["temperature"])
             terms["ground_truth_vertex"] = F.nll_loss(log_s, truth.flatten()[chosen]) if len(chosen) else log_s.sum()
         if weights["ground_truth_mask"]:
