@@ -69,6 +69,32 @@ def two_regions(tmp_path_factory) -> Path:
     return export_onnx(TwoRegionNet(), SHAPE, tmp_path_factory.mktemp("two_regions") / "net.onnx")
 
 
+class ConvThenBlend(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(16, 16, 3, padding=1)
+        self.blend = Blend()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.blend(self.conv(x))
+
+
+class ConvAndBlendRegionNet(TwoRegionNet):
+    """`/features` (convolutions) and `/head`: a convolution and elementwise arithmetic in one region."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.head = ConvThenBlend()
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor]:
+        return (self.head(self.features(x)),)
+
+
+@pytest.fixture(scope="module")
+def conv_and_blend(tmp_path_factory) -> Path:
+    return export_onnx(ConvAndBlendRegionNet(), SHAPE, tmp_path_factory.mktemp("conv_and_blend") / "net.onnx")
+
+
 def priced_timer(int8_extra_ms: dict[str, float], jitter: float = 0.0) -> Timer:
     """Times a model at 1 ms plus `int8_extra_ms[region]` for each region that runs int8 in it.
 
@@ -83,6 +109,23 @@ def priced_timer(int8_extra_ms: dict[str, float], jitter: float = 0.0) -> Timer:
         for path in paths:
             ms = 1.0 + sum(int8_extra_ms.get(r, 0.0) for r in int8_regions(path))
             times.append(list(ms * load * (1 + jitter * rng.standard_normal(ROUNDS))))
+        return times
+
+    return time
+
+
+def priced_by_op(int8_extra_ms: dict[tuple[str, str], float]) -> Timer:
+    """Times a model at 1 ms plus `int8_extra_ms[(region, op type)]` for each node of that kind running int8."""
+
+    def time(paths):
+        load = 1 + 0.5 * np.random.default_rng(0).random(ROUNDS)
+        times = []
+        for path in paths:
+            model = onnx.load(str(path))
+            op_types = {node.name: node.op_type for node in model.graph.node}
+            int8 = int8_and_float_nodes(model)[0]
+            ms = 1.0 + sum(int8_extra_ms.get((region_of(n), op_types[n]), 0.0) for n in int8)
+            times.append(list(ms * load))
         return times
 
     return time
@@ -137,6 +180,25 @@ def test_a_region_slower_in_int8_is_kept_float_and_the_others_stay_int8(two_regi
     assert report.mixed_precision.kept_float == ["/blend"]
     assert int8_regions(report.path) == {"/features"}
     assert all(n.startswith("/blend/") for n in report.mixed_precision.float_nodes)
+
+
+def test_a_slow_region_keeps_its_convolutions_int8_when_only_its_elementwise_ops_are_slow(conv_and_blend, tmp_path):
+    prices = {("/head", "Conv"): -0.1, ("/head", "Mul"): 0.05, ("/head", "Add"): 0.05, ("/features", "Conv"): -0.2}
+    report = quantize(conv_and_blend, tmp_path / "net.int8.onnx", priced_by_op(prices))
+    mixed = report.mixed_precision
+    assert mixed.kept_float == ["/head"] and mixed.weights_int8 and mixed.weights_int8_vs_float.ratio < 1
+    model = onnx.load(str(report.path))
+    op_types = {node.name: node.op_type for node in model.graph.node}
+    assert {op_types[n] for n in int8_and_float_nodes(model)[0] if n.startswith("/head/")} == {"Conv"}
+    assert mixed.float_nodes and all(op_types[n] in ("Mul", "Add") for n in mixed.float_nodes)
+
+
+def test_a_slow_region_goes_wholly_float_when_its_convolutions_are_slow_in_int8_too(conv_and_blend, tmp_path):
+    prices = {("/head", "Conv"): 0.1, ("/head", "Mul"): 0.05, ("/head", "Add"): 0.05, ("/features", "Conv"): -0.2}
+    report = quantize(conv_and_blend, tmp_path / "net.int8.onnx", priced_by_op(prices))
+    mixed = report.mixed_precision
+    assert mixed.kept_float == ["/head"] and not mixed.weights_int8 and mixed.weights_int8_vs_float.slower
+    assert int8_regions(report.path) == {"/features"}
 
 
 def test_a_region_slower_within_noise_stays_int8(two_regions, tmp_path):

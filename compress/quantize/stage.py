@@ -105,6 +105,8 @@ def ship_onnx(
     if kept and not report.int8_nodes:
         return fp32, "fp32 ships: every region is slower in int8 on this host"
     what = f"int8 with {', '.join(kept)} kept float" if kept else "int8"
+    if kept and report.mixed_precision and report.mixed_precision.weights_int8:
+        what += " but for their weighted ops"
     lat = report.latency
     if lat is None:
         return int8, f"{what} ships (latency not measured)"
