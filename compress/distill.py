@@ -155,14 +155,18 @@ def distill(
     torch.manual_seed(cfg.seed)
     teacher = placed(teacher, device).eval()  # its outputs are computed under no_grad
     family.adopt_teacher(student, teacher)
-    student.to(device).train()
+    student.to(device, memory_format=MEMORY_FORMATS[cfg.memory_format]).train()
     train = Memoized(train) if cfg.cache_data else train
     try:
         return _train_loop(
             student, teacher, family, cfg, train, out_dir, state_path, tag, distributed, progress, rank, world, device
         )
     finally:
-        student.to(home)  # the caller evaluates and saves where the student came from
+        # The caller evaluates and saves where the student came from, in the layout safetensors stores.
+        student.to(home, memory_format=torch.contiguous_format)
+
+
+MEMORY_FORMATS = {"contiguous": torch.contiguous_format, "channels_last": torch.channels_last}
 
 
 def training_device(name: str) -> torch.device:

@@ -57,6 +57,11 @@ class DistillConfig(Strict):
     )
     feature_weight: float = Field(0.1, ge=0, description="weight of the feature-matching term (with feature_layers)")
     cache_teacher: bool = True
+    memory_format: Literal["contiguous", "channels_last"] = Field(
+        "contiguous",
+        description="the student's layout while it trains: channels_last suits mkldnn's CPU convolutions "
+        "(a quarter faster a step for the CSE demo student); it is back to contiguous when training ends",
+    )
     cache_data: bool = Field(
         False,
         description="keep each training sample in memory once drawn: synthetic data is otherwise rendered again "
