@@ -68,14 +68,14 @@ smoke: install
 
 # FOMM's rows (docs/results.*, the README headline), then face-vid2vid's and CSE's from their demo recipes:
 # their own docs/results-<family>.*, pareto and loss images, headline in docs/models/<family>.md (no
-# pruned-teacher comparison recipe for them). CSE's demo recipe distils in two processes (torchrun), one per core.
+# pruned-teacher comparison recipe for them).
 # One torch thread per process for training and timing: two threads on two shared cores ran about 10x slower.
 bench: export OMP_NUM_THREADS = 1
 bench: install
 	$(BIN)/python -m compress.results
 	$(BIN)/python -m compress.results --recipe recipes/facevid2vid-mobile-demo.yaml --comparison none \
 		--suffix=-facevid2vid --headline-doc docs/models/facevid2vid.md
-	$(BIN)/python -m compress.results --recipe recipes/cse-mobile-demo.yaml --comparison none --nproc 2 \
+	$(BIN)/python -m compress.results --recipe recipes/cse-mobile-demo.yaml --comparison none \
 		--suffix=-cse --headline-doc docs/models/cse.md
 	$(BIN)/python -m compress.codec.bench
 

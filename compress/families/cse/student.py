@@ -2,13 +2,18 @@
 
 crop [B, 3, S, S] (RGB in [0, 1], the person box resized to a square as DensePose pools it) ->
 MobileNet v2 inverted residuals to stride 32 -> image-level context -> a light FPN back to
-stride 4 -> 1x1 heads -> bilinear x2: {"embedding": [B, 16, S/2, S/2], "coarse_segm": [B, 2,
-S/2, S/2]}, the teacher's grid (S = 224 gives its 112x112). The embedding lives in the
+stride 4 -> a 1x1 head predicting each 2x2 block of output cells -> depth to space:
+{"embedding": [B, 16, S/2, S/2], "coarse_segm": [B, 2, S/2, S/2]}, the teacher's grid (S = 224
+gives its 112x112). The embedding lives in the
 teacher's space: the student keeps the teacher's vertex table (`lookup`) and is trained to
 point where the teacher points, so a pixel's vertex is found exactly as the teacher's is.
 
 Built for int8 on a phone CPU: no ConvTranspose (onnxruntime has no int8 kernel for it),
-upsampling by resize, BatchNorm everywhere (it folds), no GroupNorm. Forward passes read
+upsampling by resize and depth to space, BatchNorm everywhere (it folds), no GroupNorm. The last
+step is learned (ESPCN's sub-pixel convolution) rather than bilinear: the teacher's mask edge
+falls anywhere within a cell, and a third of the demo's figure pixels lie on it. With it the
+demo student agreed with its teacher on 88.5 % of held-out pixels after 2500 distillation steps,
+with bilinear upsampling on 87.7 % after 4000 (docs/models/cse.md). Forward passes read
 channel counts from tensors, never from the config: structured pruning shrinks the layers.
 
 The vertex lookup (`VertexLookup`) is a separate deployable part: embedding -> vertex id
@@ -39,6 +44,7 @@ STAGES = ((1, 16, 1, 1), (4, 24, 2, 2), (4, 32, 3, 2), (4, 64, 3, 2), (4, 96, 2,
 # The stages whose outputs the FPN reads: strides 4, 8, 16 and 32.
 FPN_STAGES = (1, 2, 4, 5)
 OUTPUT_STRIDE = 2  # the teacher's 112x112 grid for a 224x224 crop
+CELLS_PER_SIDE = 4 // OUTPUT_STRIDE  # output cells per side of a cell of the finest FPN level (stride 4)
 STUDENT_CONFIGS: dict[str, dict[str, Any]] = {
     "mobile-224": {
         "kind": "student",
@@ -133,7 +139,8 @@ class CseStudent(nn.Module):
         self.context = nn.Sequential(nn.Conv2d(level_channels[-1], fpn, 1), nn.ReLU(inplace=True))
         self.smooth = nn.ModuleList(SeparableConv(fpn, fpn) for _ in FPN_STAGES[:-1])
         self.head = SeparableConv(fpn, fpn)
-        self.predictor = nn.Conv2d(fpn, config["embed_size"] + config["num_coarse_segm_channels"], 1)
+        outputs = config["embed_size"] + config["num_coarse_segm_channels"]
+        self.predictor = nn.Conv2d(fpn, outputs * CELLS_PER_SIDE**2, 1)  # every output cell of a stride-4 cell
         self.lookup = VertexLookup(torch.zeros(1, config["embed_size"]), search=config["lookup"])
 
     @property
@@ -150,7 +157,7 @@ class CseStudent(nn.Module):
         top = self.laterals[-1](levels[-1]) + self.context(levels[-1].mean((2, 3), keepdim=True))
         for lateral, smooth, level in zip(reversed(self.laterals[:-1]), reversed(self.smooth), reversed(levels[:-1])):
             top = smooth(F.interpolate(top, scale_factor=2.0, mode="nearest") + lateral(level))
-        out = F.interpolate(self.predictor(self.head(top)), scale_factor=2.0, mode="bilinear", align_corners=False)
+        out = F.pixel_shuffle(self.predictor(self.head(top)), CELLS_PER_SIDE)
         embed = self.config["embed_size"]
         return {"embedding": out[:, :embed], "coarse_segm": out[:, embed:]}
 
