@@ -45,7 +45,7 @@ FV2V_SMOKE := --set stages.distill.steps=2 --set stages.distill.batch_size=1 --s
 	--set stages.distill.eval_batches=1 --set stages.prune.iterations=1 --set stages.prune.importance=magnitude \
 	--set stages.prune.finetune.steps=1 --set stages.prune.finetune.batch_size=1 --set stages.prune.finetune.train_samples=1 \
 	--set stages.prune.finetune.eval_batches=1 --set stages.quantize.calibration_samples=2 --set stages.quantize.eval_samples=1 \
-	--set stages.profile.runs=3 --set stages.profile.warmup=1 --set stages.bundle.bitstream_clips=1 \
+	--set stages.profile.runs=12 --set stages.profile.warmup=1 --set stages.bundle.bitstream_clips=1 \
 	--set stages.bundle.bitstream_frames=8 --set stages.bundle.out=exported/smoke-facevid2vid/bundle
 
 # The same overrides for recipes/cse-mobile.yaml on a randomly initialised R50-FPN-DL teacher (smpl_27554's
