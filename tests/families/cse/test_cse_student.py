@@ -67,7 +67,7 @@ def test_a_table_without_cluster_structure_falls_back_to_the_exact_search() -> N
 
 
 def test_a_saved_student_keeps_its_vertex_table_and_rebuilds_its_clusters(tmp_path) -> None:
-    config = STUDENT_CONFIGS["mobile-64"]
+    config = {**STUDENT_CONFIGS["mobile-64"], "lookup": "two_level"}
     student = CseStudent(config)
     student.lookup.set_table(unit_table(700))
     path = save_model(tmp_path / "student.safetensors", student, family="cse", kind="student", config=config)
