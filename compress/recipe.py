@@ -60,7 +60,7 @@ class DistillConfig(Strict):
     memory_format: Literal["contiguous", "channels_last"] = Field(
         "contiguous",
         description="the student's layout while it trains: channels_last suits mkldnn's CPU convolutions "
-        "(a quarter faster a step for the CSE demo student); it is back to contiguous when training ends",
+        "(docs/stages/distill.md has a measurement); it is back to contiguous when training ends",
     )
     cache_data: bool = Field(
         False,

@@ -127,13 +127,10 @@ def host_latency(family: Family, models: dict[str, torch.nn.Module], runs: int) 
     }
 
 
-def trained(spec: TeacherTraining, index: int) -> dict[str, Any]:
-    """Candidate `index` of `spec.seed`, trained and scored: one worker process's job, at one torch
-    thread (the candidates are rebuilt there, the same for a seed in every process)."""
+def trained(spec: TeacherTraining, label: str, model: torch.nn.Module) -> dict[str, Any]:
+    """A candidate trained and scored: one worker process's job, at one torch thread."""
     torch.set_num_threads(1)
-    family = get_family(FAMILY)
-    label, model, _ = candidates(family, spec.seed)[index]
-    return measure(family, label, model, True, spec)
+    return measure(get_family(FAMILY), label, model, True, spec)
 
 
 def run(steps: int, batch_size: int, runs: int, samples: int, seeds: list[int], jobs: int) -> dict[str, Any]:
@@ -148,16 +145,22 @@ def run(steps: int, batch_size: int, runs: int, samples: int, seeds: list[int], 
         train_samples=samples,
         eval_batches=8,
     )
-    first = candidates(family, seeds[0])
+    built = {seed: candidates(family, seed) for seed in seeds}
+    first = built[seeds[0]]
     to_train = [i for i, (_, _, train) in enumerate(first) if train]
     # Training is nearly all of the time and each run is independent: one process per (seed, candidate),
     # `jobs` at once, each at one thread (no communication, unlike data-parallel training of one model).
     with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-        specs = {seed: spec.model_copy(update={"seed": seed}) for seed in seeds}
-        futures = {(seed, i): pool.submit(trained, specs[seed], i) for seed in seeds for i in to_train}
+        futures = {
+            (seed, i): pool.submit(trained, spec.model_copy(update={"seed": seed}), *built[seed][i][:2])
+            for seed in seeds
+            for i in to_train
+        }
         rows = {key: future.result() for key, future in futures.items()}
     # Host timings once, after training (the machine to themselves), with the first seed's models: the
     # architecture sets them, not the weights. The untrained candidates are listed with them, costs only.
+    for row in rows.values():
+        row.update(host_ms=None, host_vs_design=None, host_load_average=None)
     by_seed = [[rows[s, i] for i in to_train] for s in seeds]
     if runs:
         by_seed[0] = [rows.get((seeds[0], i)) or measure(family, *first[i], spec) for i in range(len(first))]

@@ -102,6 +102,16 @@ def test_distillation_uses_the_ground_truth_where_the_data_has_it(demo: dict) ->
     assert {"ground_truth_vertex", "ground_truth_mask", "mask"} <= set(terms)
 
 
+def test_distillation_samples_its_pixels_per_sample_of_the_batch(demo: dict, monkeypatch) -> None:
+    """So that each DDP process, which sees its slice of the batch, samples for that slice only."""
+    counts = []
+    sample = objectives.pixels_of
+    monkeypatch.setattr(objectives, "pixels_of", lambda where, count: counts.append(count) or sample(where, count))
+    out = FAMILY.forward(demo["teacher"], demo["batch"])
+    FAMILY.distill_loss(out, out, demo["batch"], FAMILY.loss_weights({"pixels_per_sample": 5}))
+    assert counts and set(counts) == {5 * len(demo["batch"]["image"])}
+
+
 def test_a_teacher_grid_other_than_the_students_is_refused(demo: dict) -> None:
     out = FAMILY.forward(demo["teacher"], demo["batch"])
     smaller = {k: v[..., ::2, ::2] if v.dim() == 4 else v for k, v in out.items()}
