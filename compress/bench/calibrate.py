@@ -81,31 +81,35 @@ HOST_OP_SPECIFIC = (
     "Softmax",
     "ReduceSum",
     "ArgMax",  # and its cache-aliasing strides (costmodel.REDUCTIONS)
+    "DepthToSpace",  # an element at a time (about 1 ns each here, 10x an Add's rate): a CSE student's last layer
+    "Where",
 )
 HOST_MEMORY_COLUMNS: Columns = (
     [["memory.mb"], ["memory.mseg"], ["grid_sample.mb"], ["layer"], ["run"]]
     + [[f"op:{t}.mb"] for t in HOST_OP_SPECIFIC]
     + [[feature] for feature in costmodel.REDUCTION_FEATURES]
+    + [[feature] for feature in costmodel.GATHER_FEATURES.values()]
 )
 # Op types whose carried rate gets its own range instead of joining the memory-bound one (rate_range): an
-# ArgMax's rate depends on the stride it reads at (3-6x on the host, costmodel.REDUCTIONS), and carried
-# into the range of every memory-bound op no reference has it would widen theirs several times over with
-# no evidence about them.
-OWN_RANGE = ("ArgMax",)
+# ArgMax's rate depends on the stride it reads at (3-6x on the host, costmodel.REDUCTIONS), DepthToSpace and
+# Where move an element at a time (5-15x an Add's rate per byte), and carried into the range of every
+# memory-bound op no reference has they would widen theirs several times over with no evidence about them.
+OWN_RANGE = ("ArgMax", "DepthToSpace", "Where")
 # The host prices the graph onnxruntime executes (executed.py): its convs by the per-kernel model
 # (kernels.py) of their class (NCHWc or plain path, dense or depthwise), scaled by one coefficient
 # fitted on whole networks (a kernel in a network runs with other data in the caches than alone; one
 # shared scale, as plain-path convs are too rare in the networks to fit their own), and
 # the activations fused into convs by their output bytes (costmodel.ACTIVATION_FEATURES; Relu is free), less
 # the fixed cost a kernel timed alone carries (costmodel.KERNEL_ALONE: the k-fold share within ±10 % went
-# from 89 % to 94 % with it on the same measurements, the tiny parts' over-prediction most of it).
+# from 89 % to 94 % with it on the same measurements, the tiny parts' over-prediction most of it), plus
+# NCHWc kernels once more by the share of the cache their network's weights fill (costmodel.KERNEL_COLD).
 # The per-node and per-call costs (`layer`, `run`) are fitted twice: on the single-op graphs, so that
 # the memory-bound rates do not absorb them, then again on the networks, where a node's and a call's
 # fixed cost are not those of a one-node graph (the k-fold validation scores better so: docs/latency.md).
 HOST_NETWORK_COLUMNS: Columns = (
     [[f"{c}.kms" for c in kernels.CONV_CLASSES], ["activation.mb"]]
     + [[feature] for feature in costmodel.ACTIVATION_FEATURES.values()]
-    + [[costmodel.KERNEL_ALONE], ["layer"], ["run"]]
+    + [[costmodel.KERNEL_ALONE], [costmodel.KERNEL_COLD], ["layer"], ["run"]]
 )
 
 
@@ -209,8 +213,9 @@ def rate_range(own: dict[str, float], carried: dict[str, float] | None = None) -
         "grid_sample": [round(min(gather), 6), round(max(gather), 6)],
     }
     for t in OWN_RANGE:
-        if f"op:{t}.mb" in carried:  # up to its rate at an aliasing stride (the long-axis term left out)
-            rate = (carried[f"op:{t}.mb"] + carried.get(costmodel.REDUCTION_FEATURES[0], 0.0)) * scale
+        if f"op:{t}.mb" in carried:  # a reduction: up to its rate at an aliasing stride (the long-axis term left out)
+            aliased = carried.get(costmodel.REDUCTION_FEATURES[0], 0.0) if t in costmodel.REDUCTIONS else 0.0
+            rate = (carried[f"op:{t}.mb"] + aliased) * scale
             ranges[f"op:{t}"] = [round(min(own["memory.mb"], rate), 6), round(max(own["memory.mb"], rate), 6)]
     return ranges
 
@@ -536,16 +541,25 @@ ARGMAX_SHAPES = [
     (768, 32, 32),
     (1536, 28, 28),
     (1536, 32, 32),
+    (4096, 32, 32),  # past costmodel.ALIASED_SATURATED
+    (8192, 32, 32),
 ]
 
 
 def _single_op(
-    node: onnx.NodeProto, inputs: dict[str, tuple[int, ...]], constants: dict[str, np.ndarray] | None = None
+    node: onnx.NodeProto,
+    inputs: dict[str, tuple[int, ...]],
+    constants: dict[str, np.ndarray] | None = None,
+    types: dict[str, int] | None = None,
 ) -> onnx.ModelProto:
+    """A graph of one node; its inputs are float unless `types` (input name -> TensorProto type) says."""
     graph = helper.make_graph(
         [node],
         node.op_type,
-        [helper.make_tensor_value_info(k, onnx.TensorProto.FLOAT, list(v)) for k, v in inputs.items()],
+        [
+            helper.make_tensor_value_info(k, (types or {}).get(k, onnx.TensorProto.FLOAT), list(v))
+            for k, v in inputs.items()
+        ],
         [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, None)],
         initializer=[numpy_helper.from_array(v, k) for k, v in (constants or {}).items()],
     )
@@ -583,10 +597,38 @@ def _micro_ops(c: int, h: int, w: int) -> dict[str, onnx.ModelProto]:
             node("GridSample", ["x", "grid"], ["y"], align_corners=1), {**x, "grid": (1, h, w, 2)}
         ),
         "sub-broadcast": _single_op(node("Sub", ["a", "b"], ["y"]), {"a": (1, k, h, w, 2), "b": (1, k, 1, 1, 2)}),
+        **_gathers(c, h, w),
+        "depthtospace": _single_op(node("DepthToSpace", ["x"], ["y"], blocksize=2, mode="CRD"), x),
+        "where": _single_op(
+            node("Where", ["c", "x", "x2"], ["y"]), {"c": x["x"], **x, "x2": x["x"]}, types={"c": onnx.TensorProto.BOOL}
+        ),
         "argmax-channels": _argmax(c, h, w),
         "relu-chain-8": _chain(
             "Relu", 8, (1, c, h // 8, w // 8)
         ),  # tiny nodes: tells the per-node from the per-call cost
+    }
+
+
+def _gathers(c: int, h: int, w: int) -> dict[str, onnx.ModelProto]:
+    """Gathers as a CSE lookup runs them: rows of a table by a map of indices, one float at a time along
+    the last axis, and GatherElements along the channels of a channels-last map (indices are constants
+    in range, the data the graph's input so that onnxruntime cannot fold them)."""
+    rng = np.random.default_rng(0)
+    node = helper.make_node
+    return {
+        "gather-rows": _single_op(
+            node("Gather", ["x", "i"], ["y"], axis=0),
+            {"x": (h * w, c)},
+            {"i": rng.integers(0, h * w, (1, h, w)).astype(np.int64)},
+        ),
+        "gather-last": _single_op(
+            node("Gather", ["x", "i"], ["y"], axis=-1), {"x": (1, c, h, w)}, {"i": np.array(0, np.int64)}
+        ),
+        "gatherelements": _single_op(
+            node("GatherElements", ["x", "i"], ["y"], axis=3),
+            {"x": (1, h, w, c)},
+            {"i": rng.integers(0, c, (1, h, w, 1)).astype(np.int64)},
+        ),
     }
 
 
@@ -676,14 +718,16 @@ class KernelSample:
     def rows(self) -> list[kernels.Measured]:
         return [row for _, row in self.measured]
 
-    def reorder_rate(self) -> float:
-        """ms per MB a layout reorder copies, by NNLS on relative error with a per-node constant (which
-        the single-op graphs fit as `layer`, so it is left out here); 0 without reorders."""
+    def reorder_rates(self) -> dict[str, float]:
+        """ms per MB a layout reorder copies (`reorder.mb`) and per MB beyond costmodel.REORDER_SPILL
+        (`reorder_spill.mb`), by NNLS on relative error with a per-node constant (which the single-op
+        graphs fit as `layer`, so it is left out here); zeros without reorders."""
         if not self.reorders:
-            return 0.0
+            return {"reorder.mb": 0.0, "reorder_spill.mb": 0.0}
         mb, ms = np.array(self.reorders).T
-        coef, _ = nnls(np.stack([mb, np.ones_like(mb)], 1) / ms[:, None], np.ones_like(ms))
-        return float(coef[0])
+        spill = np.maximum(0.0, mb - costmodel.REORDER_SPILL / 1e6)
+        coef, _ = nnls(np.stack([mb, spill, np.ones_like(mb)], 1) / ms[:, None], np.ones_like(ms))
+        return {"reorder.mb": float(coef[0]), "reorder_spill.mb": float(coef[1])}
 
 
 KERNEL_BATCH = 200  # single-conv graphs per runner process (a thousand sessions at once take gigabytes)
@@ -758,13 +802,13 @@ def fit_host(
     net_ms: Sequence[float],
     int8_feats: Sequence[dict[str, float]] = (),
     int8_ms: Sequence[float] = (),
-    reorder_rate: float = 0.0,
+    reorder_rates: dict[str, float] | None = None,
 ) -> Fit:
-    """Memory-bound and per-layer terms from single-op graphs (with the layout reorders' `reorder_rate`,
+    """Memory-bound and per-layer terms from single-op graphs (with the layout reorders' `reorder_rates`,
     measured around single convs, fixed), then the network terms (convs, fused activations, per-node and
     per-call costs) from networks less the memory-bound share, then (given int8 networks) the int8 conv
     terms with all the others fixed."""
-    memory = fit(micro_feats, micro_ms, HOST_MEMORY_COLUMNS, fixed={"reorder.mb": reorder_rate})
+    memory = fit(micro_feats, micro_ms, HOST_MEMORY_COLUMNS, fixed=reorder_rates or {})
     nets = fit(net_feats, net_ms, HOST_NETWORK_COLUMNS, fixed=without_network_terms(memory.coefficients))
     columns = HOST_MEMORY_COLUMNS + [g for g in HOST_NETWORK_COLUMNS if g not in HOST_MEMORY_COLUMNS]
     coefficients = nets.coefficients
@@ -809,7 +853,7 @@ def calibrate_host(
         times = host_latencies(paths, t, rounds, reference=reference)
         measured = times.fastest
         fits[t] = fit_host(
-            feats[:m], measured[:m], feats[m:n], measured[m:n], feats[n:], measured[n:], sample.reorder_rate()
+            feats[:m], measured[:m], feats[m:n], measured[m:n], feats[n:], measured[n:], sample.reorder_rates()
         )
         coef = fits[t].coefficients
         memory_terms = without_network_terms({k: coef[k] for group in HOST_MEMORY_COLUMNS for k in group})
@@ -887,9 +931,10 @@ def iphone8_docs_section(profile: costmodel.DeviceProfile, workdir: Path) -> str
         f"coverage {block['nominal_coverage'] * 100:.0f} %), so a prediction P spans "
         f"[P / {1 + block['relative_error_bound']:.3f}, P / {1 - block['relative_error_bound']:.3f}] before "
         f"extrapolated op types widen it. Their bytes are priced across {ranges['memory'][0]:.3f}-"
-        f"{ranges['memory'][1]:.3f} ms/MB (memory-bound) and {ranges['grid_sample'][0]:.3f}-"
-        f"{ranges['grid_sample'][1]:.3f} ms/MB (GridSample) instead of the fitted "
-        f"{profile.coef(1)['memory.mb']:.3f} ms/MB.",
+        f"{ranges['memory'][1]:.3f} ms/MB (memory-bound), {ranges['grid_sample'][0]:.3f}-"
+        f"{ranges['grid_sample'][1]:.3f} ms/MB (GridSample)"
+        + "".join(f", {r[0]:.3f}-{r[1]:.3f} ms/MB ({k[3:]})" for k, r in ranges.items() if k.startswith("op:"))
+        + f" instead of the fitted {profile.coef(1)['memory.mb']:.3f} ms/MB.",
         "",
         "Cross-check of the model's form: the same four columns fitted alone to the same files on an iPhone XS "
         f"(A12, 2 threads; rms in-sample error {meta['cross_check_iphone_xs']['rms_relative_error'] * 100:.1f} %).",

@@ -55,19 +55,39 @@ ACTIVATION_FEATURES = {"Clip": "activation_clip.mb", "HardSwish": "activation_ha
 # An ArgMax/ArgMin over an axis that is not the innermost walks the reduced elements `stride` apart; when
 # that stride is a multiple of 4 KiB every reduced element of one output falls in the same cache set, and
 # once there are more of them than the set has ways they evict each other (measured on the AMD EPYC host:
-# 0.15-0.2 ms/MB otherwise, about 0.43 with such a stride, 0.9-1.2 once more than ALIASED_LONG alias).
+# 0.15-0.2 ms/MB otherwise, about 0.43 with such a stride, rising to about 1.4 from 512 to 2048 aliasing
+# elements and flat beyond: 1.4-1.6 ms/MB up to the 27 554 planes of an exact CSE lookup).
 # The bytes of such a reduction are priced once more by `reduction_aliased.mb`, and by
-# `reduction_aliased_long.mb` times how far the reduced length exceeds ALIASED_LONG (in units of it).
+# `reduction_aliased_long.mb` times how far the reduced length exceeds ALIASED_LONG (in units of it),
+# counted up to ALIASED_SATURATED.
 REDUCTIONS = {"ArgMax", "ArgMin"}
 ALIASING_STRIDE = 4096
 ALIASED_WAYS = 8  # ways of an x86 L1 set (8-12): that many aliasing elements do not evict each other
 ALIASED_LONG = 512
+ALIASED_SATURATED = 2048
 REDUCTION_FEATURES = ("reduction_aliased.mb", "reduction_aliased_long.mb")
+# A kernel timed alone finds its weights in the caches from the run before; inside a network whose conv weights
+# fill the last-level cache, each NCHWc conv finds them evicted by the others' and runs slower (large nets ran
+# 15-25 % slower than their kernels alone on the host; plain-path convs, whose GEMM packs the weights anyway,
+# did not). Such a conv's kernel time counts once more as `kernel_cold.kms`, times the share of the cache the
+# network's conv weights fill (NodeCost.cold_share, up to 1).
+KERNEL_COLD = "kernel_cold.kms"
+# A layout reorder (executed graph) copies from the caches at one rate up to a few MB and slows as it outgrows
+# them (single-conv graphs on the AMD EPYC host, 32 MB L3: 0.012 ms/MB at 1-4 MB, 0.020 at 8-16, 0.031 past
+# 64): its bytes beyond REORDER_SPILL are priced once more by `reorder_spill.mb`.
+REORDER_SPILL = 8_000_000
+# A gather copies block by block, a few ns each whatever the block's length (the host: 2.6-3 ns for blocks of
+# 4-3072 bytes): Gather one block per index and leading element (a CSE lookup's `scores[..., 0]` gathers
+# one float at a time), GatherElements one per output element. Their counts are priced on their own.
+GATHER_FEATURES = {"Gather": "gather.mblock", "GatherElements": "gather_elements.mblock"}
 FEATURES = tuple(f"{c}.{unit}" for c in CLASSES for unit in ("gmac", "mb", "mtap", "mseg", "kms")) + (
     "activation.mb",
     *ACTIVATION_FEATURES.values(),
     *REDUCTION_FEATURES,
+    *GATHER_FEATURES.values(),
+    "reorder_spill.mb",
     KERNEL_ALONE,
+    KERNEL_COLD,
     "layer",
     "run",
 )
@@ -127,6 +147,8 @@ class NodeCost:
     kernel_ms: float | None = None  # that model's price, set by the profile that has one
     aliased_bytes: int = 0  # bytes a reduction reads with a cache-aliasing stride (REDUCTIONS)
     reduced: int = 0  # that reduction's axis length
+    blocks: int = 0  # contiguous blocks a gather copies (GATHER_FEATURES)
+    cold_share: float = 0.0  # share of the last-level cache its network's conv weights fill (KERNEL_COLD)
 
     def features(self, op_specific: frozenset[str] = frozenset()) -> dict[str, float]:
         """Work as cost features; the bytes of an op type in `op_specific` go to its own "op:TYPE.mb"."""
@@ -135,6 +157,8 @@ class NodeCost:
         mb = f"op:{self.op_type}.mb" if self.op_type in op_specific else f"{self.op_class}.mb"
         if self.kernel_ms is not None:  # priced by the per-kernel model instead of the linear terms
             out = {f"{self.op_class}.kms": self.kernel_ms, "layer": 1.0, KERNEL_ALONE: -1.0}
+            if self.cold_share:
+                out[KERNEL_COLD] = self.kernel_ms * self.cold_share
         else:
             out = {
                 f"{self.op_class}.gmac": self.macs / 1e9,
@@ -143,12 +167,16 @@ class NodeCost:
                 f"{self.op_class}.mseg": self.segments / 1e6,
                 "layer": 1.0,
             }
+            if self.blocks:
+                out[GATHER_FEATURES[self.op_type]] = self.blocks / 1e6
+            if self.op_class == "reorder" and self.bytes > REORDER_SPILL:
+                out["reorder_spill.mb"] = (self.bytes - REORDER_SPILL) / 1e6
         if self.activation_bytes:
             out[ACTIVATION_FEATURES.get(self.activation, "activation.mb")] = self.activation_bytes / 1e6
         if self.aliased_bytes:
             aliased, long = REDUCTION_FEATURES
             out[aliased] = self.aliased_bytes / 1e6
-            out[long] = self.aliased_bytes / 1e6 * max(0.0, self.reduced / ALIASED_LONG - 1)
+            out[long] = self.aliased_bytes / 1e6 * max(0.0, min(self.reduced, ALIASED_SATURATED) / ALIASED_LONG - 1)
         return out
 
 
@@ -257,7 +285,7 @@ def _node_cost(
     if op == "GridSample":
         return NodeCost(name, op, "grid_sample", 0, moved)
     segments = broadcast_segments(n, shapes, out) if op in ELEMENTWISE else 0
-    return NodeCost(name, op, "memory", 0, moved, 0, segments, **strided_reduction(n, shapes))
+    return NodeCost(name, op, "memory", 0, moved, 0, segments, **strided_reduction(n, shapes), **gathered(n, shapes))
 
 
 def strided_reduction(n: onnx.NodeProto, shapes: Shapes) -> dict[str, int]:
@@ -272,6 +300,18 @@ def strided_reduction(n: onnx.NodeProto, shapes: Shapes) -> dict[str, int]:
     if stride == itemsize or stride % ALIASING_STRIDE or x[axis] <= ALIASED_WAYS:
         return {}
     return {"aliased_bytes": shapes.nbytes(n.input[0]), "reduced": x[axis]}
+
+
+def gathered(n: onnx.NodeProto, shapes: Shapes) -> dict[str, int]:
+    """NodeCost's `blocks` of a Gather or GatherElements (GATHER_FEATURES); {} for any other node."""
+    if n.op_type not in GATHER_FEATURES or len(n.input) < 2:
+        return {}
+    data, indices, out = shapes.shape(n.input[0]), shapes.shape(n.input[1]), shapes.shape(n.output[0])
+    if n.op_type == "GatherElements":
+        return {"blocks": prod(out)} if out is not None else {}
+    if data is None or indices is None:
+        return {}
+    return {"blocks": prod(data[: _attr(n, "axis", 0) % len(data)]) * prod(indices)}
 
 
 def broadcast_segments(n: onnx.NodeProto, shapes: Shapes, out: list[int]) -> int:
@@ -391,7 +431,8 @@ class DeviceProfile:
             return analyse(model, precision, self.channel_block)
         from compress.bench import executed
 
-        return executed.analyse(model, self.channel_block, precision, self.kernel_model)
+        cache = int((self.meta.get("machine") or {}).get("cache_bytes") or 0)  # the machine it describes, else here
+        return executed.analyse(model, self.channel_block, precision, self.kernel_model, cache or None)
 
     @cached_property
     def kernel_model(self) -> Any:

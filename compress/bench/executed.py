@@ -35,10 +35,11 @@ from pathlib import Path
 import onnx
 from onnx import defs, shape_inference
 
-from compress.bench import costmodel, kernels
+from compress.bench import costmodel, kernels, machine
 from compress.errors import CompressError
 
 NCHWC = "com.microsoft.nchwc"
+NCHWC_CLASSES = ("conv", "depthwise")  # convs onnxruntime runs blocked; the plain path's are conv_nchw, depthwise_nchw
 MICROSOFT = "com.microsoft"
 REORDERS = {"ReorderInput", "ReorderOutput"}
 PLAIN_DENSE = {"Gemm", "MatMul", "FusedGemm", "FusedMatMul"}
@@ -173,12 +174,15 @@ def analyse(
     block: int,
     precision: str = "auto",
     kernel_model: kernels.KernelModel | None = None,
+    cache_bytes: int | None = None,
 ) -> list[costmodel.NodeCost]:
     """Per-node work of the graph onnxruntime executes for `model` on this CPU.
 
     `precision` "int8" prices a float graph as if quantized (dense convs as conv_int8, 1-byte
     tensors), the exported-graph model's convention for a device that computes in int8. With a
     `kernel_model`, every conv it knows gets its price (`kernel_ms`, the feature `<class>.kms`).
+    NCHWc convs get the share of the last-level cache (`cache_bytes`, this host's when None) that
+    the network's conv weights fill (`cold_share`, costmodel.KERNEL_COLD).
     """
     exported = costmodel.load_model(model)
     optimized = optimized_graph(model)
@@ -193,6 +197,11 @@ def analyse(
         if shapes.int8 and op_class in {"conv", "conv_nchw"}:
             op_class = "conv_int8"
         costs.append(_node_cost(n, op_class, shapes))
+    cache_bytes = machine.last_level_cache_bytes() if cache_bytes is None else cache_bytes
+    weights = sum(4 * k.cout * k.cin // k.groups * k.k * k.k for k in (c.kernel for c in costs) if k is not None)
+    for c in costs:
+        if c.kernel is not None and c.op_class in NCHWC_CLASSES and cache_bytes:
+            c.cold_share = min(1.0, weights / cache_bytes)
     if kernel_model is not None:
         priced = [c for c in costs if c.kernel is not None]
         for c, ms in zip(priced, kernel_model.predict([c.kernel for c in priced])):
@@ -241,5 +250,13 @@ def _node_cost(n: onnx.NodeProto, op_class: str, shapes: costmodel.Shapes) -> co
         )
     segments = costmodel.broadcast_segments(n, shapes, out) if n.op_type in costmodel.ELEMENTWISE else 0
     return costmodel.NodeCost(
-        name, n.op_type, op_class, 0, moved, 0, segments, **costmodel.strided_reduction(n, shapes)
+        name,
+        n.op_type,
+        op_class,
+        0,
+        moved,
+        0,
+        segments,
+        **costmodel.strided_reduction(n, shapes),
+        **costmodel.gathered(n, shapes),
     )

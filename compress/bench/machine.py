@@ -32,13 +32,19 @@ class HostFingerprint:
     cpu: str
     flags: tuple[str, ...]  # the KERNEL_FLAGS this CPU has
     onnxruntime: str
+    cache_bytes: int = 0  # the last-level cache (0: unknown), which a network's conv weights may outgrow
 
     def to_json(self) -> dict[str, Any]:
         return {**asdict(self), "flags": list(self.flags)}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> HostFingerprint:
-        return cls(str(data.get("cpu", "")), tuple(data.get("flags") or ()), str(data.get("onnxruntime", "")))
+        return cls(
+            str(data.get("cpu", "")),
+            tuple(data.get("flags") or ()),
+            str(data.get("onnxruntime", "")),
+            int(data.get("cache_bytes") or 0),
+        )
 
 
 def channel_block(flags: tuple[str, ...] | list[str]) -> int:
@@ -77,6 +83,21 @@ NUMPY_FLAG_NAMES = {
 }
 
 
+def last_level_cache_bytes(root: Path = Path("/sys/devices/system/cpu/cpu0/cache")) -> int:
+    """The size of CPU 0's highest-level cache from Linux's sysfs (e.g. index3/size "32768K"); 0 where unreadable."""
+    best = (0, 0)
+    for index in root.glob("index*"):
+        try:
+            level, size = int((index / "level").read_text()), (index / "size").read_text().strip()
+        except (OSError, ValueError):
+            continue
+        scale = {"K": 2**10, "M": 2**20, "G": 2**30}.get(size[-1:], 1)
+        digits = size.rstrip("KMG")
+        if digits.isdigit():
+            best = max(best, (level, int(digits) * scale))
+    return best[1]
+
+
 def numpy_flags() -> set[str]:
     """The kernel flags numpy detected on this CPU at import, in /proc/cpuinfo's spelling: the fallback
     where there is no /proc/cpuinfo (macOS, Windows). numpy's feature table is private, so it may be empty."""
@@ -107,7 +128,9 @@ def this_host() -> HostFingerprint:
     except metadata.PackageNotFoundError:
         ort = "not installed"
     kernel_flags = tuple(f for f in KERNEL_FLAGS if f in flags)
-    return HostFingerprint(model or platform.processor() or platform.machine(), kernel_flags, ort)
+    return HostFingerprint(
+        model or platform.processor() or platform.machine(), kernel_flags, ort, last_level_cache_bytes()
+    )
 
 
 def differences(recorded: HostFingerprint, here: HostFingerprint) -> list[str]:

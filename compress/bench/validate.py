@@ -271,7 +271,7 @@ def validate(workdir: Path, rounds: int = 4, with_fomm: bool = True, folds: int 
     m, n, n_split = len(micro), len(calib), len(calib) + len(held)
     feats, measured, repeat = feats_all[m:], measured_all[m:], repeat_all[m:]
     result = calibrate.fit_host(
-        feats_all[:m], measured_all[:m], feats[:n], measured[:n], reorder_rate=sample.reorder_rate()
+        feats_all[:m], measured_all[:m], feats[:n], measured[:n], reorder_rates=sample.reorder_rates()
     )
     predicted = calibrate.price(feats, result.coefficients)
     micro_pred = calibrate.price(feats_all[:m], result.coefficients)
@@ -412,9 +412,14 @@ def _kfold_summary(report: dict[str, Any]) -> str:
     if not k:
         return ""
     return (
-        f"; {k['folds']}-fold over {k['networks']} networks: {k['within_10pct']['share'] * 100:.0f}% within +-10%, "
-        f"{k['within_20pct']['share'] * 100:.0f}% within +-20%"
+        f"; {k['folds']}-fold: {count(k['within_10pct']['share'], k['networks'])} within +-10%, "
+        f"{count(k['within_20pct']['share'], k['networks'])} within +-20%"
     )
+
+
+def count(share: float, networks: int) -> str:
+    """ "186 of 196 (94.9 %)": a share near a target, not rounded onto it."""
+    return f"{round(share * networks)} of {networks} ({share * 100:.1f} %)"
 
 
 def _ci(held_out: dict[str, Any], pct: int) -> str:
@@ -505,8 +510,9 @@ def kfold_lines(report: dict[str, Any]) -> list[str]:
         "and, those not in the split, unpruned): each network predicted by a profile fitted "
         "without its fold, the per-kernel model included (a kernel only the fold's networks have is left out "
         "of its data). Within ±10 %: "
-        f"{w10['share'] * 100:.0f} % (95 % CI {w10['interval_95'][0] * 100:.0f}-{w10['interval_95'][1] * 100:.0f} %, "
-        f"noise ceiling {k['noise_ceiling_10pct'] * 100:.0f} %); within ±20 %: {w20['share'] * 100:.0f} % "
+        f"{count(w10['share'], k['networks'])} (95 % CI {w10['interval_95'][0] * 100:.0f}-"
+        f"{w10['interval_95'][1] * 100:.0f} %, noise ceiling {k['noise_ceiling_10pct'] * 100:.0f} %); "
+        f"within ±20 %: {count(w20['share'], k['networks'])} "
         f"(95 % CI {w20['interval_95'][0] * 100:.0f}-{w20['interval_95'][1] * 100:.0f} %, noise ceiling "
         f"{k['noise_ceiling_20pct'] * 100:.0f} %); median abs error {k['median_abs_error'] * 100:.1f} %, "
         f"max {k['max_abs_error'] * 100:.0f} %.",

@@ -80,6 +80,13 @@ def test_the_network_fit_takes_off_the_fixed_cost_each_kernel_carried_when_timed
     assert result.coefficients[costmodel.KERNEL_ALONE] == pytest.approx(0.002, rel=1e-6)
 
 
+def test_reorder_rates_separate_the_copy_rate_from_the_rate_beyond_the_spill_size():
+    spill = costmodel.REORDER_SPILL / 1e6
+    mbs = [0.5, 2.0, 6.0, spill + 4, spill + 40, spill + 100]
+    sample = calibrate.KernelSample([], [(mb, 0.001 + 0.012 * mb + 0.02 * max(0.0, mb - spill)) for mb in mbs])
+    assert sample.reorder_rates() == pytest.approx({"reorder.mb": 0.012, "reorder_spill.mb": 0.02}, rel=1e-6)
+
+
 def test_one_round_cannot_tell_how_well_a_measurement_repeats(tmp_path):
     with pytest.raises(CompressError, match="at least 2"):
         calibrate.host_latencies([tmp_path / "m.onnx"], rounds=1)
@@ -109,7 +116,7 @@ def test_a_reference_network_is_timed_around_every_stretch_of_every_round(tiny_o
 
 def test_single_op_graphs_price_the_op_they_are_named_for(tmp_path):
     micro = dict(calibrate.memory_microbenchmarks(tmp_path))
-    assert len(micro) == len(calibrate.MICRO_SHAPES) * 17 + len(calibrate.ARGMAX_SHAPES)
+    assert len(micro) == len(calibrate.MICRO_SHAPES) * 22 + len(calibrate.ARGMAX_SHAPES)
     feats = calibrate.host_features(
         [micro["softmax-spatial 16x64x64"], micro["gridsample 16x64x64"], micro["relu-chain-8 16x64x64"]], 8
     )

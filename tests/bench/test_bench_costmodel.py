@@ -101,6 +101,23 @@ def test_a_broadcast_with_a_short_inner_run_counts_one_segment_per_run(tmp_path)
     assert sub.segments == 4 * 8 * 8  # runs of 2 elements
 
 
+def test_a_gather_counts_one_block_per_index_and_leading_element(tmp_path):
+    class Lookup(nn.Module):  # a CSE lookup's two gathers: rows of a table by a map of ids, then scores[..., 0]
+        def __init__(self):
+            super().__init__()
+            self.register_buffer("table", torch.randn(32, 5, 4))
+
+        def forward(self, ids, scores):
+            return self.table[ids], scores[..., 0]
+
+    path = tmp_path / "lookup.onnx"
+    args = (torch.zeros(1, 6, 7, dtype=torch.int64), torch.rand(1, 6, 7, 5, 1))
+    torch.onnx.export(Lookup(), args, str(path), opset_version=17, dynamo=False)
+    gathers = {c.blocks: c for c in costmodel.analyse(path) if c.op_type == "Gather"}
+    assert sorted(gathers) == [6 * 7, 6 * 7 * 5]  # one 5x4 row per id; one float per leading element
+    assert gathers[6 * 7].features()["gather.mblock"] == pytest.approx(6 * 7 / 1e6)
+
+
 @pytest.mark.parametrize(
     "channels, side, axis, aliased",
     [
@@ -108,6 +125,7 @@ def test_a_broadcast_with_a_short_inner_run_counts_one_segment_per_run(tmp_path)
         (1024, 56, 1, False),  # 12544 bytes apart
         (8, 32, 1, False),  # 4 KiB apart, but no more of them than a cache set has ways
         (64, 64, 3, False),  # along the innermost axis the elements are contiguous
+        (4096, 32, 1, True),  # past ALIASED_SATURATED the long-axis term stops growing
     ],
 )
 def test_an_argmax_counts_its_bytes_as_aliased_only_when_its_stride_is_a_multiple_of_4_kib(
@@ -123,10 +141,9 @@ def test_an_argmax_counts_its_bytes_as_aliased_only_when_its_stride_is_a_multipl
     assert ("reduction_aliased.mb" in feats) == aliased
     if aliased:
         assert feats["reduction_aliased.mb"] == channels * side * side * 4 / 1e6
-        # the long-axis term grows with how far the reduced length passes ALIASED_LONG
-        assert feats["reduction_aliased_long.mb"] == pytest.approx(
-            feats["reduction_aliased.mb"] * (channels / costmodel.ALIASED_LONG - 1)
-        )
+        # the long-axis term grows with how far the reduced length passes ALIASED_LONG, up to ALIASED_SATURATED
+        long = min(channels, costmodel.ALIASED_SATURATED) / costmodel.ALIASED_LONG - 1
+        assert feats["reduction_aliased_long.mb"] == pytest.approx(feats["reduction_aliased.mb"] * long)
 
 
 def test_a_profile_prices_every_priced_node_and_sums_them(block):

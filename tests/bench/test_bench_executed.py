@@ -46,6 +46,36 @@ def test_reorders_are_priced_as_the_bytes_they_copy(tmp_path):
 
 
 @needs_nchwc
+def test_a_reorder_prices_its_bytes_beyond_the_spill_size_once_more(tmp_path):
+    model = nn.Sequential(nn.Conv2d(3, 64, 1), nn.ReLU())  # 64x192x192 floats: 9.4 MB each way
+    (reorder,) = classes(executed.analyse(export_onnx(model, (1, 3, 192, 192), tmp_path / "big.onnx"), BLOCK))[
+        "reorder"
+    ]
+    assert reorder.bytes > costmodel.REORDER_SPILL
+    assert reorder.features()["reorder_spill.mb"] == pytest.approx((reorder.bytes - costmodel.REORDER_SPILL) / 1e6)
+
+
+@needs_nchwc
+def test_nchwc_convs_carry_the_share_of_the_cache_their_networks_conv_weights_fill(tmp_path):
+    path = conv_net(tmp_path, 32, nn.ReLU(), "aligned")  # weights: 32x3x3x3 and 32x1x3x3 floats
+    weights = 4 * (32 * 3 * 9 + 32 * 9)
+    half = executed.analyse(path, BLOCK, cache_bytes=2 * weights)
+    assert {c.cold_share for c in half if c.kernel is not None} == {0.5}
+    assert {c.cold_share for c in executed.analyse(path, BLOCK, cache_bytes=weights // 2) if c.kernel} == {1.0}
+    conv = next(c for c in half if c.kernel is not None)
+    conv.kernel_ms = 0.2
+    assert conv.features()[costmodel.KERNEL_COLD] == pytest.approx(0.1)
+
+
+@needs_nchwc
+def test_plain_path_convs_carry_no_cache_share(tmp_path):
+    model = nn.Sequential(nn.Conv2d(3, 22, 3, padding=1), nn.ReLU(), nn.Conv2d(22, 22, 3, padding=1))
+    costs = executed.analyse(export_onnx(model, (1, 3, 32, 32), tmp_path / "odd.onnx"), BLOCK, cache_bytes=1)
+    assert all(c.cold_share == 0 for c in costs if c.op_class in ("conv_nchw", "depthwise_nchw"))
+    assert any(c.op_class == "conv_nchw" for c in costs)
+
+
+@needs_nchwc
 def test_block_aligned_convs_take_the_nchwc_classes(tmp_path):
     by_class = classes(executed.analyse(conv_net(tmp_path, 32, nn.ReLU(), "aligned"), BLOCK))
     assert len(by_class["conv"]) == 1 and len(by_class["depthwise"]) == 1

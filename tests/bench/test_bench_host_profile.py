@@ -24,6 +24,15 @@ def test_cpuinfo_gives_the_model_and_every_flag(tmp_path):
     assert {"avx2", "avx512f", "avx512_vnni", "amx_int8"} <= flags
 
 
+def test_the_last_level_cache_is_the_highest_level_sysfs_lists(tmp_path):
+    for index, (level, size) in enumerate([(1, "48K"), (2, "1024K"), (3, "32768K"), (1, "32K")]):
+        (tmp_path / f"index{index}").mkdir()
+        (tmp_path / f"index{index}" / "level").write_text(f"{level}\n")
+        (tmp_path / f"index{index}" / "size").write_text(f"{size}\n")
+    assert machine.last_level_cache_bytes(tmp_path) == 32 * 2**20
+    assert machine.last_level_cache_bytes(tmp_path / "missing") == 0
+
+
 def test_numpy_s_cpu_detection_agrees_with_cpuinfo_on_the_flags_both_report():
     """numpy's detection is the fallback off Linux; where both exist they must tell the same story."""
     _, cpuinfo = machine.read_cpuinfo()

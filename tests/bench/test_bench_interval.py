@@ -61,6 +61,14 @@ def test_a_carried_argmax_rate_gets_its_own_range_and_leaves_the_memory_range_as
     assert with_argmax["op:ArgMax"] == [0.1, pytest.approx(1.0)]  # (0.2 + 0.3) ms/MB at twice the conv time
 
 
+def test_a_carried_depth_to_space_rate_gets_its_own_range_without_the_reductions_aliasing_term():
+    own = {"conv.gmac": 20.0, "memory.mb": 0.1, "grid_sample.mb": 0.1}
+    host = {"conv.gmac": 10.0, "memory.mb": 0.01, "grid_sample.mb": 1.0, "reduction_aliased.mb": 0.3}
+    ranges = calibrate.rate_range(own, {**host, "op:DepthToSpace.mb": 0.15})
+    assert ranges["memory"] == calibrate.rate_range(own, host)["memory"]
+    assert ranges["op:DepthToSpace"] == [0.1, pytest.approx(0.3)]  # 0.15 ms/MB at twice the conv time
+
+
 def test_loo_errors_vanish_on_data_the_form_explains_and_a_point_alone_in_a_column_has_none():
     truth = {"conv.gmac": 30.0, "conv_int8.gmac": 20.0, "memory.mb": 0.5}
     feats = [{"conv.gmac": g, "memory.mb": mb} for g, mb in [(0.5, 10), (1.0, 3), (0.2, 40), (2.0, 5)]]
