@@ -10,6 +10,7 @@ it runs on.
 
 from __future__ import annotations
 
+import functools
 import platform
 import subprocess
 import warnings
@@ -83,6 +84,7 @@ NUMPY_FLAG_NAMES = {
 }
 
 
+@functools.cache  # executed.analyse asks for every network it prices
 def last_level_cache_bytes(root: Path = Path("/sys/devices/system/cpu/cpu0/cache")) -> int:
     """The size of CPU 0's highest-level cache from Linux's sysfs (e.g. index3/size "32768K"); 0 where unreadable."""
     best = (0, 0)
